@@ -252,6 +252,7 @@ def save_session(path: str | os.PathLike[str], session: Session) -> Path:
             np.savez_compressed(fh, **arrays)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp_name, 0o666 & ~_current_umask())  # mkstemp creates 0600
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
@@ -481,6 +482,12 @@ def _labels_from_file(key: str, data: dict[str, np.ndarray]) -> tuple[str, ...] 
             "1-D unicode array of names"
         )
     return tuple(str(x) for x in value)
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -426,3 +427,18 @@ def test_load_not_an_npz(tmp_path: Path) -> None:
         np.save(fh, np.ones(3))
     with pytest.raises(SessionError, match=r"single \.npy array"):
         load_session(npy)
+
+
+def test_saved_file_has_ordinary_permissions(tmp_path: Path) -> None:
+    """The temporary file's owner-only mode must not survive the rename."""
+    session = Session(
+        neural=np.zeros((3, 2), dtype=np.float32),
+        timestamps=np.array([0.05, 0.1, 0.15]),
+        bin_s=0.05,
+    )
+    old = os.umask(0o022)
+    try:
+        path = save_session(tmp_path / "s.npz", session)
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
