@@ -34,8 +34,10 @@ class OnlineRSNN:
     """Frozen snapshot of an :class:`RSNN`'s weights for bin-by-bin decoding."""
 
     def __init__(self, model: RSNN, dtype: type = np.float32) -> None:
-        def arr(t) -> np.ndarray:  # noqa: ANN001
-            return np.ascontiguousarray(t.detach().cpu().numpy(), dtype=dtype)
+        def arr(t) -> np.ndarray:
+            # Always copy: a same-dtype view would alias the model's tensors, so later training
+            # (in-place optimiser steps, load_state_dict) would leak into this "frozen" snapshot.
+            return np.array(t.detach().cpu().numpy(), dtype=dtype, order="C", copy=True)
 
         cfg = model.config
         self.n_in, self.n_hidden, self.n_out = cfg.n_in, cfg.n_hidden, cfg.n_out

@@ -56,23 +56,31 @@ class _RecurrentALIF(torch.autograd.Function):
         surrogate: Surrogate,
     ) -> tuple[Tensor, Tensor, Tensor]:
         n_steps = i_in.shape[0]
+        adaptive = bool(torch.any(beta != 0)) or ctx.needs_input_grad[5]
         v_all = torch.empty_like(i_in)
         z_all = torch.empty_like(i_in)
-        a_all = torch.empty_like(i_in)
-        w_rec_t = w_rec.t()
+        a_all = torch.empty_like(i_in) if adaptive else a0.expand_as(i_in)
+        # Reset by subtraction folds into the recurrent matmul: z W_rec^T - theta z = z W_eff.
+        w_eff = w_rec.t() if reset_zero else w_rec.t() - torch.diag(threshold)
+        one_minus_rho = 1.0 - rho
+        spiking = torch.empty(i_in.shape[1:], dtype=torch.bool)
         v, z, a = v0, z0, a0
         for t in range(n_steps):
-            drive = torch.addmm(i_in[t], z, w_rec_t)
+            drive = torch.addmm(i_in[t], z, w_eff)
             if reset_zero:
                 v = torch.addcmul(drive, alpha * v, 1.0 - z, out=v_all[t])
             else:
-                v = torch.addcmul(drive, alpha, v, out=v_all[t]).sub_(threshold * z)
-            # x = (v - theta - beta a) / theta, spikes where x > 0
-            x = v - torch.addcmul(threshold, beta, a)
-            z = z_all[t].copy_(x > 0)
-            a = torch.addcmul(rho * a, 1.0 - rho, z, out=a_all[t])
+                v = torch.addcmul(drive, alpha, v, out=v_all[t])
+            if adaptive:  # spike where v > theta + beta a
+                torch.gt(v, torch.addcmul(threshold, beta, a), out=spiking)
+                z = z_all[t].copy_(spiking)
+                a = torch.addcmul(rho * a, one_minus_rho, z, out=a_all[t])
+            else:
+                torch.gt(v, threshold, out=spiking)
+                z = z_all[t].copy_(spiking)
         ctx.save_for_backward(w_rec, alpha, rho, threshold, beta, v0, z0, a0, v_all, z_all, a_all)
         ctx.reset_zero = reset_zero
+        ctx.adaptive = adaptive
         ctx.surrogate = surrogate
         ctx.mark_non_differentiable(v_all, a_all)
         return z_all, v_all, a_all
@@ -81,6 +89,7 @@ class _RecurrentALIF(torch.autograd.Function):
     def backward(ctx: Any, grad_z: Tensor, _grad_v: Tensor, _grad_a: Tensor) -> tuple:
         w_rec, alpha, rho, threshold, beta, v0, z0, a0, v_all, z_all, a_all = ctx.saved_tensors
         n_steps = v_all.shape[0]
+        adaptive = ctx.adaptive
         z_prev = torch.cat([z0.unsqueeze(0), z_all[:-1]])
         a_prev = torch.cat([a0.unsqueeze(0), a_all[:-1]])
         v_prev = torch.cat([v0.unsqueeze(0), v_all[:-1]])
@@ -90,33 +99,42 @@ class _RecurrentALIF(torch.autograd.Function):
 
         lv_all = torch.empty_like(v_all)
         lx_all = torch.empty_like(v_all)
-        la_all = torch.empty_like(v_all)
-        lv_next = torch.zeros_like(v0)
-        la_next = torch.zeros_like(v0)
-        lx_next = torch.zeros_like(v0)
-        beta_over_theta = beta / threshold
+        la_all = torch.empty_like(v_all) if adaptive else None
+        lv = torch.zeros_like(v0)
+        la = torch.zeros_like(v0)
+        lx = torch.zeros_like(v0)
+        inv_theta = 1.0 / threshold
+        beta_over_theta = beta * inv_theta
         one_minus_rho = 1.0 - rho
         for t in range(n_steps - 1, -1, -1):
-            la = rho * la_next - beta_over_theta * lx_next
-            dz = torch.addmm(grad_z[t], lv_next, w_rec).addcmul_(one_minus_rho, la)
-            lx = dz.mul_(psi_all[t])
-            carry = alpha * lv_next if keep is None else alpha * keep[t] * lv_next
-            lv = torch.addcdiv(carry, lx, threshold, out=lv_all[t])
-            lx_all[t] = lx
-            la_all[t] = la
-            lv_next, la_next, lx_next = lv, la, lx
+            # dz[t] = gz[t] + lv[t+1] W_rec + (1 - rho) la[t]
+            dz = torch.addmm(grad_z[t], lv, w_rec)
+            if adaptive:
+                la = torch.addcmul(rho * la, beta_over_theta, lx, value=-1.0, out=la_all[t])
+                dz.addcmul_(one_minus_rho, la)
+            lx = torch.mul(dz, psi_all[t], out=lx_all[t])
+            carry = alpha * lv if keep is None else alpha * keep[t] * lv
+            lv = torch.addcmul(carry, lx, inv_theta, out=lv_all[t])
 
         flat = v_all.shape[0] * v_all.shape[1]
-        grad_w_rec = lv_all.reshape(flat, -1).t() @ z_prev.reshape(flat, -1)
+        needs = ctx.needs_input_grad
+        grad_w_rec = lv_all.reshape(flat, -1).t() @ z_prev.reshape(flat, -1) if needs[1] else None
+        reset_term = 0.0
         if ctx.reset_zero:
-            grad_alpha = (lv_all * v_prev * (1.0 - z_prev)).sum((0, 1))
-            reset_term = 0.0
+            grad_alpha = (lv_all * v_prev * (1.0 - z_prev)).sum((0, 1)) if needs[2] else None
         else:
-            grad_alpha = (lv_all * v_prev).sum((0, 1))
-            reset_term = (lv_all * z_prev).sum((0, 1))
-        grad_threshold = -(lx_all * (1.0 + x_all)).sum((0, 1)) / threshold - reset_term
-        grad_rho = (la_all * (a_prev - z_all)).sum((0, 1))
-        grad_beta = -(lx_all * a_prev).sum((0, 1)) / threshold
+            grad_alpha = (lv_all * v_prev).sum((0, 1)) if needs[2] else None
+            if needs[4]:
+                reset_term = (lv_all * z_prev).sum((0, 1))
+        grad_rho = grad_threshold = grad_beta = None
+        if needs[4]:
+            grad_threshold = -(lx_all * (1.0 + x_all)).sum((0, 1)) * inv_theta - reset_term
+        if needs[3]:
+            grad_rho = (
+                (la_all * (a_prev - z_all)).sum((0, 1)) if adaptive else torch.zeros_like(rho)
+            )
+        if needs[5]:
+            grad_beta = -(lx_all * a_prev).sum((0, 1)) * inv_theta
         return (
             lv_all,
             grad_w_rec,
@@ -165,14 +183,24 @@ def recurrent_alif(
     return z, RecurrentState(v[-1].detach(), z[-1].detach(), a[-1].detach())
 
 
-def leaky_readout(u: Tensor, kappa: float, y0: Tensor) -> Tensor:
-    """Leaky integrator ``y[t] = kappa y[t-1] + u[t]`` over ``u`` (T, B, K), as one matmul.
+def leaky_readout(u: Tensor, kappa: float, y0: Tensor, block: int = 256) -> Tensor:
+    """Leaky integrator ``y[t] = kappa y[t-1] + u[t]`` over ``u`` (T, B, K).
 
-    ``y = L u + kappa^(t+1) y0`` with the lower-triangular Toeplitz ``L[t, s] = kappa^(t-s)``.
+    Each block of ``block`` steps is one matmul with the lower-triangular Toeplitz kernel
+    ``L[t, s] = kappa^(t-s)``, plus ``kappa^(t+1)`` times the state carried in: O(T block)
+    time and O(block^2) memory however long the recording.
     """
-    n_steps = u.shape[0]
-    steps = torch.arange(n_steps, dtype=u.dtype)
+    n = min(block, u.shape[0])
+    steps = torch.arange(n, dtype=u.dtype)
     lag = steps[:, None] - steps[None, :]
     kernel = torch.where(lag >= 0, kappa ** lag.clamp(min=0), torch.zeros((), dtype=u.dtype))
-    y = torch.einsum("ts,sbk->tbk", kernel, u)
-    return y + (kappa ** (steps + 1.0))[:, None, None] * y0
+    carry_gain = (kappa ** (steps + 1.0))[:, None, None]
+    blocks = []
+    y = y0
+    for start in range(0, u.shape[0], n):
+        chunk = u[start : start + n]
+        m = chunk.shape[0]
+        out = torch.einsum("ts,sbk->tbk", kernel[:m, :m], chunk) + carry_gain[:m] * y
+        blocks.append(out)
+        y = out[-1]
+    return torch.cat(blocks)

@@ -5,7 +5,7 @@ Per bin ``t`` (``dt`` = bin width, seconds)::
     x~[t] = (x[t] - mu) / sigma                             stored input normalisation
     I[t]  = W_in x~[t] + W_rec z[t-1]
     z[t]  = ALIF(I[t])                                      see :mod:`bci.recurrent`
-    y[t]  = kappa y[t-1] + W_out z[t]                      leaky integrator, kappa = exp(-dt/tau_out)
+    y[t]  = kappa y[t-1] + W_out z[t]                       kappa = exp(-dt / tau_out)
     out[t] = (y[t] + b_out) * s + m                         kinematics in their own units
 
 The first ``n_hidden - n_alif`` hidden neurons are LIF (``beta = 0``), the rest ALIF.
@@ -160,21 +160,20 @@ class RSNN(nn.Module):
         check_shape("training kinematics", kinematics, (neural.shape[0], self.config.n_out))
         check_finite("training kinematics", kinematics)
 
+        dtype = self.w_in.dtype  # keep the buffers in the model's dtype (float64 after .double())
+
         def stats(a: np.ndarray) -> tuple[Tensor, Tensor]:
             mean = a.mean(axis=0)
             scale = a.std(axis=0)
             scale = np.where(scale > 1e-8, scale, 1.0)
-            return torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(
-                scale, dtype=torch.float32
-            )
+            return torch.as_tensor(mean, dtype=dtype), torch.as_tensor(scale, dtype=dtype)
 
         self.input_mean, self.input_scale = stats(np.asarray(neural, dtype=np.float64))
         self.output_mean, self.output_scale = stats(np.asarray(kinematics, dtype=np.float64))
 
     def check_input(self, neural: np.ndarray | Tensor) -> None:
         """Raise ``ValueError`` for a wrong channel count or non-finite values (T, n_in)."""
-        expected = (None,) * (neural.ndim - 1) + (self.config.n_in,)
-        check_shape("neural input", neural, expected)
+        check_shape("neural input", neural, (None, self.config.n_in))
         check_finite("neural input", np.asarray(neural))
 
     # -- sequence face ----------------------------------------------------------------------
@@ -213,8 +212,9 @@ class RSNN(nn.Module):
     def decode(self, neural: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Decode a whole recording (T, n_in) from rest; returns kinematics and spikes (T, ·)."""
         self.check_input(neural)
-        x = torch.as_tensor(np.asarray(neural, dtype=np.float32))[:, None, :]
-        trace = self.run(x.to(self.w_in.dtype))
+        # Straight to the model's dtype: a float32 detour would round a float64 model's input.
+        x = torch.as_tensor(np.asarray(neural), dtype=self.w_in.dtype)[:, None, :]
+        trace = self.run(x)
         return trace.outputs[:, 0].numpy(), trace.spikes[:, 0].numpy()
 
     def fan_out(self) -> tuple[np.ndarray, np.ndarray]:

@@ -43,22 +43,26 @@ class TrainConfig:
     lr_decay: float = 0.3
     target_rate_hz: float = 1.0
     rate_reg: float = 1.0
-    l2: float = 0.0
+    l2: float = 1e-3
     grad_clip: float = 1.0
     eval_every: int = 50
     patience: int = 8
     seed: int = 0
 
     def __post_init__(self) -> None:
+        for name in ("window", "batch_size", "max_steps", "eval_every", "patience"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer; got {getattr(self, name)}")
         if self.burn_in >= self.window:
             raise ValueError(
                 f"burn_in ({self.burn_in}) must be shorter than window ({self.window})"
             )
-        for name in ("window", "batch_size", "max_steps", "eval_every", "patience"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer; got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive; got {self.lr}")
+        if self.burn_in < 0:  # a negative slice start would score only the last bins
+            raise ValueError(f"burn_in must be zero or more bins; got {self.burn_in}")
+        if not self.grad_clip > 0:  # clip_grad_norm_ zeroes (0) or reverses (< 0) the gradient
+            raise ValueError(f"grad_clip must be positive; got {self.grad_clip}")
 
 
 @dataclass
@@ -85,7 +89,7 @@ def train_rsnn(
     model: RSNN,
     train: tuple[np.ndarray, np.ndarray],
     val: tuple[np.ndarray, np.ndarray],
-    config: TrainConfig = TrainConfig(),  # noqa: B008 (frozen, immutable default)
+    config: TrainConfig = TrainConfig(),
     callback: Callable[[dict[str, float]], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on (neural, kinematics) pairs; keeps the best-validation weights.
@@ -101,7 +105,6 @@ def train_rsnn(
             f"training data has {neural.shape[0]} bins, fewer than one window of "
             f"{config.window}; record longer or lower TrainConfig.window"
         )
-    torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     model.fit_normalisation(neural, kinematics)
     x_all = torch.from_numpy(neural)
@@ -131,7 +134,7 @@ def train_rsnn(
         loss = mse + config.rate_reg * torch.mean((rate - target_rate) ** 2)
         if config.l2 > 0:
             loss = loss + config.l2 * sum(
-                (w**2).sum() for w in (model.w_in, model.w_rec, model.w_out)
+                (w**2).sum() for w in (model.w_in, model.recurrent_weights, model.w_out)
             )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

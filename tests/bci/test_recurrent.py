@@ -13,21 +13,26 @@ T, B, H = 30, 3, 12
 DT = 0.05
 
 
-def _inputs(seed: int) -> dict[str, torch.Tensor]:
+def _inputs(seed: int, alif: bool = True) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
 
     def rand(*shape: int, scale: float = 1.0) -> torch.Tensor:
         return (torch.randn(*shape, generator=gen, dtype=torch.float64) * scale).requires_grad_()
 
     beta = torch.zeros(H, dtype=torch.float64)
-    beta[H // 2 :] = 1.5
+    if alif:
+        beta[H // 2 :] = 1.5
     return {
         "i_in": rand(T, B, H, scale=0.8),
         "w_rec": rand(H, H, scale=0.4),
-        "tau_mem": (0.05 + 0.2 * torch.rand(H, generator=gen, dtype=torch.float64)).requires_grad_(),
+        "tau_mem": (
+            0.05 + 0.2 * torch.rand(H, generator=gen, dtype=torch.float64)
+        ).requires_grad_(),
         "tau_adapt": (0.2 + torch.rand(H, generator=gen, dtype=torch.float64)).requires_grad_(),
-        "threshold": (0.6 + 0.5 * torch.rand(H, generator=gen, dtype=torch.float64)).requires_grad_(),
-        "beta": beta.requires_grad_(),
+        "threshold": (
+            0.6 + 0.5 * torch.rand(H, generator=gen, dtype=torch.float64)
+        ).requires_grad_(),
+        "beta": beta.requires_grad_(alif),
     }
 
 
@@ -67,10 +72,14 @@ def _fused(p: dict[str, torch.Tensor], reset: str, surrogate_name: str) -> torch
     return spikes
 
 
+@pytest.mark.parametrize("alif", [True, False], ids=["alif", "lif"])
 @pytest.mark.parametrize("reset", ["subtract", "zero"])
 @pytest.mark.parametrize("surrogate_name", ["triangle", "fast_sigmoid", "gaussian"])
-def test_fused_forward_and_gradients_equal_autograd(reset: str, surrogate_name: str) -> None:
-    p = _inputs(seed=1)
+def test_fused_forward_and_gradients_equal_autograd(
+    reset: str, surrogate_name: str, alif: bool
+) -> None:
+    """With ``alif=False`` every beta is zero and constant: the fused layer skips adaptation."""
+    p = _inputs(seed=1, alif=alif)
     readout = torch.randn(T, B, H, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
 
     ref = _reference(p, reset, surrogate_name)
@@ -78,7 +87,7 @@ def test_fused_forward_and_gradients_equal_autograd(reset: str, surrogate_name: 
     assert 0.05 < ref.mean().item() < 0.6, "inputs must make neurons fire sometimes"
     torch.testing.assert_close(fused, ref, rtol=0, atol=0)
 
-    names = list(p)
+    names = [n for n in p if p[n].requires_grad and (alif or n != "tau_adapt")]
     grads_ref = torch.autograd.grad((ref * readout).sum(), [p[n] for n in names])
     grads_fused = torch.autograd.grad((fused * readout).sum(), [p[n] for n in names])
     for name, g_ref, g_fused in zip(names, grads_ref, grads_fused, strict=True):
@@ -86,12 +95,14 @@ def test_fused_forward_and_gradients_equal_autograd(reset: str, surrogate_name: 
         torch.testing.assert_close(g_fused, g_ref, rtol=1e-10, atol=1e-12, msg=name)
 
 
-def test_leaky_readout_equals_recursion() -> None:
+@pytest.mark.parametrize("block", [7, 40, 256])
+def test_leaky_readout_equals_recursion(block: int) -> None:
+    """Blocks that divide T, do not divide it, and exceed it all give the recursion."""
     gen = torch.Generator().manual_seed(3)
     u = torch.randn(40, 2, 3, generator=gen, dtype=torch.float64)
     y0 = torch.randn(2, 3, generator=gen, dtype=torch.float64)
     kappa = 0.8
-    y = leaky_readout(u, kappa, y0)
+    y = leaky_readout(u, kappa, y0, block=block)
     expected, prev = [], y0
     for u_t in u:
         prev = kappa * prev + u_t
