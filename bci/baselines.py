@@ -21,8 +21,7 @@ import copy
 import logging
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -32,6 +31,7 @@ import torch
 from torch import nn
 
 from bci.metrics import r2_score
+from bci.runtime import torch_threads
 from bci.validation import check_finite, check_shape, to_numpy
 
 __all__ = [
@@ -427,19 +427,6 @@ class KalmanFilter(CausalDecoder):
 
 
 # ====================================================================== GRU
-@contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
-    """Use ``n`` torch intra-op threads inside the block (``None``: leave as is)."""
-    previous = torch.get_num_threads()
-    if n is not None and n != previous:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != previous:
-            torch.set_num_threads(previous)
-
-
 class _GRUNet(nn.Module):
     """Time-major GRU with a linear readout: ``(T, B, C) -> (T, B, K)``."""
 
@@ -549,7 +536,7 @@ class GRUDecoder(CausalDecoder):
             )
             self._val = (xv, yv)
         try:
-            with _torch_threads(self.num_threads):
+            with torch_threads(self.num_threads):
                 self._fit_normalised(x, y)
         finally:
             self._val = None
@@ -619,7 +606,7 @@ class GRUDecoder(CausalDecoder):
         )
 
     def _predict_normalised(self, z: np.ndarray) -> np.ndarray:
-        with _torch_threads(self.num_threads):
+        with torch_threads(self.num_threads):
             return self._run(self.network_, z)
 
     def _initial_state(self) -> torch.Tensor:

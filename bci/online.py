@@ -1,20 +1,71 @@
-"""Online face of the RSNN: one bin at batch 1, NumPy, preallocated, no autograd.
+"""Online face of the RSNN: one bin at batch 1, preallocated, no autograd.
 
 Same equations as :class:`bci.rsnn.RSNN` (see :mod:`bci.recurrent`). Input and recurrent
 weights are packed side by side, ``W = [W_in | W_rec]`` (H, C + H), so each bin costs one
-matrix-vector product ``W [x~; z]`` plus O(H) element-wise updates, all written into
-preallocated buffers. NumPy beats torch here: at batch 1 torch's per-call dispatch (a few
-microseconds an op) costs more than the arithmetic (see ``benchmarks/step_latency.py``).
+matrix-vector product ``W [x~; z]``; the O(H) neuron updates and the spike-driven readout
+(``W_out`` columns of the neurons that spiked are accumulated) run in one compiled Numba
+kernel. At batch 1 each NumPy ufunc call costs about half a microsecond and each torch op
+several, more than the arithmetic itself: see ``benchmarks/step_latency.py``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from bci.rsnn import RSNN
 from bci.validation import check_shape
+
+
+@numba.njit(cache=True, nogil=True)
+def _step_kernel(
+    x: np.ndarray,
+    weights: np.ndarray,
+    xz: np.ndarray,
+    current: np.ndarray,
+    v: np.ndarray,
+    z: np.ndarray,
+    a: np.ndarray,
+    y: np.ndarray,
+    neuron: np.ndarray,
+    normalisation: np.ndarray,
+    w_out: np.ndarray,
+    readout: np.ndarray,
+    reset_zero: bool,
+    out: np.ndarray,
+) -> None:
+    """One bin in place. ``neuron`` rows: alpha, theta, beta, rho, 1 - rho (H,);
+    ``normalisation`` rows: mean, 1 / scale (C,); ``readout`` rows: kappa, b, s, m (K,)."""
+    n_in = x.shape[0]
+    n_hidden = v.shape[0]
+    for i in range(n_in):
+        xz[i] = (x[i] - normalisation[0, i]) * normalisation[1, i]
+    for j in range(n_hidden):
+        xz[n_in + j] = z[j]
+    np.dot(weights, xz, current)
+    for j in range(n_hidden):
+        alpha, theta, beta, rho, one_minus_rho = (
+            neuron[0, j],
+            neuron[1, j],
+            neuron[2, j],
+            neuron[3, j],
+            neuron[4, j],
+        )
+        if reset_zero:
+            v[j] = current[j] if z[j] != 0 else alpha * v[j] + current[j]
+        else:
+            v[j] = alpha * v[j] + (current[j] - theta * z[j])
+        z[j] = 1 if v[j] > theta + beta * a[j] else 0
+        a[j] = rho * a[j] + one_minus_rho * z[j]
+    for k in range(y.shape[0]):
+        acc = readout[0, k] * y[k]
+        for j in range(n_hidden):
+            if z[j] != 0:
+                acc += w_out[k, j]
+        y[k] = acc
+        out[k] = (acc + readout[1, k]) * readout[2, k] + readout[3, k]
 
 
 @dataclass
@@ -35,32 +86,26 @@ class OnlineRSNN:
 
     def __init__(self, model: RSNN, dtype: type = np.float32) -> None:
         def arr(t) -> np.ndarray:
-            # Always copy: a same-dtype view would alias the model's tensors, so later training
-            # (in-place optimiser steps, load_state_dict) would leak into this "frozen" snapshot.
+            # Always a copy: later in-place training of ``model`` must not reach the snapshot.
             return np.array(t.detach().cpu().numpy(), dtype=dtype, order="C", copy=True)
 
         cfg = model.config
         self.n_in, self.n_hidden, self.n_out = cfg.n_in, cfg.n_hidden, cfg.n_out
         self.dtype = dtype
+        self.reset_zero = cfg.reset == "zero"
         self.weights = np.concatenate([arr(model.w_in), arr(model.recurrent_weights)], axis=1)
         self.w_out = arr(model.w_out)
-        self.input_mean = arr(model.input_mean)
-        self.input_inv_scale = (1.0 / arr(model.input_scale)).astype(dtype)
-        self.alpha = arr(model.alpha)
-        self.threshold = arr(model.threshold)
-        self.beta = arr(model.beta)
-        self.rho = arr(model.rho)
-        self.one_minus_rho = (1.0 - self.rho).astype(dtype)
-        self.kappa = dtype(cfg.kappa)
-        self.reset_zero = cfg.reset == "zero"
-        self.b_out = arr(model.b_out)
-        self.output_scale = arr(model.output_scale)
-        self.output_mean = arr(model.output_mean)
-        h = self.n_hidden
-        self._xz = np.zeros(self.n_in + h, dtype=dtype)  # [x~; z] input of the packed matvec
-        self._current = np.zeros(h, dtype=dtype)
-        self._tmp = np.zeros(h, dtype=dtype)
-        self._readout = np.zeros(self.n_out, dtype=dtype)
+        rho = arr(model.rho)
+        self.neuron = np.stack(
+            [arr(model.alpha), arr(model.threshold), arr(model.beta), rho, 1 - rho]
+        )
+        self.normalisation = np.stack([arr(model.input_mean), 1 / arr(model.input_scale)])
+        kappa = np.full(self.n_out, cfg.kappa, dtype=dtype)
+        self.readout = np.stack(
+            [kappa, arr(model.b_out), arr(model.output_scale), arr(model.output_mean)]
+        )
+        self._xz = np.zeros(self.n_in + self.n_hidden, dtype=dtype)  # [x~; z] of the matvec
+        self._current = np.zeros(self.n_hidden, dtype=dtype)
         self._out = np.zeros(self.n_out, dtype=dtype)
 
     def initial_state(self) -> OnlineState:
@@ -76,35 +121,11 @@ class OnlineRSNN:
         """
         if x.shape != (self.n_in,):
             check_shape("neural bin", x, (self.n_in,))
-        xz, cur, tmp = self._xz, self._current, self._tmp
-        xin = xz[: self.n_in]
-        np.subtract(x, self.input_mean, out=xin)
-        xin *= self.input_inv_scale
-        xz[self.n_in :] = state.z
-        np.matmul(self.weights, xz, out=cur)
-        # v = alpha v + I - theta z_prev   (or alpha v (1 - z_prev) + I)
-        state.v *= self.alpha
-        if self.reset_zero:
-            np.subtract(1.0, state.z, out=tmp)
-            state.v *= tmp
-        else:
-            np.multiply(self.threshold, state.z, out=tmp)
-            state.v -= tmp
-        state.v += cur
-        # z = H(v - theta - beta a)
-        np.multiply(self.beta, state.a, out=tmp)
-        tmp += self.threshold
-        np.greater(state.v, tmp, out=tmp, casting="unsafe")
-        state.z[:] = tmp
-        # a = rho a + (1 - rho) z
-        state.a *= self.rho
-        tmp *= self.one_minus_rho
-        state.a += tmp
-        # y = kappa y + W_out z ; out = (y + b) s + m
-        np.matmul(self.w_out, state.z, out=self._readout)
-        state.y *= self.kappa
-        state.y += self._readout
-        np.add(state.y, self.b_out, out=self._out)
-        self._out *= self.output_scale
-        self._out += self.output_mean
+        if x.dtype != self.dtype:
+            x = x.astype(self.dtype)
+        _step_kernel(
+            x, self.weights, self._xz, self._current, state.v, state.z, state.a, state.y,
+            self.neuron, self.normalisation, self.w_out, self.readout, self.reset_zero,
+            self._out,
+        )  # fmt: skip
         return self._out

@@ -57,13 +57,17 @@ class _RecurrentALIF(torch.autograd.Function):
     ) -> tuple[Tensor, Tensor, Tensor]:
         n_steps = i_in.shape[0]
         adaptive = bool(torch.any(beta != 0)) or ctx.needs_input_grad[5]
-        v_all = torch.empty_like(i_in)
-        z_all = torch.empty_like(i_in)
-        a_all = torch.empty_like(i_in) if adaptive else a0.expand_as(i_in)
+        # Histories hold the initial state in row 0, so step t's "previous" is row t.
+        v_hist = i_in.new_empty((n_steps + 1, *i_in.shape[1:]))
+        z_hist = torch.empty_like(v_hist)
+        a_hist = torch.empty_like(v_hist) if adaptive else a0.expand_as(v_hist)
+        v_hist[0], z_hist[0] = v0, z0
+        if adaptive:
+            a_hist[0] = a0
+        v_all, z_all, a_all = v_hist[1:], z_hist[1:], a_hist[1:]
         # Reset by subtraction folds into the recurrent matmul: z W_rec^T - theta z = z W_eff.
         w_eff = w_rec.t() if reset_zero else w_rec.t() - torch.diag(threshold)
         one_minus_rho = 1.0 - rho
-        spiking = torch.empty(i_in.shape[1:], dtype=torch.bool)
         v, z, a = v0, z0, a0
         for t in range(n_steps):
             drive = torch.addmm(i_in[t], z, w_eff)
@@ -72,13 +76,11 @@ class _RecurrentALIF(torch.autograd.Function):
             else:
                 v = torch.addcmul(drive, alpha, v, out=v_all[t])
             if adaptive:  # spike where v > theta + beta a
-                torch.gt(v, torch.addcmul(threshold, beta, a), out=spiking)
-                z = z_all[t].copy_(spiking)
+                z = torch.gt(v, torch.addcmul(threshold, beta, a), out=z_all[t])
                 a = torch.addcmul(rho * a, one_minus_rho, z, out=a_all[t])
             else:
-                torch.gt(v, threshold, out=spiking)
-                z = z_all[t].copy_(spiking)
-        ctx.save_for_backward(w_rec, alpha, rho, threshold, beta, v0, z0, a0, v_all, z_all, a_all)
+                z = torch.gt(v, threshold, out=z_all[t])
+        ctx.save_for_backward(w_rec, alpha, rho, threshold, beta, v_hist, z_hist, a_hist)
         ctx.reset_zero = reset_zero
         ctx.adaptive = adaptive
         ctx.surrogate = surrogate
@@ -87,12 +89,12 @@ class _RecurrentALIF(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_z: Tensor, _grad_v: Tensor, _grad_a: Tensor) -> tuple:
-        w_rec, alpha, rho, threshold, beta, v0, z0, a0, v_all, z_all, a_all = ctx.saved_tensors
+        w_rec, alpha, rho, threshold, beta, v_hist, z_hist, a_hist = ctx.saved_tensors
+        v_all, z_all = v_hist[1:], z_hist[1:]
+        v_prev, z_prev, a_prev = v_hist[:-1], z_hist[:-1], a_hist[:-1]
+        v0 = v_hist[0]
         n_steps = v_all.shape[0]
         adaptive = ctx.adaptive
-        z_prev = torch.cat([z0.unsqueeze(0), z_all[:-1]])
-        a_prev = torch.cat([a0.unsqueeze(0), a_all[:-1]])
-        v_prev = torch.cat([v0.unsqueeze(0), v_all[:-1]])
         x_all = (v_all - threshold - beta * a_prev) / threshold
         psi_all = ctx.surrogate.pseudo_derivative(x_all)
         keep = (1.0 - z_all) if ctx.reset_zero else None

@@ -26,6 +26,7 @@ import torch
 
 from bci.metrics import r2_score
 from bci.rsnn import RSNN
+from bci.runtime import retain_freed_memory, torch_threads
 from bci.validation import check_finite, check_shape
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class TrainConfig:
     eval_every: int = 50
     patience: int = 8
     seed: int = 0
+    num_threads: int | None = 1
 
     def __post_init__(self) -> None:
         for name in ("window", "batch_size", "max_steps", "eval_every", "patience"):
@@ -94,8 +96,22 @@ def train_rsnn(
 ) -> TrainResult:
     """Train ``model`` in place on (neural, kinematics) pairs; keeps the best-validation weights.
 
-    ``callback`` receives each evaluation record (step, loss, mse, rate_hz, val_r2).
+    ``callback`` receives each evaluation record (step, loss, mse, rate_hz, val_r2). Runs with
+    ``config.num_threads`` torch threads (see :func:`bci.runtime.torch_threads`) and with freed
+    buffers kept in the heap (:func:`bci.runtime.retain_freed_memory`).
     """
+    retain_freed_memory()
+    with torch_threads(config.num_threads):
+        return _train(model, train, val, config, callback)
+
+
+def _train(
+    model: RSNN,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    config: TrainConfig,
+    callback: Callable[[dict[str, float]], None] | None,
+) -> TrainResult:
     neural, kinematics = (np.asarray(a, dtype=np.float32) for a in train)
     val_neural, val_kinematics = (np.asarray(a, dtype=np.float32) for a in val)
     _check_pair("training", neural, kinematics, model)

@@ -3,11 +3,12 @@
 For each size the script times, bin by bin and side by side in one run:
 - ``floor``: one NumPy matrix-vector product over the same weight bytes as the step
   (``W = [W_in | W_rec]``, (H, C + H) float32) — no decoder can do less memory traffic;
-- ``numpy step``: :meth:`bci.online.OnlineRSNN.step` (the online face the daemon uses);
-- ``torch step``: the sequence forward at T = 1, batch 1, under ``no_grad`` (why NumPy won).
+- ``online step``: :meth:`bci.online.OnlineRSNN.step` (the online face the daemon uses:
+  the matvec plus one compiled Numba kernel for the neuron updates and the readout);
+- ``torch step``: the sequence forward at T = 1, batch 1, under ``no_grad`` (why not torch).
 
 Usage: ``python benchmarks/step_latency.py [--steps 20000] [--json OUT]``.
-Target: numpy step p50 <= 2x floor p50.
+Target: online step p50 <= 2x floor p50.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def bench_size(n_in: int, n_hidden: int, n_out: int, steps: int, seed: int) -> l
     results = []
     for name, fn, n in (
         ("floor (matvec)", lambda i: np.matmul(weights, vec, out=out), steps),
-        ("numpy step", lambda i: online.step(counts[i], state), steps),
+        ("online step", lambda i: online.step(counts[i], state), steps),
         ("torch step", torch_step, torch_steps),
     ):
         with torch.no_grad():
@@ -97,7 +98,8 @@ def main() -> None:
         ],
     )
     write_json(
-        args.json, {"benchmark": "step_latency", "target": "numpy p50 <= 2x floor", "results": rows}
+        args.json,
+        {"benchmark": "step_latency", "target": "online step p50 <= 2x floor", "results": rows},
     )
 
 

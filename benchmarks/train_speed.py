@@ -4,9 +4,10 @@ Same sizes (96 in / 256 hidden / 2 out), sequence length, batch, loss (MSE on a 
 readout of the spikes) and optimiser (Adam). snnTorch runs the usual loop of
 ``Linear -> RLeaky`` calls per time step with autograd; ours runs one input matmul for the
 whole window, the fused recurrent loop with its hand-written backward, and a one-matmul
-leaky readout.
+leaky readout. Both run with the training runtime's settings (one torch thread by default,
+freed buffers kept in the heap: :mod:`bci.runtime`).
 
-Usage: ``python benchmarks/train_speed.py [--json OUT]``. Target: ours >= 3x faster.
+Usage: ``python benchmarks/train_speed.py [--threads 1] [--json OUT]``. Target: ours >= 3x faster.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from snntorch import surrogate
 from torch import nn
 
 from bci.rsnn import RSNN, RSNNConfig
+from bci.runtime import retain_freed_memory
 
 from _common import print_table, write_json
 
@@ -73,9 +75,17 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=100)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--reps", type=int, default=20)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads for both (default 1, as bci.training uses)",
+    )
     parser.add_argument("--json", help="write results to this JSON file")
     args = parser.parse_args()
 
+    torch.set_num_threads(args.threads)
+    retain_freed_memory()  # as bci.training does; applies to both implementations
     gen = torch.Generator().manual_seed(0)
     x = torch.poisson(torch.full((args.seq_len, args.batch, args.n_in), 2.0), generator=gen)
     y = torch.randn(args.seq_len, args.batch, args.n_out, generator=gen)

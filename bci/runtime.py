@@ -1,0 +1,58 @@
+"""Process settings for training: torch thread count and the C allocator's trimming.
+
+Decoder matrices are small: a second torch thread buys little, and on a machine whose cores
+are busy OpenMP barriers stall training up to ten-fold (measured on the 2-core dev machine).
+
+A training step allocates and frees some twenty (T, B, H) buffers (megabytes each). By
+default glibc hands such blocks back to the kernel on free, so every step page-faults them in
+again; in a virtual machine that doubled the step time (``benchmarks/train_speed.py``).
+:func:`retain_freed_memory` keeps freed blocks in the process heap instead.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+_M_TRIM_THRESHOLD = -1  # glibc mallopt parameter numbers (malloc.h)
+_M_MMAP_THRESHOLD = -3
+_RETAIN_BYTES = 1 << 30
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Use ``n`` torch intra-op threads inside the block (``None``: leave as is)."""
+    previous = torch.get_num_threads()
+    if n is not None and n != previous:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)
+
+
+def retain_freed_memory() -> bool:
+    """Ask glibc to keep freed blocks up to 1 GiB in the heap (no ``mmap``/trim per step).
+
+    Process-wide and idempotent; returns False (and changes nothing) where the C library is
+    not glibc. Freed memory stays reserved for reuse, so the process's resident size does
+    not shrink after a training run.
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):
+        logger.debug("mallopt unavailable (C library %s); allocator left as is", name)
+        return False
+    ok = mallopt(_M_MMAP_THRESHOLD, _RETAIN_BYTES) == 1
+    ok = mallopt(_M_TRIM_THRESHOLD, _RETAIN_BYTES) == 1 and ok
+    return ok
