@@ -34,10 +34,12 @@ def _step_kernel(
     w_out: np.ndarray,
     readout: np.ndarray,
     reset_zero: bool,
+    scaled: np.ndarray,
     out: np.ndarray,
 ) -> None:
     """One bin in place. ``neuron`` rows: alpha, theta, beta, rho, 1 - rho (H,);
-    ``normalisation`` rows: mean, 1 / scale (C,); ``readout`` rows: kappa, b, s, m (K,)."""
+    ``normalisation`` rows: mean, 1 / scale (C,); ``readout`` rows: kappa, b, s, m (K,).
+    Also writes ``scaled`` = (v - theta - beta a_prev) / theta, the surrogate's argument."""
     n_in = x.shape[0]
     n_hidden = v.shape[0]
     for i in range(n_in):
@@ -57,6 +59,7 @@ def _step_kernel(
             v[j] = current[j] if z[j] != 0 else alpha * v[j] + current[j]
         else:
             v[j] = alpha * v[j] + (current[j] - theta * z[j])
+        scaled[j] = (v[j] - (theta + beta * a[j])) / theta
         z[j] = 1 if v[j] > theta + beta * a[j] else 0
         a[j] = rho * a[j] + one_minus_rho * z[j]
     for k in range(y.shape[0]):
@@ -93,6 +96,7 @@ class OnlineRSNN:
         self.n_in, self.n_hidden, self.n_out = cfg.n_in, cfg.n_hidden, cfg.n_out
         self.dtype = dtype
         self.reset_zero = cfg.reset == "zero"
+        self.dt_s = cfg.dt_s
         self.weights = np.concatenate([arr(model.w_in), arr(model.recurrent_weights)], axis=1)
         self.w_out = arr(model.w_out)
         rho = arr(model.rho)
@@ -104,8 +108,10 @@ class OnlineRSNN:
         self.readout = np.stack(
             [kappa, arr(model.b_out), arr(model.output_scale), arr(model.output_mean)]
         )
+        self.surrogate = model.surrogate
         self._xz = np.zeros(self.n_in + self.n_hidden, dtype=dtype)  # [x~; z] of the matvec
         self._current = np.zeros(self.n_hidden, dtype=dtype)
+        self._scaled = np.zeros(self.n_hidden, dtype=dtype)
         self._out = np.zeros(self.n_out, dtype=dtype)
 
     def initial_state(self) -> OnlineState:
@@ -119,13 +125,26 @@ class OnlineRSNN:
         ``state`` is advanced in place. The returned array is reused by the next call: copy it
         to keep it.
         """
+        self.advance(x, state, self._xz, self._scaled, self._out)
+        return self._out
+
+    def advance(
+        self,
+        x: np.ndarray,
+        state: OnlineState,
+        xz: np.ndarray,
+        scaled: np.ndarray,
+        out: np.ndarray,
+    ) -> None:
+        """:meth:`step` writing into caller buffers: ``xz`` (n_in + H,) receives
+        ``[x~; z_prev]``, ``scaled`` (H,) the surrogate argument, ``out`` (n_out,) the output.
+        Learners pass rows of their window buffers here, so nothing is copied per bin."""
         if x.shape != (self.n_in,):
             check_shape("neural bin", x, (self.n_in,))
         if x.dtype != self.dtype:
             x = x.astype(self.dtype)
         _step_kernel(
-            x, self.weights, self._xz, self._current, state.v, state.z, state.a, state.y,
+            x, self.weights, xz, self._current, state.v, state.z, state.a, state.y,
             self.neuron, self.normalisation, self.w_out, self.readout, self.reset_zero,
-            self._out,
+            scaled, out,
         )  # fmt: skip
-        return self._out
