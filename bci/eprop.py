@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -197,10 +198,44 @@ def window_update(
         coef_p,
         coef_0,
     )
-    products = (coef_p.astype(dtype).reshape(4 * n_hidden, n_steps) @ presynaptic).reshape(
-        4, n_hidden, -1
-    )
-    _carry(traces.ev, traces.ea, traces.eb, grad, coef_0.astype(dtype), products)
+    products = coef_p.astype(dtype, copy=False).reshape(4 * n_hidden, n_steps) @ presynaptic
+    _carry(traces.ev, traces.ea, traces.eb, grad, coef_0.astype(dtype, copy=False),
+           products.reshape(4, n_hidden, -1))  # fmt: skip
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _optimizer_step(
+    grad: np.ndarray,
+    m: np.ndarray,
+    v: np.ndarray,
+    lr: float,
+    adam: bool,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    t: int,
+) -> None:
+    """Turn ``grad`` (flat) into the parameter change, in place: ``-lr g`` (SGD) or Adam's
+    ``-lr m^ / (sqrt(v^) + eps)`` with bias-corrected moments ``m``, ``v``."""
+    if not adam:
+        for i in range(grad.shape[0]):
+            grad[i] = -lr * grad[i]
+        return
+    correction1 = 1.0 - beta1**t
+    correction2 = 1.0 - beta2**t
+    for i in range(grad.shape[0]):
+        g = grad[i]
+        m[i] = beta1 * m[i] + (1.0 - beta1) * g
+        v[i] = beta2 * v[i] + (1.0 - beta2) * g * g
+        grad[i] = -lr * (m[i] / correction1) / (math.sqrt(v[i] / correction2) + eps)
+
+
+@numba.njit(cache=True, nogil=True)
+def _apply_step(param: np.ndarray, step: np.ndarray, scale: float, bound: float) -> None:
+    """``param += scale step``, clipped to ``[-bound, bound]`` (flat arrays), in place."""
+    for i in range(param.shape[0]):
+        value = param[i] + scale * step[i]
+        param[i] = min(max(value, -bound), bound)
 
 
 def _leaky_filter(x: np.ndarray, decay: float, initial: np.ndarray) -> np.ndarray:
@@ -218,7 +253,7 @@ def _leaky_filter(x: np.ndarray, decay: float, initial: np.ndarray) -> np.ndarra
 class EpropConfig:
     """Online learning settings (rates in Hz, times in seconds)."""
 
-    lr: float = 1e-3
+    lr: float = 1e-4
     optimizer: Literal["sgd", "adam"] = "adam"
     update_every: int = 10
     feedback: Literal["symmetric", "random"] = "symmetric"
@@ -251,7 +286,9 @@ class EpropConfig:
 
 
 def _check_learning_rate(lr: float) -> None:
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+    # numbers.Real: NumPy scalars too (np.float32 is no subclass of float); bool is no rate
+    if not (isinstance(lr, numbers.Real) and not isinstance(lr, bool)
+            and math.isfinite(lr) and lr > 0):  # fmt: skip
         raise ValueError(f"learning rate must be a positive finite number; got {lr!r} (e.g. 1e-3)")
 
 
@@ -309,7 +346,7 @@ class EpropLearner:
         h, c, k = decoder.n_hidden, decoder.n_in, decoder.n_out
         dtype = decoder.dtype
         self._dtype = dtype
-        self._status = EpropStatus(lr=config.lr)
+        self._status = EpropStatus(lr=float(config.lr))
         self._frozen: set[str] = set(GROUPS) - set(config.learn)
         self._traces = Traces.zeros(h, c + h, dtype)
         self._readout_trace = np.zeros(h, dtype=dtype)
@@ -328,9 +365,12 @@ class EpropLearner:
         )
         rng = np.random.default_rng(config.seed)
         self._random_feedback = (rng.standard_normal((h, k)) / math.sqrt(h)).astype(dtype)
-        self._adam = {
-            name: _Adam(np.zeros_like(a), np.zeros_like(a)) for name, a in self._params().items()
-        }
+        moments = (
+            (lambda a: np.zeros_like(a))
+            if config.optimizer == "adam"
+            else (lambda a: np.zeros(0, dtype=a.dtype))
+        )
+        self._adam = {name: _Adam(moments(a), moments(a)) for name, a in self._params().items()}
         self._initial = self._copy_params()
         self._snapshot = self._copy_params()
         self._updates_since_snapshot = 0
@@ -445,6 +485,9 @@ class EpropLearner:
         return out
 
     # -- window ----------------------------------------------------------------------------
+    # Overflow (absurd but finite data) yields inf/NaN that the update checks below reject
+    # and count; without this it would also raise a RuntimeWarning (an error under -W error).
+    @np.errstate(over="ignore", invalid="ignore")
     def _finish_window(self) -> None:
         w = self._window
         n = w.length
@@ -490,28 +533,36 @@ class EpropLearner:
         return rates - self.config.target_rate_hz * self.decoder.dt_s
 
     def _apply_update(self) -> None:
+        """Check, convert (SGD/Adam), clip and apply the accumulated gradient, in place."""
         grads = {"weights": self._grad, "w_out": self._grad_out, "b_out": self._grad_bias}
         try:
-            if not all(np.all(np.isfinite(g)) for g in grads.values()):
+            if not all(math.isfinite(float(np.dot(g.ravel(), g.ravel()))) for g in grads.values()):
                 self._reject("non-finite gradient")
                 return
-            steps = self._update_steps(grads)
-            norm = math.sqrt(sum(float(np.sum(s * s)) for s in steps.values()))
+            steps = self._update_steps(grads)  # the gradient buffers now hold the steps
+            norm = math.sqrt(sum(float(np.dot(s.ravel(), s.ravel())) for s in steps.values()))
             if not math.isfinite(norm):
                 self._reject("non-finite update")
                 return
+            scale = 1.0
             if norm > self.config.max_update_norm:
-                factor = self.config.max_update_norm / norm
-                for s in steps.values():
-                    s *= factor
+                scale = self.config.max_update_norm / norm
                 self._status.updates_clipped += 1
             params = self._params()
-            bound = self.config.weight_bound
-            for name, s in steps.items():
-                params[name] += s
-                np.clip(params[name], -bound, bound, out=params[name])
+            # Frozen weights stay exactly as they are: the bound applies to what is learnt.
+            n_in = self.decoder.n_in
+            blocks = {"input": np.s_[:, :n_in], "recurrent": np.s_[:, n_in:]}
+            kept = [(b, params["weights"][b].copy()) for g, b in blocks.items()
+                    if g in self._frozen]  # fmt: skip
+            for name, step in steps.items():
+                if name != "weights" and "readout" in self._frozen:
+                    continue
+                _apply_step(params[name].reshape(-1), step.reshape(-1), scale,
+                            self.config.weight_bound)  # fmt: skip
+            for block, values in kept:
+                params["weights"][block] = values
             self._status.updates_applied += 1
-            self._status.last_update_norm = min(norm, self.config.max_update_norm)
+            self._status.last_update_norm = norm * scale
             self._updates_since_snapshot += 1
             if self._updates_since_snapshot >= self.config.snapshot_every:
                 self._snapshot = self._copy_params()
@@ -521,34 +572,27 @@ class EpropLearner:
                 g.fill(0.0)
 
     def _update_steps(self, grads: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Parameter changes for this window; frozen groups and ``W_rec``'s diagonal get none."""
-        lr = self._status.lr
-        beta1, beta2 = self.config.adam_betas
-        steps = {}
+        """Overwrite each gradient with its parameter change; frozen groups and ``W_rec``'s
+        diagonal get none."""
+        cfg = self.config
+        beta1, beta2 = cfg.adam_betas
         for name, g in grads.items():
-            if self.config.optimizer == "sgd":
-                steps[name] = -lr * g
-                continue
             adam = self._adam[name]
             adam.t += 1
-            adam.m *= beta1
-            adam.m += (1 - beta1) * g
-            adam.v *= beta2
-            adam.v += (1 - beta2) * g * g
-            m_hat = adam.m / (1 - beta1**adam.t)
-            v_hat = adam.v / (1 - beta2**adam.t)
-            steps[name] = -lr * m_hat / (np.sqrt(v_hat) + self.config.adam_eps)
+            _optimizer_step(g.reshape(-1), adam.m.reshape(-1), adam.v.reshape(-1),
+                            self._status.lr, cfg.optimizer == "adam", beta1, beta2,
+                            cfg.adam_eps, adam.t)  # fmt: skip
         n_in, h = self.decoder.n_in, self.decoder.n_hidden
         diagonal = np.arange(h)
-        steps["weights"][diagonal, n_in + diagonal] = 0.0
+        grads["weights"][diagonal, n_in + diagonal] = 0.0
         if "input" in self._frozen:
-            steps["weights"][:, :n_in] = 0.0
+            grads["weights"][:, :n_in] = 0.0
         if "recurrent" in self._frozen:
-            steps["weights"][:, n_in:] = 0.0
+            grads["weights"][:, n_in:] = 0.0
         if "readout" in self._frozen:
-            steps["w_out"][:] = 0.0
-            steps["b_out"][:] = 0.0
-        return steps
+            grads["w_out"][:] = 0.0
+            grads["b_out"][:] = 0.0
+        return grads
 
     def _reject(self, reason: str) -> None:
         self._status.updates_rejected += 1

@@ -42,7 +42,7 @@ class TrainConfig:
     max_steps: int = 1500
     lr: float = 3e-3
     lr_decay: float = 0.3
-    target_rate_hz: float = 1.0
+    target_rate_hz: float = 2.0
     rate_reg: float = 1.0
     l2: float = 1e-3
     grad_clip: float = 1.0

@@ -21,6 +21,7 @@ import torch
 
 from bci.online import OnlineRSNN
 from bci.rsnn import RSNN, RSNNConfig
+from bci.runtime import single_threaded_blas
 
 from _common import percentiles_us, print_table, write_json
 
@@ -79,6 +80,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="write results to this JSON file")
     args = parser.parse_args()
+    single_threaded_blas()  # as the decoding loop runs
     rows = []
     for size in SIZES:
         rows.extend(bench_size(*size, steps=args.steps, seed=args.seed))

@@ -42,7 +42,7 @@ class EvaluationConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     wiener_lags: int = 10
     wiener_ridge: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1000.0)
-    gru_hidden: int = 64
+    gru_hidden: int = 128  # about the SNN's parameter count (GRU 87k, SNN 91k)
     seed: int = 0
 
     def __post_init__(self) -> None:
