@@ -221,13 +221,18 @@ def _optimizer_step(
         for i in range(grad.shape[0]):
             grad[i] = -lr * grad[i]
         return
-    correction1 = 1.0 - beta1**t
-    correction2 = 1.0 - beta2**t
+    # Constants in the arrays' dtype keep the loop in float32 (and vectorised) for float32.
+    one = grad.dtype.type(1.0)
+    b1 = grad.dtype.type(beta1)
+    b2 = grad.dtype.type(beta2)
+    step_size = grad.dtype.type(-lr / (1.0 - beta1**t))
+    inv_correction2 = grad.dtype.type(1.0 / (1.0 - beta2**t))
+    epsilon = grad.dtype.type(eps)
     for i in range(grad.shape[0]):
         g = grad[i]
-        m[i] = beta1 * m[i] + (1.0 - beta1) * g
-        v[i] = beta2 * v[i] + (1.0 - beta2) * g * g
-        grad[i] = -lr * (m[i] / correction1) / (math.sqrt(v[i] / correction2) + eps)
+        m[i] = b1 * m[i] + (one - b1) * g
+        v[i] = b2 * v[i] + (one - b2) * g * g
+        grad[i] = step_size * m[i] / (np.sqrt(v[i] * inv_correction2) + epsilon)
 
 
 @numba.njit(cache=True, nogil=True)

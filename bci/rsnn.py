@@ -128,7 +128,6 @@ class RSNN(nn.Module):
         beta[h - config.n_alif :] = config.beta_adapt
         self.register_buffer("beta", beta)
         self.register_buffer("rho", torch.full((h,), math.exp(-config.dt_s / config.tau_adapt_s)))
-        self.register_buffer("recurrent_mask", 1.0 - torch.eye(h))
         self.register_buffer("input_mean", torch.zeros(c))
         self.register_buffer("input_scale", torch.ones(c))
         self.register_buffer("output_mean", torch.zeros(k))
@@ -151,7 +150,7 @@ class RSNN(nn.Module):
     @property
     def recurrent_weights(self) -> Tensor:
         """``W_rec`` with its diagonal held at zero (no self-connections)."""
-        return self.w_rec * self.recurrent_mask
+        return self.w_rec - torch.diag_embed(torch.diagonal(self.w_rec))
 
     # -- normalisation ----------------------------------------------------------------------
     def fit_normalisation(self, neural: np.ndarray, kinematics: np.ndarray) -> None:

@@ -67,4 +67,6 @@ def single_threaded_blas() -> threadpool_limits:
     (1024 x 10)(10 x 352) product took 7 ms instead of 0.25 ms. Returns the limiter; call
     its ``restore_original_limits()`` to undo.
     """
+    import scipy.linalg.cython_blas  # noqa: F401  (Numba's np.dot calls SciPy's BLAS: load it now)
+
     return threadpool_limits(limits=1, user_api="blas")

@@ -22,8 +22,9 @@ def decode_online(
 ) -> tuple[np.ndarray, EpropStatus | None]:
     """Decode ``neural`` (T, C) causally; with ``eprop`` learn from ``targets`` as it goes.
 
-    ``targets`` is (T, K) (NaN rows: no target), or a function of the bin index and the
-    bin's decoded output (closed-loop intention estimation). Returns the decoded kinematics
+    ``targets`` is (T, K) (NaN rows: no target), or a function ``target(t, previous)`` of the
+    bin index and the previous bin's decoded output (closed-loop intention estimation; the
+    target of bin t is needed before bin t is decoded). Returns the decoded kinematics
     (T, K) and the learner's final status (None when frozen).
     """
     decoder = OnlineRSNN(model)
@@ -39,7 +40,9 @@ def decode_online(
         if target_of is not None:
             # the target of bin t depends on what was decoded for it: decode, then learn
             target = target_of(t, outputs[t - 1] if t else np.zeros(outputs.shape[1]))
+        elif targets is None or np.isnan(targets[t]).any():
+            target = None
         else:
-            target = None if targets is None else targets[t]
+            target = targets[t]
         outputs[t] = learner.step(x, target, state)
     return outputs, learner.status

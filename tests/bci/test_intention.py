@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bci.intention import integrate_cursor, intended_velocity
+from bci.intention import integrate_cursor, intended_velocity, rotation_target
 
 
 # -- intended_velocity: hand-computed cases --------------------------------------------------
@@ -151,3 +151,33 @@ def test_integrate_cursor_radius_inactive_inside_disc() -> None:
 def test_integrate_cursor_empty_sequence() -> None:
     got = integrate_cursor(np.zeros(2), np.zeros((0, 2)), 0.05)
     assert got.shape == (0, 2)
+
+
+class TestRotationTarget:
+    """``v - rotation_target(v, v*)`` is the part of ``v - |v| d`` perpendicular to ``v``."""
+
+    def test_error_is_perpendicular_and_keeps_speed(self) -> None:
+        decoded = np.array([3.0, 4.0])  # speed 5
+        intended = np.array([0.0, 2.0])  # direction +y
+        target = rotation_target(decoded, intended)
+        error = decoded - target
+        # v - |v| d = (3, -1); its part perpendicular to v^ = (0.6, 0.8):
+        # (3, -1) - ((3*0.6 - 0.8) (0.6, 0.8)) = (3, -1) - (0.6, 0.8) = (2.4, -1.8)
+        np.testing.assert_allclose(error, [2.4, -1.8], atol=1e-12)
+        assert abs(np.dot(error, decoded)) < 1e-12
+        np.testing.assert_allclose(np.dot(target, decoded / 5.0), 5.0, atol=1e-12)
+
+    def test_aligned_decoding_is_its_own_target(self) -> None:
+        decoded = np.array([[1.0, 1.0], [-2.0, 0.0]])
+        intended = np.array([[3.0, 3.0], [-0.5, 0.0]])
+        np.testing.assert_allclose(rotation_target(decoded, intended), decoded, atol=1e-12)
+
+    def test_zero_when_holding_or_not_moving(self) -> None:
+        decoded = np.array([[2.0, 0.0], [0.0, 0.0]])
+        intended = np.array([[0.0, 0.0], [1.0, 0.0]])
+        np.testing.assert_array_equal(rotation_target(decoded, intended), np.zeros((2, 2)))
+
+    def test_shape_mismatch_names_both_shapes(self) -> None:
+        with pytest.raises(ValueError, match=r"\(3,\)") as info:
+            rotation_target(np.zeros(2), np.zeros(3))
+        assert "(2,)" in str(info.value)
