@@ -14,6 +14,10 @@ and the gradient of ``E = 1/2 sum_t |out~[t] - y~*[t]|^2`` (z-scored outputs) is
 (``B = W_out^T``, symmetric, or fixed random feedback). With ``W_rec = 0`` this is exactly
 the BPTT gradient (tested against autograd). The readout's own gradient is exact:
 ``dE/dW_out = sum_t err[t] zb[t]^T`` with ``zb[t] = kappa zb[t-1] + z[t]``.
+Firing-rate regularisation adds ``rate_reg (r_j[t] - r*)`` to ``L_j[t]``, with ``r_j`` an
+exponential running rate (spikes per bin, time constant ``rate_tau_s``) and ``r*`` the
+target; it acts through the same filtered trace (a simplification: the exact gradient of a
+rate penalty would use the unfiltered ``e``).
 
 Windowed formulation. Per neuron the recursion above is linear with time-varying scalar
 coefficients, so over a window of ``K`` bins both the window's gradient and the new traces are
