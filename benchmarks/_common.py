@@ -4,11 +4,23 @@ from __future__ import annotations
 
 import json
 import platform
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+
+
+def time_calls(fn: Callable[[int], object], n: int) -> np.ndarray:
+    """Nanoseconds taken by each of ``fn(0) ... fn(n - 1)``, timed one call at a time."""
+    samples = np.empty(n, dtype=np.int64)
+    clock = time.perf_counter_ns
+    for i in range(n):
+        t0 = clock()
+        fn(i)
+        samples[i] = clock() - t0
+    return samples
 
 
 def percentiles_us(samples_ns: np.ndarray) -> dict[str, float]:

@@ -16,7 +16,6 @@ Target: e-prop mean cost per bin <= 1.5x inference.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
@@ -25,19 +24,9 @@ from bci.online import OnlineRSNN
 from bci.rsnn import RSNN, RSNNConfig
 from bci.runtime import single_threaded_blas
 
-from _common import percentiles_us, print_table, write_json
+from _common import percentiles_us, print_table, time_calls, write_json
 
 SIZES = ((96, 256, 2), (192, 512, 2))
-
-
-def _time_bins(fn, n: int) -> np.ndarray:
-    samples = np.empty(n, dtype=np.int64)
-    clock = time.perf_counter_ns
-    for i in range(n):
-        t0 = clock()
-        fn(i)
-        samples[i] = clock() - t0
-    return samples
 
 
 def bench_size(n_in: int, n_hidden: int, n_out: int, bins: int, seed: int) -> list[dict]:
@@ -72,7 +61,7 @@ def bench_size(n_in: int, n_hidden: int, n_out: int, bins: int, seed: int) -> li
     for name, fn, n in methods:
         for i in range(30):  # compile the kernels and run three windows first
             fn(i)
-        samples = _time_bins(fn, n)
+        samples = time_calls(fn, n)
         results.append(
             {
                 "method": name,

@@ -14,7 +14,6 @@ Target: online step p50 <= 2x floor p50.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
@@ -23,19 +22,9 @@ from bci.online import OnlineRSNN
 from bci.rsnn import RSNN, RSNNConfig
 from bci.runtime import single_threaded_blas
 
-from _common import percentiles_us, print_table, write_json
+from _common import percentiles_us, print_table, time_calls, write_json
 
 SIZES = ((96, 256, 2), (192, 512, 2))
-
-
-def _time_calls(fn, n: int) -> np.ndarray:
-    samples = np.empty(n, dtype=np.int64)
-    clock = time.perf_counter_ns
-    for i in range(n):
-        t0 = clock()
-        fn(i)
-        samples[i] = clock() - t0
-    return samples
 
 
 def bench_size(n_in: int, n_hidden: int, n_out: int, steps: int, seed: int) -> list[dict]:
@@ -63,7 +52,7 @@ def bench_size(n_in: int, n_hidden: int, n_out: int, steps: int, seed: int) -> l
     ):
         with torch.no_grad():
             fn(0)  # warm-up
-            results.append({"method": name, "steps": n, **percentiles_us(_time_calls(fn, n))})
+            results.append({"method": name, "steps": n, **percentiles_us(time_calls(fn, n))})
     floor = results[0]["p50_us"]
     for r in results:
         r.update(
