@@ -357,6 +357,8 @@ class EpropLearner:
         self._dtype = dtype
         self._status = EpropStatus(lr=float(config.lr))
         self._frozen: set[str] = set(GROUPS) - set(config.learn)
+        if not decoder.recurrent:  # a feed-forward model stays feed-forward
+            self._frozen.add("recurrent")
         self._traces = Traces.zeros(h, c + h, dtype)
         self._readout_trace = np.zeros(h, dtype=dtype)
         self._rate = np.full(h, config.target_rate_hz * decoder.dt_s, dtype=dtype)

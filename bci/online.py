@@ -97,6 +97,7 @@ class OnlineRSNN:
         self.dtype = dtype
         self.reset_zero = cfg.reset == "zero"
         self.dt_s = cfg.dt_s
+        self.recurrent = cfg.recurrent
         self.weights = np.concatenate([arr(model.w_in), arr(model.recurrent_weights)], axis=1)
         self.w_out = arr(model.w_out)
         rho = arr(model.rho)

@@ -805,3 +805,19 @@ def test_eprop_recovers_from_a_rotated_mapping() -> None:
     )
     assert learnt_err[last].mean() < 0.6 * frozen_err[last].mean()
     assert learnt_err[last].mean() < 0.8 * learnt_err[: len(test_neural) // 3].mean()
+
+
+def test_feed_forward_model_stays_feed_forward() -> None:
+    """A model built without recurrence gets no recurrent weights from online learning."""
+    model = _model(recurrent=False)
+    decoder = OnlineRSNN(model, dtype=np.float64)
+    learner = EpropLearner(decoder, EpropConfig(update_every=5, optimizer="sgd", lr=1e-2))
+    neural, kinematics = _recording(50, seed=3)
+    state = decoder.initial_state()
+    input_before = decoder.weights[:, :N_IN].copy()
+    for x, y in zip(neural, kinematics, strict=True):
+        learner.step(x, y, state)
+    assert learner.status.updates_applied == 10
+    assert "recurrent" in learner.status.frozen
+    assert not np.any(decoder.weights[:, N_IN:])
+    assert not np.array_equal(decoder.weights[:, :N_IN], input_before)
