@@ -10,9 +10,15 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
+
+if TYPE_CHECKING:
+    from streams.player import SessionPlayer
+    from streams.synthetic import SyntheticConfig
 
 EPILOG = "Run 'bci COMMAND --help' for the inputs, outputs and defaults of each command."
 
@@ -51,11 +57,150 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         seed=args.seed,
         task=args.task,
     )
+    if args.out is None:
+        return _stream_simulation(config, args)
+    streaming_only = [
+        flag
+        for flag, value in (
+            ("--seconds", args.seconds),
+            ("--name", args.name),
+            ("--speed", args.speed),
+        )
+        if value is not None
+    ]
+    if streaming_only:
+        raise ValueError(
+            f"{', '.join(streaming_only)} only apply when streaming over LSL; drop them or "
+            "drop --out"
+        )
     session = simulate_session(config)
     path = save_session(args.out, session)
     print(
         f"wrote {path}: {session.n_bins} bins x {session.n_channels} channels, "
         f"{session.bin_s * 1e3:g} ms bins, {session.duration_s / 60:.1f} min"
+    )
+    return 0
+
+
+def _positive_seconds(value: float | None, flag: str) -> None:
+    if value is not None and not value > 0:
+        raise ValueError(f"{flag} must be a positive number of seconds, got {value:g}")
+
+
+def _stream_simulation(config: SyntheticConfig, args: argparse.Namespace) -> int:
+    from streams.player import simulate_stream
+
+    _positive_seconds(args.seconds, "--seconds")
+    player = simulate_stream(
+        config,
+        name=args.name or "bci-sim",
+        speed=1.0 if args.speed is None else args.speed,
+        loop=True,
+    )
+    _play_until_done(player, args.seconds, describe="synthetic population (looping)")
+    return 0
+
+
+def _play_until_done(player: SessionPlayer, seconds: float | None, describe: str) -> None:
+    """Start ``player`` and run it until it finishes, ``seconds`` pass, or Ctrl-C."""
+    with player:
+        print(
+            f"streaming {describe} over LSL as {', '.join(player.stream_names)} at "
+            f"{player.speed:g}x real time"
+            + (f" for {seconds:g} s" if seconds is not None else "")
+            + "; Ctrl-C to stop",
+            flush=True,
+        )
+        started = time.monotonic()
+        total = player.n_bins if not player.loop else None
+        bar = tqdm(total=total, desc="bins pushed", unit="bin", leave=False)
+        try:
+            while True:
+                pushed = player.counters()["pushed"][player.name]
+                bar.update(pushed - bar.n)
+                if player.finished:
+                    time.sleep(1.0)  # let consumers drain before the outlets close
+                    break
+                if seconds is not None and time.monotonic() - started >= seconds:
+                    break
+                if not player.running:
+                    break  # stop() below reports the failure
+                time.sleep(0.1)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+        finally:
+            bar.close()
+        counters = player.counters()
+    pushed = counters["pushed"]
+    print(f"pushed for {time.monotonic() - started:.1f} s, {counters['loops']} loop(s):")
+    _print_table(["stream", "samples pushed"], [[name, n] for name, n in pushed.items()])
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    path = Path(args.session)
+    if not path.is_file():
+        raise FileNotFoundError(f"session file {path} does not exist")
+    if args.inspect:
+        from streams.files import inspect_session_file
+        from streams.xdf import format_inspection
+
+        summaries = inspect_session_file(path)
+        print(f"{path}: {len(summaries)} stream(s)")
+        print(format_inspection(summaries))
+        return 0
+    # --play
+    from streams.player import SessionPlayer
+
+    if not args.speed > 0:
+        raise ValueError(f"--speed must be > 0 (1 = real time), got {args.speed:g}")
+    _positive_seconds(args.seconds, "--seconds")
+    from streams.files import load_any_session
+
+    session = load_any_session(
+        path,
+        neural=args.neural,
+        kinematics=args.kinematics,
+        targets=args.targets,
+        bin_s=None if args.bin_ms is None else args.bin_ms / 1000.0,
+    )
+    player = SessionPlayer(session, name=args.name, speed=args.speed, loop=args.loop)
+    _play_until_done(player, args.seconds, describe=f"{path.name} ({session!r})")
+    return 0
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from streams.recorder import Recorder
+
+    _positive_seconds(args.seconds, "--seconds")
+    recorder = Recorder(
+        args.out, args.stream, resolve_timeout=args.resolve_timeout, overwrite=args.overwrite
+    )
+    recorder.start()
+    print(
+        f"recording {', '.join(recorder.stream_names)} to {args.out}"
+        + (f" for {args.seconds:g} s" if args.seconds is not None else "")
+        + "; Ctrl-C to stop",
+        flush=True,
+    )
+    started = time.monotonic()
+    bar = tqdm(total=args.seconds, desc="recording", unit="s", leave=False)
+    try:
+        while args.seconds is None or time.monotonic() - started < args.seconds:
+            time.sleep(0.1)
+            bar.update(min(time.monotonic() - started, args.seconds or float("inf")) - bar.n)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+    finally:
+        bar.close()
+        path = recorder.stop()
+    counters = recorder.counters()
+    print(f"wrote {path}: {time.monotonic() - started:.1f} s")
+    _print_table(
+        ["stream", "type", "samples", "clock offsets", "state"],
+        [
+            [name, c["type"], c["samples"], c["clock_offsets"], c["state"]]
+            for name, c in counters.items()
+        ],
     )
     return 0
 
@@ -122,16 +267,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     simulate = sub.add_parser(
         "simulate",
-        help="write a synthetic motor-cortex session file (NPZ)",
+        help="write a synthetic motor-cortex session file (NPZ), or stream it over LSL",
         description=(
-            "Simulate cosine-tuned Poisson channels driven by 2-D reaches and write a session "
-            "file (NPZ: neural, timestamps, bin_s, kinematics vx/vy, targets)."
-            "\n\nexample: bci simulate --out session.npz --minutes 12"
+            "Simulate cosine-tuned Poisson channels driven by 2-D reaches.\n\n"
+            "With --out: write a session file (NPZ: neural, timestamps, bin_s, kinematics "
+            "vx/vy, targets).\n"
+            "Without --out: stream the population live over LSL until Ctrl-C (or --seconds): "
+            "outlet NAME (type Neural, spike counts per bin), NAME-kinematics (vx, vy in "
+            "cm/s) and NAME-targets (x, y in cm), one sample per bin at 1000 / bin-ms Hz; "
+            "the simulated --minutes loop.\n\n"
+            "example: bci simulate --out session.npz --minutes 12\n"
+            "example: bci simulate --name bci-sim --seconds 60"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    simulate.add_argument("--out", required=True, help="output session file (.npz)")
-    simulate.add_argument("--minutes", type=float, default=12.0, help="duration (default 12)")
+    simulate.add_argument(
+        "--out", help="output session file (.npz); without it the session is streamed"
+    )
+    simulate.add_argument(
+        "--minutes", type=float, default=12.0, help="duration (default 12; looped when streaming)"
+    )
     simulate.add_argument("--channels", type=int, default=96, help="channels (default 96)")
     simulate.add_argument("--bin-ms", type=float, default=50.0, help="bin width (default 50)")
     simulate.add_argument(
@@ -141,6 +296,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="reach task (default mixed)",
     )
     simulate.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    simulate.add_argument(
+        "--name", help="streaming: LSL stream name (default bci-sim; also NAME-kinematics ...)"
+    )
+    simulate.add_argument(
+        "--seconds", type=float, help="streaming: stop after this many seconds (default: Ctrl-C)"
+    )
+    simulate.add_argument(
+        "--speed", type=float, help="streaming: speed factor over real time (default 1)"
+    )
     simulate.set_defaults(func=cmd_simulate)
 
     convert = sub.add_parser(
@@ -158,6 +322,78 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("mat", help="input .mat file")
     convert.add_argument("out", help="output session file (.npz)")
     convert.set_defaults(func=cmd_convert_limblab)
+
+    replay = sub.add_parser(
+        "replay",
+        help="inspect a session or XDF file, or play it over LSL",
+        description=(
+            "Work with a recorded session: an NPZ session file or an XDF recording.\n\n"
+            "--inspect: print every stream with its channel count, nominal and effective "
+            "rate, sample count, gaps (intervals > 1.5 nominal periods), time range and clock "
+            "offsets, then notes on anomalies. An NPZ file shows as streams neural, "
+            "kinematics and targets.\n"
+            "--play: replay the session over LSL, one sample per bin at --speed x real time "
+            "(outlets NAME, NAME-kinematics, NAME-targets as recorded), until it ends, "
+            "--seconds pass or Ctrl-C. From XDF the session is built from the streams typed "
+            "Neural / Kinematics / Targets unless --neural/--kinematics/--targets name them.\n\n"
+            "example: bci replay --inspect ../shared/data/xdf/clock_resets.xdf\n"
+            "example: bci replay session.npz --play --speed 2 --loop --name bci-replay"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    replay.add_argument("session", help="session file (.npz) or XDF recording (.xdf)")
+    mode = replay.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--inspect", action="store_true", help="list the streams and their timing")
+    mode.add_argument("--play", action="store_true", help="play the session over LSL")
+    replay.add_argument("--speed", type=float, default=1.0, help="play: speed factor (default 1)")
+    replay.add_argument("--loop", action="store_true", help="play: start over at the end")
+    replay.add_argument(
+        "--name", default="bci-replay", help="play: LSL stream name (default bci-replay)"
+    )
+    replay.add_argument(
+        "--seconds", type=float, help="play: stop after this many seconds (default: at the end)"
+    )
+    replay.add_argument("--neural", help="XDF: neural stream name or type (default: type Neural)")
+    replay.add_argument("--kinematics", help="XDF: kinematics stream (default: type Kinematics)")
+    replay.add_argument("--targets", help="XDF: targets stream (default: type Targets)")
+    replay.add_argument(
+        "--bin-ms",
+        type=float,
+        help="XDF: sum neural samples into bins this wide (default: one bin per sample)",
+    )
+    replay.set_defaults(func=cmd_replay)
+
+    record = sub.add_parser(
+        "record",
+        help="record LSL streams to an XDF file",
+        description=(
+            "Record LSL streams to XDF as LabRecorder does: one inlet per stream, raw "
+            "timestamps, a clock offset per stream every 5 s, footers on stop. Runs until "
+            "Ctrl-C or --seconds; the file is written as FILE.part and renamed when done.\n"
+            "A stream is chosen by NAME or by name=NAME, type=TYPE or source_id=ID.\n\n"
+            "example: bci record --out rec.xdf --stream bci-sim --stream bci-sim-kinematics "
+            "--seconds 60"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    record.add_argument("--out", required=True, help="output XDF file")
+    record.add_argument(
+        "--stream",
+        action="append",
+        required=True,
+        help="stream to record (repeat for several)",
+    )
+    record.add_argument(
+        "--seconds", type=float, help="stop after this many seconds (default: Ctrl-C)"
+    )
+    record.add_argument(
+        "--resolve-timeout",
+        type=float,
+        default=10.0,
+        help="seconds to wait for each stream to appear (default 10)",
+    )
+    record.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    record.set_defaults(func=cmd_record)
     return parser
 
 
@@ -166,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging(args.verbose)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, FileExistsError, TimeoutError) as error:
         print(f"bci {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from streams.lsl_outlet import KINEMATICS_TYPE, NEURAL_TYPE, TARGETS_TYPE
 from streams.session import Session
 
 logger = logging.getLogger(__name__)
@@ -450,7 +451,7 @@ def write_session_xdf(
         writer.add_stream(
             1,
             f"{name_prefix}-neural",
-            "neural",
+            NEURAL_TYPE,
             session.n_channels,
             srate,
             "float32",
@@ -461,7 +462,7 @@ def write_session_xdf(
             writer.add_stream(
                 2,
                 f"{name_prefix}-kinematics",
-                "kinematics",
+                KINEMATICS_TYPE,
                 session.kinematics.shape[1],
                 srate,
                 "float32",
@@ -473,7 +474,7 @@ def write_session_xdf(
             writer.add_stream(
                 3,
                 f"{name_prefix}-targets",
-                "targets",
+                TARGETS_TYPE,
                 2,
                 srate,
                 "float32",

@@ -606,8 +606,8 @@ def test_session_round_trip(tmp_path: Path) -> None:
     assert back.bin_s == session.bin_s
     assert back.kinematics_labels == ("vx", "vy") and back.channel_labels == session.channel_labels
     assert report.n_bins == session.n_bins and report.dropped_total == 0
-    # selecting by type works the same
-    by_type = session_from_xdf(path, neural="neural", kinematics="kinematics")
+    # selecting by type (the types the LSL player uses) works the same
+    by_type = session_from_xdf(path, neural="Neural", kinematics="Kinematics")
     np.testing.assert_array_equal(by_type.kinematics, session.kinematics)
     assert by_type.targets is None
 

@@ -1,0 +1,98 @@
+"""Session files of either format: NPZ sessions and XDF recordings, behind one interface."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from streams.lsl_outlet import KINEMATICS_TYPE, NEURAL_TYPE, TARGETS_TYPE
+from streams.session import Session, load_session
+from streams.xdf import StreamSummary, XdfStream, inspect_xdf, session_from_xdf, summarize_stream
+
+__all__ = ["inspect_session_file", "is_xdf", "load_any_session"]
+
+
+def is_xdf(path: Path) -> bool:
+    """True for an XDF recording (by extension), False for an NPZ session file."""
+    return Path(path).suffix.lower() in (".xdf", ".xdfz")
+
+
+def inspect_session_file(path: Path) -> list[StreamSummary]:
+    """Per-stream summaries of an XDF recording or an NPZ session (one stream per array)."""
+    path = Path(path)
+    if is_xdf(path):
+        return inspect_xdf(path)
+    session = load_session(path)
+    parts = [("neural", NEURAL_TYPE, session.neural, session.channel_labels)]
+    if session.kinematics is not None:
+        parts.append(("kinematics", KINEMATICS_TYPE, session.kinematics, session.kinematics_labels))
+    if session.targets is not None:
+        parts.append(("targets", TARGETS_TYPE, session.targets, ("x", "y")))
+    summaries = []
+    for stream_id, (name, kind, data, labels) in enumerate(parts, start=1):
+        stream = XdfStream(
+            stream_id=stream_id,
+            name=name,
+            type=kind,
+            source_id="",
+            channel_count=int(data.shape[1]),
+            nominal_srate=1.0 / session.bin_s,
+            channel_format="float32",
+            channel_labels=labels,
+            channel_units=None,
+            time_stamps=session.timestamps,
+            time_series=data,
+            raw_time_stamps=session.timestamps,
+            clock_times=np.zeros(0),
+            clock_values=np.zeros(0),
+            clock_segments=(),
+            has_footer=True,
+            footer_sample_count=session.n_bins,
+        )
+        summaries.append(summarize_stream(stream))
+    return summaries
+
+
+def _pick_stream(
+    summaries: list[StreamSummary], wanted: str | None, kind: str, role: str
+) -> str | None:
+    """Name of the stream for ``role``: ``wanted`` if given, else the one typed ``kind``."""
+    if wanted is not None:
+        return wanted
+    typed = [
+        s for s in summaries if s.type.lower() == kind.lower() and s.channel_format != "string"
+    ]
+    if len(typed) > 1:
+        names = ", ".join(s.name for s in typed)
+        raise ValueError(f"several {kind} streams ({names}); choose one with --{role}")
+    return typed[0].name if typed else None
+
+
+def load_any_session(
+    path: Path,
+    neural: str | None = None,
+    kinematics: str | None = None,
+    targets: str | None = None,
+    bin_s: float | None = None,
+) -> Session:
+    """A Session from an NPZ file, or from an XDF recording's streams chosen by name or type
+    (by default the streams typed Neural, Kinematics and Targets)."""
+    path = Path(path)
+    if not is_xdf(path):
+        return load_session(path)
+    summaries = inspect_xdf(path)
+    neural_name = _pick_stream(summaries, neural, NEURAL_TYPE, "neural")
+    if neural_name is None:
+        present = ", ".join(f"{s.name} ({s.type})" for s in summaries) or "none"
+        raise ValueError(
+            f"{path} has no stream of type {NEURAL_TYPE!r}; name the neural stream with "
+            f"--neural (streams: {present})"
+        )
+    return session_from_xdf(
+        path,
+        neural_name,
+        kinematics=_pick_stream(summaries, kinematics, KINEMATICS_TYPE, "kinematics"),
+        targets=_pick_stream(summaries, targets, TARGETS_TYPE, "targets"),
+        bin_s=bin_s,
+    )

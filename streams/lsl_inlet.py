@@ -1,0 +1,923 @@
+"""LSL inlet: one acquisition thread pulls a pylsl stream into a :class:`RingBuffer`.
+
+Usage::
+
+    with LslInlet(name="amp", source_id="amp-serial-1234", buffer_s=10.0) as inlet:
+        if not inlet.wait_connected(timeout=10.0):
+            raise RuntimeError(inlet.state_message)
+        data, timestamps = inlet.read_new()      # copies, oldest first
+        counters = inlet.counters()              # every dropped/odd sample, with its cause
+
+States (``inlet.state``; each change is logged and kept in ``state_history`` with its
+``pylsl.local_clock()`` time and a message):
+
+================== ===========================================================================
+``idle``           constructed, ``start()`` not called yet
+``resolving``      looking for the stream for the first time
+``connected``      data flowing
+``stalled``        connected, but no sample for ``watchdog_s``; back to ``connected`` when data
+                   resume
+``lost``           liblsl raised ``LostError``, the stream stalled for ``lost_after_s``, or the
+                   first resolve found nothing within ``resolve_timeout_s``; the thread keeps
+                   re-resolving in the background and reconnects when the stream comes back
+``schema-mismatch`` the stream came back with another channel count, channel format or nominal
+                   rate than first seen: its data are refused (never written) and the thread
+                   keeps looking for a stream that matches the first-seen schema
+``stopped``        ``stop()`` returned
+``error``          unsupported stream (string format; irregular rate without ``capacity``) or
+                   an unexpected failure; the message says what to do; the thread has ended
+================== ===========================================================================
+
+Resolve timeout (decision): ``start()`` never blocks. If no stream matches within
+``resolve_timeout_s`` the state becomes ``lost`` with a message naming the query and saying
+that the search goes on; the thread keeps searching, so an outlet started later is still
+picked up. Callers that need data now use ``wait_connected(timeout)`` (False on timeout) and
+report ``state_message``.
+
+Recovery. The pylsl inlet is opened with ``recover=True``; liblsl can only recover a stream
+that has a ``source_id`` (it re-resolves by name, type, channel count and source_id when the
+connection breaks). Without a source_id liblsl raises ``LostError`` instead; the inlet then
+re-resolves by the original name/type query, which could pick up another device with the same
+name, so pass ``source_id`` (a warning is logged when none is given). When liblsl does not
+find the stream again (e.g. it came back with another channel count), the inlet gives up after
+``lost_after_s`` without samples, drops the pylsl inlet and re-resolves by source_id itself.
+After any reconnect the channel count, channel format and nominal rate are checked against
+the first-seen schema before any new sample is accepted: for our own reconnects before
+opening, for liblsl's by resolving the source_id again and comparing the outlet instance
+(``uid``) and schema. liblsl's reconnects are noticed through ``was_clock_reset()`` (which
+liblsl only raises once it had a clock estimate, about 0.5 s after connecting) and through
+samples resuming after a stall; a restart that liblsl bridges within ``watchdog_s`` during
+the first half second of a connection goes unnoticed (its gap is still counted).
+``StreamInlet.info()`` is no help here: it keeps returning the *old* outlet's description
+after a liblsl recovery. If the source cannot be resolved for the check within
+``resolve_timeout_s``, the held samples are refused and the stream is declared lost.
+
+Timestamps are the raw LSL timestamps (sender clock); nothing is corrected. The latest
+``time_correction()`` offset is kept in ``clock_offset`` (add it to map timestamps to the
+local clock) with its history, refreshed every ``clock_refresh_s``.
+
+Counters (:class:`InletCounters`), with causes::
+
+    samples_received == samples_written + non_finite_rejected + samples_refused
+
+Gap checks run on consecutive timestamps of the accepted stream (across chunks and
+reconnects): ``dt > gap_factor / rate`` is a gap (estimated ``round(dt * rate) - 1`` missing
+samples, duration ``dt - 1 / rate``); ``dt > jump_s`` is also a jump; ``dt == 0`` a duplicate;
+``dt < 0`` a backwards step. These samples are kept and counted, not altered.
+
+liblsl caveat handled here: the first ``pull_chunk`` on a fresh pylsl inlet waits, without
+timeout, for the stream's full description; if the source dies before that, even
+``pull_chunk(timeout=0.0)`` blocks until it comes back. The inlet therefore fetches ``info()``
+(with a timeout) right after opening, before the first pull.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import pylsl
+
+from streams.ring import RingBuffer, RingCounters
+
+try:
+    from pylsl.util import LostError
+    from pylsl.util import TimeoutError as LslTimeoutError
+except ImportError:  # pragma: no cover - pylsl < 1.17 kept its exceptions in pylsl.pylsl
+    from pylsl.pylsl import LostError  # type: ignore[no-redef]
+    from pylsl.pylsl import TimeoutError as LslTimeoutError  # type: ignore[no-redef]
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["InletCounters", "LslInlet", "StateChange", "StreamSchema"]
+
+STATES = (
+    "idle",
+    "resolving",
+    "connected",
+    "stalled",
+    "lost",
+    "schema-mismatch",
+    "stopped",
+    "error",
+)
+
+# LSL channel formats: name and numpy dtype (None: not supported by this inlet).
+_FORMATS: dict[int, tuple[str, Any]] = {
+    pylsl.cf_float32: ("float32", np.float32),
+    pylsl.cf_double64: ("double64", np.float64),
+    pylsl.cf_string: ("string", None),
+    pylsl.cf_int32: ("int32", np.int32),
+    pylsl.cf_int16: ("int16", np.int16),
+    pylsl.cf_int8: ("int8", np.int8),
+    pylsl.cf_int64: ("int64", np.int64),
+}
+
+_SLICE_S = 0.25  # longest single blocking liblsl call in the thread (bounds stop())
+_RETRY_S = 0.5  # pause between resolve attempts after a refused or failed connection
+_CLOCK_RETRY_S = 0.1  # period of time_correction() reads until liblsl has an estimate
+_HISTORY = 1000  # state changes and clock offsets kept
+
+
+@dataclass(frozen=True)
+class StreamSchema:
+    """What an inlet accepted from a stream; ``n_channels``, ``channel_format`` and
+    ``nominal_srate`` must not change across reconnects.
+
+    Attributes:
+        name, type, source_id, hostname: stream identity as advertised.
+        uid: identifier of one outlet instance (changes when the outlet restarts).
+        n_channels: channels per sample.
+        channel_format: LSL format name ("float32", "double64", "int16", ...).
+        nominal_srate: advertised rate in Hz (0 for irregular streams).
+    """
+
+    name: str
+    type: str
+    source_id: str
+    hostname: str
+    uid: str
+    n_channels: int
+    channel_format: str
+    nominal_srate: float
+
+    @classmethod
+    def from_info(cls, info: pylsl.StreamInfo) -> StreamSchema:
+        fmt = info.channel_format()
+        return cls(
+            name=info.name(),
+            type=info.type(),
+            source_id=info.source_id(),
+            hostname=info.hostname(),
+            uid=info.uid(),
+            n_channels=int(info.channel_count()),
+            channel_format=_FORMATS.get(fmt, (f"unknown({fmt})", None))[0],
+            nominal_srate=float(info.nominal_srate()),
+        )
+
+    @property
+    def dtype(self) -> np.dtype | None:
+        """numpy dtype of the samples (None for string streams)."""
+        for name, dtype in _FORMATS.values():
+            if name == self.channel_format:
+                return None if dtype is None else np.dtype(dtype)
+        return None
+
+    def differences(self, other: StreamSchema) -> list[str]:
+        """Human-readable list of what ``other`` changes (expected = self)."""
+        out = []
+        if other.n_channels != self.n_channels:
+            out.append(f"channel count: expected {self.n_channels}, received {other.n_channels}")
+        if other.channel_format != self.channel_format:
+            out.append(
+                f"channel format: expected {self.channel_format}, received {other.channel_format}"
+            )
+        if other.nominal_srate != self.nominal_srate:
+            out.append(
+                f"nominal rate: expected {self.nominal_srate:g} Hz, "
+                f"received {other.nominal_srate:g} Hz"
+            )
+        return out
+
+    def describe(self) -> str:
+        return (
+            f"'{self.name}' (type '{self.type}', source_id '{self.source_id}', "
+            f"{self.n_channels} x {self.channel_format} at {self.nominal_srate:g} Hz, "
+            f"host '{self.hostname}')"
+        )
+
+
+@dataclass(frozen=True)
+class StateChange:
+    """One state transition: ``time`` is ``pylsl.local_clock()`` seconds."""
+
+    state: str
+    time: float
+    message: str
+
+
+@dataclass(frozen=True)
+class InletCounters:
+    """One consistent snapshot of an inlet's counters (samples unless stated otherwise).
+
+    ``samples_received == samples_written + non_finite_rejected + samples_refused``, and
+    ``ring`` satisfies ``written == read + overflowed + available``.
+
+    Attributes:
+        samples_received: samples pulled from liblsl.
+        samples_written: samples written into the ring.
+        non_finite_rejected: samples with a NaN or Inf in any channel (whole sample rejected).
+        samples_refused: samples pulled after a reconnect whose schema did not match or could
+            not be checked.
+        gaps: timestamp steps larger than ``gap_factor / rate``.
+        gap_missing_samples: estimated samples missing in those gaps.
+        gap_total_s, last_gap_s: summed and latest gap duration (``dt - 1 / rate``), seconds.
+        jumps: forward timestamp steps larger than ``jump_s`` (also counted as gaps).
+        timestamps_backwards: steps with a timestamp earlier than the previous one.
+        duplicates: steps with a timestamp equal to the previous one.
+        reconnects: connections after the first (liblsl recoveries and own re-resolves).
+        stalls: times no sample came for ``watchdog_s``.
+        lost: times the stream was declared lost.
+        schema_mismatches: outlet instances (uids) refused for a schema change.
+        resolve_timeouts: initial resolves that found nothing within ``resolve_timeout_s``.
+        clock_offset_updates: ``time_correction()`` values read.
+        overflowed: ring rows dropped because the consumer fell behind (= ``ring.overflowed``).
+        ring: the ring's own counters (None before the first connection).
+    """
+
+    samples_received: int
+    samples_written: int
+    non_finite_rejected: int
+    samples_refused: int
+    gaps: int
+    gap_missing_samples: int
+    gap_total_s: float
+    last_gap_s: float
+    jumps: int
+    timestamps_backwards: int
+    duplicates: int
+    reconnects: int
+    stalls: int
+    lost: int
+    schema_mismatches: int
+    resolve_timeouts: int
+    clock_offset_updates: int
+    overflowed: int
+    ring: RingCounters | None
+
+
+class _Stopping(Exception):
+    """Raised inside the acquisition thread when stop() was requested."""
+
+
+class _Unsupported(Exception):
+    """The stream cannot be handled by this inlet; the message says what to do."""
+
+
+class LslInlet:
+    """Acquire one LSL stream into a ring buffer from a background thread.
+
+    Args:
+        name, type, source_id: stream properties to match (at least one; all given must
+            match). Give ``source_id`` whenever the device has one: liblsl recovery needs it.
+        resolve_timeout_s: time without a matching stream before the state turns ``lost``
+            (the search continues); also bounds the schema check after a recovery.
+        buffer_s: ring length in seconds of data (capacity = ``ceil(buffer_s * rate)``).
+        capacity: ring rows, overriding ``buffer_s`` (required for irregular-rate streams).
+        watchdog_s: seconds without samples before the state turns ``stalled``.
+        lost_after_s: seconds without samples before the stream is declared ``lost`` and
+            re-resolved (must exceed ``watchdog_s``).
+        max_chunk: most samples taken per ``pull_chunk``.
+        gap_factor: a timestamp step above ``gap_factor`` sample periods is a gap.
+        jump_s: a forward timestamp step above this many seconds is a jump.
+        poll_interval_s: sleep after a pull that returned nothing.
+        clock_refresh_s: period of ``time_correction()`` reads.
+
+    Raises ValueError for inconsistent arguments.
+    """
+
+    def __init__(
+        self,
+        name: str | None = None,
+        type: str | None = None,
+        source_id: str | None = None,
+        *,
+        resolve_timeout_s: float = 5.0,
+        buffer_s: float = 10.0,
+        capacity: int | None = None,
+        watchdog_s: float = 1.0,
+        lost_after_s: float = 5.0,
+        max_chunk: int = 1024,
+        gap_factor: float = 1.5,
+        jump_s: float = 1.0,
+        poll_interval_s: float = 0.002,
+        clock_refresh_s: float = 5.0,
+    ) -> None:
+        props = {"name": name, "type": type, "source_id": source_id}
+        props = {k: v for k, v in props.items() if v is not None}
+        if not props:
+            raise ValueError(
+                "LslInlet needs at least one of name, type or source_id to find the stream, "
+                "e.g. LslInlet(name='amp', source_id='amp-serial-1234')"
+            )
+        for key, value in props.items():
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"{key} must be a non-empty string, got {value!r}")
+            if "'" in value:
+                raise ValueError(
+                    f"{key} {value!r} contains a single quote, which LSL queries "
+                    "cannot match; rename the stream"
+                )
+        for key, value in (
+            ("resolve_timeout_s", resolve_timeout_s),
+            ("buffer_s", buffer_s),
+            ("watchdog_s", watchdog_s),
+            ("lost_after_s", lost_after_s),
+            ("gap_factor", gap_factor),
+            ("jump_s", jump_s),
+            ("poll_interval_s", poll_interval_s),
+            ("clock_refresh_s", clock_refresh_s),
+        ):
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{key} must be a finite number > 0, got {value!r}")
+        if lost_after_s <= watchdog_s:
+            raise ValueError(
+                f"lost_after_s ({lost_after_s}) must exceed watchdog_s ({watchdog_s}): a stream "
+                "is declared stalled first, lost later"
+            )
+        if gap_factor <= 1:
+            raise ValueError(f"gap_factor must be > 1 sample period, got {gap_factor}")
+        if capacity is not None and (not isinstance(capacity, int) or capacity < 1):
+            raise ValueError(f"capacity must be a positive integer or None, got {capacity!r}")
+        if not isinstance(max_chunk, int) or max_chunk < 1:
+            raise ValueError(f"max_chunk must be a positive integer, got {max_chunk!r}")
+
+        self._props = props
+        self._resolve_timeout_s = float(resolve_timeout_s)
+        self._buffer_s = float(buffer_s)
+        self._capacity = capacity
+        self._watchdog_s = float(watchdog_s)
+        self._lost_after_s = float(lost_after_s)
+        self._max_chunk = max_chunk
+        self._gap_factor = float(gap_factor)
+        self._jump_s = float(jump_s)
+        self._poll_s = float(poll_interval_s)
+        self._clock_refresh_s = float(clock_refresh_s)
+
+        self._lock = threading.Lock()  # state, counters, schema; taken before the ring's lock
+        self._state_changed = threading.Condition(self._lock)
+        self._stop_event = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._started = False
+        self._stopped = False
+
+        self._state = "idle"
+        self._history: collections.deque[StateChange] = collections.deque(maxlen=_HISTORY)
+        self._history.append(StateChange("idle", pylsl.local_clock(), "created"))
+        self._schema: StreamSchema | None = None
+        self._ring: RingBuffer | None = None
+        self._buffer: np.ndarray | None = None
+        self._connections = 0
+        self._uid = ""  # outlet instance currently connected
+        self._refused_uids: set[str] = set()
+        self._last_ts: float | None = None
+        self._clock_offset: float | None = None
+        self._clock_history: collections.deque[tuple[float, float]] = collections.deque(
+            maxlen=_HISTORY
+        )
+        self._n: dict[str, Any] = dict.fromkeys(
+            (
+                "samples_received",
+                "non_finite_rejected",
+                "samples_refused",
+                "gaps",
+                "gap_missing_samples",
+                "jumps",
+                "timestamps_backwards",
+                "duplicates",
+                "reconnects",
+                "stalls",
+                "lost",
+                "schema_mismatches",
+                "resolve_timeouts",
+                "clock_offset_updates",
+            ),
+            0,
+        )
+        self._n["gap_total_s"] = 0.0
+        self._n["last_gap_s"] = 0.0
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> LslInlet:
+        """Start the acquisition thread (returns at once; see ``wait_connected``)."""
+        if self._started:
+            raise RuntimeError(
+                "LslInlet.start() was already called; an inlet runs once: call stop() and "
+                "create a new LslInlet to start again"
+            )
+        if self._stopped:
+            raise RuntimeError("this LslInlet was stopped; create a new LslInlet to start again")
+        self._started = True
+        if "source_id" not in self._props:
+            logger.warning(
+                "LslInlet for %s: no source_id given; liblsl can only recover streams that "
+                "have one, and a re-resolve by name/type may pick up another device",
+                self._query_text(),
+            )
+        self._set_state("resolving", f"looking for a stream with {self._query_text()}")
+        self._thread = threading.Thread(
+            target=self._run, name=f"lsl-inlet[{self._query_text()}]", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the thread and close the stream; returns within ``timeout`` seconds.
+
+        Idempotent. Raises RuntimeError if the thread did not end in time (it is a daemon
+        thread and cannot outlive the process). Buffered data stay readable.
+        """
+        self._stop_event.set()
+        self._stopped = True
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+            if thread.is_alive():
+                raise RuntimeError(
+                    f"the LslInlet acquisition thread did not stop within {timeout} s "
+                    f"(state '{self.state}'); it blocks inside liblsl"
+                )
+        if self.state != "stopped":
+            self._set_state("stopped", "stopped by stop()")
+
+    def __enter__(self) -> LslInlet:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # --- status ------------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """True while the acquisition thread runs and stop() was not requested."""
+        thread = self._thread
+        return thread is not None and thread.is_alive() and not self._stop_event.is_set()
+
+    @property
+    def connected(self) -> bool:
+        """True while the state is ``connected`` (data flowing)."""
+        return self.state == "connected"
+
+    @property
+    def state(self) -> str:
+        with self._lock:
+            return self._state
+
+    @property
+    def state_message(self) -> str:
+        """The message of the latest state change (why the inlet is in its state)."""
+        with self._lock:
+            return self._history[-1].message
+
+    @property
+    def state_history(self) -> tuple[StateChange, ...]:
+        """The latest state changes, oldest first (at most 1000)."""
+        with self._lock:
+            return tuple(self._history)
+
+    @property
+    def info(self) -> StreamSchema | None:
+        """The first-seen stream schema (None before the first connection)."""
+        with self._lock:
+            return self._schema
+
+    @property
+    def clock_offset(self) -> float | None:
+        """Latest ``time_correction()`` in seconds (add to a timestamp for local time)."""
+        with self._lock:
+            return self._clock_offset
+
+    def clock_offsets(self) -> np.ndarray:
+        """History of clock offsets as (k, 2): local_clock() time read, offset (s)."""
+        with self._lock:
+            return np.array(self._clock_history, dtype=np.float64).reshape(-1, 2)
+
+    def counters(self) -> InletCounters:
+        """A consistent snapshot of all counters (see :class:`InletCounters`)."""
+        with self._lock:
+            ring = self._ring.counters() if self._ring is not None else None
+            return InletCounters(
+                samples_written=ring.written if ring is not None else 0,
+                overflowed=ring.overflowed if ring is not None else 0,
+                ring=ring,
+                **self._n,
+            )
+
+    def wait_for_state(self, states: str | Sequence[str], timeout: float) -> bool:
+        """Wait until the state is one of ``states``; False on timeout."""
+        wanted = {states} if isinstance(states, str) else set(states)
+        unknown = wanted.difference(STATES)
+        if unknown:
+            raise ValueError(f"unknown state(s) {sorted(unknown)}; states are {STATES}")
+        with self._state_changed:
+            return self._state_changed.wait_for(lambda: self._state in wanted, timeout)
+
+    def wait_connected(self, timeout: float) -> bool:
+        """Wait until data flow (state ``connected``); False on timeout, error or stop."""
+        with self._state_changed:
+            self._state_changed.wait_for(
+                lambda: self._state in ("connected", "error", "stopped"), timeout
+            )
+            return self._state == "connected"
+
+    # --- reading -----------------------------------------------------------------------------
+
+    def read_new(self, max_rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of the samples not read yet, oldest first: ``(data (n, C), timestamps (n,))``.
+
+        Timestamps are raw LSL timestamps. See :meth:`RingBuffer.read_new`.
+        """
+        return self._require_ring("read_new").read_new(max_rows)
+
+    def read_last(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of the newest ``n`` samples regardless of the read position."""
+        return self._require_ring("read_last").read_last(n)
+
+    def _require_ring(self, what: str) -> RingBuffer:
+        if not self._started:
+            raise RuntimeError(
+                f"LslInlet.{what}() before start(): call start() (or use the inlet as a "
+                "context manager) first"
+            )
+        ring = self._ring
+        if ring is None:
+            raise RuntimeError(
+                f"LslInlet.{what}(): no stream connected yet (state '{self.state}': "
+                f"{self.state_message}); call wait_connected(timeout) first"
+            )
+        return ring
+
+    def __repr__(self) -> str:
+        return f"LslInlet({self._query_text()}, state='{self.state}')"
+
+    # --- acquisition thread ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._acquire()
+        except _Stopping:
+            pass
+        except _Unsupported as exc:
+            self._set_state("error", str(exc))
+        except Exception as exc:
+            logger.exception("LslInlet for %s failed", self._query_text())
+            self._set_state(
+                "error",
+                f"acquisition thread failed: {exc!r}; stop() this inlet and create a new one",
+            )
+
+    def _acquire(self) -> None:
+        while True:
+            info = self._resolve()
+            inlet = self._open(info)
+            if inlet is None:  # refused or failed; the state says why
+                self._sleep(_RETRY_S)
+                continue
+            try:
+                self._pump(inlet)
+            finally:
+                inlet.close_stream()
+                del inlet  # destroys the liblsl inlet (and its recovery threads)
+
+    def _resolve(self) -> pylsl.StreamInfo:
+        """Resolve until a stream matches the current query (raises _Stopping on stop)."""
+        started = time.monotonic()
+        warned = False
+        while True:
+            self._check_stop()
+            query = self._current_query()
+            infos = pylsl.resolve_bypred(query, 1, _SLICE_S)
+            if infos:
+                schema = self._schema
+                if schema is not None:  # prefer a stream that matches the first-seen schema
+                    infos.sort(key=lambda i: bool(schema.differences(StreamSchema.from_info(i))))
+                if len(infos) > 1:
+                    logger.warning(
+                        "%d streams match %s; using %s; pass source_id to choose",
+                        len(infos),
+                        query,
+                        StreamSchema.from_info(infos[0]).describe(),
+                    )
+                return infos[0]
+            waited = time.monotonic() - started
+            if not warned and waited >= self._resolve_timeout_s:
+                warned = True
+                message = (
+                    f"no LSL stream with {query} found within {self._resolve_timeout_s:g} s; "
+                    "still searching: check that the outlet runs and that name/type/source_id "
+                    "match"
+                )
+                with self._lock:
+                    initial = self._schema is None
+                    if initial:
+                        self._n["resolve_timeouts"] += 1
+                if initial:
+                    self._set_state("lost", message)
+                else:
+                    logger.warning("LslInlet: %s", message)
+
+    def _open(self, info: pylsl.StreamInfo) -> pylsl.StreamInlet | None:
+        """Check the schema, open a pylsl inlet and fetch its full info; None if refused."""
+        schema = StreamSchema.from_info(info)
+        with self._lock:
+            first = self._schema
+        if first is None:
+            self._adopt_schema(schema)
+        else:
+            differences = first.differences(schema)
+            if differences:
+                self._refuse(schema, differences)
+                return None
+        if not schema.source_id:
+            logger.warning(
+                "stream %s has no source_id: liblsl cannot recover it after a crash; the "
+                "inlet will re-resolve by %s",
+                schema.describe(),
+                self._query_text(),
+            )
+        with self._lock:
+            ring = self._ring
+        assert ring is not None
+        max_buflen = max(5, math.ceil(ring.capacity / max(schema.nominal_srate, 1.0)))
+        inlet = pylsl.StreamInlet(info, max_buflen=max_buflen, recover=True)
+        try:
+            # Fetch the full description now: a first pull on an inlet whose source has died
+            # meanwhile would otherwise wait for it without timeout.
+            self._blocking(inlet.info, "fetch the stream description")
+            self._blocking(inlet.open_stream, "open the stream")
+        except (LslTimeoutError, LostError) as exc:
+            inlet.close_stream()
+            self._mark_lost(f"found {schema.describe()} but could not connect: {exc}")
+            return None
+        with self._lock:
+            if self._connections:
+                self._n["reconnects"] += 1
+            self._connections += 1
+            self._uid = schema.uid
+            again = self._connections > 1
+        self._set_state(
+            "connected", ("reconnected to " if again else "connected to ") + schema.describe()
+        )
+        return inlet
+
+    def _adopt_schema(self, schema: StreamSchema) -> None:
+        dtype = schema.dtype
+        if dtype is None:
+            raise _Unsupported(
+                f"stream {schema.describe()} has channel format '{schema.channel_format}', "
+                "which LslInlet does not support; use a numeric stream"
+            )
+        if self._capacity is not None:
+            capacity = self._capacity
+        elif schema.nominal_srate > 0:
+            capacity = max(1, math.ceil(self._buffer_s * schema.nominal_srate))
+        else:
+            raise _Unsupported(
+                f"stream {schema.describe()} has an irregular rate, so buffer_s cannot size "
+                "the ring; pass capacity=<samples>"
+            )
+        ring = RingBuffer(capacity, schema.n_channels, dtype)
+        with self._lock:
+            self._schema = schema
+            self._ring = ring
+            self._buffer = np.empty((self._max_chunk, schema.n_channels), dtype=dtype)
+        logger.info(
+            "LslInlet: schema of %s adopted; ring of %d samples", schema.describe(), capacity
+        )
+
+    def _refuse(self, schema: StreamSchema, differences: list[str]) -> None:
+        with self._lock:
+            new = schema.uid not in self._refused_uids
+            if new:
+                self._refused_uids.add(schema.uid)
+                self._n["schema_mismatches"] += 1
+        message = (
+            f"stream {schema.describe()} does not match the first-seen schema "
+            f"({'; '.join(differences)}); its data are refused. Restart the outlet with the "
+            "original settings or create a new LslInlet"
+        )
+        if new or self.state != "schema-mismatch":
+            self._set_state("schema-mismatch", message)
+
+    def _pump(self, inlet: pylsl.StreamInlet) -> None:
+        """Pull until stop, loss or refusal; returns so the caller closes the inlet."""
+        with self._lock:
+            buffer = self._buffer
+            schema = self._schema
+        assert buffer is not None and schema is not None
+        last_data = time.monotonic()  # when the latest sample arrived
+        alive_since = last_data  # lost_after_s counts from here (reset by a recovery)
+        # The first time_correction() estimate takes liblsl about half a second of probing
+        # in the background; ask with a tiny timeout until it exists, then every refresh.
+        next_clock = last_data
+        clock_known = False
+        while not self._stop_event.is_set():
+            try:
+                _, stamps = inlet.pull_chunk(
+                    timeout=0.0, max_samples=self._max_chunk, dest_obj=buffer
+                )
+            except LostError:
+                self._mark_lost("liblsl reported the stream lost (it cannot recover it)")
+                return
+            n = len(stamps)
+            data = buffer[:n]
+            timestamps = np.asarray(stamps, dtype=np.float64)
+            # liblsl reconnects to a restarted source on its own. It says so through
+            # was_clock_reset() (only once it had a clock estimate); samples resuming after a
+            # stall may also come from a new outlet. Either way the samples may already be
+            # from it: check the source before accepting anything.
+            reset = inlet.was_clock_reset()
+            if reset or (n and self.state == "stalled"):
+                data = data.copy()
+                verdict = self._check_source(n, liblsl_reset=reset)
+                if verdict is None:
+                    return
+                if verdict == "new":
+                    alive_since = time.monotonic()
+                    next_clock, clock_known = alive_since, False  # liblsl reset its estimate
+            now = time.monotonic()
+            if n:
+                self._accept(data, timestamps, schema)
+                if self.state == "stalled":
+                    self._set_state(
+                        "connected", f"samples again after {now - last_data:.2f} s without"
+                    )
+                last_data = alive_since = now
+            else:
+                if now - alive_since >= self._lost_after_s:
+                    self._mark_lost(
+                        f"no sample for {now - last_data:.1f} s "
+                        f"(lost_after_s={self._lost_after_s:g})"
+                    )
+                    return
+                if now - last_data >= self._watchdog_s and self.state == "connected":
+                    with self._lock:
+                        self._n["stalls"] += 1
+                    self._set_state("stalled", f"no sample for {self._watchdog_s:g} s")
+            if now >= next_clock:
+                clock_known = self._update_clock(inlet, 0.01) or clock_known
+                next_clock = now + (self._clock_refresh_s if clock_known else _CLOCK_RETRY_S)
+            if n < self._max_chunk:
+                self._stop_event.wait(self._poll_s)
+
+    def _check_source(self, n_held: int, liblsl_reset: bool) -> str | None:
+        """Resolve the source again after a liblsl recovery or a stall.
+
+        Returns "same" (still the outlet instance we opened), "new" (liblsl reconnected to a
+        restarted outlet with the first-seen schema), or None when the ``n_held`` samples are
+        refused (schema changed, or no answer within resolve_timeout_s); the state then says
+        why and the caller drops the pylsl inlet.
+        """
+        with self._lock:
+            schema = self._schema
+            current_uid = self._uid
+        assert schema is not None
+        query = self._current_query()
+        deadline = time.monotonic() + self._resolve_timeout_s
+        infos: list[pylsl.StreamInfo] = []
+        while not infos and time.monotonic() < deadline and not self._stop_event.is_set():
+            infos = pylsl.resolve_bypred(query, 1, _SLICE_S)
+        if not infos:
+            self._count_refused(n_held)
+            self._mark_lost(
+                f"no stream with {query} answered within {self._resolve_timeout_s:g} s to "
+                f"check the source after {'a liblsl reconnect' if liblsl_reset else 'a stall'}; "
+                f"{n_held} sample(s) refused"
+            )
+            return None
+        candidates = [StreamSchema.from_info(info) for info in infos]
+        if not liblsl_reset and any(c.uid == current_uid for c in candidates):
+            return "same"  # a stall of the same outlet, not a restart
+        restarted = [c for c in candidates if c.uid != current_uid] or candidates
+        for candidate in restarted:
+            differences = schema.differences(candidate)
+            if differences:
+                self._count_refused(n_held)
+                self._refuse(candidate, differences)
+                return None
+        with self._lock:
+            self._uid = restarted[0].uid
+            self._n["reconnects"] += 1
+            self._connections += 1
+        # The state turns "connected" when samples flow (see _pump).
+        logger.info("LslInlet: liblsl reconnected to %s; schema unchanged", restarted[0].describe())
+        return "new"
+
+    def _accept(self, data: np.ndarray, timestamps: np.ndarray, schema: StreamSchema) -> None:
+        n = len(timestamps)
+        if data.dtype.kind == "f":
+            finite = np.isfinite(data).all(axis=1)
+            n_bad = n - int(finite.sum())
+        else:
+            n_bad = 0
+        with self._lock:
+            self._n["samples_received"] += n
+            self._check_timestamps(timestamps, schema.nominal_srate)
+            if n_bad:
+                self._n["non_finite_rejected"] += n_bad
+                data = data[finite]
+                timestamps = timestamps[finite]
+            assert self._ring is not None
+            self._ring.write(data, timestamps)
+        if n_bad:
+            logger.debug("LslInlet: rejected %d sample(s) with NaN/Inf", n_bad)
+
+    def _check_timestamps(self, timestamps: np.ndarray, rate: float) -> None:
+        """Count gaps, jumps, duplicates and backwards steps (caller holds the lock)."""
+        if self._last_ts is None:
+            steps = np.diff(timestamps)
+        else:
+            steps = np.diff(timestamps, prepend=self._last_ts)
+        self._last_ts = float(timestamps[-1])
+        if not steps.size:
+            return
+        n = self._n
+        n["timestamps_backwards"] += int(np.count_nonzero(steps < 0))
+        n["duplicates"] += int(np.count_nonzero(steps == 0))
+        jumps = steps[steps > self._jump_s]
+        if jumps.size:
+            n["jumps"] += int(jumps.size)
+            logger.warning("LslInlet: timestamp jump(s) of %s s", np.round(jumps, 3).tolist())
+        if rate > 0:
+            gaps = steps[steps > self._gap_factor / rate]
+            if gaps.size:
+                durations = gaps - 1.0 / rate
+                n["gaps"] += int(gaps.size)
+                n["gap_missing_samples"] += int(np.sum(np.rint(gaps * rate) - 1))
+                n["gap_total_s"] += float(durations.sum())
+                n["last_gap_s"] = float(durations[-1])
+                logger.debug("LslInlet: gap(s) of %s s", np.round(durations, 4).tolist())
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _blocking(self, call: Any, what: str) -> None:
+        """Call ``call(timeout=...)`` in stop-aware slices for up to resolve_timeout_s."""
+        deadline = time.monotonic() + self._resolve_timeout_s
+        while True:
+            self._check_stop()
+            try:
+                call(timeout=_SLICE_S)
+                return
+            except LslTimeoutError:
+                if time.monotonic() >= deadline:
+                    raise LslTimeoutError(
+                        f"could not {what} within {self._resolve_timeout_s:g} s"
+                    ) from None
+
+    def _update_clock(self, inlet: pylsl.StreamInlet, timeout: float) -> bool:
+        """Read liblsl's clock offset estimate; False while there is none yet."""
+        try:
+            offset = float(inlet.time_correction(timeout=timeout))
+        except (LslTimeoutError, LostError) as exc:
+            logger.debug("LslInlet: no clock offset yet (%s)", exc)
+            return False
+        with self._lock:
+            self._clock_offset = offset
+            self._n["clock_offset_updates"] += 1
+            self._clock_history.append((pylsl.local_clock(), offset))
+        return True
+
+    def _mark_lost(self, reason: str) -> None:
+        with self._lock:
+            self._n["lost"] += 1
+        self._set_state("lost", f"{reason}; re-resolving {self._current_query()}")
+
+    def _count_refused(self, n: int) -> None:
+        with self._lock:
+            self._n["samples_received"] += n
+            self._n["samples_refused"] += n
+
+    def _set_state(self, state: str, message: str) -> None:
+        with self._state_changed:
+            previous = self._state
+            self._state = state
+            self._history.append(StateChange(state, pylsl.local_clock(), message))
+            self._state_changed.notify_all()
+        level = logging.WARNING if state in ("stalled", "lost", "schema-mismatch") else logging.INFO
+        if state == "error":
+            level = logging.ERROR
+        logger.log(level, "LslInlet %s -> %s: %s", previous, state, message)
+
+    def _current_query(self) -> str:
+        """XPath predicate: the given properties, plus the first-seen source_id if any."""
+        props = dict(self._props)
+        schema = self._schema
+        if schema is not None and schema.source_id:
+            props["source_id"] = schema.source_id
+        return " and ".join(f"{k}='{v}'" for k, v in props.items())
+
+    def _query_text(self) -> str:
+        return " and ".join(f"{k}='{v}'" for k, v in self._props.items())
+
+    def _check_stop(self) -> None:
+        if self._stop_event.is_set():
+            raise _Stopping
+
+    def _sleep(self, seconds: float) -> None:
+        if self._stop_event.wait(seconds):
+            raise _Stopping

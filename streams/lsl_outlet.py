@@ -1,0 +1,258 @@
+"""LSL outlets with self-describing stream info.
+
+Every outlet this project opens carries the meta-data of the XDF/LSL conventions
+(https://github.com/sccn/xdf/wiki/Meta-Data) in its ``desc`` element::
+
+    <desc>
+      <channels>
+        <channel><label>vx</label><unit>cm/s</unit><type>Kinematics</type></channel>
+        ...
+      </channels>
+      <acquisition>
+        <manufacturer>bci-decoder</manufacturer>
+        <model>session player</model>        <!-- the component that opened the outlet -->
+        <software_version>0.1.0</software_version>
+      </acquisition>
+    </desc>
+
+Stream types used by the project (the ``type`` field; inlets resolve by it):
+
+================= =============== ==============================================
+stream name       type            content
+================= =============== ==============================================
+``<name>``        ``Neural``      spike counts (or features) per bin, one channel per electrode
+``<name>-kinematics`` ``Kinematics`` cursor velocity, e.g. vx, vy in cm/s
+``<name>-targets`` ``Targets``    target position x, y in cm
+================= =============== ==============================================
+
+There is no XDF content type for binned spike counts, so ``Neural`` names it (``EEG`` would
+mislead viewers into filtering and re-referencing counts).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from importlib import metadata
+
+import numpy as np
+import pylsl
+
+logger = logging.getLogger(__name__)
+
+NEURAL_TYPE = "Neural"
+KINEMATICS_TYPE = "Kinematics"
+TARGETS_TYPE = "Targets"
+KINEMATICS_SUFFIX = "-kinematics"
+TARGETS_SUFFIX = "-targets"
+SOFTWARE = "bci-decoder"
+
+CHANNEL_FORMATS: tuple[str, ...] = ("float32", "double64", "int8", "int16", "int32", "int64")
+
+
+def software_version() -> str:
+    """Installed version of this package, or ``"unknown"`` when run from a bare checkout."""
+    try:
+        return metadata.version(SOFTWARE)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def stream_info(
+    name: str,
+    type: str,
+    channel_labels: Sequence[str],
+    units: Sequence[str] | str,
+    nominal_srate: float,
+    channel_format: str = "float32",
+    source_id: str | None = None,
+    *,
+    channel_types: Sequence[str] | str | None = None,
+    model: str = "outlet",
+    extra: dict[str, str] | None = None,
+) -> pylsl.StreamInfo:
+    """Build a :class:`pylsl.StreamInfo` whose ``desc`` follows the LSL meta-data conventions.
+
+    Args:
+        name: stream name (non-empty), e.g. ``"bci-sim"``.
+        type: content type, e.g. :data:`NEURAL_TYPE`.
+        channel_labels: one label per channel; the channel count is their number.
+        units: one unit per channel, or one string for all (e.g. ``"counts"``).
+        nominal_srate: samples per second, or 0 for an irregular stream.
+        channel_format: ``"float32"`` (default), ``"double64"``, or an integer format.
+        source_id: unique id of the source so inlets can recover after a restart;
+            defaults to ``"<name>@<type>"`` (pylsl would otherwise print a hashed one).
+        channel_types: per-channel type (default: the stream type for every channel).
+        model: the component that opens the outlet (``desc/acquisition/model``).
+        extra: more ``desc/<key>`` text elements, e.g. the replay speed.
+    """
+    if not name:
+        raise ValueError("stream name must not be empty; pass e.g. name='bci-sim'")
+    labels = [str(label) for label in channel_labels]
+    if not labels:
+        raise ValueError(f"stream {name!r} needs at least one channel label")
+    n = len(labels)
+    unit_list = [units] * n if isinstance(units, str) else [str(u) for u in units]
+    if len(unit_list) != n:
+        raise ValueError(
+            f"stream {name!r}: {len(unit_list)} units for {n} channel labels; pass one unit "
+            "per channel or a single unit string"
+        )
+    if channel_types is None:
+        type_list = [type] * n
+    elif isinstance(channel_types, str):
+        type_list = [channel_types] * n
+    else:
+        type_list = [str(t) for t in channel_types]
+        if len(type_list) != n:
+            raise ValueError(f"stream {name!r}: {len(type_list)} channel types for {n} channels")
+    srate = float(nominal_srate)
+    if not math.isfinite(srate) or srate < 0:
+        raise ValueError(
+            f"stream {name!r}: nominal_srate={nominal_srate!r} must be >= 0 (0 = irregular)"
+        )
+    if channel_format not in CHANNEL_FORMATS:
+        raise ValueError(
+            f"stream {name!r}: channel_format={channel_format!r} is not one of "
+            f"{list(CHANNEL_FORMATS)}"
+        )
+    info = pylsl.StreamInfo(
+        name=name,
+        type=type,
+        channel_count=n,
+        nominal_srate=srate,
+        channel_format=channel_format,
+        source_id=f"{name}@{type}" if source_id is None else source_id,
+    )
+    desc = info.desc()
+    channels = desc.append_child("channels")
+    for label, unit, channel_type in zip(labels, unit_list, type_list, strict=True):
+        channel = channels.append_child("channel")
+        channel.append_child_value("label", label)
+        channel.append_child_value("unit", unit)
+        channel.append_child_value("type", channel_type)
+    acquisition = desc.append_child("acquisition")
+    acquisition.append_child_value("manufacturer", SOFTWARE)
+    acquisition.append_child_value("model", model)
+    acquisition.append_child_value("software_version", software_version())
+    for key, value in (extra or {}).items():
+        desc.append_child_value(str(key), str(value))
+    return info
+
+
+def open_outlet(
+    name: str,
+    type: str,
+    channel_labels: Sequence[str],
+    units: Sequence[str] | str,
+    nominal_srate: float,
+    channel_format: str = "float32",
+    source_id: str | None = None,
+    *,
+    channel_types: Sequence[str] | str | None = None,
+    model: str = "outlet",
+    extra: dict[str, str] | None = None,
+    chunk_size: int = 0,
+    max_buffered: int = 360,
+) -> pylsl.StreamOutlet:
+    """Open a :class:`pylsl.StreamOutlet` described by :func:`stream_info` (same arguments).
+
+    ``chunk_size`` 0 sends each push as it comes (lowest latency); ``max_buffered`` is how
+    many seconds (samples x 100 for irregular streams) the outlet keeps for slow consumers.
+    The outlet is discoverable as soon as this returns.
+    """
+    info = stream_info(
+        name,
+        type,
+        channel_labels,
+        units,
+        nominal_srate,
+        channel_format,
+        source_id,
+        channel_types=channel_types,
+        model=model,
+        extra=extra,
+    )
+    outlet = pylsl.StreamOutlet(info, chunk_size=chunk_size, max_buffered=max_buffered)
+    logger.debug(
+        "opened outlet %r (type %s, %d channels, %g Hz)",
+        name,
+        type,
+        info.channel_count(),
+        info.nominal_srate(),
+    )
+    return outlet
+
+
+class KinematicsOutlet:
+    """Outlet ``"<name>-kinematics"`` for decoded (or recorded) kinematics.
+
+    One sample per decoded bin, e.g. cursor velocity ``(vx, vy)`` in cm/s, stamped with the
+    ``local_clock()`` time of the bin it decodes. The outlet is open from construction until
+    :meth:`close` (or the end of a ``with`` block).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        labels: Sequence[str] = ("vx", "vy"),
+        units: Sequence[str] = ("cm/s", "cm/s"),
+        nominal_srate: float = 0.0,
+        *,
+        source_id: str | None = None,
+        model: str = "decoder",
+    ) -> None:
+        self.name = f"{name}{KINEMATICS_SUFFIX}"
+        self.labels = tuple(str(label) for label in labels)
+        self._outlet: pylsl.StreamOutlet | None = open_outlet(
+            self.name,
+            KINEMATICS_TYPE,
+            self.labels,
+            units,
+            nominal_srate,
+            "float32",
+            source_id,
+            model=model,
+        )
+        self.pushed = 0
+
+    @property
+    def running(self) -> bool:
+        """True until :meth:`close`."""
+        return self._outlet is not None
+
+    @property
+    def have_consumers(self) -> bool:
+        """True while at least one inlet is connected."""
+        return self._outlet is not None and self._outlet.have_consumers()
+
+    def push(self, values: Sequence[float] | np.ndarray, timestamp: float | None = None) -> None:
+        """Push one sample (one value per label) stamped ``timestamp`` (``local_clock()``)."""
+        if self._outlet is None:
+            raise RuntimeError(
+                f"outlet {self.name!r} is closed; create a new KinematicsOutlet to push again"
+            )
+        sample = np.asarray(values, dtype=np.float32).reshape(-1)
+        if sample.shape[0] != len(self.labels):
+            raise ValueError(
+                f"outlet {self.name!r} has {len(self.labels)} channels {self.labels}; got "
+                f"{sample.shape[0]} values"
+            )
+        if not np.all(np.isfinite(sample)):
+            raise ValueError(f"outlet {self.name!r}: refusing non-finite values {sample}")
+        stamp = pylsl.local_clock() if timestamp is None else float(timestamp)
+        self._outlet.push_sample(sample, stamp)
+        self.pushed += 1
+
+    def close(self) -> None:
+        """Close the outlet (consumers see the stream end). Safe to call twice."""
+        if self._outlet is not None:
+            self._outlet = None  # pylsl destroys the outlet when the object is freed
+            logger.debug("closed outlet %r after %d samples", self.name, self.pushed)
+
+    def __enter__(self) -> KinematicsOutlet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
