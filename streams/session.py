@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from streams.atomic import fsync_directory
+
 logger = logging.getLogger(__name__)
 
 REQUIRED_KEYS: tuple[str, ...] = ("neural", "timestamps", "bin_s")
@@ -257,7 +259,7 @@ def save_session(path: str | os.PathLike[str], session: Session) -> Path:
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
-    _fsync_directory(parent)
+    fsync_directory(parent)
     logger.debug("saved %r to %s", session, path)
     return path
 
@@ -488,17 +490,3 @@ def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Persist the rename itself (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover - some filesystems refuse directory fsync
-        pass
-    finally:
-        os.close(fd)

@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from streams.atomic import fsync_directory
 from streams.lsl_outlet import KINEMATICS_TYPE, NEURAL_TYPE, TARGETS_TYPE
 from streams.session import Session
 
@@ -368,7 +369,7 @@ class XdfWriter:
                     f"{self._part_path}: rename it yourself"
                 )
             os.replace(self._part_path, self._path)
-            _fsync_directory(self._path.parent)
+            fsync_directory(self._path.parent)
         logger.info(
             "wrote XDF file %s (%s)",
             self._path,
@@ -673,17 +674,3 @@ def _footer(state: _StreamState) -> bytes:
         _sub(offset, "time", format_float(collection_time))
         _sub(offset, "value", format_float(offset_value))
     return struct.pack("<I", state.stream_id) + _xml(info)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Persist the rename itself (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover - some filesystems refuse directory fsync
-        pass
-    finally:
-        os.close(fd)
