@@ -28,7 +28,6 @@ A neuron that spiked stays silent for ``refractory_steps`` steps (no spike, no g
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Literal, NamedTuple, TypeVar
 
@@ -252,11 +251,3 @@ def positive_inverse(value: Tensor | float, minimum: float) -> Tensor:
     if torch.any(y <= 0):
         raise ValueError(f"value must exceed its lower bound {minimum}; got {value}")
     return (y + torch.log(-torch.expm1(-y))).to(torch.get_default_dtype())
-
-
-def tau_bounds_check(name: str, tau_s: float, dt_s: float) -> None:
-    """Reject time constants that are not finite and positive."""
-    if not (math.isfinite(tau_s) and tau_s > 0):
-        raise ValueError(f"{name} must be a positive number of seconds; got {tau_s}")
-    if not (math.isfinite(dt_s) and dt_s > 0):
-        raise ValueError(f"dt must be a positive number of seconds; got {dt_s}")

@@ -36,7 +36,6 @@ from bci.neurons import (
     positive,
     positive_inverse,
     run_sequence,
-    tau_bounds_check,
     two_compartment_initial_state,
     two_compartment_step,
 )
@@ -568,16 +567,3 @@ def test_initial_states_are_resting() -> None:
             assert field.shape == (2, 3)
             assert field.dtype == F64
             assert not field.any()
-
-
-@pytest.mark.parametrize(
-    ("tau", "dt"),
-    [(0.0, 0.001), (-0.02, 0.001), (math.nan, 0.001), (math.inf, 0.001), (0.02, 0.0)],
-)
-def test_tau_bounds_check_rejects_invalid(tau: float, dt: float) -> None:
-    with pytest.raises(ValueError, match="positive number of seconds"):
-        tau_bounds_check("tau_mem_s", tau, dt)
-
-
-def test_tau_bounds_check_accepts_valid() -> None:
-    tau_bounds_check("tau_mem_s", 0.02, 0.001)
