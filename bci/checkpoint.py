@@ -1,0 +1,669 @@
+"""RSNN checkpoints: one ``.safetensors`` file per model, with a JSON manifest.
+
+The file format is a contract shared with other tools:
+
+* the tensors are the model's ``state_dict`` (float32, contiguous, little-endian);
+* the safetensors metadata holds exactly one key, ``"manifest"``, a JSON document with
+
+  ==================== ==================================================================
+  key                  meaning
+  ==================== ==================================================================
+  ``format_version``   int, :data:`FORMAT_VERSION`
+  ``model``            :meth:`bci.rsnn.RSNNConfig.to_dict`
+  ``neurons``          summary of per-neuron constants (informative only)
+  ``n_channels``       input channel count (= ``model.n_in``)
+  ``channel_labels``   list of ``n_channels`` names, or null
+  ``bin_s``            bin width, seconds (= ``model.dt_s``)
+  ``kinematics_labels`` list of ``model.n_out`` names
+  ``normalisation``    ``input_mean``, ``input_scale``, ``output_mean``, ``output_scale``
+                       as lists (copies of the tensors, for readers without torch)
+  ``metrics``          free-form JSON object (training and test metrics)
+  ``training``         JSON object (e.g. the training config and result) or null
+  ``created``          ISO 8601 UTC time of writing
+  ``tensors``          name -> ``{"shape": [...], "dtype": "float32"}``
+  ``sha256``           hex SHA-256 over the tensors: for each name in sorted order, the
+                       name in UTF-8, then the tensor's little-endian bytes
+  ==================== ==================================================================
+
+Files are written atomically (temporary file in the same directory, fsync, ``os.replace``,
+directory fsync) and read with safetensors and ``json`` only: nothing is ever unpickled.
+Loading checks everything above and raises :class:`CheckpointError` naming the file, the
+problem and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import safetensors
+import safetensors.numpy
+import torch
+
+from bci.rsnn import RSNN, RSNNConfig
+from streams.atomic import fsync_directory
+
+__all__ = [
+    "FORMAT_VERSION",
+    "Checkpoint",
+    "CheckpointError",
+    "expected_tensor_shapes",
+    "load_checkpoint",
+    "read_manifest",
+    "save_checkpoint",
+    "tensor_sha256",
+]
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+READABLE_VERSIONS: tuple[int, ...] = (1,)
+MANIFEST_KEY = "manifest"
+MANIFEST_FIELDS: tuple[str, ...] = (
+    "format_version",
+    "model",
+    "neurons",
+    "n_channels",
+    "channel_labels",
+    "bin_s",
+    "kinematics_labels",
+    "normalisation",
+    "metrics",
+    "training",
+    "created",
+    "tensors",
+    "sha256",
+)
+NORMALISATION_FIELDS: tuple[str, ...] = ("input_mean", "input_scale", "output_mean", "output_scale")
+_DTYPE = "float32"
+_HEADER_DTYPE = "F32"  # safetensors' name for float32
+_RESAVE = "re-save the model with bci.checkpoint.save_checkpoint"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file or the model being saved breaks the format; the message says how to fix
+    it."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded checkpoint: the model (float32, eval mode), its manifest and its file."""
+
+    model: RSNN
+    manifest: dict
+    path: Path
+
+
+# -- public helpers -------------------------------------------------------------------------
+
+
+def expected_tensor_shapes(config: RSNNConfig) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of the tensors ``RSNN(config).state_dict()`` holds, without building it."""
+    c, h, k = config.n_in, config.n_hidden, config.n_out
+    return {
+        "w_in": (h, c),
+        "w_rec": (h, h),
+        "w_out": (k, h),
+        "b_out": (k,),
+        "raw_tau_mem": (h,),
+        "raw_threshold": (h,),
+        "beta": (h,),
+        "rho": (h,),
+        "input_mean": (c,),
+        "input_scale": (c,),
+        "output_mean": (k,),
+        "output_scale": (k,),
+    }
+
+
+def tensor_sha256(tensors: Mapping[str, np.ndarray]) -> str:
+    """Hex SHA-256 over ``tensors``: per name in sorted order, the UTF-8 name, then the
+    tensor's little-endian bytes (C order)."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        array = np.asarray(tensors[name])
+        little = array.astype(array.dtype.newbyteorder("<"), copy=False)
+        digest.update(name.encode("utf-8"))
+        digest.update(np.ascontiguousarray(little).tobytes())
+    return digest.hexdigest()
+
+
+# -- saving ---------------------------------------------------------------------------------
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    model: RSNN,
+    *,
+    kinematics_labels: Sequence[str],
+    channel_labels: Sequence[str] | None = None,
+    metrics: dict | None = None,
+    training: dict | None = None,
+) -> Path:
+    """Write ``model`` and its manifest to ``path`` (exactly that name) atomically.
+
+    Tensors are stored as float32 (a float64 model is rounded). ``metrics`` and ``training``
+    must be JSON-serialisable (NumPy scalars and arrays, dataclasses, tuples and paths are
+    converted; NaN and infinities are refused, as JSON has none). Returns the path written.
+    Raises :class:`CheckpointError` for a model or labels that would make an invalid file and
+    ``FileNotFoundError`` if the directory does not exist.
+    """
+    path = Path(path)
+    if not isinstance(model, RSNN):
+        raise TypeError(f"save_checkpoint expects a bci.rsnn.RSNN, got {type(model).__name__}")
+    config = model.config
+    parent = path.parent
+    if not parent.is_dir():
+        raise FileNotFoundError(
+            f"cannot save checkpoint to {path}: directory {parent} does not exist; create it first"
+        )
+    where = f"cannot save checkpoint to {path}"
+    kinematics = _labels(where, "kinematics_labels", kinematics_labels, config.n_out, "n_out")
+    channels = (
+        None
+        if channel_labels is None
+        else _labels(where, "channel_labels", channel_labels, config.n_in, "n_in")
+    )
+    if metrics is not None and not isinstance(metrics, Mapping):
+        raise CheckpointError(f"{where}: metrics must be a dict, got {type(metrics).__name__}")
+    if training is not None and not isinstance(training, Mapping) and not _is_dataclass(training):
+        raise CheckpointError(
+            f"{where}: training must be a dict (or a dataclass) or None, got "
+            f"{type(training).__name__}"
+        )
+
+    tensors: dict[str, np.ndarray] = {}
+    for name, tensor in model.state_dict().items():
+        array = np.ascontiguousarray(tensor.detach().cpu().to(torch.float32).numpy())
+        _check_finite_tensor(where, name, array, fix="fix the model before saving it")
+        tensors[name] = array
+    expected = expected_tensor_shapes(config)
+    if set(tensors) != set(expected):  # pragma: no cover - guards RSNN changing under us
+        raise CheckpointError(
+            f"{where}: the model's tensors {sorted(tensors)} differ from the checkpoint format's "
+            f"{sorted(expected)}; update bci.checkpoint.expected_tensor_shapes"
+        )
+
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "model": config.to_dict(),
+        "neurons": _neuron_summary(model),
+        "n_channels": config.n_in,
+        "channel_labels": channels,
+        "bin_s": float(config.dt_s),
+        "kinematics_labels": kinematics,
+        "normalisation": {key: tensors[key].tolist() for key in NORMALISATION_FIELDS},
+        "metrics": _jsonable(where, "metrics", {} if metrics is None else metrics),
+        "training": None if training is None else _jsonable(where, "training", training),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "tensors": {
+            name: {"shape": list(array.shape), "dtype": _DTYPE}
+            for name, array in sorted(tensors.items())
+        },
+        "sha256": tensor_sha256(tensors),
+    }
+    _validate_manifest(path, manifest)  # what we write must be what we accept
+    text = json.dumps(manifest, allow_nan=False, sort_keys=False)
+    data = _serialize(tensors, {MANIFEST_KEY: text})
+
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            _write_all(fh, data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp_name, 0o666 & ~_current_umask())  # mkstemp creates 0600
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    fsync_directory(parent)
+    logger.info("saved checkpoint %s (%d bytes, sha256 %s)", path, len(data), manifest["sha256"])
+    return path
+
+
+def _serialize(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
+    """The whole file as bytes (safetensors layout)."""
+    return safetensors.numpy.save(tensors, metadata=metadata)
+
+
+def _write_all(fh: Any, data: bytes, chunk: int = 1 << 20) -> None:
+    """Write ``data`` in chunks (a large model is not one syscall)."""
+    view = memoryview(data)
+    for start in range(0, len(view), chunk):
+        fh.write(view[start : start + chunk])
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _neuron_summary(model: RSNN) -> dict[str, Any]:
+    config = model.config
+
+    def stats(tensor: torch.Tensor) -> dict[str, float]:
+        values = tensor.detach().to(torch.float64)
+        return {
+            "mean": float(values.mean()),
+            "min": float(values.min()),
+            "max": float(values.max()),
+        }
+
+    with torch.no_grad():
+        return {
+            "n_hidden": config.n_hidden,
+            "n_lif": config.n_hidden - config.n_alif,
+            "n_alif": config.n_alif,
+            "tau_mem_s": stats(model.tau_mem_s),
+            "threshold": stats(model.threshold),
+            "tau_adapt_s": float(config.tau_adapt_s),
+            "beta_adapt": float(config.beta_adapt),
+            "tau_out_s": float(config.tau_out_s),
+            "kappa": float(config.kappa),
+        }
+
+
+def _is_dataclass(value: Any) -> bool:
+    return dataclasses.is_dataclass(value) and not isinstance(value, type)
+
+
+def _jsonable(where: str, key: str, value: Any) -> Any:
+    """``value`` as plain JSON types; raises for what JSON cannot hold, naming the location."""
+    if _is_dataclass(value):
+        value = dataclasses.asdict(value)
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    elif isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise CheckpointError(
+                f"{where}: {key} is {value}; JSON has no NaN or infinity, store None (or a "
+                "string) instead"
+            )
+        return value
+    if isinstance(value, Mapping):
+        out = {}
+        for name, item in value.items():
+            if not isinstance(name, str):
+                raise CheckpointError(
+                    f"{where}: {key} has the non-string key {name!r}; JSON object keys are "
+                    "strings, convert it with str()"
+                )
+            out[name] = _jsonable(where, f"{key}[{name!r}]", item)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(where, f"{key}[{i}]", item) for i, item in enumerate(value)]
+    raise CheckpointError(
+        f"{where}: {key} has type {type(value).__name__}, which JSON cannot hold; convert it to a "
+        "number, string, list or dict"
+    )
+
+
+# -- loading --------------------------------------------------------------------------------
+
+
+def read_manifest(path: str | os.PathLike[str]) -> dict:
+    """Return the validated manifest of the checkpoint at ``path`` without building the model.
+
+    Checks the safetensors header (not truncated), the manifest and its agreement with the
+    tensors' names, shapes and dtypes. Tensor values (checksum, finiteness, normalisation) are
+    only checked by :func:`load_checkpoint`.
+    """
+    path = Path(path)
+    _require_file(path)
+    try:
+        with safetensors.safe_open(path, framework="numpy") as fh:
+            metadata = fh.metadata()
+            header = {
+                name: (fh.get_slice(name).get_dtype(), tuple(fh.get_slice(name).get_shape()))
+                for name in fh.keys()
+            }
+    except (safetensors.SafetensorError, OSError, ValueError) as exc:
+        raise _not_safetensors(path, exc) from None
+    manifest = _manifest_from_metadata(path, metadata)
+    _validate_manifest(path, manifest)
+    _check_header(path, manifest, header)
+    return manifest
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """Load and fully validate the checkpoint at ``path``; the model is float32, in eval mode.
+
+    Raises ``CheckpointError`` naming the file, the problem and the fix for any departure
+    from the format (see the module docstring).
+    """
+    path = Path(path)
+    _require_file(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint file {path}: {exc}") from None
+    try:
+        arrays = safetensors.numpy.load(data)
+    except (safetensors.SafetensorError, ValueError, TypeError) as exc:
+        raise _not_safetensors(path, exc) from None
+    # safetensors has validated the layout; the header is 8 bytes of length, then JSON.
+    header_json = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
+    manifest = _manifest_from_metadata(path, header_json.get("__metadata__"))
+    config = _validate_manifest(path, manifest)
+    header = {
+        name: (spec.get("dtype"), tuple(spec.get("shape", ())))
+        for name, spec in header_json.items()
+        if name != "__metadata__"
+    }
+    _check_header(path, manifest, header)
+
+    actual = tensor_sha256(arrays)
+    if actual != manifest["sha256"]:
+        raise CheckpointError(
+            f"checkpoint file {path}: checksum mismatch (manifest sha256 {manifest['sha256']}, "
+            f"tensors hash to {actual}); the tensor data changed after the file was written "
+            "(corrupted copy or edited file): copy the file again from its source or "
+            f"{_RESAVE}"
+        )
+    for name in sorted(arrays):
+        _check_finite_tensor(
+            f"checkpoint file {path}", name, arrays[name], fix=f"retrain or {_RESAVE}"
+        )
+    for key in NORMALISATION_FIELDS:
+        listed = np.asarray(manifest["normalisation"][key], dtype=np.float32)
+        if not np.array_equal(listed, arrays[key]):
+            bad = int(np.flatnonzero(listed != arrays[key])[0])
+            raise CheckpointError(
+                f"checkpoint file {path}: manifest normalisation.{key} disagrees with tensor "
+                f"{key!r} at index {bad} (manifest {float(listed[bad])!r}, tensor "
+                f"{float(arrays[key][bad])!r}); the manifest was edited by hand: {_RESAVE}"
+            )
+
+    try:
+        model = RSNN(config)
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(
+            f"checkpoint file {path}: cannot build RSNN from manifest model config: {exc}; "
+            f"{_RESAVE}"
+        ) from None
+    state = model.state_dict()
+    _check_names(path, set(arrays), set(state), "RSNN(config) expects")
+    for name, tensor in state.items():
+        if tuple(tensor.shape) != arrays[name].shape:  # pragma: no cover - expected_tensor_shapes
+            raise CheckpointError(
+                f"checkpoint file {path}: tensor {name!r} has shape {arrays[name].shape}, "
+                f"RSNN(config) expects {tuple(tensor.shape)}; {_RESAVE}"
+            )
+    model.load_state_dict(
+        {name: torch.from_numpy(arrays[name].copy()) for name in state}, strict=True
+    )
+    model.float().eval()  # float32 even under a float64 torch default dtype
+    logger.info("loaded checkpoint %s (sha256 %s)", path, actual)
+    return Checkpoint(model=model, manifest=manifest, path=path)
+
+
+def _require_file(path: Path) -> None:
+    if not path.exists():
+        raise CheckpointError(
+            f"checkpoint file {path} does not exist; check the path (or save a model there with "
+            "bci.checkpoint.save_checkpoint)"
+        )
+    if not path.is_file():
+        raise CheckpointError(
+            f"checkpoint path {path} is not a regular file; pass the path of a .safetensors file"
+        )
+
+
+def _not_safetensors(path: Path, exc: BaseException) -> CheckpointError:
+    return CheckpointError(
+        f"checkpoint file {path} is not a valid safetensors file (truncated or corrupted?): "
+        f"{exc}; copy it again from its source or {_RESAVE}"
+    )
+
+
+def _manifest_from_metadata(path: Path, metadata: Any) -> dict:
+    if not isinstance(metadata, dict) or MANIFEST_KEY not in metadata:
+        raise CheckpointError(
+            f"checkpoint file {path} has no {MANIFEST_KEY!r} in its safetensors metadata; it is "
+            f"a safetensors file but not a bci checkpoint: {_RESAVE}"
+        )
+    extra = sorted(set(metadata) - {MANIFEST_KEY})
+    if extra:
+        raise CheckpointError(
+            f"checkpoint file {path}: unexpected safetensors metadata keys {extra}; the format "
+            f"holds only {MANIFEST_KEY!r}: {_RESAVE}"
+        )
+    try:
+        manifest = json.loads(metadata[MANIFEST_KEY])
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise CheckpointError(
+            f"checkpoint file {path}: the manifest is not valid JSON ({exc}); {_RESAVE}"
+        ) from None
+    if not isinstance(manifest, dict):
+        raise CheckpointError(
+            f"checkpoint file {path}: the manifest must be a JSON object, got "
+            f"{type(manifest).__name__}; {_RESAVE}"
+        )
+    return manifest
+
+
+def _validate_manifest(path: Path, manifest: dict) -> RSNNConfig:
+    """Check the manifest's structure and internal consistency; returns the model config."""
+    where = f"checkpoint file {path}"
+    version = manifest.get("format_version")
+    if isinstance(version, bool) or version not in READABLE_VERSIONS:
+        readable = ", ".join(str(v) for v in READABLE_VERSIONS)
+        raise CheckpointError(
+            f"{where}: unknown format_version {version!r}; this code reads format_version "
+            f"{readable}: load it with the bci version that wrote it, or {_RESAVE}"
+        )
+    missing = [key for key in MANIFEST_FIELDS if key not in manifest]
+    if missing:
+        raise CheckpointError(f"{where}: manifest lacks {missing}; {_RESAVE}")
+    extra = sorted(set(manifest) - set(MANIFEST_FIELDS))
+    if extra:
+        raise CheckpointError(
+            f"{where}: manifest has unknown keys {extra} (format_version {version} has exactly "
+            f"{list(MANIFEST_FIELDS)}); {_RESAVE}"
+        )
+
+    config = _config_from_manifest(where, manifest["model"])
+    n_channels = manifest["n_channels"]
+    if isinstance(n_channels, bool) or not isinstance(n_channels, int):
+        raise CheckpointError(f"{where}: n_channels must be an integer, got {n_channels!r}")
+    if n_channels != config.n_in:
+        raise CheckpointError(
+            f"{where}: n_channels is {n_channels} but the model config has n_in={config.n_in}; "
+            f"the two must agree: {_RESAVE}"
+        )
+    bin_s = manifest["bin_s"]
+    if isinstance(bin_s, bool) or not isinstance(bin_s, (int, float)):
+        raise CheckpointError(f"{where}: bin_s must be a number of seconds, got {bin_s!r}")
+    if not math.isclose(bin_s, config.dt_s, rel_tol=1e-9, abs_tol=0.0):
+        raise CheckpointError(
+            f"{where}: bin_s is {bin_s} s but the model config has dt_s={config.dt_s} s; the "
+            f"model must be run at the bin width it was trained with: {_RESAVE}"
+        )
+    _labels(where, "kinematics_labels", manifest["kinematics_labels"], config.n_out, "n_out")
+    if manifest["channel_labels"] is not None:
+        _labels(where, "channel_labels", manifest["channel_labels"], config.n_in, "n_in")
+
+    norm = manifest["normalisation"]
+    if not isinstance(norm, dict) or set(norm) != set(NORMALISATION_FIELDS):
+        raise CheckpointError(
+            f"{where}: normalisation must be an object with keys {list(NORMALISATION_FIELDS)}, "
+            f"got {norm!r:.200}; {_RESAVE}"
+        )
+    for key in NORMALISATION_FIELDS:
+        size = config.n_in if key.startswith("input") else config.n_out
+        values = norm[key]
+        if (
+            not isinstance(values, list)
+            or len(values) != size
+            or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                for v in values
+            )
+        ):
+            raise CheckpointError(
+                f"{where}: normalisation.{key} must be a list of {size} finite numbers, got "
+                f"{values!r:.200}; {_RESAVE}"
+            )
+    if not isinstance(manifest["neurons"], dict):
+        raise CheckpointError(f"{where}: neurons must be an object; {_RESAVE}")
+    if not isinstance(manifest["metrics"], dict):
+        raise CheckpointError(f"{where}: metrics must be an object; {_RESAVE}")
+    if manifest["training"] is not None and not isinstance(manifest["training"], dict):
+        raise CheckpointError(f"{where}: training must be an object or null; {_RESAVE}")
+    created = manifest["created"]
+    try:
+        stamp = datetime.fromisoformat(created) if isinstance(created, str) else None
+    except ValueError:
+        stamp = None
+    if stamp is None or stamp.utcoffset() is None:
+        raise CheckpointError(
+            f"{where}: created must be an ISO 8601 time with a UTC offset, got {created!r}; "
+            f"{_RESAVE}"
+        )
+    sha = manifest["sha256"]
+    if (
+        not isinstance(sha, str)
+        or len(sha) != 64
+        or any(ch not in "0123456789abcdef" for ch in sha)
+    ):
+        raise CheckpointError(
+            f"{where}: sha256 must be 64 lowercase hex digits, got {sha!r}; {_RESAVE}"
+        )
+
+    tensors = manifest["tensors"]
+    if not isinstance(tensors, dict):
+        raise CheckpointError(f"{where}: tensors must be an object; {_RESAVE}")
+    expected = expected_tensor_shapes(config)
+    _check_names(path, set(tensors), set(expected), "the manifest's model config needs")
+    for name in sorted(expected):
+        spec = tensors[name]
+        shape = spec.get("shape") if isinstance(spec, dict) else None
+        if (
+            not isinstance(spec, dict)
+            or set(spec) != {"shape", "dtype"}
+            or not isinstance(shape, list)
+            or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
+        ):
+            raise CheckpointError(
+                f"{where}: manifest tensors[{name!r}] must be {{'shape': [ints], 'dtype': "
+                f"'float32'}}, got {spec!r}; {_RESAVE}"
+            )
+        if spec["dtype"] != _DTYPE:
+            raise CheckpointError(
+                f"{where}: tensor {name!r} has dtype {spec['dtype']!r} in the manifest; "
+                f"checkpoints hold float32 only: {_RESAVE}"
+            )
+        if tuple(shape) != expected[name]:
+            raise CheckpointError(
+                f"{where}: tensor {name!r} shape mismatch with the model config: expected "
+                f"{expected[name]}, received {tuple(shape)} (manifest); {_RESAVE}"
+            )
+    return config
+
+
+def _config_from_manifest(where: str, model: Any) -> RSNNConfig:
+    if not isinstance(model, dict):
+        raise CheckpointError(f"{where}: manifest model must be an object (RSNNConfig fields)")
+    fields = [f.name for f in dataclasses.fields(RSNNConfig)]
+    missing = [name for name in fields if name not in model]
+    extra = sorted(set(model) - set(fields))
+    if missing or extra:
+        raise CheckpointError(
+            f"{where}: manifest model config does not match RSNNConfig (missing {missing}, "
+            f"unknown {extra}); it was written by another bci version: {_RESAVE}"
+        )
+    for name in ("n_in", "n_hidden", "n_out"):
+        value = model[name]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise CheckpointError(
+                f"{where}: invalid model config: {name} must be an integer, got {value!r}"
+            )
+    try:
+        return RSNNConfig(**model)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise CheckpointError(
+            f"{where}: invalid model config: {exc}; fix the manifest's model section or {_RESAVE}"
+        ) from None
+
+
+def _check_names(path: Path, found: set[str], expected: set[str], what: str) -> None:
+    missing, extra = sorted(expected - found), sorted(found - expected)
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing tensors {missing}")
+        if extra:
+            parts.append(f"extra tensors {extra}")
+        raise CheckpointError(
+            f"checkpoint file {path}: {' and '.join(parts)} compared with what {what}; the file "
+            f"was written for another model: {_RESAVE}"
+        )
+
+
+def _check_header(
+    path: Path, manifest: dict, header: Mapping[str, tuple[str, tuple[int, ...]]]
+) -> None:
+    """The safetensors header (what the file holds) must match the manifest's ``tensors``."""
+    _check_names(path, set(header), set(manifest["tensors"]), "the manifest lists")
+    for name in sorted(header):
+        dtype, shape = header[name]
+        if dtype != _HEADER_DTYPE:
+            raise CheckpointError(
+                f"checkpoint file {path}: tensor {name!r} is stored as {dtype}, expected "
+                f"{_HEADER_DTYPE} (float32); {_RESAVE}"
+            )
+        listed = tuple(manifest["tensors"][name]["shape"])
+        if shape != listed:
+            raise CheckpointError(
+                f"checkpoint file {path}: tensor {name!r} shape mismatch with the manifest: "
+                f"expected {listed}, received {shape} (file); {_RESAVE}"
+            )
+
+
+def _check_finite_tensor(where: str, name: str, array: np.ndarray, *, fix: str) -> None:
+    finite = np.isfinite(array)
+    if finite.all():
+        return
+    flat = int(np.flatnonzero(~finite.ravel())[0])
+    index = tuple(int(i) for i in np.unravel_index(flat, array.shape))
+    count = int(array.size - finite.sum())
+    raise CheckpointError(
+        f"{where}: tensor {name!r} holds {array[index]} at index {index} ({count} non-finite "
+        f"value{'s' if count > 1 else ''}); {fix}"
+    )
+
+
+def _labels(where: str, key: str, labels: Any, expected: int, what: str) -> list[str]:
+    if isinstance(labels, (str, bytes)) or not isinstance(labels, Sequence):
+        raise CheckpointError(f"{where}: {key} must be a list of strings, got {labels!r:.200}")
+    labels = list(labels)
+    if not all(isinstance(label, str) for label in labels):
+        raise CheckpointError(f"{where}: {key} must hold strings only, got {labels!r:.200}")
+    if len(labels) != expected:
+        raise CheckpointError(
+            f"{where}: {key} has {len(labels)} names but the model has {what}={expected}; give "
+            "one name per column"
+        )
+    if len(set(labels)) != len(labels):
+        dupes = sorted({label for label in labels if labels.count(label) > 1})
+        raise CheckpointError(f"{where}: {key} repeats {dupes}; labels must be unique")
+    return labels
