@@ -1,0 +1,275 @@
+"""Export a trained :class:`bci.rsnn.RSNN` to the Neuromorphic Intermediate Representation.
+
+NIR (https://neuroir.org, package ``nir``) describes a network in continuous time; a simulator
+or chip picks its own time step. The exported graph (node names are part of the contract)::
+
+    input --> w_in --> hidden --> w_out --> readout --> denorm --> output
+                         ^  |
+                         |  v
+                         w_rec
+
+    w_in     nir.Affine   weight W_in diag(1/sigma), bias -W_in (mu/sigma): input
+                          normalisation x~ = (x - mu)/sigma folded into the input weights
+    hidden   nir.LIF      tau = dt/(1 - alpha), r = 1/(1 - alpha), v_leak = 0,
+                          v_threshold = theta, v_reset = 0
+    w_rec    nir.Linear   W_rec (zero diagonal); left out when W_rec is all zero
+    w_out    nir.Linear   W_out
+    readout  nir.LI       tau = dt/(1 - kappa), r = 1/(1 - kappa), v_leak = 0
+    denorm   nir.Affine   weight diag(s), bias b_out s + m: out = (y + b_out) s + m
+
+Time constants (all per neuron, seconds). NIR's LIF is ``tau dv/dt = (v_leak - v) + r I``.
+Forward Euler with step ``dt`` (the model's bin width, stored as ``metadata["dt"]``) gives::
+
+    v[t] = v[t-1] + (dt/tau) (v_leak - v[t-1] + r I[t])
+         = (1 - dt/tau) v[t-1] + (dt/tau) r I[t]                    (v_leak = 0)
+
+and the model computes ``v[t] = alpha v[t-1] + I[t]`` with ``alpha = exp(-dt/tau_mem)``. The
+two agree exactly when ``1 - dt/tau = alpha`` and ``(dt/tau) r = 1``, that is::
+
+    tau = dt / (1 - exp(-dt/tau_mem))  = tau_mem + dt/2 + dt^2/(12 tau_mem) + ...
+    r   = tau / dt = 1 / (1 - alpha)
+
+(the same mapping snnTorch's NIR export uses, ``tau = dt/(1 - beta)``, ``r = tau/dt``). So
+the exported ``tau`` is *not* ``tau_mem``: with dt = 50 ms and tau_mem = 100 ms it is 127 ms.
+A simulator that integrates exactly (exponential Euler, ``v[t] = e^(-dt/tau) v[t-1] +
+(1 - e^(-dt/tau)) r I[t]``) reproduces the model with the same ``r`` and ``tau = tau_mem``:
+each neuron node's metadata keeps ``tau_mem_s`` and ``alpha`` (``tau_out_s`` and ``kappa``
+for the readout) for that reading. ``r`` carries the 1/(1 - alpha) gain, so the weights in
+the graph are the checkpoint's weights unchanged.
+
+Spikes and reset. NIR's LIF emits ``z = 1`` where ``v > v_threshold`` and sets ``v = v_reset``
+in the same step. The model's reset "zero", ``v[t] = alpha v[t-1] (1 - z[t-1]) + I[t]``, zeroes
+the membrane one step later, which yields the same spikes: the model's ``v[t-1] (1 - z[t-1])``
+is NIR's post-reset ``v[t-1]``. The model's reset "subtract" (``- theta z[t-1]``, the
+default) has no NIR LIF equivalent (NIR resets to a value), so it is refused unless
+``subtract_reset="threshold"``: the hidden layer is then written exactly as a ``nir.LI``
+membrane (``hidden_v``, same tau and r) followed by a ``nir.Threshold`` (``hidden``, threshold
+theta), and the reset rides on the recurrent edge, ``w_rec = W_rec - diag(theta)``. Fewer NIR
+back ends accept that form.
+
+Discrete-time reading. The recurrent edge ``hidden -> w_rec -> hidden`` closes a cycle; a
+discrete simulator delays such an edge by one step, which is the model's ``W_rec z[t-1]``.
+All other edges act within the step (the readout sees ``z[t]``). Spikes are 0/1 per step.
+
+Only LIF neurons export: ALIF neurons (nonzero ``beta``) have an adaptive threshold that NIR
+cannot express, and the model is refused with a message naming them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import nir
+import numpy as np
+import torch
+
+from bci.rsnn import RSNN
+
+__all__ = ["SUBTRACT_RESET_MODES", "euler_constants", "export_nir", "write_nir"]
+
+logger = logging.getLogger(__name__)
+
+SUBTRACT_RESET_MODES: tuple[str, ...] = ("error", "threshold")
+DISCRETISATION = (
+    "forward Euler at step dt: v[t] = v[t-1] + dt/tau * (v_leak - v[t-1] + r * I[t]); "
+    "LIF: z[t] = v[t] > v_threshold, then v[t] = v_reset where z[t]; an edge closing a cycle "
+    "(the recurrent loop through w_rec) carries the previous step's value; spikes are 0/1 per "
+    "step"
+)
+
+
+def euler_constants(tau_s: np.ndarray | float, dt_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """NIR ``(tau, r)`` whose forward-Euler step ``dt_s`` decays by ``exp(-dt_s / tau_s)``.
+
+    ``tau = dt / (1 - exp(-dt/tau_s))`` and ``r = 1 / (1 - exp(-dt/tau_s))`` (seconds,
+    dimensionless), in float64, so that ``1 - dt/tau`` is the model's decay and
+    ``(dt/tau) r = 1``. ``1 - exp(-x)`` is computed as ``-expm1(-x)`` to keep long time
+    constants accurate.
+    """
+    tau_s = np.asarray(tau_s, dtype=np.float64)
+    leak = -np.expm1(-dt_s / tau_s)
+    return dt_s / leak, 1.0 / leak
+
+
+def _array(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().cpu().to(torch.float64).numpy().copy()
+
+
+def _check_exportable(model: RSNN, subtract_reset: str) -> None:
+    if not isinstance(model, RSNN):
+        raise TypeError(f"export_nir expects a bci.rsnn.RSNN, got {type(model).__name__}")
+    if subtract_reset not in SUBTRACT_RESET_MODES:
+        raise ValueError(
+            f"unknown subtract_reset {subtract_reset!r}; valid values: "
+            f"{', '.join(SUBTRACT_RESET_MODES)}"
+        )
+    problems = []
+    n_alif = int((model.beta != 0).sum())
+    if n_alif:
+        problems.append(
+            f"RSNN has {n_alif} ALIF (adaptive-threshold) neurons; NIR export supports LIF "
+            "only; train with alif_fraction=0"
+        )
+    if model.config.reset == "subtract" and subtract_reset == "error":
+        problems.append(
+            "RSNN resets by subtraction (reset='subtract'), which NIR's LIF cannot express "
+            "(a NIR LIF neuron resets to v_reset); train with reset='zero', or export with "
+            "subtract_reset='threshold' (exact LI + Threshold form, which fewer NIR back ends "
+            "accept)"
+        )
+    if problems:
+        raise ValueError("cannot export to NIR: " + "; ".join(problems))
+    for name, param in model.state_dict().items():
+        if not torch.isfinite(param).all():
+            raise ValueError(
+                f"cannot export to NIR: model tensor {name!r} holds non-finite values; "
+                "fix or retrain the model"
+            )
+
+
+@torch.no_grad()
+def export_nir(model: RSNN, *, subtract_reset: str = "error") -> nir.NIRGraph:
+    """Translate ``model`` into a :class:`nir.NIRGraph` (see the module docstring).
+
+    All arrays are float64 copies of the model's values. ``subtract_reset``: ``"error"``
+    (default) refuses a model with reset "subtract"; ``"threshold"`` writes it exactly as
+    LI + Threshold with the reset on the recurrent edge. Raises ``ValueError`` for ALIF
+    neurons, a refused reset or non-finite weights, ``TypeError`` for a non-RSNN model.
+    """
+    _check_exportable(model, subtract_reset)
+    config = model.config
+    dt = float(config.dt_s)
+    n_in, n_hidden, n_out = config.n_in, config.n_hidden, config.n_out
+
+    w_in = _array(model.w_in)
+    mean, scale = _array(model.input_mean), _array(model.input_scale)
+    w_in_norm = w_in / scale[None, :]
+    b_in = -(w_in @ (mean / scale))
+
+    tau_mem = _array(model.tau_mem_s)
+    tau_hidden, r_hidden = euler_constants(tau_mem, dt)
+    threshold = _array(model.threshold)
+    zeros_h = np.zeros(n_hidden)
+    w_rec = _array(model.recurrent_weights)
+
+    tau_out = np.full(n_out, float(config.tau_out_s))
+    tau_readout, r_readout = euler_constants(tau_out, dt)
+    out_scale, out_mean = _array(model.output_scale), _array(model.output_mean)
+    b_out = _array(model.b_out)
+
+    hidden_meta = {"tau_mem_s": tau_mem, "alpha": np.exp(-dt / tau_mem)}
+    nodes: dict[str, nir.NIRNode] = {
+        "input": nir.Input(input_type=np.array([n_in])),
+        "w_in": nir.Affine(weight=w_in_norm, bias=b_in),
+    }
+    subtract = config.reset == "subtract"
+    if subtract:
+        nodes["hidden_v"] = nir.LI(
+            tau=tau_hidden, r=r_hidden, v_leak=zeros_h.copy(), metadata=hidden_meta
+        )
+        nodes["hidden"] = nir.Threshold(threshold=threshold)
+        w_rec = w_rec - np.diag(threshold)  # W_rec has a zero diagonal: the reset is all of it
+        edges = [("input", "w_in"), ("w_in", "hidden_v"), ("hidden_v", "hidden")]
+        into_hidden = "hidden_v"
+    else:
+        nodes["hidden"] = nir.LIF(
+            tau=tau_hidden,
+            r=r_hidden,
+            v_leak=zeros_h.copy(),
+            v_threshold=threshold,
+            v_reset=zeros_h.copy(),
+            metadata=hidden_meta,
+        )
+        edges = [("input", "w_in"), ("w_in", "hidden")]
+        into_hidden = "hidden"
+    if np.any(w_rec != 0):
+        nodes["w_rec"] = nir.Linear(weight=w_rec)
+        edges += [("hidden", "w_rec"), ("w_rec", into_hidden)]
+    nodes["w_out"] = nir.Linear(weight=_array(model.w_out))
+    nodes["readout"] = nir.LI(
+        tau=tau_readout,
+        r=r_readout,
+        v_leak=np.zeros(n_out),
+        metadata={"tau_out_s": tau_out, "kappa": np.full(n_out, float(config.kappa))},
+    )
+    nodes["denorm"] = nir.Affine(weight=np.diag(out_scale), bias=b_out * out_scale + out_mean)
+    nodes["output"] = nir.Output(output_type=np.array([n_out]))
+    edges += [
+        ("hidden", "w_out"),
+        ("w_out", "readout"),
+        ("readout", "denorm"),
+        ("denorm", "output"),
+    ]
+    metadata = {
+        "source": "bci.rsnn.RSNN",
+        "dt": dt,
+        "time_unit": "s",
+        "discretisation": DISCRETISATION,
+        "reset": config.reset,
+        "hidden_form": "LI+Threshold" if subtract else "LIF",
+        "n_in": n_in,
+        "n_hidden": n_hidden,
+        "n_out": n_out,
+        "model_config": json.dumps(config.to_dict()),
+    }
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)
+
+
+def write_nir(
+    checkpoint_path: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    *,
+    subtract_reset: str = "error",
+    overwrite: bool = False,
+) -> Path:
+    """Load the checkpoint at ``checkpoint_path`` and write its NIR graph to ``out_path``.
+
+    The graph is :func:`export_nir`'s plus metadata from the checkpoint manifest
+    (``kinematics_labels`` and ``channel_labels`` as JSON strings, ``checkpoint`` file name,
+    ``checkpoint_sha256``). The file (HDF5, read it with ``nir.read``) is written to a temporary
+    file in the same directory and renamed, so it is never seen half written. Raises
+    ``bci.checkpoint.CheckpointError`` (a ``ValueError``) for a bad checkpoint, ``ValueError``
+    for a model NIR cannot express, ``FileExistsError`` if ``out_path`` exists and not
+    ``overwrite``, ``FileNotFoundError`` if its directory does not exist. Returns ``out_path``.
+    """
+    from bci.checkpoint import load_checkpoint
+
+    out = Path(out_path)
+    if out.exists() and not overwrite:
+        raise FileExistsError(
+            f"{out} already exists; pass overwrite=True (--overwrite) to replace it"
+        )
+    if not out.parent.is_dir():
+        raise FileNotFoundError(
+            f"cannot write {out}: directory {out.parent} does not exist; create it first"
+        )
+    checkpoint = load_checkpoint(checkpoint_path)
+    graph = export_nir(checkpoint.model, subtract_reset=subtract_reset)
+    manifest = checkpoint.manifest
+    graph.metadata.update(
+        {
+            "checkpoint": checkpoint.path.name,
+            "checkpoint_sha256": str(manifest["sha256"]),
+            "kinematics_labels": json.dumps(manifest["kinematics_labels"]),
+            "channel_labels": json.dumps(manifest["channel_labels"]),
+        }
+    )
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")  # created by h5py, so umask applies
+    try:
+        nir.write(tmp, graph)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    logger.info(
+        "wrote NIR graph %s from %s (%d hidden %s neurons, dt %g s)",
+        out,
+        checkpoint.path,
+        graph.metadata["n_hidden"],
+        graph.metadata["hidden_form"],
+        graph.metadata["dt"],
+    )
+    return out
