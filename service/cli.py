@@ -240,6 +240,137 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _split_fractions(text: str) -> tuple[float, float, float]:
+    try:
+        parts = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3:
+        raise ValueError(
+            f"--split takes three comma-separated fractions train,validation,test (e.g. "
+            f"0.7,0.1,0.2); got {text!r}"
+        )
+    return parts  # type: ignore[return-value]
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from calibration.calibrate import CalibrationOptions, run_calibration
+    from calibration.search import SearchError
+
+    if args.init is not None:
+        from_checkpoint = [
+            flag
+            for flag, value in (("--hidden", args.hidden), ("--alif-fraction", args.alif_fraction))
+            if value is not None
+        ]
+        if from_checkpoint:
+            raise ValueError(
+                f"{', '.join(from_checkpoint)} cannot change a model fine-tuned with --init "
+                "(its config comes from the checkpoint); drop them"
+            )
+    defaults = CalibrationOptions()
+    options = CalibrationOptions(
+        neural=args.neural,
+        kinematics=args.kinematics,
+        targets=args.targets,
+        bin_ms=args.bin_ms,
+        split=_split_fractions(args.split),
+        hidden=defaults.hidden if args.hidden is None else args.hidden,
+        alif_fraction=defaults.alif_fraction if args.alif_fraction is None else args.alif_fraction,
+        steps=args.steps,
+        lr=args.lr,
+        rate_hz=args.rate_hz,
+        seed=args.seed,
+        gru=args.gru,
+        init=None if args.init is None else Path(args.init),
+        trials=args.trials,
+        trial_steps=args.trial_steps,
+        ray=args.ray is not None,
+        ray_address=None if args.ray in (None, "local") else args.ray,
+    )
+    bars: dict[str, tqdm] = {}
+
+    def on_progress(kind: str, record: dict) -> None:
+        if kind == "stage":
+            for bar in bars.values():
+                bar.close()
+            bars.clear()
+            if record["stage"] == "search" and not options.ray:  # Ray reports its own trials
+                bars["trial"] = tqdm(total=options.trials, desc="search", unit="trial", leave=False)
+            elif record["stage"] == "training":
+                bars["snn"] = tqdm(
+                    total=options.steps, desc="training SNN", unit="step", leave=False
+                )
+        elif kind == "trial" and "trial" in bars:
+            bars["trial"].update(1)
+            bars["trial"].write(
+                f"trial {record['trial']}: validation R2 {record['val_r2']:.3f} "
+                f"({record['seconds']:.1f} s)"
+            )
+        elif kind == "snn" and "snn" in bars:
+            bar = bars["snn"]
+            bar.update(int(record["step"]) - bar.n)
+            bar.set_postfix(loss=f"{record['loss']:.4f}", val_r2=f"{record['val_r2']:.3f}")
+
+    try:
+        result = run_calibration(
+            Path(args.session), Path(args.out), args.report, options, on_progress
+        )
+    except KeyboardInterrupt:
+        print(f"bci calibrate: interrupted; no checkpoint written to {args.out}", file=sys.stderr)
+        return 130
+    except SearchError as error:
+        print(f"bci calibrate: error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        for bar in bars.values():
+            bar.close()
+    metrics = result.metrics
+    if result.search is not None:
+        trials = result.search.trials
+        keys = list(trials[0]["params"])
+        print(f"search ({result.search.backend}): {len(trials)} trials, best {result.search.best}")
+        _print_table(
+            ["trial", *keys, "val R2", "steps"],
+            [
+                [
+                    t["trial"],
+                    *(f"{t['params'][k]:.4g}" for k in keys),
+                    f"{t['val_r2']:.3f}",
+                    t["steps"],
+                ]
+                for t in trials
+            ],
+        )
+        print()
+    n_bins = metrics["n_bins"]
+    print(
+        f"test part: {n_bins['test']} bins (train {n_bins['train']}, validation {n_bins['val']}); "
+        f"SNN stopped at step {result.training.steps}, kept step {result.training.best_step}"
+    )
+    _print_table(
+        ["decoder", "R2", "R2 per dim", "pearson r"],
+        [
+            [
+                name,
+                f"{entry['r2']:.3f}",
+                " ".join(f"{v:.3f}" for v in entry["r2_per_dim"]),
+                " ".join(f"{v:.3f}" for v in entry["pearson_r"]),
+            ]
+            for name, entry in metrics["test"].items()
+        ],
+    )
+    eff = metrics["snn_efficiency"]
+    print(
+        f"SNN: sparsity {eff['activation_sparsity']:.3f}, {eff['synops_per_bin']:.0f} synops/bin, "
+        f"{eff['footprint_bytes']} bytes; {metrics['seconds']:.1f} s"
+    )
+    print(f"wrote {result.checkpoint}")
+    if result.report_dir is not None:
+        print(f"wrote report {result.report_dir / 'report.md'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bci",
@@ -394,6 +525,81 @@ def build_parser() -> argparse.ArgumentParser:
     )
     record.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     record.set_defaults(func=cmd_record)
+
+    calibrate = sub.add_parser(
+        "calibrate",
+        help="train the spiking decoder on a session; write a checkpoint and a report",
+        description=(
+            "Calibrate the spiking decoder on one session (NPZ, or XDF with streams chosen by "
+            "name or type): split it chronologically into train / validation / test parts "
+            "(--split), train the RSNN with BPTT on the training part (early stopping on "
+            "validation R2), fit the Wiener and Kalman baselines (and the GRU with --gru) on "
+            "the same split, and score all of them on the test part.\n\n"
+            "Outputs: the checkpoint --out (safetensors with a JSON manifest: config, "
+            "normalisation, labels, test metrics, training history), written atomically once "
+            "training is done (Ctrl-C leaves nothing there; exit code 130); with --report DIR: "
+            "metrics.json, report.md, decoded.png, training.png, firing_rates.png, raster.png "
+            "(and trials.json after a search).\n\n"
+            "--init MODEL fine-tunes an existing checkpoint (same channel count and bin width; "
+            "its model config is kept, normalisation is refitted to this session).\n"
+            "--trials N first runs a random search (hidden size from --hidden x 1/2, 1, 2; "
+            "ALIF fraction; learning rate; rate target; membrane and readout time constants), "
+            "each trial trained for --trial-steps on the training part and scored on the "
+            "validation part; the best is retrained for --steps. --ray runs the same trials on "
+            "Ray Tune, one CPU each: a local Ray instance, or the cluster at ADDRESS "
+            "(ray.init(address=...), e.g. auto or ray://head:10001; its workers need this "
+            "package). Ray is optional: pip install -e .[cluster]\n\n"
+            "example: bci calibrate session.npz --out model.safetensors --report report/\n"
+            "example: bci calibrate rec.xdf --neural bci-sim --bin-ms 50 --out m.safetensors\n"
+            "example: bci calibrate day2.npz --init day1.safetensors --out day2.safetensors\n"
+            "example: bci calibrate session.npz --trials 8 --ray --out m.safetensors"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    calibrate.add_argument("session", help="session file (.npz) or XDF recording (.xdf)")
+    calibrate.add_argument("--out", required=True, help="checkpoint to write (.safetensors)")
+    calibrate.add_argument("--report", help="write the report (metrics, figures) to this folder")
+    calibrate.add_argument("--neural", help="neural stream name or type (default: type Neural)")
+    calibrate.add_argument(
+        "--kinematics", help="kinematics stream name or type (default: type Kinematics)"
+    )
+    calibrate.add_argument("--targets", help="targets stream name or type (default: type Targets)")
+    calibrate.add_argument(
+        "--bin-ms", type=float, help="XDF: sum neural samples into bins this wide (default: none)"
+    )
+    calibrate.add_argument(
+        "--split",
+        default="0.7,0.1,0.2",
+        help="train,validation,test fractions in time order (default 0.7,0.1,0.2)",
+    )
+    calibrate.add_argument("--hidden", type=int, help="hidden neurons (default 256)")
+    calibrate.add_argument(
+        "--alif-fraction", type=float, help="fraction of adaptive (ALIF) neurons (default 0.5)"
+    )
+    calibrate.add_argument(
+        "--steps", type=int, default=1500, help="max BPTT steps, early stopping (default 1500)"
+    )
+    calibrate.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (3e-3)")
+    calibrate.add_argument(
+        "--rate-hz", type=float, default=2.0, help="target hidden firing rate, Hz (default 2)"
+    )
+    calibrate.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    calibrate.add_argument("--gru", action="store_true", help="also fit the GRU baseline (slow)")
+    calibrate.add_argument("--init", help="fine-tune this checkpoint instead of a new model")
+    calibrate.add_argument(
+        "--trials", type=int, default=0, help="hyperparameter search trials (default 0: none)"
+    )
+    calibrate.add_argument(
+        "--trial-steps", type=int, help="BPTT steps per trial (default min(--steps, 300))"
+    )
+    calibrate.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="run the --trials search on Ray Tune (local, or the cluster at ADDRESS)",
+    )
+    calibrate.set_defaults(func=cmd_calibrate)
     return parser
 
 

@@ -1,0 +1,485 @@
+"""``bci calibrate``: session in, checkpoint and report out; bad input named clearly."""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import operator
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+import calibration.evaluate
+from bci.baselines import KalmanFilter, WienerFilter
+from bci.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from bci.metrics import r2_score
+from bci.rsnn import RSNN, RSNNConfig
+from bci.training import TrainConfig
+from calibration.calibrate import (
+    CalibrationOptions,
+    CalibrationResult,
+    load_calibration_session,
+    run_calibration,
+)
+from calibration.report import FIGURES
+from calibration.search import (
+    SearchSpace,
+    TrialData,
+    local_search,
+    ray_search,
+    sample_trials,
+)
+from service.cli import main
+from streams.session import Session, save_session
+from streams.synthetic import SyntheticConfig, simulate_session
+from streams.xdf_writer import write_session_xdf
+
+SMALL = CalibrationOptions(steps=60, hidden=32)  # about 3 s on the 2-core machine
+SMALL_ARGS = ["--steps", "60", "--hidden", "32"]
+ENTRY_KEYS = {"r2", "r2_per_dim", "pearson_r"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Session]:
+    """Three minutes of the synthetic population (3600 bins), as an NPZ session file."""
+    simulated = simulate_session(SyntheticConfig(duration_s=180.0, seed=2))
+    path = save_session(tmp_path_factory.mktemp("session") / "s.npz", simulated)
+    return path, simulated
+
+
+@pytest.fixture(scope="module")
+def calibrated(
+    session: tuple[Path, Session], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[CalibrationResult, list[tuple[str, dict[str, Any]]]]:
+    root = tmp_path_factory.mktemp("calibrated")
+    records: list[tuple[str, dict[str, Any]]] = []
+    result = run_calibration(
+        session[0],
+        root / "model.safetensors",
+        root / "report",
+        SMALL,
+        progress=lambda kind, record: records.append((kind, record)),
+    )
+    return result, records
+
+
+def _only(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+# -- acceptance -----------------------------------------------------------------------------
+
+
+def test_report_files_and_exact_metrics_layout(calibrated) -> None:
+    result, _ = calibrated
+    report = result.report_dir
+    assert report is not None
+    assert _only(report) == sorted(["metrics.json", "report.md", *FIGURES.values()])
+    for name in FIGURES.values():
+        assert (report / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert set(metrics) == {"test", "snn_efficiency", "n_bins", "seconds"}
+    assert set(metrics["test"]) == {"snn", "wiener", "kalman"}
+    for entry in metrics["test"].values():
+        assert set(entry) == ENTRY_KEYS
+        assert len(entry["r2_per_dim"]) == len(entry["pearson_r"]) == 2
+        assert math.isclose(entry["r2"], float(np.mean(entry["r2_per_dim"])), rel_tol=1e-12)
+    assert set(metrics["snn_efficiency"]) == {
+        "activation_sparsity",
+        "synops_per_bin",
+        "footprint_bytes",
+    }
+    assert 0.5 < metrics["snn_efficiency"]["activation_sparsity"] < 1.0
+    assert metrics["snn_efficiency"]["synops_per_bin"] > 0
+    assert metrics["snn_efficiency"]["footprint_bytes"] == 4 * sum(
+        t.numel() for t in result.model.state_dict().values()
+    )
+    assert metrics["n_bins"] == {"train": 2520, "val": 360, "test": 720}
+    assert 0 < metrics["seconds"] < 120
+    assert metrics == result.metrics
+    # A short run still decodes: well above chance on the synthetic population.
+    assert metrics["test"]["snn"]["r2"] > 0.5
+
+
+def test_report_markdown_embeds_figures_and_table(calibrated) -> None:
+    result, _ = calibrated
+    text = (result.report_dir / "report.md").read_text()
+    for name in FIGURES.values():
+        assert f"]({name})" in text  # relative path, next to report.md
+    for name, entry in result.metrics["test"].items():
+        assert f"| {name} | {entry['r2']:.3f} |" in text
+    assert "Hyperparameter search" not in text
+
+
+def test_baselines_are_scored_on_the_same_split(calibrated) -> None:
+    result, _ = calibrated
+    train, val, test = result.parts
+    heldout = np.concatenate([val.neural, test.neural])
+    wiener = WienerFilter(lags=10, ridge=(0.1, 1.0, 10.0, 100.0, 1000.0))
+    wiener.fit(train.neural, train.kinematics)
+    kalman = KalmanFilter().fit(train.neural, train.kinematics)
+    for name, decoder in (("wiener", wiener), ("kalman", kalman)):
+        r2, _ = r2_score(test.kinematics, decoder.predict(heldout)[val.n_bins :])
+        assert result.metrics["test"][name]["r2"] == pytest.approx(r2, abs=1e-9)
+
+
+def test_checkpoint_decodes_like_the_in_memory_model(calibrated) -> None:
+    result, _ = calibrated
+    _, val, test = result.parts
+    loaded = load_checkpoint(result.checkpoint)
+    heldout = np.concatenate([val.neural, test.neural])
+    expected, expected_spikes = result.model.decode(heldout)
+    decoded, spikes = loaded.model.decode(heldout)
+    np.testing.assert_array_equal(decoded[val.n_bins :], expected[val.n_bins :])
+    np.testing.assert_array_equal(spikes, expected_spikes)
+    np.testing.assert_array_equal(decoded[val.n_bins :], result.test_decoded)
+    r2, _ = r2_score(test.kinematics, decoded[val.n_bins :])
+    assert r2 == pytest.approx(result.metrics["test"]["snn"]["r2"], abs=1e-12)
+
+    manifest = loaded.manifest
+    assert manifest["metrics"] == json.loads((result.report_dir / "metrics.json").read_text())
+    assert manifest["kinematics_labels"] == ["vx", "vy"]
+    assert manifest["n_channels"] == 96 and manifest["model"]["n_hidden"] == 32
+    training = manifest["training"]
+    assert training["config"]["max_steps"] == 60
+    assert [r["step"] for r in training["history"]] == [50.0, 60.0]
+    assert training["init"] is None and training["search"] is None
+
+
+def test_progress_receives_training_records(calibrated) -> None:
+    result, records = calibrated
+    assert [kind for kind, _ in records] == ["stage", "snn", "snn"]
+    assert records[0][1] == {"stage": "training"}
+    assert [r["step"] for _, r in records[1:]] == [50.0, 60.0]
+    assert records[-1][1]["val_r2"] == result.training.history[-1]["val_r2"]
+
+
+# -- command line ---------------------------------------------------------------------------
+
+
+def test_cli_search_writes_trials_and_keeps_the_best(
+    session: tuple[Path, Session], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, report = tmp_path / "m.safetensors", tmp_path / "report"
+    argv = ["calibrate", str(session[0]), "--out", str(out), "--report", str(report)]
+    assert main([*argv, *SMALL_ARGS, "--trials", "2", "--trial-steps", "50"]) == 0
+    stdout = capsys.readouterr().out
+    assert "search (local): 2 trials" in stdout and "val R2" in stdout
+    searched = json.loads((report / "trials.json").read_text())
+    trials = searched["trials"]
+    assert [t["trial"] for t in trials] == [0, 1]
+    assert trials == [
+        {**t, "params": p} for t, p in zip(trials, sample_trials(2, 32, 0), strict=True)
+    ]
+    best = searched["best"]
+    assert best == int(np.argmax([t["val_r2"] for t in trials]))
+    assert all(t["steps"] == 50 for t in trials)
+    manifest = load_checkpoint(out).manifest
+    params = trials[best]["params"]
+    for key in ("n_hidden", "alif_fraction", "tau_mem_s", "tau_out_s"):
+        assert manifest["model"][key] == params[key]
+    config = manifest["training"]["config"]
+    assert (config["lr"], config["target_rate_hz"]) == (params["lr"], params["target_rate_hz"])
+    assert config["max_steps"] == 60  # the best configuration is retrained with --steps
+    assert manifest["training"]["search"]["best"] == best
+    assert "Hyperparameter search" in (report / "report.md").read_text()
+
+
+def test_cli_fine_tunes_from_a_checkpoint(
+    calibrated, session: tuple[Path, Session], tmp_path: Path, capsys
+) -> None:
+    result, _ = calibrated
+    out = tmp_path / "tuned.safetensors"
+    argv = ["calibrate", str(session[0]), "--out", str(out), "--steps", "60"]
+    assert main([*argv, "--init", str(result.checkpoint)]) == 0
+    stdout = capsys.readouterr().out
+    assert "snn" in stdout and "wiener" in stdout and f"wrote {out}" in stdout
+    tuned = load_checkpoint(out)
+    assert tuned.manifest["model"] == load_checkpoint(result.checkpoint).manifest["model"]
+    assert tuned.manifest["training"]["init"] == str(result.checkpoint)
+    # Fine-tuning starts from the trained weights: already good at its first evaluation.
+    first = tuned.manifest["training"]["history"][0]["val_r2"]
+    assert first >= result.training.history[0]["val_r2"] - 0.05
+    assert not torch.equal(tuned.model.w_in, load_checkpoint(result.checkpoint).model.w_in)
+
+
+def test_init_refuses_model_options(calibrated, session, tmp_path: Path, capsys) -> None:
+    result, _ = calibrated
+    argv = ["calibrate", str(session[0]), "--out", str(tmp_path / "m.safetensors")]
+    assert main([*argv, "--init", str(result.checkpoint), "--hidden", "64"]) == 2
+    assert "--hidden cannot change a model fine-tuned with --init" in capsys.readouterr().err
+
+
+def _interrupting_train(real):
+    def train(model, train, val, config, callback=None):
+        def interrupt(record):
+            raise KeyboardInterrupt
+
+        return real(model, train, val, config, callback=interrupt)
+
+    return train
+
+
+def test_ctrl_c_during_training_leaves_no_file(
+    session: tuple[Path, Session], tmp_path: Path, monkeypatch, capsys
+) -> None:
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    real = calibration.evaluate.train_rsnn
+    monkeypatch.setattr(calibration.evaluate, "train_rsnn", _interrupting_train(real))
+    out = out_dir / "m.safetensors"
+    argv = ["calibrate", str(session[0]), "--out", str(out), "--report", str(out_dir / "r")]
+    assert main([*argv, *SMALL_ARGS]) == 130
+    assert f"interrupted; no checkpoint written to {out}" in capsys.readouterr().err
+    assert _only(out_dir) == []  # no checkpoint, no temporary file, no report
+
+
+def test_interrupt_from_progress_propagates_and_writes_nothing(session, tmp_path: Path) -> None:
+    def interrupt(kind: str, record: dict) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_calibration(session[0], tmp_path / "m.safetensors", tmp_path / "r", SMALL, interrupt)
+    assert _only(tmp_path) == []
+
+
+# -- bad input ------------------------------------------------------------------------------
+
+
+def _fails(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bci calibrate: error: ")
+    return err
+
+
+def test_session_without_kinematics(session, tmp_path: Path, capsys) -> None:
+    full = session[1]
+    bare = save_session(tmp_path / "bare.npz", Session(full.neural, full.timestamps, full.bin_s))
+    err = _fails(["calibrate", str(bare), "--out", str(tmp_path / "m.safetensors")], capsys)
+    assert f"session {bare} has no kinematics" in err
+    assert "streams present: neural (Neural)" in err
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_session_too_short_to_split(tmp_path: Path, capsys) -> None:
+    short = save_session(
+        tmp_path / "short.npz", simulate_session(SyntheticConfig(duration_s=6.0, seed=1))
+    )
+    err = _fails(["calibrate", str(short), "--out", str(tmp_path / "m.safetensors")], capsys)
+    assert "session too short to split: 120 bins (6.0 s)" in err
+    assert "parts of [84, 12, 24] bins" in err
+
+
+def test_channel_mismatch_with_init(session, tmp_path: Path, capsys) -> None:
+    other = RSNN(RSNNConfig(n_in=8, n_hidden=4), seed=0)
+    ckpt = save_checkpoint(tmp_path / "eight.safetensors", other, kinematics_labels=["vx", "vy"])
+    argv = ["calibrate", str(session[0]), "--out", str(tmp_path / "m.safetensors")]
+    err = _fails([*argv, "--init", str(ckpt)], capsys)
+    assert f"checkpoint {ckpt} was trained on 8 channels but the session has 96" in err
+
+
+@pytest.mark.parametrize(
+    ("config", "labels", "expected"),
+    [
+        (
+            {"n_out": 3},
+            ["vx", "vy", "vz"],
+            "decodes 3 kinematics (vx, vy, vz) but the session has 2",
+        ),
+        ({"dt_s": 0.02}, ["vx", "vy"], "runs at 20 ms bins but the session has 50 ms bins"),
+    ],
+)
+def test_init_must_fit_the_session(session, tmp_path: Path, capsys, config, labels, expected):
+    other = RSNN(RSNNConfig(n_in=96, n_hidden=4, **config), seed=0)
+    ckpt = save_checkpoint(tmp_path / "other.safetensors", other, kinematics_labels=labels)
+    argv = ["calibrate", str(session[0]), "--out", str(tmp_path / "m.safetensors")]
+    assert expected in _fails([*argv, "--init", str(ckpt)], capsys)
+
+
+def test_unknown_stream_name_lists_streams(session, tmp_path: Path, capsys) -> None:
+    short = session[1].slice(0, 200)
+    xdf = write_session_xdf(tmp_path / "rec.xdf", short)
+    out = ["--out", str(tmp_path / "m.safetensors")]
+    err = _fails(["calibrate", str(xdf), *out, "--neural", "eeg"], capsys)
+    assert "no stream named or typed 'eeg'" in err
+    assert "bci-neural" in err and "bci-kinematics" in err
+    npz = save_session(tmp_path / "short.npz", short)
+    err = _fails(["calibrate", str(npz), *out, "--kinematics", "hand"], capsys)
+    assert "has no kinematics stream named or typed 'hand'" in err
+    assert "streams present (name, type): neural (Neural), kinematics (Kinematics)" in err
+
+
+def test_xdf_session_matches_npz_and_rebins(session, tmp_path: Path) -> None:
+    short = session[1].slice(0, 400)
+    xdf = write_session_xdf(tmp_path / "rec.xdf", short)
+    loaded = load_calibration_session(xdf, CalibrationOptions(neural="bci-neural"))
+    np.testing.assert_array_equal(loaded.neural, short.neural)
+    np.testing.assert_allclose(loaded.kinematics, short.kinematics, rtol=1e-6, atol=1e-5)
+    rebinned = load_calibration_session(xdf, CalibrationOptions(bin_ms=100.0))
+    assert rebinned.bin_s == pytest.approx(0.1)
+    np.testing.assert_array_equal(rebinned.neural[0], short.neural[0] + short.neural[1])
+    with pytest.raises(ValueError, match="--bin-ms rebins XDF recordings"):
+        load_calibration_session(session[0], CalibrationOptions(bin_ms=100.0))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupted"])
+def test_bad_init_checkpoint(calibrated, session, tmp_path: Path, capsys, damage: str) -> None:
+    result, _ = calibrated
+    bad = tmp_path / "bad.safetensors"
+    shutil.copyfile(result.checkpoint, bad)
+    data = bytearray(bad.read_bytes())
+    if damage == "truncated":
+        bad.write_bytes(bytes(data[: len(data) // 2]))
+        expected = "is not a valid safetensors file (truncated or corrupted?)"
+    else:
+        data[-10] ^= 0xFF  # a byte of tensor data
+        bad.write_bytes(bytes(data))
+        expected = "checksum mismatch"
+    with pytest.raises(CheckpointError):
+        load_checkpoint(bad)
+    argv = ["calibrate", str(session[0]), "--out", str(tmp_path / "m.safetensors")]
+    err = _fails([*argv, "--init", str(bad)], capsys)
+    assert f"checkpoint file {bad}" in err and expected in err
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_ray_missing_says_how_to_install(session, tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    argv = ["calibrate", str(session[0]), "--out", str(tmp_path / "m.safetensors")]
+    err = _fails([*argv, "--trials", "2", "--ray"], capsys)
+    assert "pip install -e .[cluster]" in err
+    assert _only(tmp_path) == []
+
+
+def test_ray_needs_trials(session, tmp_path: Path, capsys) -> None:
+    argv = ["calibrate", str(session[0]), "--out", str(tmp_path / "m.safetensors"), "--ray"]
+    assert "set trials >= 1" in _fails(argv, capsys)
+
+
+def test_bad_split_is_named(session, tmp_path: Path, capsys) -> None:
+    argv = ["calibrate", str(session[0]), "--out", str(tmp_path / "m.safetensors")]
+    assert "--split takes three" in _fails([*argv, "--split", "0.8,0.2"], capsys)
+    assert "sum to 1.1" in _fails([*argv, "--split", "0.8,0.1,0.2"], capsys)
+
+
+def test_missing_output_directory_fails_before_training(session, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "missing" / "m.safetensors"
+    err = _fails(["calibrate", str(session[0]), "--out", str(out)], capsys)
+    assert "directory" in err and "does not exist" in err
+
+
+# -- search ---------------------------------------------------------------------------------
+
+
+def test_sample_trials_is_seeded_and_inside_the_space() -> None:
+    space = SearchSpace()
+    trials = sample_trials(50, 64, seed=3, space=space)
+    assert trials == sample_trials(50, 64, seed=3, space=space)
+    assert trials != sample_trials(50, 64, seed=4, space=space)
+    assert {t["n_hidden"] for t in trials} <= {32, 64, 128}
+    assert {t["alif_fraction"] for t in trials} <= set(space.alif_fractions)
+    for key in ("lr", "target_rate_hz", "tau_mem_s", "tau_out_s"):
+        low, high = getattr(space, key)
+        assert all(low <= t[key] <= high for t in trials)
+    with pytest.raises(ValueError, match="at least one trial"):
+        sample_trials(0, 64)
+
+
+class _InProcessTune:
+    """The slice of ``ray.tune`` that :func:`ray_search` calls, run in this process (Ray is an
+    optional extra and absent here): checks the wiring (same trial function, one result
+    per trial mapped back by index), not Ray itself."""
+
+    def __init__(self) -> None:
+        self.resources: dict | None = None
+
+    def with_parameters(self, fn, **kwargs):
+        return functools.partial(fn, **kwargs)
+
+    def with_resources(self, fn, resources):
+        self.resources = resources
+        return fn
+
+    def grid_search(self, values):
+        return {"grid_search": list(values)}
+
+    def TuneConfig(self, **kwargs):  # mirrors ray.tune.TuneConfig
+        return kwargs
+
+    def Tuner(self, trainable, param_space, tune_config):  # mirrors ray.tune.Tuner
+        assert tune_config == {"metric": "val_r2", "mode": "max"}
+        indices = param_space["trial"]["grid_search"]
+
+        class Tuner:
+            def fit(self):  # finished in reverse order: results must be mapped back by index
+                return [
+                    SimpleNamespace(
+                        config={"trial": i}, metrics=trainable({"trial": i}), error=None
+                    )
+                    for i in reversed(indices)
+                ]
+
+        return Tuner()
+
+
+@pytest.fixture
+def in_process_ray(monkeypatch) -> SimpleNamespace:
+    tune = _InProcessTune()
+    calls: list = []
+    ray = SimpleNamespace(
+        tune=tune,
+        is_initialized=lambda: False,
+        init=lambda **kwargs: calls.append(("init", kwargs)),
+        shutdown=lambda: calls.append(("shutdown",)),
+    )
+    monkeypatch.setitem(sys.modules, "ray", ray)
+    monkeypatch.setitem(sys.modules, "ray.tune", tune)
+    return SimpleNamespace(tune=tune, calls=calls)
+
+
+def test_ray_search_runs_the_local_trials(in_process_ray) -> None:
+    rng = np.random.default_rng(0)
+    neural = rng.poisson(2.0, size=(300, 6)).astype(np.float32)
+    kinematics = (neural[:, :2] - 2.0 + rng.normal(0, 0.1, (300, 2))).astype(np.float32)
+    data = TrialData(
+        neural[:200],
+        kinematics[:200],
+        neural[200:],
+        kinematics[200:],
+        0.05,
+        train=TrainConfig(window=20, burn_in=5, batch_size=4, max_steps=6, eval_every=3),
+    )
+    trials = sample_trials(3, 8, seed=1)
+    local = local_search(trials, data)
+    remote = ray_search(trials, data, address="ray://head:10001")
+    assert remote.backend == "ray" and remote.best == local.best
+    drop = operator.itemgetter("trial", "params", "val_r2", "best_step", "steps", "rate_hz")
+    assert [drop(t) for t in remote.trials] == [drop(t) for t in local.trials]
+    assert in_process_ray.calls == [("init", {"address": "ray://head:10001"}), ("shutdown",)]
+    assert in_process_ray.tune.resources == {"cpu": 1.0}
+
+
+def test_cli_ray_flag_uses_ray_tune(in_process_ray, session, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "m.safetensors"
+    argv = ["calibrate", str(session[0]), "--out", str(out), "--trials", "2", "--ray"]
+    assert main([*argv, "--trial-steps", "20", *SMALL_ARGS]) == 0
+    assert "search (ray): 2 trials" in capsys.readouterr().out
+    assert in_process_ray.calls == [("init", {}), ("shutdown",)]  # a local Ray instance
+    assert load_checkpoint(out).manifest["training"]["search"]["backend"] == "ray"
