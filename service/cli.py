@@ -371,6 +371,16 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from bci.nir_export import write_nir
+
+    path = write_nir(
+        args.model, args.out, subtract_reset=args.subtract_reset, overwrite=args.overwrite
+    )
+    print(f"wrote {path}: NIR graph of {args.model}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bci",
@@ -600,6 +610,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the --trials search on Ray Tune (local, or the cluster at ADDRESS)",
     )
     calibrate.set_defaults(func=cmd_calibrate)
+    export = sub.add_parser(
+        "export",
+        help="export a trained decoder checkpoint to NIR",
+        description=(
+            "Translate a trained LIF decoder checkpoint (.safetensors) into the Neuromorphic "
+            "Intermediate Representation (NIR, an HDF5 file read with nir.read): input "
+            "normalisation and W_in as an Affine, the hidden layer as LIF with a recurrent "
+            "Linear W_rec, the readout as Linear W_out then LI, and the output scaling as an "
+            "Affine. Time constants are for forward Euler at the model's bin width, stored as "
+            "metadata dt. Models with ALIF neurons are refused; so are models with reset by "
+            "subtraction unless --subtract-reset threshold.\n\n"
+            "example: bci export --nir model.safetensors model.nir"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    export.add_argument("--nir", action="store_true", required=True, help="write NIR")
+    export.add_argument("model", help="checkpoint file (.safetensors)")
+    export.add_argument("out", help="output NIR file (.nir)")
+    export.add_argument(
+        "--subtract-reset",
+        choices=("error", "threshold"),
+        default="error",
+        help="a model with reset by subtraction: refuse (default) or write it as LI + Threshold",
+    )
+    export.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    export.set_defaults(func=cmd_export)
     return parser
 
 

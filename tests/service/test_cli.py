@@ -22,7 +22,7 @@ JANGO = (
     / "neural"
     / "Jango_20141203_default_offline_data.mat"
 )
-SUBCOMMANDS = ("demo", "simulate", "convert-limblab", "replay", "record", "calibrate")
+SUBCOMMANDS = ("demo", "simulate", "convert-limblab", "replay", "record", "calibrate", "export")
 
 
 @pytest.fixture(autouse=True)
