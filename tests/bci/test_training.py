@@ -272,3 +272,13 @@ def test_train_config_validation(kwargs: dict, message: str) -> None:
 
 def test_train_config_accepts_zero_burn_in() -> None:
     assert TrainConfig(window=10, burn_in=0).burn_in == 0
+
+
+def test_read_only_training_arrays_are_accepted(data) -> None:
+    """Arrays from shared memory (e.g. Ray's object store) are read-only; no warning."""
+    neural, kinematics = (a.copy() for a in data["train"])
+    for a in (neural, kinematics):
+        a.setflags(write=False)
+    config = TrainConfig(window=40, burn_in=10, batch_size=4, max_steps=2, eval_every=1)
+    result = train_rsnn(_fresh_model(), (neural, kinematics), data["val"], config)
+    assert result.steps == 2
