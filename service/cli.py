@@ -137,9 +137,23 @@ def _play_until_done(player: SessionPlayer, seconds: float | None, describe: str
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    if not (args.inspect or args.play or args.model is not None):
+        # checked here, not by argparse, to keep its established wording (and its tests)
+        args.replay_parser.error(
+            "one of the arguments --inspect --play is required, or --model MODEL --fast"
+        )
     path = Path(args.session)
     if not path.is_file():
         raise FileNotFoundError(f"session file {path} does not exist")
+    model_only = [
+        flag
+        for flag, value in (("--adapt", args.adapt), ("--fast", args.fast), ("--out", args.out))
+        if value
+    ]
+    if args.model is None and model_only:
+        raise ValueError(f"{', '.join(model_only)} only apply with --model MODEL")
+    if args.model is not None:
+        return _replay_model(path, args)
     if args.inspect:
         from streams.files import inspect_session_file
         from streams.xdf import format_inspection
@@ -165,6 +179,61 @@ def cmd_replay(args: argparse.Namespace) -> int:
     )
     player = SessionPlayer(session, name=args.name, speed=args.speed, loop=args.loop)
     _play_until_done(player, args.seconds, describe=f"{path.name} ({session!r})")
+    return 0
+
+
+def _replay_model(path: Path, args: argparse.Namespace) -> int:
+    if not args.fast:
+        raise ValueError(
+            "--model needs --fast: only --fast (decode as fast as possible) is available in "
+            "this version; to play the session in real time over LSL use --play"
+        )
+    stream_flags = [
+        flag
+        for flag, value in (
+            ("--neural", args.neural),
+            ("--kinematics", args.kinematics),
+            ("--targets", args.targets),
+            ("--bin-ms", args.bin_ms),
+        )
+        if value is not None
+    ]
+    if stream_flags:
+        raise ValueError(
+            f"{', '.join(stream_flags)} are not supported with --model in this version: an XDF "
+            "file is read from its streams typed Neural and Kinematics"
+        )
+    out = None if args.out is None else Path(args.out)
+    if out is not None and not out.parent.is_dir():
+        raise FileNotFoundError(
+            f"cannot write {out}: directory {out.parent} does not exist; create it first"
+        )
+    from service.replay import replay_session
+
+    result = replay_session(path, args.model, adapt=args.adapt)
+    adaptation = result["adaptation"]
+    rows = [
+        ["R2", f"{result['r2']:.3f}"],
+        ["R2 per dim", ", ".join(f"{v:.3f}" for v in result["r2_per_dim"])],
+        ["bins", result["bins"]],
+        ["bins/s", f"{result['bins_per_second']:,.0f}"],
+    ]
+    if adaptation["enabled"]:
+        rows += [
+            ["bins with target", adaptation["bins_with_target"]],
+            ["updates applied", adaptation["updates_applied"]],
+            ["updates rejected", adaptation["updates_rejected"]],
+            ["updates clipped", adaptation["updates_clipped"]],
+            ["rollbacks", adaptation["rollbacks"]],
+            ["paused", adaptation["paused"]],
+        ]
+    else:
+        rows.append(["adaptation", "off"])
+    print(f"replayed {path.name} with {Path(args.model).name}")
+    _print_table(["metric", "value"], rows)
+    if out is not None:
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {out}")
     return 0
 
 
@@ -466,7 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     replay = sub.add_parser(
         "replay",
-        help="inspect a session or XDF file, or play it over LSL",
+        help="inspect a session or XDF file, play it over LSL, or decode it with a model",
         description=(
             "Work with a recorded session: an NPZ session file or an XDF recording.\n\n"
             "--inspect: print every stream with its channel count, nominal and effective "
@@ -476,16 +545,35 @@ def build_parser() -> argparse.ArgumentParser:
             "--play: replay the session over LSL, one sample per bin at --speed x real time "
             "(outlets NAME, NAME-kinematics, NAME-targets as recorded), until it ends, "
             "--seconds pass or Ctrl-C. From XDF the session is built from the streams typed "
-            "Neural / Kinematics / Targets unless --neural/--kinematics/--targets name them.\n\n"
+            "Neural / Kinematics / Targets unless --neural/--kinematics/--targets name them.\n"
+            "--model MODEL --fast: decode the session with a checkpoint (.safetensors) bin by "
+            "bin as fast as possible (with --adapt: learning online by e-prop from the "
+            "session's kinematics); print R2 against the session's kinematics, bins, bins/s "
+            "and the adaptation counters; --out writes them as JSON (keys r2, r2_per_dim, "
+            "r2_windows (30 s windows), bins, bins_per_second, adaptation). The session must "
+            "have kinematics and the model's channel count and bin width. Only --fast is "
+            "available for --model in this version.\n\n"
             "example: bci replay --inspect ../shared/data/xdf/clock_resets.xdf\n"
-            "example: bci replay session.npz --play --speed 2 --loop --name bci-replay"
+            "example: bci replay session.npz --play --speed 2 --loop --name bci-replay\n"
+            "example: bci replay session.npz --model model.safetensors --fast --adapt "
+            "--out results.json"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     replay.add_argument("session", help="session file (.npz) or XDF recording (.xdf)")
-    mode = replay.add_mutually_exclusive_group(required=True)
+    mode = replay.add_mutually_exclusive_group()  # one is required: checked in cmd_replay
     mode.add_argument("--inspect", action="store_true", help="list the streams and their timing")
     mode.add_argument("--play", action="store_true", help="play the session over LSL")
+    mode.add_argument(
+        "--model", help="decode the session with this checkpoint (.safetensors); needs --fast"
+    )
+    replay.add_argument(
+        "--fast", action="store_true", help="model: decode as fast as possible (required)"
+    )
+    replay.add_argument(
+        "--adapt", action="store_true", help="model: adapt online by e-prop (default off)"
+    )
+    replay.add_argument("--out", help="model: also write the results to this JSON file")
     replay.add_argument("--speed", type=float, default=1.0, help="play: speed factor (default 1)")
     replay.add_argument("--loop", action="store_true", help="play: start over at the end")
     replay.add_argument(
@@ -502,7 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="XDF: sum neural samples into bins this wide (default: one bin per sample)",
     )
-    replay.set_defaults(func=cmd_replay)
+    replay.set_defaults(func=cmd_replay, replay_parser=replay)
 
     record = sub.add_parser(
         "record",

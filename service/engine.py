@@ -1,0 +1,329 @@
+"""The decoding engine: one ``(decoder, state)`` pair (plus an optional e-prop learner), fed
+one bin at a time by whatever source drives it (an LSL inlet, a session file).
+
+The engine owns the model and its state and swaps both together. A hot swap is validated off
+the processing thread (:meth:`Engine.request_swap`) and staged; the processing thread takes the
+staged model at the start of its next :meth:`Engine.process` call, so a swap always falls
+between two bins: sequence numbers continue, no bin is lost or decoded twice, and the new
+model starts from its own initial state. A lock guards only the staging slot; it is never held
+while decoding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bci.checkpoint import Checkpoint, load_checkpoint
+from bci.eprop import EpropConfig, EpropLearner
+from bci.online import OnlineRSNN, OnlineState
+
+__all__ = ["STATES", "DecodedBin", "Engine", "RecentBins"]
+
+logger = logging.getLogger(__name__)
+
+STATES: tuple[str, ...] = (
+    "starting",
+    "waiting-for-stream",
+    "decoding",
+    "stream-lost",
+    "stopped",
+    "error",
+)
+
+
+@dataclass(frozen=True)
+class DecodedBin:
+    """One decoded bin: ``seq`` counts bins from 0 across model swaps; ``timestamp`` is the
+    source's time of the bin (seconds); ``values`` (K,) a private copy of the output."""
+
+    seq: int
+    timestamp: float
+    values: np.ndarray
+    model_id: str
+
+
+Sink = Callable[[DecodedBin], None]
+
+
+class RecentBins:
+    """Thread-safe ring of the last ``capacity`` decoded bins, for readers on other threads.
+
+    Use an instance as an engine sink; readers call :meth:`latest` or :meth:`recent`.
+    """
+
+    def __init__(self, capacity: int = 1200) -> None:
+        if int(capacity) != capacity or capacity < 1:
+            raise ValueError(f"capacity must be a positive integer; got {capacity!r}")
+        self.capacity = int(capacity)
+        self._bins: deque[DecodedBin] = deque(maxlen=self.capacity)
+        self._lock = threading.Lock()
+
+    def __call__(self, decoded: DecodedBin) -> None:
+        with self._lock:
+            self._bins.append(decoded)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._bins)
+
+    def latest(self) -> DecodedBin | None:
+        """The newest bin, or None before the first."""
+        with self._lock:
+            return self._bins[-1] if self._bins else None
+
+    def recent(self, n: int | None = None) -> list[DecodedBin]:
+        """The newest ``n`` bins (all held when None), oldest first."""
+        if n is not None and n < 0:
+            raise ValueError(f"n must be zero or more; got {n}")
+        with self._lock:
+            bins = list(self._bins)
+        return bins if n is None else bins[len(bins) - min(n, len(bins)) :]
+
+
+def model_id_of(checkpoint: Checkpoint) -> str:
+    """Short identity of a checkpoint: the first 12 hex digits of its tensors' SHA-256."""
+    return str(checkpoint.manifest["sha256"])[:12]
+
+
+@dataclass
+class _Slot:
+    """A loaded model ready to decode: checkpoint, decoder and (when adapting) its learner."""
+
+    checkpoint: Checkpoint
+    decoder: OnlineRSNN
+    learner: EpropLearner | None
+    model_id: str
+
+
+@dataclass
+class _Staged:
+    slot: _Slot
+    kind: str  # "swap" or "rollback"
+    requested: float
+
+
+class Engine:
+    """Decode bins with a checkpoint's model; optionally adapt it online with e-prop.
+
+    ``n_channels`` and ``bin_s`` describe the stream (default: the checkpoint's); a model
+    whose channel count or bin width differs from them is refused, at construction and on
+    swap. ``sinks`` are called with each :class:`DecodedBin` on the processing thread, in
+    order; keep them fast (e.g. :class:`RecentBins`).
+    """
+
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        adapt: bool = False,
+        eprop: EpropConfig | None = None,
+        *,
+        sinks: Iterable[Sink] = (),
+        n_channels: int | None = None,
+        bin_s: float | None = None,
+    ) -> None:
+        self.adapt = bool(adapt)
+        self.eprop = eprop if eprop is not None else EpropConfig()
+        config = checkpoint.model.config
+        self.n_channels = config.n_in if n_channels is None else int(n_channels)
+        self.bin_s = config.dt_s if bin_s is None else float(bin_s)
+        self.sinks: list[Sink] = list(sinks)
+        self._current = self._prepare(checkpoint)
+        self._previous: _Slot | None = None
+        self._state: OnlineState = self._current.decoder.initial_state()
+        self._seq = 0
+        self._lifecycle = "starting"
+        self._lock = threading.Lock()  # guards _staged and the swap bookkeeping only
+        self._staged: _Staged | None = None
+        self._swaps_applied = 0
+        self._swaps_refused = 0
+        self._swaps_superseded = 0
+        self._last_swap: dict[str, Any] | None = None
+
+    # -- processing thread ---------------------------------------------------------------
+    def process(self, x: np.ndarray, target: np.ndarray | None, timestamp: float) -> DecodedBin:
+        """Decode bin ``x`` (C,) (learning from ``target`` (K,) when adapting) and publish it.
+
+        A staged swap or rollback is applied first, so it takes effect between bins.
+        """
+        if self._staged is not None:  # unlocked peek; the take below is locked
+            self._apply_staged()
+        slot = self._current
+        if slot.learner is not None:
+            out = slot.learner.step(x, target, self._state)
+        else:
+            out = slot.decoder.step(x, self._state)
+        decoded = DecodedBin(self._seq, timestamp, out.copy(), slot.model_id)
+        self._seq += 1
+        if self._lifecycle != "decoding":
+            self.set_state("decoding")
+        for sink in self.sinks:
+            sink(decoded)
+        return decoded
+
+    def _apply_staged(self) -> None:
+        with self._lock:
+            staged, self._staged = self._staged, None
+            if staged is None:
+                return
+            old = self._current
+            self._previous, self._current = old, staged.slot
+            self._state = staged.slot.decoder.initial_state()
+            learner = staged.slot.learner
+            if learner is not None and not learner.status.paused:
+                learner.resume()  # its traces and window belong to the state just dropped
+            self._swaps_applied += 1
+            self._last_swap = {
+                "time": time.time(),
+                "kind": staged.kind,
+                "result": "applied",
+                "model_id": staged.slot.model_id,
+                "previous_model_id": old.model_id,
+                "at_seq": self._seq,
+                "error": None,
+            }
+        logger.info(
+            "%s applied before bin %d: model %s -> %s",
+            staged.kind,
+            self._seq,
+            old.model_id,
+            staged.slot.model_id,
+        )
+
+    # -- control (any thread) -------------------------------------------------------------
+    def request_swap(self, checkpoint_path: str | os.PathLike[str]) -> str:
+        """Load and validate a checkpoint on the calling thread, then stage it.
+
+        The swap happens at the start of the next :meth:`process` call. Returns the new
+        model's id. Raises :class:`bci.checkpoint.CheckpointError` (unreadable or invalid
+        file) or ``ValueError`` (channel count, bin width or non-finite output); the current
+        model then keeps decoding. A swap staged but not yet applied is replaced.
+        """
+        path = Path(checkpoint_path)
+        try:
+            slot = self._prepare(load_checkpoint(path))
+        except ValueError as error:  # CheckpointError is a ValueError
+            with self._lock:
+                self._swaps_refused += 1
+                self._last_swap = {
+                    "time": time.time(),
+                    "kind": "swap",
+                    "result": "refused",
+                    "model_id": None,
+                    "previous_model_id": None,
+                    "at_seq": None,
+                    "error": str(error),
+                }
+            logger.warning("swap to %s refused: %s", path, error)
+            raise
+        self._stage(slot, "swap")
+        logger.info("swap to %s (model %s) staged", path, slot.model_id)
+        return slot.model_id
+
+    def rollback(self) -> str:
+        """Stage the previous model (as it was when swapped out) to decode again from the next
+        bin; returns its id. ``ValueError`` when there is no previous model."""
+        with self._lock:
+            previous = self._previous
+        if previous is None:
+            raise ValueError("no previous model to roll back to: no swap has been applied yet")
+        self._stage(previous, "rollback")
+        return previous.model_id
+
+    def _stage(self, slot: _Slot, kind: str) -> None:
+        with self._lock:
+            if self._staged is not None:
+                self._swaps_superseded += 1
+                logger.warning(
+                    "staged %s to %s replaced before it was applied",
+                    self._staged.kind,
+                    self._staged.slot.model_id,
+                )
+            self._staged = _Staged(slot, kind, time.time())
+
+    def set_state(self, state: str) -> None:
+        """Set the lifecycle state (one of :data:`STATES`); transitions are logged."""
+        if state not in STATES:
+            raise ValueError(f"unknown engine state {state!r}; valid: {', '.join(STATES)}")
+        if state != self._lifecycle:
+            logger.info("engine state %s -> %s", self._lifecycle, state)
+            self._lifecycle = state
+
+    @property
+    def learner(self) -> EpropLearner | None:
+        """The current model's e-prop learner (None when not adapting)."""
+        return self._current.learner
+
+    @property
+    def model_id(self) -> str:
+        return self._current.model_id
+
+    @property
+    def bins_decoded(self) -> int:
+        return self._seq
+
+    def status(self) -> dict[str, Any]:
+        """A JSON-ready snapshot of the engine (safe to call from any thread)."""
+        with self._lock:
+            current, previous = self._current, self._previous
+            last_swap = None if self._last_swap is None else dict(self._last_swap)
+            counts = {
+                "applied": self._swaps_applied,
+                "refused": self._swaps_refused,
+                "superseded": self._swaps_superseded,
+                "pending": self._staged is not None,
+            }
+        learner = current.learner
+        return {
+            "state": self._lifecycle,
+            "bins_decoded": self._seq,
+            "model_id": current.model_id,
+            "model_path": str(current.checkpoint.path),
+            "previous_model_id": None if previous is None else previous.model_id,
+            "adaptation": None if learner is None else dataclasses.asdict(learner.status),
+            "last_swap": last_swap,
+            "swaps": counts,
+        }
+
+    # -- validation ------------------------------------------------------------------------
+    def _prepare(self, checkpoint: Checkpoint) -> _Slot:
+        """Build and check a decoder for ``checkpoint`` (runs on the caller's thread)."""
+        config = checkpoint.model.config
+        where = f"model {checkpoint.path}"
+        if config.n_in != self.n_channels:
+            raise ValueError(
+                f"{where} expects {config.n_in} input channels but the stream has "
+                f"{self.n_channels}; use a model trained on this stream's channels"
+            )
+        if not math.isclose(config.dt_s, self.bin_s, rel_tol=1e-9, abs_tol=0.0):
+            raise ValueError(
+                f"{where} was trained with {config.dt_s * 1e3:g} ms bins but the stream has "
+                f"{self.bin_s * 1e3:g} ms bins; use a model trained at this bin width"
+            )
+        with np.errstate(all="ignore"):  # e.g. a zero input scale; caught just below
+            decoder = OnlineRSNN(checkpoint.model)
+        for name in ("weights", "w_out", "neuron", "normalisation", "readout"):
+            if not np.all(np.isfinite(getattr(decoder, name))):
+                raise ValueError(
+                    f"{where}: decoder array {name!r} holds non-finite values (e.g. a zero "
+                    "input or output scale); retrain or fix the model"
+                )
+        warm = decoder.step(np.zeros(decoder.n_in, dtype=decoder.dtype), decoder.initial_state())
+        if not np.all(np.isfinite(warm)):
+            raise ValueError(
+                f"{where}: a warm-up step on an all-zero bin gave non-finite output {warm}; "
+                "the model is broken: retrain it"
+            )
+        learner = EpropLearner(decoder, self.eprop) if self.adapt else None
+        return _Slot(checkpoint, decoder, learner, model_id_of(checkpoint))

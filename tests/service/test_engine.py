@@ -1,0 +1,262 @@
+"""Tests for service.engine: decoding, sinks, hot swap between bins, rollback, adaptation."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bci.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from bci.eprop import EpropConfig
+from bci.online import OnlineRSNN
+from bci.rsnn import RSNN, RSNNConfig
+from service.engine import DecodedBin, Engine, RecentBins, model_id_of
+
+N_IN = 6
+
+
+def make_checkpoint(path: Path, seed: int, n_in: int = N_IN, dt_s: float = 0.05) -> Path:
+    rng = np.random.default_rng(seed)
+    model = RSNN(RSNNConfig(n_in=n_in, n_hidden=16, n_out=2, dt_s=dt_s), seed=seed)
+    model.fit_normalisation(
+        rng.poisson(2.0, (200, n_in)).astype(np.float32),
+        rng.standard_normal((200, 2)).astype(np.float32),
+    )
+    return save_checkpoint(path, model, kinematics_labels=("vx", "vy"))
+
+
+def bins(n: int, n_in: int = N_IN, seed: int = 0) -> np.ndarray:
+    # rates high enough that the hidden neurons spike
+    return np.random.default_rng(seed).poisson(6.0, (n, n_in)).astype(np.float32)
+
+
+def reference(path: Path, x: np.ndarray) -> np.ndarray:
+    """A fresh OnlineRSNN run of ``x`` from the model's initial state."""
+    decoder = OnlineRSNN(load_checkpoint(path).model)
+    state = decoder.initial_state()
+    return np.stack([decoder.step(row, state).copy() for row in x])
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> dict[str, Path]:
+    return {name: make_checkpoint(tmp_path / f"{name}.safetensors", seed) for name, seed in
+            (("a", 1), ("b", 2))}  # fmt: skip
+
+
+def test_process_matches_online_decoder_and_feeds_sinks(paths: dict[str, Path]) -> None:
+    ring = RecentBins(capacity=5)
+    seen: list[DecodedBin] = []
+    engine = Engine(load_checkpoint(paths["a"]), sinks=[ring, seen.append])
+    x = bins(40)
+    out = [engine.process(row, None, 10.0 + 0.05 * i) for i, row in enumerate(x)]
+    np.testing.assert_array_equal(np.stack([b.values for b in out]), reference(paths["a"], x))
+    assert [b.seq for b in out] == list(range(40))
+    assert seen == out
+    assert out[3].timestamp == pytest.approx(10.15)
+    assert out[0].values is not out[1].values  # private copies, not the decoder's buffer
+    assert ring.latest() is out[-1]
+    assert ring.recent(3) == out[-3:] and ring.recent() == out[-5:] and len(ring) == 5
+    assert ring.recent(0) == []
+    status = engine.status()
+    assert status["state"] == "decoding" and status["bins_decoded"] == 40
+    assert status["model_id"] == model_id_of(load_checkpoint(paths["a"])) == out[0].model_id
+    assert status["previous_model_id"] is None and status["adaptation"] is None
+    assert status["last_swap"] is None
+
+
+def test_swap_happens_between_bins_with_fresh_state_and_rollback(paths: dict[str, Path]) -> None:
+    engine = Engine(load_checkpoint(paths["a"]))
+    x = bins(30)
+    first = [engine.process(row, None, i) for i, row in enumerate(x[:10])]
+    new_id = engine.request_swap(paths["b"])
+    assert engine.model_id == first[0].model_id  # staged, not applied yet
+    assert engine.status()["swaps"]["pending"] is True
+    second = [engine.process(row, None, 10 + i) for i, row in enumerate(x[10:20])]
+    assert [b.seq for b in second] == list(range(10, 20))
+    assert {b.model_id for b in second} == {new_id} != {first[0].model_id}
+    # the new model starts from its initial state at the swap
+    np.testing.assert_array_equal(
+        np.stack([b.values for b in second]), reference(paths["b"], x[10:20])
+    )
+    status = engine.status()
+    assert status["previous_model_id"] == first[0].model_id
+    assert status["last_swap"]["result"] == "applied" and status["last_swap"]["at_seq"] == 10
+    assert engine.rollback() == first[0].model_id
+    third = [engine.process(row, None, 20 + i) for i, row in enumerate(x[20:])]
+    assert {b.model_id for b in third} == {first[0].model_id}
+    np.testing.assert_array_equal(
+        np.stack([b.values for b in third]), reference(paths["a"], x[20:])
+    )
+    assert engine.status()["previous_model_id"] == new_id
+    assert engine.status()["swaps"]["applied"] == 2
+
+
+def test_rollback_without_previous_model_is_refused(paths: dict[str, Path]) -> None:
+    engine = Engine(load_checkpoint(paths["a"]))
+    with pytest.raises(ValueError, match="no previous model"):
+        engine.rollback()
+
+
+def test_fifty_swaps_from_another_thread_keep_sequence_contiguous(
+    tmp_path: Path, paths: dict[str, Path]
+) -> None:
+    ring = RecentBins(capacity=100_000)
+    engine = Engine(load_checkpoint(paths["a"]), sinks=[ring])
+    ids = {name: model_id_of(load_checkpoint(p)) for name, p in paths.items()}
+    x = bins(512, seed=3)
+    stop = threading.Event()
+    processed: list[int] = []
+
+    def loop() -> None:
+        i = 0
+        while not stop.is_set():
+            processed.append(engine.process(x[i % len(x)], None, float(i)).seq)
+            i += 1
+
+    order = ["b" if k % 2 == 0 else "a" for k in range(50)]
+    worker = threading.Thread(target=loop)
+    worker.start()
+    try:
+        for k, name in enumerate(order):
+            engine.request_swap(paths[name])
+            deadline = time.monotonic() + 10
+            while engine.status()["swaps"]["applied"] < k + 1:  # wait for the loop to take it
+                assert time.monotonic() < deadline, "swap never applied"
+                time.sleep(0.0005)
+            target = len(processed) + 3  # let a few bins pass on the new model
+            while len(processed) < target:
+                time.sleep(0.0005)
+    finally:
+        stop.set()
+        worker.join(10)
+    assert not worker.is_alive()
+    decoded = ring.recent()
+    seqs = [b.seq for b in decoded]
+    assert seqs == list(range(len(decoded))) == processed  # no gaps, no duplicates
+    # split into runs of one model: 51 runs, in the order requested
+    starts = [0] + [
+        i for i in range(1, len(decoded)) if decoded[i].model_id != decoded[i - 1].model_id
+    ]
+    assert [decoded[s].model_id for s in starts] == [ids["a"]] + [ids[n] for n in order]
+    status = engine.status()
+    assert status["swaps"] == {"applied": 50, "refused": 0, "superseded": 0, "pending": False}
+    assert status["bins_decoded"] == len(decoded)
+    # every run decodes from the model's initial state: a swap fell between two bins
+    bounds = [*starts, len(decoded)]
+    for run, (lo, hi) in enumerate(itertools.pairwise(bounds)):
+        name = "a" if run == 0 else order[run - 1]
+        inputs = np.stack([x[b.seq % len(x)] for b in decoded[lo:hi]])
+        np.testing.assert_array_equal(
+            np.stack([b.values for b in decoded[lo:hi]]), reference(paths[name], inputs)
+        )
+    engine.rollback()
+    engine.process(x[0], None, 0.0)
+    assert engine.model_id == ids[order[-2]] and engine.status()["previous_model_id"] == ids["a"]
+
+
+def test_truncated_checkpoint_is_refused_and_old_model_keeps_decoding(
+    tmp_path: Path, paths: dict[str, Path]
+) -> None:
+    engine = Engine(load_checkpoint(paths["a"]))
+    x = bins(10)
+    before = engine.process(x[0], None, 0.0)
+    broken = tmp_path / "broken.safetensors"
+    data = paths["b"].read_bytes()
+    broken.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupted"):
+        engine.request_swap(broken)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        engine.request_swap(tmp_path / "missing.safetensors")
+    after = [engine.process(row, None, 1.0 + i) for i, row in enumerate(x[1:])]
+    assert {b.model_id for b in after} == {before.model_id}
+    assert [b.seq for b in after] == list(range(1, 10))
+    np.testing.assert_array_equal(
+        np.stack([before.values] + [b.values for b in after]), reference(paths["a"], x)
+    )
+    status = engine.status()
+    assert status["swaps"]["refused"] == 2 and status["swaps"]["applied"] == 0
+    assert status["last_swap"]["result"] == "refused"
+    assert "does not exist" in status["last_swap"]["error"]
+
+
+def test_channel_count_and_bin_width_mismatch_are_refused(
+    tmp_path: Path, paths: dict[str, Path]
+) -> None:
+    engine = Engine(load_checkpoint(paths["a"]))
+    wide = make_checkpoint(tmp_path / "wide.safetensors", 3, n_in=N_IN + 2)
+    with pytest.raises(ValueError, match=f"expects {N_IN + 2} input channels .* has {N_IN}"):
+        engine.request_swap(wide)
+    slow = make_checkpoint(tmp_path / "slow.safetensors", 4, dt_s=0.02)
+    with pytest.raises(ValueError, match="20 ms bins but the stream has 50 ms"):
+        engine.request_swap(slow)
+    assert engine.process(bins(1)[0], None, 0.0).model_id == engine.status()["model_id"]
+    assert engine.status()["previous_model_id"] is None
+    # the stream's channel count, not only the model's, is checked at construction
+    with pytest.raises(ValueError, match="the stream has 9"):
+        Engine(load_checkpoint(paths["a"]), n_channels=9)
+
+
+def test_model_with_non_finite_output_is_refused(tmp_path: Path, paths: dict[str, Path]) -> None:
+    # a valid file (finite tensors) whose zero input scale makes the decoder divide by zero
+    model = load_checkpoint(paths["b"]).model
+    with torch.no_grad():
+        model.input_scale.fill_(0.0)
+    bad = save_checkpoint(
+        tmp_path / "zero_scale.safetensors", model, kinematics_labels=("vx", "vy")
+    )
+    engine = Engine(load_checkpoint(paths["a"]))
+    with pytest.raises(ValueError, match="non-finite"):
+        engine.request_swap(bad)
+    assert engine.status()["swaps"]["refused"] == 1
+    assert engine.process(bins(1)[0], None, 0.0).model_id == model_id_of(
+        load_checkpoint(paths["a"])
+    )
+
+
+def test_adaptation_changes_weights_and_counts(paths: dict[str, Path]) -> None:
+    config = EpropConfig(lr=1e-2, update_every=5)
+    engine = Engine(load_checkpoint(paths["a"]), adapt=True, eprop=config)
+    learner = engine.learner
+    assert learner is not None
+    w_out, b_out = learner.decoder.w_out.copy(), learner.decoder.readout[1].copy()
+    x = bins(50)
+    targets = np.random.default_rng(5).standard_normal((50, 2)).astype(np.float32)
+    for i, row in enumerate(x):
+        engine.process(row, targets[i] if i < 40 else None, float(i))
+    adaptation = engine.status()["adaptation"]
+    assert adaptation["bins"] == 50 and adaptation["bins_with_target"] == 40
+    assert adaptation["updates_applied"] == 10 and adaptation["lr"] == pytest.approx(1e-2)
+    assert not np.array_equal(learner.decoder.readout[1], b_out)
+    assert not np.array_equal(learner.decoder.w_out, w_out)
+    # a frozen engine on the same bins decodes differently once weights moved
+    frozen = Engine(load_checkpoint(paths["a"]))
+    plain = np.stack([frozen.process(row, None, 0.0).values for row in x])
+    engine2 = Engine(load_checkpoint(paths["a"]), adapt=True, eprop=config)
+    adapted = np.stack([engine2.process(row, targets[i], 0.0).values for i, row in enumerate(x)])
+    np.testing.assert_array_equal(adapted[:5], plain[:5])  # first update after bin 5
+    assert not np.allclose(adapted[10:], plain[10:])
+
+
+def test_recent_bins_is_thread_safe_and_bounded() -> None:
+    ring = RecentBins(capacity=64)
+    n_threads, per_thread = 4, 2000
+
+    def writer(k: int) -> None:
+        for i in range(per_thread):
+            ring(DecodedBin(k * per_thread + i, 0.0, np.zeros(2), "m"))
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(n_threads)]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        assert len(ring.recent(10)) <= 10
+    for t in threads:
+        t.join()
+    assert len(ring) == 64
+    with pytest.raises(ValueError, match="capacity"):
+        RecentBins(0)

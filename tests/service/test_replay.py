@@ -1,0 +1,182 @@
+"""Tests for service.replay and the ``bci replay SESSION --model`` command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bci.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from bci.eprop import EpropConfig
+from bci.metrics import r2_score
+from bci.online import OnlineRSNN
+from bci.rsnn import RSNN, RSNNConfig
+from service.cli import main
+from service.replay import replay_session
+from streams.session import Session, save_session
+
+N_IN, BIN_S, N_BINS = 6, 0.05, 1300
+KEYS = {"r2", "r2_per_dim", "r2_windows", "bins", "bins_per_second", "adaptation"}
+
+
+def make_session(path: Path, n_in: int = N_IN, kinematics: bool = True, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    t = np.arange(N_BINS) * BIN_S
+    velocity = np.stack([np.sin(0.7 * t), np.cos(0.45 * t)], axis=1).astype(np.float32)
+    tuning = rng.standard_normal((2, n_in))
+    rates = np.clip(4.0 + 2.0 * velocity @ tuning, 0.1, None)
+    session = Session(
+        neural=rng.poisson(rates).astype(np.float32),
+        timestamps=100.0 + (np.arange(N_BINS) + 1) * BIN_S,
+        bin_s=BIN_S,
+        kinematics=velocity if kinematics else None,
+        kinematics_labels=("vx", "vy") if kinematics else None,
+    )
+    return save_session(path, session)
+
+
+def make_checkpoint(path: Path, session: Path, n_in: int = N_IN, seed: int = 1) -> Path:
+    data = np.load(session)
+    model = RSNN(RSNNConfig(n_in=n_in, n_hidden=16, n_out=2, dt_s=BIN_S), seed=seed)
+    neural = data["neural"][:, :n_in] if data["neural"].shape[1] >= n_in else None
+    if neural is None:
+        neural = np.random.default_rng(seed).poisson(4.0, (200, n_in)).astype(np.float32)
+    kinematics = (
+        data["kinematics"][: neural.shape[0]]
+        if "kinematics" in data
+        else np.random.default_rng(seed).standard_normal((neural.shape[0], 2)).astype(np.float32)
+    )
+    model.fit_normalisation(neural, kinematics)
+    return save_checkpoint(path, model, kinematics_labels=("vx", "vy"))
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Path]:
+    session = make_session(tmp_path / "s.npz")
+    return {"session": session, "model": make_checkpoint(tmp_path / "m.safetensors", session)}
+
+
+def manual_decode(model_path: Path, neural: np.ndarray) -> np.ndarray:
+    decoder = OnlineRSNN(load_checkpoint(model_path).model)
+    state = decoder.initial_state()
+    return np.stack([decoder.step(x, state).copy() for x in neural])
+
+
+def test_replay_without_adaptation_equals_manual_decoding(files: dict[str, Path]) -> None:
+    result = replay_session(files["session"], files["model"], window_s=30.0)
+    assert set(result) == KEYS
+    data = np.load(files["session"])
+    decoded = manual_decode(files["model"], data["neural"])
+    r2, per_dim = r2_score(data["kinematics"], decoded)
+    assert result["r2"] == pytest.approx(r2, abs=1e-12)
+    assert result["r2_per_dim"] == pytest.approx(list(per_dim), abs=1e-12)
+    assert result["bins"] == N_BINS and result["bins_per_second"] > 0
+    assert result["adaptation"] == {"enabled": False}
+    # 1300 bins of 50 ms = 65 s: two full 30 s windows
+    windows = result["r2_windows"]
+    assert [w[:2] for w in windows] == [[0.0, 30.0], [30.0, 60.0]]
+    r2_first, _ = r2_score(data["kinematics"][:600], decoded[:600])
+    assert windows[0][2] == pytest.approx(r2_first, abs=1e-12)
+    json.dumps(result, allow_nan=False)  # JSON-ready
+
+
+def test_replay_with_adaptation_reports_learner_status(files: dict[str, Path]) -> None:
+    frozen = replay_session(files["session"], files["model"])
+    result = replay_session(
+        files["session"], files["model"], adapt=True, eprop=EpropConfig(lr=1e-2, update_every=10)
+    )
+    assert set(result) == KEYS
+    adaptation = result["adaptation"]
+    assert adaptation["enabled"] is True
+    assert adaptation["bins"] == N_BINS and adaptation["bins_with_target"] == N_BINS
+    assert adaptation["updates_applied"] == N_BINS // 10
+    assert adaptation["lr"] == pytest.approx(1e-2)
+    assert result["r2"] != frozen["r2"]  # the weights moved
+    json.dumps(result, allow_nan=False)
+
+
+def test_replay_refuses_session_without_kinematics(tmp_path: Path, files: dict[str, Path]) -> None:
+    bare = make_session(tmp_path / "bare.npz", kinematics=False)
+    with pytest.raises(ValueError, match="has no kinematics"):
+        replay_session(bare, files["model"])
+
+
+def test_replay_refuses_channel_mismatch(tmp_path: Path, files: dict[str, Path]) -> None:
+    wide = make_checkpoint(tmp_path / "wide.safetensors", files["session"], n_in=N_IN + 3)
+    with pytest.raises(ValueError, match=f"has {N_IN} channels but model .* expects {N_IN + 3}"):
+        replay_session(files["session"], wide)
+
+
+def test_replay_refuses_corrupt_checkpoint(tmp_path: Path, files: dict[str, Path]) -> None:
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(files["model"].read_bytes()[:100])
+    with pytest.raises(CheckpointError):
+        replay_session(files["session"], broken)
+
+
+def test_cli_replay_model_writes_json(
+    tmp_path: Path, files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "results.json"
+    argv = ["replay", str(files["session"]), "--model", str(files["model"]), "--fast"]
+    assert main([*argv, "--adapt", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result) == KEYS and result["bins"] == N_BINS
+    assert result["adaptation"]["enabled"] is True
+    printed = capsys.readouterr().out
+    assert "R2" in printed and "bins/s" in printed and "updates applied" in printed
+    assert f"wrote {out}" in printed
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "adaptation" in printed and "off" in printed
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ([], "only --fast"),
+        (["--fast", "--out", "/nonexistent-dir/x.json"], "does not exist"),
+        (["--fast", "--neural", "spikes"], "not supported with --model"),
+    ],
+)
+def test_cli_replay_model_bad_flags_exit_2(
+    files: dict[str, Path], capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    argv = ["replay", str(files["session"]), "--model", str(files["model"]), *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bci replay: error:") and message in err
+    if not extra:
+        assert "--play" in err
+
+
+def test_cli_replay_bad_inputs_exit_2(
+    tmp_path: Path, files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    bare = make_session(tmp_path / "bare.npz", kinematics=False)
+    assert main(["replay", str(bare), "--model", str(files["model"]), "--fast"]) == 2
+    assert "has no kinematics" in capsys.readouterr().err
+    wide = make_checkpoint(tmp_path / "wide.safetensors", files["session"], n_in=N_IN + 3)
+    assert main(["replay", str(files["session"]), "--model", str(wide), "--fast"]) == 2
+    err = capsys.readouterr().err
+    assert f"has {N_IN} channels" in err and f"expects {N_IN + 3}" in err
+    # model-only flags without --model
+    assert main(["replay", str(files["session"]), "--inspect", "--fast"]) == 2
+    assert "only apply with --model" in capsys.readouterr().err
+
+
+def test_cli_replay_modes_stay_exclusive(files: dict[str, Path]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["replay", str(files["session"]), "--play", "--model", str(files["model"])])
+    assert exc.value.code == 2
+
+
+def test_cli_replay_without_a_mode_names_all_three(
+    files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["replay", str(files["session"])])
+    assert exc.value.code == 2
+    assert "--inspect --play is required, or --model MODEL --fast" in capsys.readouterr().err
