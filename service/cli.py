@@ -450,6 +450,42 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.api.app import create_app
+    from service.settings import Settings, resolve_token
+
+    overrides = {
+        key: value
+        for key, value in (
+            ("stream", args.stream),
+            ("model", args.model),
+            ("models_dir", args.models_dir),
+            ("adapt", True if args.adapt else None),
+            ("host", args.host),
+            ("port", args.port),
+            ("token", args.token),
+        )
+        if value is not None
+    }
+    settings, generated = resolve_token(Settings(**overrides))
+    if settings.model is None:
+        raise ValueError("no model to decode with: pass --model PATH or set BCI_MODEL")
+    if not Path(settings.model).is_file():
+        raise FileNotFoundError(f"model {settings.model} does not exist")
+    app = create_app(settings)
+    print(
+        f"serving http://{settings.host}:{settings.port}/api/v1 (docs at /docs): decoding "
+        f"stream {settings.stream!r} with {settings.model} -> "
+        f"{settings.output_base}-kinematics; Ctrl-C to stop",
+        flush=True,
+    )
+    print(f"token{' (generated)' if generated else ''}: {settings.token}", flush=True)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bci",
@@ -724,6 +760,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     export.set_defaults(func=cmd_export)
+
+    serve = sub.add_parser(
+        "serve",
+        help="decode a live LSL stream and serve the results over HTTP",
+        description=(
+            "Run the decoding daemon: resolve the neural LSL stream --stream (one sample per "
+            "bin, e.g. from 'bci simulate'), decode each bin with the checkpoint --model, push "
+            "the decoded kinematics to the LSL outlet STREAM-kinematics and serve the HTTP API "
+            "under /api/v1 (health, kinematics, model, stream, adaptation; OpenAPI at /docs). "
+            "Every POST needs 'Authorization: Bearer TOKEN'; without --token one is generated "
+            "and printed. Flags override the BCI_* environment variables (BCI_STREAM, "
+            "BCI_MODEL, BCI_MODELS_DIR, BCI_ADAPT, BCI_HOST, BCI_PORT, BCI_TOKEN, "
+            "BCI_ALLOWED_HOSTS). Stops cleanly on Ctrl-C or SIGTERM.\n\n"
+            "example: bci serve --stream bci-sim --model model.safetensors --port 8000"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument("--stream", help="neural LSL stream name (default bci-sim)")
+    serve.add_argument("--model", help="checkpoint to decode with (.safetensors)")
+    serve.add_argument("--models-dir", help="folder of checkpoints that /model/swap finds by name")
+    serve.add_argument(
+        "--adapt", action="store_true", default=None, help="adapt online by e-prop (default off)"
+    )
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="HTTP port (default 8000)")
+    serve.add_argument("--token", help="bearer token for POSTs (default: generated, printed)")
+    serve.set_defaults(func=cmd_serve)
     return parser
 
 

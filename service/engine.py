@@ -38,6 +38,7 @@ STATES: tuple[str, ...] = (
     "waiting-for-stream",
     "decoding",
     "stream-lost",
+    "schema-mismatch",
     "stopped",
     "error",
 )

@@ -22,7 +22,16 @@ JANGO = (
     / "neural"
     / "Jango_20141203_default_offline_data.mat"
 )
-SUBCOMMANDS = ("demo", "simulate", "convert-limblab", "replay", "record", "calibrate", "export")
+SUBCOMMANDS = (
+    "demo",
+    "simulate",
+    "convert-limblab",
+    "replay",
+    "record",
+    "calibrate",
+    "export",
+    "serve",
+)
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,61 @@
+"""Dependencies shared by the routers, as ``Annotated`` aliases.
+
+Everything comes from ``request.app.state`` (set by :func:`service.api.app.create_app`): no
+module-level singletons, so each test builds its own app.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from service.daemon import Daemon
+from service.engine import Engine
+from service.settings import Settings
+
+__all__ = ["DaemonDep", "EngineDep", "SettingsDep", "require_token"]
+
+_bearer = HTTPBearer(auto_error=False, description="token printed by 'bci serve'")
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_daemon(request: Request) -> Daemon:
+    return request.app.state.daemon
+
+
+def get_engine(daemon: Annotated[Daemon, Depends(get_daemon)]) -> Engine:
+    if daemon.engine is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the daemon is not started")
+    return daemon.engine
+
+
+def require_token(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """401 unless ``Authorization: Bearer <token>`` matches (constant-time comparison)."""
+    expected: str = request.app.state.settings.token
+    given = "" if credentials is None else credentials.credentials
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        ok = False
+    else:
+        ok = secrets.compare_digest(given.encode(), expected.encode())
+    if not ok:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "missing or wrong bearer token: send 'Authorization: Bearer <token>' with the "
+            "token printed by 'bci serve'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+DaemonDep = Annotated[Daemon, Depends(get_daemon)]
+EngineDep = Annotated[Engine, Depends(get_engine)]
+Authorized = Depends(require_token)

@@ -1,0 +1,285 @@
+"""The decoding daemon: an LSL inlet feeding an :class:`~service.engine.Engine` on one loop
+thread, the decoded kinematics going to an LSL outlet and to a :class:`RecentBins` ring.
+
+Data flow::
+
+    LslInlet(<stream>) --read_new()--> loop thread --Engine.process()--> RecentBins (HTTP reads)
+                                                                   \\--> KinematicsOutlet
+                                                                        "<output>-kinematics"
+
+Each incoming sample is one bin: the simulator and the session player already stream binned
+counts. Binning a faster (e.g. 1 kHz) neural stream inside the daemon is a later step.
+
+The loop never waits on HTTP. HTTP handlers read :meth:`Engine.status` and the
+:class:`RecentBins` ring; control requests (adaptation pause/resume/learning rate) are queued
+and applied by the loop between bins, so the learner is only ever touched by the loop thread.
+Model swaps use :meth:`Engine.request_swap`, which loads and validates on the caller's thread
+and stages the model for the loop.
+
+States (``Daemon.state``; transitions logged, mirrored to ``Engine.set_state``):
+``starting``, ``waiting-for-stream`` (the stream has not been seen yet), ``decoding``,
+``stream-lost`` (the inlet is stalled, lost or refusing a changed stream after data had
+flowed; one zero-velocity sample is pushed to the outlet so consumers hold still),
+``schema-mismatch`` (the stream's channel count differs from the model's; nothing is decoded),
+``stopped`` and ``error``.
+
+Left out for now: adaptation from a live target stream. With ``adapt`` the engine runs its
+e-prop learner, but every bin gets ``target=None``, so no weight changes happen yet.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bci.checkpoint import load_checkpoint, read_manifest
+from service.engine import STATES, DecodedBin, Engine, RecentBins, model_id_of
+from service.settings import Settings
+from streams.lsl_inlet import LslInlet
+from streams.lsl_outlet import KinematicsOutlet
+
+__all__ = ["DAEMON_STATES", "Daemon"]
+
+logger = logging.getLogger(__name__)
+
+DAEMON_STATES = STATES  # the daemon reports the engine's lifecycle states
+_LOST = ("stalled", "lost", "schema-mismatch")
+
+
+class Daemon:
+    """Decode the neural stream named by ``settings`` with its checkpoint, live.
+
+    Lifecycle: :meth:`start` (loads the model, opens the outlet, starts the inlet and the loop
+    thread; raises ``ValueError`` for a missing or invalid checkpoint) and :meth:`stop`; also
+    a context manager. ``inlet_options`` go to :class:`~streams.lsl_inlet.LslInlet`.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        poll_s: float = 0.005,
+        recent_capacity: int = 1200,
+        inlet_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.poll_s = float(poll_s)
+        self.recent = RecentBins(recent_capacity)
+        self.inlet_options = dict(inlet_options or {})
+        self.engine: Engine | None = None
+        self.inlet: LslInlet | None = None
+        self.outlet: KinematicsOutlet | None = None
+        self.kinematics_labels: tuple[str, ...] = ()
+        self._manifests: dict[str, dict] = {}
+        self._state = "starting"
+        self._message = "not started"
+        self._state_lock = threading.Lock()
+        self._controls: queue.SimpleQueue[tuple[Callable[[], Any], Future]] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._ever_connected = False
+        self.push_errors = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> Daemon:
+        """Load the checkpoint, open the outlet, start the inlet and the loop (idempotent)."""
+        if self._thread is not None:
+            return self
+        settings = self.settings
+        if settings.model is None:
+            raise ValueError("no model to decode with: set BCI_MODEL or pass --model PATH")
+        checkpoint = load_checkpoint(settings.model)
+        self._manifests[model_id_of(checkpoint)] = checkpoint.manifest
+        self.kinematics_labels = tuple(checkpoint.manifest["kinematics_labels"])
+        self.outlet = KinematicsOutlet(
+            settings.output_base,
+            labels=self.kinematics_labels,
+            units=["" for _ in self.kinematics_labels],
+            nominal_srate=1.0 / checkpoint.model.config.dt_s,
+            model="bci serve",
+        )
+        self.engine = Engine(checkpoint, adapt=settings.adapt, sinks=[self.recent, self._push])
+        self._stop.clear()
+        self.inlet = LslInlet(
+            name=settings.stream, source_id=settings.source_id, **self.inlet_options
+        ).start()
+        self._set_state("waiting-for-stream", f"looking for stream {settings.stream!r}")
+        self._thread = threading.Thread(target=self._run, name="bci-daemon-loop", daemon=True)
+        self._thread.start()
+        logger.info(
+            "daemon started: stream %r -> outlet %r, model %s",
+            settings.stream,
+            self.outlet.name,
+            self.engine.model_id,
+        )
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the loop, the inlet and the outlet (safe to call twice)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                logger.error("daemon loop did not stop within %g s", timeout)
+            self._thread = None
+        if self.inlet is not None:
+            self.inlet.stop()
+        if self.outlet is not None:
+            self.outlet.close()
+        if self._state != "stopped":
+            self._set_state("stopped", "stopped by stop()")
+
+    def __enter__(self) -> Daemon:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- state -----------------------------------------------------------------------------
+    @property
+    def state(self) -> str:
+        with self._state_lock:
+            return self._state
+
+    @property
+    def state_message(self) -> str:
+        with self._state_lock:
+            return self._message
+
+    def _set_state(self, state: str, message: str) -> None:
+        with self._state_lock:
+            previous = self._state
+            if state == previous:
+                self._message = message
+                return
+            self._state, self._message = state, message
+        level = logging.WARNING if state in ("stream-lost", "schema-mismatch") else logging.INFO
+        if state == "error":
+            level = logging.ERROR
+        logger.log(level, "daemon %s -> %s: %s", previous, state, message)
+        if self.engine is not None:
+            self.engine.set_state(state)
+        if state == "stream-lost":
+            self._hold_still()
+
+    # -- model ---------------------------------------------------------------------------------
+    def manifest(self, model_id: str) -> dict | None:
+        """The manifest of a model this daemon has loaded, by id."""
+        return self._manifests.get(model_id)
+
+    def swap(self, path: str | Path) -> str:
+        """Validate and stage the checkpoint ``path``; returns its model id.
+
+        Raises ``ValueError`` (incl. ``CheckpointError``) or ``OSError`` naming the reason;
+        the current model keeps decoding.
+        """
+        model_id = self._require_engine().request_swap(path)  # counts and logs refusals
+        try:
+            manifest = read_manifest(path)
+        except (ValueError, OSError) as error:  # replaced since: summary only, not fatal
+            logger.warning("manifest of %s unreadable after the swap: %s", path, error)
+        else:
+            if str(manifest.get("sha256", ""))[:12] == model_id:
+                self._manifests[model_id] = manifest
+        return model_id
+
+    def rollback(self) -> str:
+        return self._require_engine().rollback()
+
+    def call_in_loop(self, fn: Callable[[], Any], timeout: float = 5.0) -> Any:
+        """Run ``fn`` on the loop thread between bins and return its result (HTTP may wait on
+        the loop; the loop never waits on HTTP). ``TimeoutError`` if the loop is not running."""
+        if self._thread is None or not self._thread.is_alive():
+            raise TimeoutError(f"the decoding loop is not running (state {self.state})")
+        future: Future = Future()
+        self._controls.put((fn, future))
+        return future.result(timeout)
+
+    def _require_engine(self) -> Engine:
+        if self.engine is None:
+            raise RuntimeError("the daemon is not started; call start() first")
+        return self.engine
+
+    # -- loop thread ---------------------------------------------------------------------------
+    def _push(self, decoded: DecodedBin) -> None:
+        outlet = self.outlet
+        if outlet is None or not outlet.running:
+            return
+        try:
+            offset = self.inlet.clock_offset if self.inlet is not None else None
+            outlet.push(decoded.values, decoded.timestamp + (offset or 0.0))
+        except ValueError as error:  # non-finite output: counted, not fatal
+            self.push_errors += 1
+            logger.warning("bin %d not pushed: %s", decoded.seq, error)
+
+    def _hold_still(self) -> None:
+        outlet = self.outlet
+        if outlet is not None and outlet.running and self.kinematics_labels:
+            outlet.push(np.zeros(len(self.kinematics_labels), dtype=np.float32))
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self._drain_controls()
+                if not self._step():
+                    self._stop.wait(self.poll_s)
+        except Exception as error:  # the loop must say why it ended
+            logger.exception("daemon loop failed")
+            self._set_state("error", f"{type(error).__name__}: {error}")
+        finally:
+            self._drain_controls(fail=True)
+
+    def _drain_controls(self, fail: bool = False) -> None:
+        while True:
+            try:
+                fn, future = self._controls.get_nowait()
+            except queue.Empty:
+                return
+            if fail:
+                future.set_exception(RuntimeError("the decoding loop has stopped"))
+                continue
+            try:
+                future.set_result(fn())
+            except Exception as error:
+                future.set_exception(error)
+
+    def _step(self) -> bool:
+        """Decode what is new; False when there was nothing to do."""
+        inlet, engine = self.inlet, self._require_engine()
+        assert inlet is not None
+        state = inlet.state
+        if state == "error":
+            self._set_state("error", f"inlet failed: {inlet.state_message}")
+            self._stop.set()
+            return False
+        if state in ("idle", "resolving") or (state in _LOST and not self._ever_connected):
+            self._set_state("waiting-for-stream", inlet.state_message)
+            return False
+        info = inlet.info
+        if info is not None and info.n_channels != engine.n_channels:
+            self._set_state(
+                "schema-mismatch",
+                f"stream {info.name!r} has {info.n_channels} channels but the model expects "
+                f"{engine.n_channels}; serve a model trained on this stream",
+            )
+            return False
+        if state in _LOST:
+            self._set_state("stream-lost", f"inlet {state}: {inlet.state_message}")
+        try:
+            data, timestamps = inlet.read_new()
+        except RuntimeError:  # no ring yet
+            return False
+        if len(timestamps) == 0:
+            return False
+        self._ever_connected = True
+        for row, stamp in zip(data, timestamps, strict=True):
+            engine.process(np.asarray(row, dtype=np.float32), None, float(stamp))
+        self._set_state("decoding", f"decoding {inlet.info.name if inlet.info else '?'}")
+        return True

@@ -1,0 +1,56 @@
+"""Settings of the decoding daemon (``bci serve``), read from ``BCI_*`` environment variables.
+
+Safe defaults: bind 127.0.0.1, Host header allow-list of the loopback names, and a bearer token
+for every mutating endpoint (generated at start when none is given).
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "resolve_token"]
+
+
+class Settings(BaseSettings):
+    """Daemon settings; each field ``x`` is read from ``BCI_X`` (e.g. ``BCI_MODEL``)."""
+
+    model_config = SettingsConfigDict(env_prefix="BCI_", extra="ignore")
+
+    stream: str = Field("bci-sim", description="name of the neural LSL stream to resolve")
+    source_id: str | None = Field(None, description="LSL source_id of the neural stream")
+    model: Path | None = Field(None, description="checkpoint (.safetensors) to decode with")
+    models_dir: Path | None = Field(None, description="folder of checkpoints swappable by name")
+    adapt: bool = Field(False, description="adapt the decoder online with e-prop")
+    host: str = Field("127.0.0.1", description="address the HTTP server binds")
+    port: int = Field(8000, ge=0, le=65535, description="HTTP port (0: any free port)")
+    token: str | None = Field(None, description="bearer token for POST endpoints")
+    allowed_hosts: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1", "localhost"],
+        description="Host header values the server answers (others get 400)",
+    )
+    output_name: str = Field(
+        "bci-decoder",
+        description=(
+            "base name of the decoded output stream '<name>-kinematics'; distinct from the "
+            "input stream's name, whose '-kinematics' stream carries the true kinematics"
+        ),
+    )
+
+    @property
+    def output_base(self) -> str:
+        """Base name of the decoded-kinematics outlet (``<output_base>-kinematics``)."""
+        return self.output_name
+
+
+def resolve_token(settings: Settings) -> tuple[Settings, bool]:
+    """``settings`` with a token: the given one, or a fresh ``secrets.token_urlsafe(32)``.
+
+    Returns ``(settings, generated)``; the caller prints a generated token.
+    """
+    if settings.token:
+        return settings, False
+    return settings.model_copy(update={"token": secrets.token_urlsafe(32)}), True

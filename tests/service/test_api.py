@@ -1,0 +1,346 @@
+"""Tests for service.api: a real uvicorn server in a thread, decoding a SessionPlayer stream."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pylsl
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from bci.checkpoint import load_checkpoint, save_checkpoint
+from bci.rsnn import RSNN, RSNNConfig
+from bci.training import TrainConfig, train_rsnn
+from service.api import create_app
+from service.cli import main
+from service.daemon import Daemon
+from service.engine import model_id_of
+from service.settings import Settings, resolve_token
+from streams.player import SessionPlayer, simulate_stream
+from streams.synthetic import SyntheticConfig, simulate_session
+
+N_CHANNELS = 16
+TOKEN = "test-token-123"
+POSTS: tuple[tuple[str, dict | None], ...] = (
+    ("/model/swap", {"name": "b.safetensors"}),
+    ("/model/rollback", None),
+    ("/adaptation/pause", None),
+    ("/adaptation/resume", None),
+    ("/adaptation/learning-rate", {"lr": 1e-4}),
+)
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def train_checkpoint(path: Path, seed: int) -> Path:
+    session = simulate_session(SyntheticConfig(n_channels=N_CHANNELS, duration_s=40.0, seed=7))
+    x, y = session.neural.astype(np.float32), session.kinematics.astype(np.float32)
+    split = int(0.8 * len(x))
+    model = RSNN(RSNNConfig(n_in=N_CHANNELS, n_hidden=32, n_out=2, dt_s=0.05), seed=seed)
+    config = TrainConfig(window=40, burn_in=10, batch_size=8, max_steps=30, eval_every=10)
+    train_rsnn(model, (x[:split], y[:split]), (x[split:], y[split:]), config)
+    return save_checkpoint(path, model, kinematics_labels=("vx", "vy"))
+
+
+@dataclass
+class Served:
+    name: str
+    client: httpx.Client
+    daemon: Daemon
+    models: Path
+    ids: dict[str, str]
+    port: int
+
+
+@contextmanager
+def run_server(app: FastAPI) -> Iterator[int]:
+    """Serve ``app`` with uvicorn in a thread on a free port; yields the port."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        assert wait_for(lambda: server.started, 30.0), "uvicorn did not start"
+        yield server.servers[0].sockets[0].getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(15.0)
+    assert not thread.is_alive()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    models = tmp_path_factory.mktemp("models")
+    paths = {name: train_checkpoint(models / f"{name}.safetensors", s) for name, s in
+             (("a", 0), ("b", 1))}  # fmt: skip
+    ids = {name: model_id_of(load_checkpoint(p)) for name, p in paths.items()}
+    (models / "corrupt.safetensors").write_bytes(b"\x00not a checkpoint" * 10)
+    small = RSNN(RSNNConfig(n_in=8, n_hidden=8, n_out=2, dt_s=0.05), seed=0)
+    small.fit_normalisation(np.ones((10, 8), np.float32), np.zeros((10, 2), np.float32))
+    save_checkpoint(models / "eight.safetensors", small, kinematics_labels=("vx", "vy"))
+
+    name = f"bci-test-api-{uuid.uuid4().hex[:8]}"
+    settings = Settings(
+        stream=name,
+        source_id=f"bci-player-{name}",
+        model=paths["a"],
+        models_dir=models,
+        token=TOKEN,
+        port=0,
+        output_name=f"{name}-decoded",  # the player already owns "<name>-kinematics"
+    )
+    daemon = Daemon(settings)
+    app = create_app(settings, daemon)
+    player: SessionPlayer = simulate_stream(
+        SyntheticConfig(n_channels=N_CHANNELS, duration_s=30.0, seed=3),
+        name=name,
+        speed=2.0,
+        loop=True,
+    )
+    try:
+        with run_server(app) as port:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1", timeout=10.0) as client:
+                assert client.get("/health").json()["state"] == "waiting-for-stream"
+                player.start()
+                yield Served(name, client, daemon, models, ids, port)
+    finally:
+        player.stop()
+    assert daemon.state == "stopped"  # the lifespan stopped the daemon
+
+
+def test_health_decoding_and_latest_advances(served: Served) -> None:
+    client = served.client
+    assert wait_for(lambda: client.get("/health").json()["state"] == "decoding")
+    health = client.get("/health").json()
+    assert health["model_id"] == served.ids["a"] and health["stream_state"] == "connected"
+    first = client.get("/kinematics/latest").json()
+    assert wait_for(lambda: client.get("/kinematics/latest").json()["seq"] >= first["seq"] + 25)
+    later = client.get("/kinematics/latest").json()
+    assert later["labels"] == ["vx", "vy"] and len(later["values"]) == 2
+    assert later["timestamp"] > first["timestamp"]
+    recent = client.get("/kinematics/recent", params={"n": 20}).json()["bins"]
+    assert len(recent) == 20
+    seqs = [b["seq"] for b in recent]
+    assert seqs == list(range(seqs[0], seqs[0] + 20))
+    assert len({tuple(b["values"]) for b in recent}) > 1  # the output moves
+    assert client.get("/kinematics/recent", params={"n": 0}).status_code == 422
+
+
+def test_outlet_carries_decoded_values(served: Served) -> None:
+    infos = pylsl.resolve_byprop("name", f"{served.name}-decoded-kinematics", 1, 15.0)
+    assert infos, "decoded kinematics outlet not found"
+    inlet = pylsl.StreamInlet(infos[0])
+    try:
+        inlet.open_stream(10.0)
+        got: list[list[float]] = []
+        deadline = time.monotonic() + 20.0
+        while len(got) < 10 and time.monotonic() < deadline:
+            samples, _ = inlet.pull_chunk(timeout=0.5)
+            got.extend(samples)
+    finally:
+        inlet.close_stream()
+    assert len(got) >= 10
+    bins = served.client.get("/kinematics/recent", params={"n": 1200}).json()["bins"]
+    decoded = {tuple(np.float32(b["values"])) for b in bins}
+    assert any(tuple(np.float32(s)) in decoded for s in got)
+
+
+def test_every_post_needs_the_token(served: Served) -> None:
+    client = served.client
+    for path, body in POSTS:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}):
+            response = client.post(path, json=body, headers=headers)
+            assert response.status_code == 401, (path, headers, response.text)
+            assert "bearer token" in response.json()["detail"]
+    assert served.daemon.engine is not None
+    assert served.daemon.engine.status()["swaps"]["applied"] == 0
+
+
+def test_foreign_host_is_refused(served: Served) -> None:
+    response = served.client.get("/health", headers={"Host": "evil.example.com"})
+    assert response.status_code == 400
+    assert served.client.get("/health", headers={"Host": f"localhost:{served.port}"}).is_success
+
+
+def test_model_stream_adaptation_and_schema(served: Served) -> None:
+    client = served.client
+    model = client.get("/model").json()
+    assert model["n_channels"] == N_CHANNELS and model["bin_s"] == 0.05
+    assert model["kinematics_labels"] == ["vx", "vy"] and model["config"]["n_hidden"] == 32
+    stream = client.get("/stream").json()
+    assert stream["info"]["n_channels"] == N_CHANNELS
+    assert stream["counters"]["samples_received"] > 0 and "gaps" in stream["counters"]
+    assert stream["outlet"] == f"{served.name}-decoded-kinematics"
+    assert client.get("/adaptation").json() == {"enabled": False, "status": None}
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    response = client.post("/adaptation/pause", headers=auth)
+    assert response.status_code == 409 and "--adapt" in response.json()["detail"]
+    schemas = client.get(f"http://localhost:{served.port}/openapi.json").json()
+    assert {"KinematicsBin", "Health", "ModelInfo", "StreamStatus"} <= set(
+        schemas["components"]["schemas"]
+    )
+
+
+def test_bad_swaps_are_refused_and_good_swap_continues_seq(served: Served) -> None:
+    client = served.client
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert wait_for(lambda: client.get("/health").json()["state"] == "decoding")
+    old = served.ids["a"]
+    for body, reason in (
+        ({"path": str(served.models / "corrupt.safetensors")}, "safetensors"),
+        ({"name": "eight.safetensors"}, "input channels"),
+        ({"name": "missing.safetensors"}, "missing.safetensors"),
+        ({"name": "../a.safetensors"}, "plain file name"),
+    ):
+        response = client.post("/model/swap", json=body, headers=auth)
+        assert 400 <= response.status_code < 500, (body, response.text)
+        assert reason in response.json()["detail"], (reason, response.text)
+    assert client.post("/model/swap", json={}, headers=auth).status_code == 422
+    seq = client.get("/kinematics/latest").json()["seq"]
+    assert wait_for(lambda: client.get("/kinematics/latest").json()["seq"] > seq + 5)
+    assert client.get("/kinematics/latest").json()["model_id"] == old
+    assert client.get("/model").json()["swaps"]["refused"] >= 3
+
+    response = client.post("/model/swap", json={"name": "b.safetensors"}, headers=auth)
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "model_id": served.ids["b"],
+        "previous_model_id": old,
+        "staged": True,
+    }
+    new = served.ids["b"]
+    assert wait_for(lambda: client.get("/kinematics/latest").json()["model_id"] == new)
+    assert wait_for(lambda: client.get("/kinematics/latest").json()["seq"] > seq + 20)
+    bins = client.get("/kinematics/recent", params={"n": 1200}).json()["bins"]
+    seqs = [b["seq"] for b in bins]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # no bin lost or repeated
+    models = [b["model_id"] for b in bins]
+    assert old in models and models[-1] == new
+    assert client.get("/model").json()["model_id"] == new
+
+    response = client.post("/model/rollback", headers=auth)
+    assert response.status_code == 200 and response.json()["model_id"] == old
+    assert wait_for(lambda: client.get("/kinematics/latest").json()["model_id"] == old)
+    assert client.get("/health").json()["state"] == "decoding"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_settings_read_bci_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BCI_STREAM", "amp")
+    monkeypatch.setenv("BCI_PORT", "9001")
+    monkeypatch.setenv("BCI_ALLOWED_HOSTS", '["decoder.lan"]')
+    settings = Settings()
+    assert (settings.stream, settings.port, settings.allowed_hosts) == (
+        "amp",
+        9001,
+        ["decoder.lan"],
+    )
+    assert settings.host == "127.0.0.1" and not settings.adapt
+    # the decoded output never takes the name of the input stream's true kinematics
+    assert settings.output_base == "bci-decoder"
+    settings, generated = resolve_token(settings)
+    assert generated and len(settings.token or "") >= 32
+
+
+def test_serve_without_model_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--model", str(tmp_path / "none.safetensors"), "--token", "x"]) == 2
+    assert "none.safetensors does not exist" in capsys.readouterr().err
+
+
+def test_bci_serve_process_prints_url_and_token_and_stops_on_sigint(
+    served: Served, tmp_path: Path
+) -> None:
+    port = free_port()
+    argv = [sys.executable, "-m", "service.cli", "serve", "--stream", f"{served.name}-none"]
+    argv += ["--model", str(served.models / "a.safetensors"), "--port", str(port)]
+    env = {**os.environ, "BCI_OUTPUT_NAME": f"{served.name}-cli"}
+    errors = tmp_path / "stderr.txt"
+    with (
+        errors.open("w") as stderr,
+        subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env
+        ) as process,
+    ):
+        try:
+            _check_serve_process(process, port, errors)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def _check_serve_process(process: subprocess.Popen, port: int, errors: Path) -> None:
+    assert process.stdout is not None
+    url_line, token_line = process.stdout.readline(), process.stdout.readline()
+    assert f"http://127.0.0.1:{port}/api/v1" in url_line
+    token = token_line.split(": ", 1)[1].strip()
+    assert token_line.startswith("token (generated): ") and len(token) >= 32
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/api/v1/health").is_success
+        except httpx.TransportError:
+            return False
+
+    assert wait_for(healthy, 30.0), errors.read_text()
+    health = httpx.get(f"http://127.0.0.1:{port}/api/v1/health").json()
+    assert health["state"] == "waiting-for-stream"
+    swap = httpx.post(
+        f"http://127.0.0.1:{port}/api/v1/model/rollback",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert swap.status_code == 409  # authorised, but nothing to roll back to
+    process.send_signal(signal.SIGINT)
+    assert process.wait(30.0) == 0, errors.read_text()
+
+
+def test_adaptation_controls_when_adapt_is_on(served: Served) -> None:
+    settings = Settings(
+        stream=f"{served.name}-absent",
+        model=served.models / "a.safetensors",
+        adapt=True,
+        token=TOKEN,
+        output_name=f"{served.name}-adapt",
+    )
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with (
+        run_server(create_app(settings)) as port,
+        httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1") as client,
+    ):
+        status = client.get("/adaptation").json()
+        assert status["enabled"] is True and status["status"]["paused"] is False
+        assert client.post("/adaptation/pause").status_code == 401
+        paused = client.post("/adaptation/pause", headers=auth).json()["status"]
+        assert paused["paused"] is True and paused["pause_reason"] == "paused over HTTP"
+        assert client.post("/adaptation/resume", headers=auth).json()["status"]["paused"] is False
+        response = client.post("/adaptation/learning-rate", json={"lr": 2e-4}, headers=auth)
+        assert response.status_code == 200 and response.json()["status"]["lr"] == 2e-4
+        response = client.post("/adaptation/learning-rate", json={"lr": -1.0}, headers=auth)
+        assert response.status_code == 422, response.text

@@ -1,0 +1,102 @@
+"""Tests for service.daemon: lifecycle states against a real LSL stream (SessionPlayer)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bci.checkpoint import save_checkpoint
+from bci.rsnn import RSNN, RSNNConfig
+from service.daemon import Daemon
+from service.settings import Settings
+from streams.player import SessionPlayer, simulate_stream
+from streams.synthetic import SyntheticConfig
+
+N_CHANNELS = 12
+
+
+def make_checkpoint(path: Path, n_in: int = N_CHANNELS, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    model = RSNN(RSNNConfig(n_in=n_in, n_hidden=16, n_out=2, dt_s=0.05), seed=seed)
+    model.fit_normalisation(
+        rng.poisson(2.0, (200, n_in)).astype(np.float32),
+        rng.standard_normal((200, 2)).astype(np.float32),
+    )
+    return save_checkpoint(path, model, kinematics_labels=("vx", "vy"))
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def settings_for(name: str, model: Path) -> Settings:
+    return Settings(
+        stream=name,
+        source_id=f"bci-player-{name}",
+        model=model,
+        output_name=f"{name}-decoded",
+        token="t",
+    )
+
+
+def player_for(name: str) -> SessionPlayer:
+    config = SyntheticConfig(n_channels=N_CHANNELS, duration_s=30.0, seed=1)
+    return simulate_stream(config, name=name, speed=2.0, loop=True)
+
+
+@pytest.mark.timeout(120)
+def test_states_waiting_then_decoding_then_lost_then_stopped(tmp_path: Path) -> None:
+    name = f"bci-test-daemon-{uuid.uuid4().hex[:8]}"
+    daemon = Daemon(settings_for(name, make_checkpoint(tmp_path / "m.safetensors")))
+    assert daemon.state == "starting"
+    player = player_for(name)
+    try:
+        daemon.start()
+        assert daemon.state == "waiting-for-stream"
+        time.sleep(0.5)
+        assert daemon.state == "waiting-for-stream"
+        assert daemon.engine is not None and daemon.engine.bins_decoded == 0
+        player.start()
+        assert wait_for(lambda: daemon.state == "decoding"), daemon.state_message
+        assert daemon.engine.status()["state"] == "decoding"
+        assert wait_for(lambda: len(daemon.recent) >= 5)
+        seqs = [b.seq for b in daemon.recent.recent()]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+        player.stop()
+        # the inlet's watchdog (1 s) declares the stream stalled: the daemon reports it lost
+        assert wait_for(lambda: daemon.state == "stream-lost"), daemon.state
+        assert wait_for(lambda: daemon.engine.status()["state"] == "stream-lost")
+    finally:
+        player.stop()
+        daemon.stop()
+    assert daemon.state == "stopped"
+    assert daemon.engine.status()["state"] == "stopped"
+    daemon.stop()  # twice is fine
+
+
+@pytest.mark.timeout(120)
+def test_channel_count_mismatch_is_reported_and_nothing_decoded(tmp_path: Path) -> None:
+    name = f"bci-test-daemon-{uuid.uuid4().hex[:8]}"
+    model = make_checkpoint(tmp_path / "m8.safetensors", n_in=8)
+    daemon = Daemon(settings_for(name, model))
+    with player_for(name), daemon:
+        assert wait_for(lambda: daemon.state == "schema-mismatch"), daemon.state_message
+        assert "12 channels" in daemon.state_message and "expects 8" in daemon.state_message
+        assert daemon.engine is not None
+        assert wait_for(lambda: daemon.engine.status()["state"] == "schema-mismatch")
+        assert daemon.engine.bins_decoded == 0
+
+
+def test_missing_model_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="BCI_MODEL"):
+        Daemon(Settings(stream="x")).start()
