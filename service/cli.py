@@ -767,8 +767,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Run the decoding daemon: resolve the neural LSL stream --stream (one sample per "
             "bin, e.g. from 'bci simulate'), decode each bin with the checkpoint --model, push "
-            "the decoded kinematics to the LSL outlet bci-decoder-kinematics and serve the HTTP API "
-            "under /api/v1 (health, kinematics, model, stream, adaptation; OpenAPI at /docs). "
+            "the decoded kinematics to the LSL outlet bci-decoder-kinematics and serve the HTTP "
+            "API under /api/v1 (health, kinematics, model, stream, adaptation; OpenAPI at /docs). "
             "Every POST needs 'Authorization: Bearer TOKEN'; without --token one is generated "
             "and printed. Flags override the BCI_* environment variables (BCI_STREAM, "
             "BCI_MODEL, BCI_MODELS_DIR, BCI_ADAPT, BCI_HOST, BCI_PORT, BCI_TOKEN, "
