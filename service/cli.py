@@ -28,6 +28,16 @@ def _configure_logging(verbose: bool) -> None:
     logging.basicConfig(level=level.upper(), format="%(levelname)s %(name)s: %(message)s")
 
 
+def _given(args: argparse.Namespace, *flags: str) -> list[str]:
+    """Those of ``flags`` (e.g. ``"--bin-ms"``) that were given on the command line."""
+    given = []
+    for flag in flags:
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is not None and value is not False:  # 0 and "" count as given
+            given.append(flag)
+    return given
+
+
 def _print_table(headers: list[str], rows: list[list]) -> None:
     widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
     print("  ".join(str(h).ljust(w) for h, w in zip(headers, widths, strict=True)))
@@ -59,15 +69,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     )
     if args.out is None:
         return _stream_simulation(config, args)
-    streaming_only = [
-        flag
-        for flag, value in (
-            ("--seconds", args.seconds),
-            ("--name", args.name),
-            ("--speed", args.speed),
-        )
-        if value is not None
-    ]
+    streaming_only = _given(args, "--seconds", "--name", "--speed")
     if streaming_only:
         raise ValueError(
             f"{', '.join(streaming_only)} only apply when streaming over LSL; drop them or "
@@ -145,11 +147,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     path = Path(args.session)
     if not path.is_file():
         raise FileNotFoundError(f"session file {path} does not exist")
-    model_only = [
-        flag
-        for flag, value in (("--adapt", args.adapt), ("--fast", args.fast), ("--out", args.out))
-        if value
-    ]
+    model_only = _given(args, "--adapt", "--fast", "--out")
     if args.model is None and model_only:
         raise ValueError(f"{', '.join(model_only)} only apply with --model MODEL")
     if args.model is not None:
@@ -188,16 +186,7 @@ def _replay_model(path: Path, args: argparse.Namespace) -> int:
             "--model needs --fast: only --fast (decode as fast as possible) is available in "
             "this version; to play the session in real time over LSL use --play"
         )
-    stream_flags = [
-        flag
-        for flag, value in (
-            ("--neural", args.neural),
-            ("--kinematics", args.kinematics),
-            ("--targets", args.targets),
-            ("--bin-ms", args.bin_ms),
-        )
-        if value is not None
-    ]
+    stream_flags = _given(args, "--neural", "--kinematics", "--targets", "--bin-ms")
     if stream_flags:
         raise ValueError(
             f"{', '.join(stream_flags)} are not supported with --model in this version: an XDF "
@@ -327,11 +316,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from calibration.search import SearchError
 
     if args.init is not None:
-        from_checkpoint = [
-            flag
-            for flag, value in (("--hidden", args.hidden), ("--alif-fraction", args.alif_fraction))
-            if value is not None
-        ]
+        from_checkpoint = _given(args, "--hidden", "--alif-fraction")
         if from_checkpoint:
             raise ValueError(
                 f"{', '.join(from_checkpoint)} cannot change a model fine-tuned with --init "
