@@ -19,9 +19,20 @@ and stages the model for the loop.
 States (``Daemon.state``; transitions logged, mirrored to ``Engine.set_state``):
 ``starting``, ``waiting-for-stream`` (the stream has not been seen yet), ``decoding``,
 ``stream-lost`` (the inlet is stalled, lost or refusing a changed stream after data had
-flowed; one zero-velocity sample is pushed to the outlet so consumers hold still),
+flowed; the output *holds*: zero velocity is pushed to the outlet at the model's bin rate by a
+timer in the loop, and :attr:`Daemon.holding` is True; no decoded bin is invented, so
+sequence numbers keep counting decoded bins only; decoding resumes by itself when the inlet
+delivers again, e.g. after liblsl recovers the same source_id),
 ``schema-mismatch`` (the stream's channel count differs from the model's; nothing is decoded),
 ``stopped`` and ``error``.
+
+Latency: for every decoded bin pushed to the outlet the loop records
+``pylsl.local_clock()`` right after the push minus the input sample's timestamp mapped to the
+local clock (timestamp + the inlet's ``clock_offset`` when known, else the raw timestamp;
+:meth:`Daemon.latency` says which). The last ``latency_window`` values live in a preallocated
+ring owned by the loop thread; readers get a copy taken under a short lock
+(:meth:`Daemon.latency`). Bins slower than ``deadline_s`` (default: the model's bin width)
+count as deadline misses.
 
 Left out for now: adaptation from a live target stream. With ``adapt`` the engine runs its
 e-prop learner, but every bin gets ``target=None``, so no weight changes happen yet.
@@ -32,12 +43,14 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pylsl
 
 from bci.checkpoint import load_checkpoint, read_manifest
 from service.engine import STATES, DecodedBin, Engine, RecentBins, model_id_of
@@ -68,6 +81,8 @@ class Daemon:
         poll_s: float = 0.005,
         recent_capacity: int = 1200,
         inlet_options: dict[str, Any] | None = None,
+        latency_window: int = 10_000,
+        deadline_s: float | None = None,
     ) -> None:
         self.settings = settings
         self.poll_s = float(poll_s)
@@ -86,6 +101,18 @@ class Daemon:
         self._thread: threading.Thread | None = None
         self._ever_connected = False
         self.push_errors = 0
+        if int(latency_window) != latency_window or latency_window < 1:
+            raise ValueError(f"latency_window must be a positive integer; got {latency_window!r}")
+        if deadline_s is not None and not deadline_s > 0:
+            raise ValueError(f"deadline_s must be positive seconds; got {deadline_s!r}")
+        self.deadline_s = deadline_s  # None until start(): then the model's bin width
+        self._latency = np.zeros(int(latency_window), dtype=np.float64)  # seconds, ring
+        self._latency_n = 0  # bins measured in total
+        self._latency_misses = 0
+        self._latency_offset_bins = 0  # bins mapped with the inlet's clock offset
+        self._latency_lock = threading.Lock()
+        self._next_hold = 0.0  # monotonic time of the next zero-velocity push while lost
+        self.hold_pushes = 0  # zero-velocity samples pushed while the stream was lost
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> Daemon:
@@ -106,6 +133,8 @@ class Daemon:
             model="bci serve",
         )
         self.engine = Engine(checkpoint, adapt=settings.adapt, sinks=[self.recent, self._push])
+        if self.deadline_s is None:
+            self.deadline_s = float(self.engine.bin_s)
         self._stop.clear()
         self.inlet = LslInlet(
             name=settings.stream, source_id=settings.source_id, **self.inlet_options
@@ -153,6 +182,44 @@ class Daemon:
         with self._state_lock:
             return self._message
 
+    @property
+    def holding(self) -> bool:
+        """True while the stream is lost and the output holds zero velocity."""
+        return self.state == "stream-lost"
+
+    def latency(self) -> dict[str, Any]:
+        """Latency over the last ``latency_window`` decoded bins (milliseconds).
+
+        The ring is copied under a short lock; the statistics are computed on the caller's
+        thread. ``p50_ms``/``p99_ms``/``max_ms`` are None before the first bin.
+        """
+        with self._latency_lock:
+            total, misses = self._latency_n, self._latency_misses
+            with_offset = self._latency_offset_bins
+            window = self._latency[: min(total, len(self._latency))].copy()
+        stats: dict[str, float | None] = {"p50_ms": None, "p99_ms": None, "max_ms": None}
+        if len(window):
+            p50, p99 = np.percentile(window, [50.0, 99.0]) * 1e3
+            peak = float(window.max() * 1e3)
+            stats = {"p50_ms": float(p50), "p99_ms": float(p99), "max_ms": peak}
+        if total == 0:
+            clock = "none"
+        elif with_offset == total:
+            clock = "offset"
+        elif with_offset == 0:
+            clock = "raw"
+        else:
+            clock = "mixed"
+        return {
+            **stats,
+            "bins": total,
+            "window": len(window),
+            "window_capacity": len(self._latency),
+            "deadline_ms": None if self.deadline_s is None else self.deadline_s * 1e3,
+            "deadline_misses": misses,
+            "timestamp_mapping": clock,
+        }
+
     def _set_state(self, state: str, message: str) -> None:
         with self._state_lock:
             previous = self._state
@@ -167,7 +234,7 @@ class Daemon:
         if self.engine is not None:
             self.engine.set_state(state)
         if state == "stream-lost":
-            self._hold_still()
+            self._next_hold = 0.0  # the first zero-velocity sample goes out at once
 
     # -- model ---------------------------------------------------------------------------------
     def manifest(self, model_id: str) -> dict | None:
@@ -214,15 +281,36 @@ class Daemon:
             return
         try:
             offset = self.inlet.clock_offset if self.inlet is not None else None
-            outlet.push(decoded.values, decoded.timestamp + (offset or 0.0))
+            local_stamp = decoded.timestamp + (offset or 0.0)
+            outlet.push(decoded.values, local_stamp)
         except ValueError as error:  # non-finite output: counted, not fatal
             self.push_errors += 1
             logger.warning("bin %d not pushed: %s", decoded.seq, error)
+            return
+        self._record_latency(pylsl.local_clock() - local_stamp, offset is not None)
 
-    def _hold_still(self) -> None:
+    def _record_latency(self, latency_s: float, with_offset: bool) -> None:
+        deadline = self.deadline_s
+        with self._latency_lock:
+            self._latency[self._latency_n % len(self._latency)] = latency_s
+            self._latency_n += 1
+            self._latency_offset_bins += with_offset
+            if deadline is not None and latency_s > deadline:
+                self._latency_misses += 1
+
+    def _hold_tick(self) -> None:
+        """While lost: push zero velocity once per bin (a timer checked on each poll)."""
+        now = time.monotonic()
+        if now < self._next_hold:
+            return
+        bin_s = self._require_engine().bin_s
+        # keep the bin rate; after a pause longer than a bin (or the first tick) restart from now
+        following = self._next_hold + bin_s
+        self._next_hold = following if following > now else now + bin_s
         outlet = self.outlet
         if outlet is not None and outlet.running and self.kinematics_labels:
             outlet.push(np.zeros(len(self.kinematics_labels), dtype=np.float32))
+            self.hold_pushes += 1
 
     def _run(self) -> None:
         try:
@@ -275,8 +363,10 @@ class Daemon:
         try:
             data, timestamps = inlet.read_new()
         except RuntimeError:  # no ring yet
-            return False
+            timestamps = data = np.empty(0)
         if len(timestamps) == 0:
+            if self.state == "stream-lost":
+                self._hold_tick()
             return False
         self._ever_connected = True
         for row, stamp in zip(data, timestamps, strict=True):

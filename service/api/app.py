@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from service.api.routers import adaptation, health, kinematics, model, stream
+from service.api.routers import adaptation, health, kinematics, metrics, model, stream
 from service.daemon import Daemon
 from service.settings import Settings, resolve_token
 
@@ -48,6 +48,6 @@ def create_app(settings: Settings, daemon: Daemon | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.daemon = daemon
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(settings.allowed_hosts))
-    for router in (health, kinematics, model, stream, adaptation):
+    for router in (health, kinematics, model, stream, adaptation, metrics):
         app.include_router(router.router, prefix=API_PREFIX)
     return app

@@ -344,3 +344,18 @@ def test_adaptation_controls_when_adapt_is_on(served: Served) -> None:
         assert response.status_code == 200 and response.json()["status"]["lr"] == 2e-4
         response = client.post("/adaptation/learning-rate", json={"lr": -1.0}, headers=auth)
         assert response.status_code == 422, response.text
+
+
+def test_latency_metrics(served: Served) -> None:
+    client = served.client
+    assert wait_for(lambda: client.get("/health").json()["state"] == "decoding")
+    assert wait_for(lambda: client.get("/metrics/latency").json()["bins"] >= 20)
+    latency = client.get("/metrics/latency").json()
+    assert 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
+    assert 0 < latency["window"] <= latency["window_capacity"] == 10_000
+    assert latency["deadline_ms"] == pytest.approx(50.0)
+    assert 0 <= latency["deadline_misses"] <= latency["bins"]
+    assert latency["timestamp_mapping"] in ("offset", "raw", "mixed")
+    schemas = client.get(f"http://localhost:{served.port}/openapi.json").json()
+    assert "LatencyMetrics" in schemas["components"]["schemas"]
+    assert "/api/v1/metrics/latency" in schemas["paths"]

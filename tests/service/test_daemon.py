@@ -12,6 +12,7 @@ import pytest
 
 from bci.checkpoint import save_checkpoint
 from bci.rsnn import RSNN, RSNNConfig
+from service.api.routers.kinematics import latest
 from service.daemon import Daemon
 from service.settings import Settings
 from streams.player import SessionPlayer, simulate_stream
@@ -100,3 +101,44 @@ def test_channel_count_mismatch_is_reported_and_nothing_decoded(tmp_path: Path) 
 def test_missing_model_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="BCI_MODEL"):
         Daemon(Settings(stream="x")).start()
+
+
+@pytest.mark.timeout(120)
+def test_lost_stream_holds_zero_velocity_and_decoding_resumes(tmp_path: Path) -> None:
+    name = f"bci-test-daemon-{uuid.uuid4().hex[:8]}"
+    daemon = Daemon(settings_for(name, make_checkpoint(tmp_path / "m.safetensors")))
+    player = player_for(name)
+    second: SessionPlayer | None = None
+    try:
+        daemon.start()
+        player.start()
+        assert wait_for(lambda: daemon.state == "decoding"), daemon.state_message
+        assert wait_for(lambda: len(daemon.recent) >= 5)
+        assert not latest(daemon).holding
+        player.stop()
+        assert wait_for(lambda: daemon.state == "stream-lost"), daemon.state
+        assert daemon.holding
+        held = latest(daemon)
+        seq = held.seq
+        assert held.holding and held.values == [0.0, 0.0]
+        assert held.seq == daemon.engine.bins_decoded - 1  # the last decoded bin, none invented
+        pushes = daemon.hold_pushes
+        time.sleep(1.0)
+        assert daemon.state == "stream-lost"
+        assert 10 <= daemon.hold_pushes - pushes <= 30  # zeros at the 20 Hz bin rate
+        assert daemon.engine.bins_decoded == seq + 1
+
+        second = player_for(name)  # same name and source_id: the inlet recovers it
+        assert second.source_id == player.source_id
+        second.start()
+        assert wait_for(lambda: daemon.state == "decoding", 60.0), daemon.state_message
+        assert wait_for(lambda: latest(daemon).seq > seq + 5)
+        resumed = latest(daemon)
+        assert not resumed.holding and resumed.values != [0.0, 0.0]
+        seqs = [b.seq for b in daemon.recent.recent()]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    finally:
+        player.stop()
+        if second is not None:
+            second.stop()
+        daemon.stop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from service.api.deps import DaemonDep
 from service.engine import DecodedBin
@@ -19,6 +19,11 @@ class KinematicsBin(BaseModel):
     values: list[float]
     labels: list[str]
     model_id: str
+    holding: bool = Field(
+        default=False,
+        description="True while the stream is lost: the output holds zero velocity and "
+        "values are zeros; seq, timestamp and model_id are those of the last decoded bin",
+    )
 
 
 class KinematicsList(BaseModel):
@@ -40,7 +45,11 @@ def latest(daemon: DaemonDep) -> KinematicsBin:
     decoded = daemon.recent.latest()
     if decoded is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no bin decoded yet")
-    return _out(decoded, daemon.kinematics_labels)
+    out = _out(decoded, daemon.kinematics_labels)
+    if daemon.holding:  # no decoded bin is invented: the last one's identity, zero values
+        out.values = [0.0] * len(out.values)
+        out.holding = True
+    return out
 
 
 @router.get("/recent", response_model=KinematicsList)
