@@ -10,6 +10,7 @@ computing algorithms and systems", Nature Communications 16, 1545.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -24,6 +25,7 @@ __all__ = [
     "pearson_r",
     "r2_score",
     "synaptic_operations",
+    "windowed_r2",
 ]
 
 
@@ -71,6 +73,25 @@ def r2_score(y_true: Any, y_pred: Any) -> tuple[float, np.ndarray]:
         1.0 - sse / np.where(constant, 1.0, sst),
     )
     return float(per_dim.mean()), per_dim
+
+
+def windowed_r2(
+    y_true: Any, y_pred: Any, bin_s: float, window_s: float, start_s: float = 0.0
+) -> list[list[float]]:
+    """:func:`r2_score` over consecutive full windows of ``window_s`` seconds of (T, K) data.
+
+    Returns ``[[t_start, t_end, r2], ...]`` in seconds, the first bin starting at ``start_s``;
+    a final partial window is left out.
+    """
+    if not (math.isfinite(window_s) and window_s > 0):
+        raise ValueError(f"window_s must be a positive number of seconds; got {window_s}")
+    truth, decoded = _paired(y_true, y_pred)
+    n = max(1, round(window_s / bin_s))
+    rows = []
+    for i in range(0, truth.shape[0] - n + 1, n):
+        r2, _ = r2_score(truth[i : i + n], decoded[i : i + n])
+        rows.append([start_s + i * bin_s, start_s + (i + n) * bin_s, float(r2)])
+    return rows
 
 
 def pearson_r(y_true: Any, y_pred: Any) -> np.ndarray:

@@ -30,7 +30,7 @@ import numpy as np
 
 from bci.eprop import EpropConfig
 from bci.intention import intended_velocity, rotation_target
-from bci.metrics import r2_score
+from bci.metrics import r2_score, windowed_r2
 from bci.rsnn import RSNN, RSNNConfig
 from bci.runtime import single_threaded_blas
 from bci.training import TrainConfig, train_rsnn
@@ -61,15 +61,6 @@ def _train(neural: np.ndarray, kinematics: np.ndarray, split: tuple[int, int], s
         TrainConfig(seed=seed),
     )
     return model
-
-
-def _windowed_r2(truth: np.ndarray, decoded: np.ndarray, start_s: float) -> list[list[float]]:
-    n = _bins(WINDOW_S)
-    rows = []
-    for i in range(0, truth.shape[0] - n + 1, n):
-        r2, _ = r2_score(truth[i : i + n], decoded[i : i + n])
-        rows.append([start_s + i * BIN_S, start_s + (i + n) * BIN_S, float(r2)])
-    return rows
 
 
 def scenario(kind: str, value: float, eprop: EpropConfig, seed: int) -> dict:
@@ -107,7 +98,7 @@ def scenario(kind: str, value: float, eprop: EpropConfig, seed: int) -> dict:
         result["runs"][name] = {
             "r2_at_3min": float(r2),
             "restored_fraction": float((r2 - r2_frozen) / lost) if lost > 0 else float("nan"),
-            "r2_windows": _windowed_r2(v, decoded, VAL_END_S),
+            "r2_windows": windowed_r2(v, decoded, BIN_S, WINDOW_S, start_s=VAL_END_S),
         }
     return result
 

@@ -14,29 +14,14 @@ import numpy as np
 
 from bci.checkpoint import load_checkpoint
 from bci.eprop import EpropConfig
-from bci.metrics import r2_score
+from bci.metrics import r2_score, windowed_r2
 from bci.runtime import single_threaded_blas
 from service.engine import Engine
 from streams.files import load_any_session
 
-__all__ = ["replay_session", "windowed_r2"]
+__all__ = ["replay_session"]
 
 logger = logging.getLogger(__name__)
-
-
-def windowed_r2(
-    truth: np.ndarray, decoded: np.ndarray, bin_s: float, window_s: float
-) -> list[list[float]]:
-    """R² over consecutive full windows of ``window_s`` seconds: ``[[t_start, t_end, r2]]``,
-    times in seconds from the start of the session (a final partial window is left out)."""
-    if not (math.isfinite(window_s) and window_s > 0):
-        raise ValueError(f"window_s must be a positive number of seconds; got {window_s}")
-    n = max(1, round(window_s / bin_s))
-    rows = []
-    for i in range(0, truth.shape[0] - n + 1, n):
-        r2, _ = r2_score(truth[i : i + n], decoded[i : i + n])
-        rows.append([i * bin_s, (i + n) * bin_s, float(r2)])
-    return rows
 
 
 def replay_session(

@@ -13,6 +13,7 @@ from bci.metrics import (
     pearson_r,
     r2_score,
     synaptic_operations,
+    windowed_r2,
 )
 
 # ----------------------------------------------------------------------------- R²
@@ -182,3 +183,14 @@ def test_footprint_of_arrays_and_tensors() -> None:
     assert footprint_bytes([np.zeros(2), [torch.zeros(3, dtype=torch.float64)]]) == 16 + 24
     with pytest.raises(TypeError, match="cannot size a"):
         footprint_bytes(3.0)
+
+
+def test_windowed_r2_scores_full_windows_only() -> None:
+    """Windows of 2 bins at 0.5 s bins, starting at 10 s; the odd last bin is left out."""
+    truth = np.array([[0.0], [2.0], [0.0], [2.0], [9.0]])
+    decoded = np.array([[0.0], [2.0], [1.0], [1.0], [0.0]])
+    rows = windowed_r2(truth, decoded, bin_s=0.5, window_s=1.0, start_s=10.0)
+    # window 1 is perfect; window 2: SSE = 1 + 1 = 2, n var = 2 * 1 = 2 -> R² = 0
+    assert rows == [[10.0, 11.0, 1.0], [11.0, 12.0, 0.0]]
+    with pytest.raises(ValueError, match="window_s must be a positive number of seconds"):
+        windowed_r2(truth, decoded, bin_s=0.5, window_s=0.0)
