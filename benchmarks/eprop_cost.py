@@ -48,9 +48,13 @@ def bench_size(n_in: int, n_hidden: int, n_out: int, bins: int, seed: int) -> li
     rho = naive_decoder.neuron[3]
     beta = naive_decoder.neuron[2]
 
+    presynaptic = np.zeros(n_in + n_hidden, dtype=np.float32)  # [x~; z_prev] of each bin
+    scaled = np.zeros(n_hidden, dtype=np.float32)
+    out = np.zeros(n_out, dtype=np.float32)
+
     def naive(i: int) -> None:
-        naive_decoder.step(counts[i], naive_state)
-        reference_step(traces, naive_decoder._xz, ones, ones, ones, rho, beta, 0.9, grad)
+        naive_decoder.advance(counts[i], naive_state, presynaptic, scaled, out)
+        reference_step(traces, presynaptic, ones, ones, ones, rho, beta, 0.9, grad)
 
     methods = (
         ("inference", lambda i: decoder.step(counts[i], state), bins),
