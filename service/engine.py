@@ -47,12 +47,16 @@ STATES: tuple[str, ...] = (
 @dataclass(frozen=True)
 class DecodedBin:
     """One decoded bin: ``seq`` counts bins from 0 across model swaps; ``timestamp`` is the
-    source's time of the bin (seconds); ``values`` (K,) a private copy of the output."""
+    source's time of the bin (seconds); ``values`` (K,) a private copy of the output;
+    ``target`` (K,) the learning target given with the bin (None when there was none);
+    ``spikes`` (R,) uint8 spikes of the engine's raster sample of hidden neurons."""
 
     seq: int
     timestamp: float
     values: np.ndarray
     model_id: str
+    target: np.ndarray | None = None
+    spikes: np.ndarray | None = None
 
 
 Sink = Callable[[DecodedBin], None]
@@ -121,7 +125,9 @@ class Engine:
     ``n_channels`` and ``bin_s`` describe the stream (default: the checkpoint's); a model
     whose channel count or bin width differs from them is refused, at construction and on
     swap. ``sinks`` are called with each :class:`DecodedBin` on the processing thread, in
-    order; keep them fast (e.g. :class:`RecentBins`).
+    order; keep them fast (e.g. :class:`RecentBins`). Each bin carries the spikes of
+    ``raster_neurons`` hidden neurons spread evenly over the layer, and the engine keeps every
+    hidden neuron's firing rate as an exponential moving average over ``rate_tau_s`` seconds.
     """
 
     def __init__(
@@ -133,7 +139,15 @@ class Engine:
         sinks: Iterable[Sink] = (),
         n_channels: int | None = None,
         bin_s: float | None = None,
+        raster_neurons: int = 32,
+        rate_tau_s: float = 2.0,
     ) -> None:
+        if int(raster_neurons) != raster_neurons or raster_neurons < 0:
+            raise ValueError(f"raster_neurons must be zero or more; got {raster_neurons!r}")
+        if not rate_tau_s > 0:
+            raise ValueError(f"rate_tau_s must be positive seconds; got {rate_tau_s!r}")
+        self.raster_neurons = int(raster_neurons)
+        self.rate_tau_s = float(rate_tau_s)
         self.adapt = bool(adapt)
         self.eprop = eprop if eprop is not None else EpropConfig()
         config = checkpoint.model.config
@@ -143,6 +157,8 @@ class Engine:
         self._current = self._prepare(checkpoint)
         self._previous: _Slot | None = None
         self._state: OnlineState = self._current.decoder.initial_state()
+        self._rate_decay = math.exp(-self.bin_s / self.rate_tau_s)
+        self._reset_activity()
         self._seq = 0
         self._lifecycle = "starting"
         self._lock = threading.Lock()  # guards _staged and the swap bookkeeping only
@@ -165,7 +181,17 @@ class Engine:
             out = slot.learner.step(x, target, self._state)
         else:
             out = slot.decoder.step(x, self._state)
-        decoded = DecodedBin(self._seq, timestamp, out.copy(), slot.model_id)
+        spikes = self._state.z
+        self._rates *= self._rate_decay
+        self._rates += (1.0 - self._rate_decay) / self.bin_s * spikes
+        decoded = DecodedBin(
+            self._seq,
+            timestamp,
+            out.copy(),
+            slot.model_id,
+            None if target is None else np.array(target, dtype=np.float32),
+            spikes[self._raster].astype(np.uint8),
+        )
         self._seq += 1
         if self._lifecycle != "decoding":
             self.set_state("decoding")
@@ -181,6 +207,8 @@ class Engine:
             old = self._current
             self._previous, self._current = old, staged.slot
             self._state = staged.slot.decoder.initial_state()
+            self._reset_activity()
+            self.set_adaptation(self.adapt)  # a rolled-back model follows today's setting
             learner = staged.slot.learner
             if learner is not None and not learner.status.paused:
                 learner.resume()  # its traces and window belong to the state just dropped
@@ -252,6 +280,51 @@ class Engine:
                     self._staged.slot.model_id,
                 )
             self._staged = _Staged(slot, kind, time.time())
+
+    def _reset_activity(self) -> None:
+        """Raster sample and firing rates for the current model (called on the loop thread)."""
+        n_hidden = self._current.decoder.n_hidden
+        count = min(self.raster_neurons, n_hidden)
+        self._raster = np.unique(np.linspace(0, n_hidden - 1, count).round().astype(np.intp))
+        self._rates = np.zeros(n_hidden, dtype=np.float64)
+
+    def set_adaptation(self, enabled: bool) -> None:
+        """Start (a fresh learner for the current model) or stop adapting; later swaps follow.
+
+        Call on the processing thread between bins. Stopping keeps the weights learned so far.
+        """
+        self.adapt = bool(enabled)
+        slot = self._current
+        if enabled and slot.learner is None:
+            slot.learner = EpropLearner(slot.decoder, self.eprop)
+        elif not enabled:
+            slot.learner = None
+
+    @property
+    def raster_indices(self) -> np.ndarray:
+        """Indices of the hidden neurons whose spikes each :class:`DecodedBin` carries."""
+        return self._raster.copy()
+
+    def activity(self) -> dict[str, Any]:
+        """Firing rates (Hz, moving average per hidden neuron) and weight norms (Frobenius)
+        of the current model; a snapshot that may straddle one bin (any thread)."""
+        decoder = self._current.decoder
+        rates = self._rates.copy()
+        n_in = decoder.n_in
+        weights = decoder.weights  # (H, n_in + H): input then recurrent columns
+        return {
+            "model_id": self._current.model_id,
+            "rate_tau_s": self.rate_tau_s,
+            "firing_rates_hz": rates.tolist(),
+            "mean_rate_hz": float(rates.mean()) if len(rates) else 0.0,
+            "silent_fraction": float(np.mean(rates < 0.1)) if len(rates) else 0.0,
+            "raster_indices": self._raster.tolist(),
+            "weight_norms": {
+                "input": float(np.linalg.norm(weights[:, :n_in])),
+                "recurrent": float(np.linalg.norm(weights[:, n_in:])),
+                "readout": float(np.linalg.norm(decoder.w_out)),
+            },
+        }
 
     def set_state(self, state: str) -> None:
         """Set the lifecycle state (one of :data:`STATES`); transitions are logged."""

@@ -7,33 +7,27 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pylsl
 import pytest
-import uvicorn
-from fastapi import FastAPI
+from serving import N_CHANNELS, Served, run_server, train_checkpoint, wait_for
 
 from bci.checkpoint import load_checkpoint, save_checkpoint
 from bci.rsnn import RSNN, RSNNConfig
-from bci.training import TrainConfig, train_rsnn
 from service.api import create_app
 from service.cli import main
 from service.daemon import Daemon
 from service.engine import model_id_of
 from service.settings import Settings, resolve_token
 from streams.player import SessionPlayer, simulate_stream
-from streams.synthetic import SyntheticConfig, simulate_session
+from streams.synthetic import SyntheticConfig
 
-N_CHANNELS = 16
 TOKEN = "test-token-123"
 POSTS: tuple[tuple[str, dict | None], ...] = (
     ("/model/swap", {"name": "b.safetensors"}),
@@ -44,50 +38,6 @@ POSTS: tuple[tuple[str, dict | None], ...] = (
 )
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
-
-
-def train_checkpoint(path: Path, seed: int) -> Path:
-    session = simulate_session(SyntheticConfig(n_channels=N_CHANNELS, duration_s=40.0, seed=7))
-    x, y = session.neural.astype(np.float32), session.kinematics.astype(np.float32)
-    split = int(0.8 * len(x))
-    model = RSNN(RSNNConfig(n_in=N_CHANNELS, n_hidden=32, n_out=2, dt_s=0.05), seed=seed)
-    config = TrainConfig(window=40, burn_in=10, batch_size=8, max_steps=30, eval_every=10)
-    train_rsnn(model, (x[:split], y[:split]), (x[split:], y[split:]), config)
-    return save_checkpoint(path, model, kinematics_labels=("vx", "vy"))
-
-
-@dataclass
-class Served:
-    name: str
-    client: httpx.Client
-    daemon: Daemon
-    models: Path
-    ids: dict[str, str]
-    port: int
-
-
-@contextmanager
-def run_server(app: FastAPI) -> Iterator[int]:
-    """Serve ``app`` with uvicorn in a thread on a free port; yields the port."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        assert wait_for(lambda: server.started, 30.0), "uvicorn did not start"
-        yield server.servers[0].sockets[0].getsockname()[1]
-    finally:
-        server.should_exit = True
-        thread.join(15.0)
-    assert not thread.is_alive()
 
 
 @pytest.fixture(scope="module")
