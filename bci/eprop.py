@@ -456,6 +456,33 @@ class EpropLearner:
         A non-finite target skips that bin's learning signal (counted). Non-finite input
         channels are decoded as their training mean; the pending update is rejected, the
         weights roll back to the last snapshot and learning pauses until :meth:`resume`.
+        Equivalent to :meth:`decode` followed by :meth:`update` when :attr:`update_due`.
+        """
+        out = self.decode(x, target, state)
+        if not self.update_due:
+            return out
+        out = out.copy()
+        self.update()
+        return out
+
+    @property
+    def update_due(self) -> bool:
+        """True when the current window is full: call :meth:`update` before the next bin."""
+        return self._window.length >= self.config.update_every
+
+    def update(self) -> None:
+        """Close the window: compute its e-prop gradient and apply the weight update.
+
+        A real-time caller decodes with :meth:`decode`, publishes the output, then calls this
+        when :attr:`update_due`, so the update's cost never delays an output.
+        """
+        self._finish_window()
+
+    def decode(self, x: np.ndarray, target: np.ndarray | None, state: OnlineState) -> np.ndarray:
+        """:meth:`step` without the window update: decode ``x``, record the bin for learning.
+
+        Returns a view valid until the next call. Call :meth:`update` when :attr:`update_due`;
+        a window still due at the next call is closed first.
         """
         dec = self.decoder
         w = self._window
@@ -479,6 +506,8 @@ class EpropLearner:
                 self._reject(f"non-finite input at bin {self._status.bins - 1}")
         if self._status.paused or self._frozen == set(GROUPS):
             return dec.step(x, state)
+        if self.update_due:
+            self._finish_window()
         k = w.length
         dec.advance(x, state, w.presynaptic[k], w.scaled[k], w.outputs[k])
         w.spikes[k] = state.z
@@ -489,11 +518,7 @@ class EpropLearner:
             w.targets[k] = target
             self._status.bins_with_target += 1
         w.length = k + 1
-        if w.length < self.config.update_every:
-            return w.outputs[k]
-        out = w.outputs[k].copy()
-        self._finish_window()
-        return out
+        return w.outputs[k]
 
     # -- window ----------------------------------------------------------------------------
     # Overflow (absurd but finite data) yields inf/NaN that the update checks below reject

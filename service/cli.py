@@ -448,6 +448,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             ("model", args.model),
             ("models_dir", args.models_dir),
             ("adapt", True if args.adapt else None),
+            ("target_stream", args.target_stream),
+            ("output_name", args.output_name),
             ("host", args.host),
             ("port", args.port),
             ("token", args.token),
@@ -756,8 +758,8 @@ def build_parser() -> argparse.ArgumentParser:
             "API under /api/v1 (health, kinematics, model, stream, adaptation; OpenAPI at /docs). "
             "Every POST needs 'Authorization: Bearer TOKEN'; without --token one is generated "
             "and printed. Flags override the BCI_* environment variables (BCI_STREAM, "
-            "BCI_MODEL, BCI_MODELS_DIR, BCI_ADAPT, BCI_HOST, BCI_PORT, BCI_TOKEN, "
-            "BCI_ALLOWED_HOSTS; BCI_OUTPUT_NAME sets the outlet's prefix). Stops cleanly on "
+            "BCI_MODEL, BCI_MODELS_DIR, BCI_ADAPT, BCI_TARGET_STREAM, BCI_OUTPUT_NAME, "
+            "BCI_HOST, BCI_PORT, BCI_TOKEN, BCI_ALLOWED_HOSTS). Stops cleanly on "
             "Ctrl-C or SIGTERM.\n\n"
             "example: bci serve --stream bci-sim --model model.safetensors --port 8000"
         ),
@@ -768,6 +770,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--models-dir", help="folder of checkpoints that /model/swap finds by name")
     serve.add_argument(
         "--adapt", action="store_true", default=None, help="adapt online by e-prop (default off)"
+    )
+    serve.add_argument(
+        "--target-stream",
+        help="LSL stream of learning targets, e.g. bci-sim-kinematics (default: none)",
+    )
+    serve.add_argument(
+        "--output-name", help="outlet prefix: decoded stream <name>-kinematics (bci-decoder)"
     )
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="HTTP port (default 8000)")

@@ -34,8 +34,14 @@ ring owned by the loop thread; readers get a copy taken under a short lock
 (:meth:`Daemon.latency`). Bins slower than ``deadline_s`` (default: the model's bin width)
 count as deadline misses.
 
-Left out for now: adaptation from a live target stream. With ``adapt`` the engine runs its
-e-prop learner, but every bin gets ``target=None``, so no weight changes happen yet.
+Wake-up: the loop blocks in :meth:`LslInlet.wait_for_data`, which the inlet's thread
+signals as soon as liblsl hands it a sample, so a bin is decoded and pushed within a thread
+wake-up of its arrival rather than at the next poll.
+
+Adaptation: with ``settings.target_stream`` a :class:`~service.targets.TargetFeed` reads the
+learning targets; each bin learns from the target stamped within half a bin of it (see
+:mod:`service.targets`), and the e-prop weight update runs after the bin has been pushed.
+Without a target stream the learner decodes but learns nothing.
 """
 
 from __future__ import annotations
@@ -55,7 +61,8 @@ import pylsl
 from bci.checkpoint import load_checkpoint, read_manifest
 from service.engine import STATES, DecodedBin, Engine, RecentBins, model_id_of
 from service.settings import Settings
-from streams.lsl_inlet import LslInlet
+from service.targets import TargetFeed
+from streams.lsl_inlet import LslInlet, StreamSchema
 from streams.lsl_outlet import KinematicsOutlet
 
 __all__ = ["DAEMON_STATES", "Daemon"]
@@ -90,6 +97,7 @@ class Daemon:
         self.inlet_options = dict(inlet_options or {})
         self.engine: Engine | None = None
         self.inlet: LslInlet | None = None
+        self.targets: TargetFeed | None = None
         self.outlet: KinematicsOutlet | None = None
         self.kinematics_labels: tuple[str, ...] = ()
         self._manifests: dict[str, dict] = {}
@@ -136,6 +144,13 @@ class Daemon:
         if self.deadline_s is None:
             self.deadline_s = float(self.engine.bin_s)
         self._stop.clear()
+        if settings.target_stream:
+            self.targets = TargetFeed(
+                settings.target_stream,
+                len(self.kinematics_labels),
+                self.engine.bin_s,
+                self.inlet_options,
+            ).start()
         self.inlet = LslInlet(
             name=settings.stream, source_id=settings.source_id, **self.inlet_options
         ).start()
@@ -160,6 +175,8 @@ class Daemon:
             self._thread = None
         if self.inlet is not None:
             self.inlet.stop()
+        if self.targets is not None:
+            self.targets.stop()
         if self.outlet is not None:
             self.outlet.close()
         if self._state != "stopped":
@@ -314,10 +331,12 @@ class Daemon:
 
     def _run(self) -> None:
         try:
+            inlet = self.inlet
+            assert inlet is not None
             while not self._stop.is_set():
                 self._drain_controls()
                 if not self._step():
-                    self._stop.wait(self.poll_s)
+                    inlet.wait_for_data(self.poll_s)
         except Exception as error:  # the loop must say why it ended
             logger.exception("daemon loop failed")
             self._set_state("error", f"{type(error).__name__}: {error}")
@@ -351,13 +370,11 @@ class Daemon:
             self._set_state("waiting-for-stream", inlet.state_message)
             return False
         info = inlet.info
-        if info is not None and info.n_channels != engine.n_channels:
-            self._set_state(
-                "schema-mismatch",
-                f"stream {info.name!r} has {info.n_channels} channels but the model expects "
-                f"{engine.n_channels}; serve a model trained on this stream",
-            )
-            return False
+        if info is not None:
+            problem = _schema_problem(info, inlet.description, engine)
+            if problem:
+                self._set_state("schema-mismatch", problem)
+                return False
         if state in _LOST:
             self._set_state("stream-lost", f"inlet {state}: {inlet.state_message}")
         try:
@@ -369,7 +386,33 @@ class Daemon:
                 self._hold_tick()
             return False
         self._ever_connected = True
+        targets = self.targets if engine.learner is not None else None
+        offset = inlet.clock_offset or 0.0
         for row, stamp in zip(data, timestamps, strict=True):
-            engine.process(np.asarray(row, dtype=np.float32), None, float(stamp))
+            target = None if targets is None else targets.match(float(stamp) + offset)
+            engine.process(np.asarray(row, dtype=np.float32), target, float(stamp))
         self._set_state("decoding", f"decoding {inlet.info.name if inlet.info else '?'}")
         return True
+
+
+def _schema_problem(info: StreamSchema, description: dict[str, str], engine: Engine) -> str:
+    """Why the stream cannot feed ``engine`` (channel count, bin width), or "".
+
+    The bin width is the stream's ``desc/session_bin_s`` when it declares one (a session
+    player at any speed), else the period of its nominal rate (irregular streams: unchecked).
+    """
+    if info.n_channels != engine.n_channels:
+        return (
+            f"stream {info.name!r} has {info.n_channels} channels but the model expects "
+            f"{engine.n_channels}; serve a model trained on this stream"
+        )
+    try:
+        bin_s = float(description["session_bin_s"])
+    except (KeyError, ValueError):
+        bin_s = 1.0 / info.nominal_srate if info.nominal_srate > 0 else engine.bin_s
+    if abs(bin_s / engine.bin_s - 1.0) > 1e-3:
+        return (
+            f"stream {info.name!r} carries {bin_s * 1e3:g} ms bins but the model decodes "
+            f"{engine.bin_s * 1e3:g} ms bins; serve a model trained at this stream's bin width"
+        )
+    return ""

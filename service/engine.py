@@ -172,13 +172,15 @@ class Engine:
     def process(self, x: np.ndarray, target: np.ndarray | None, timestamp: float) -> DecodedBin:
         """Decode bin ``x`` (C,) (learning from ``target`` (K,) when adapting) and publish it.
 
-        A staged swap or rollback is applied first, so it takes effect between bins.
+        A staged swap or rollback is applied first, so it takes effect between bins. With
+        adaptation, a due e-prop weight update runs after the sinks have the bin.
         """
         if self._staged is not None:  # unlocked peek; the take below is locked
             self._apply_staged()
         slot = self._current
-        if slot.learner is not None:
-            out = slot.learner.step(x, target, self._state)
+        learner = slot.learner
+        if learner is not None:
+            out = learner.decode(x, target, self._state)
         else:
             out = slot.decoder.step(x, self._state)
         spikes = self._state.z
@@ -197,6 +199,8 @@ class Engine:
             self.set_state("decoding")
         for sink in self.sinks:
             sink(decoded)
+        if learner is not None and learner.update_due:
+            learner.update()  # after publishing: the update never delays this bin's output
         return decoded
 
     def _apply_staged(self) -> None:

@@ -25,6 +25,14 @@ class Settings(BaseSettings):
     model: Path | None = Field(None, description="checkpoint (.safetensors) to decode with")
     models_dir: Path | None = Field(None, description="folder of checkpoints swappable by name")
     adapt: bool = Field(False, description="adapt the decoder online with e-prop")
+    target_stream: str | None = Field(
+        None,
+        description=(
+            "name of an LSL stream of learning targets (one sample per bin, one channel per "
+            "decoded kinematic, timestamped like the neural bins), e.g. the simulator's "
+            "'<stream>-kinematics'; without it adaptation has no target and learns nothing"
+        ),
+    )
     host: str = Field("127.0.0.1", description="address the HTTP server binds")
     port: int = Field(8000, ge=0, le=65535, description="HTTP port (0: any free port)")
     token: str | None = Field(None, description="bearer token for POST endpoints")

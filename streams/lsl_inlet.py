@@ -278,7 +278,8 @@ class LslInlet:
         max_chunk: most samples taken per ``pull_chunk``.
         gap_factor: a timestamp step above ``gap_factor`` sample periods is a gap.
         jump_s: a forward timestamp step above this many seconds is a jump.
-        poll_interval_s: sleep after a pull that returned nothing.
+        poll_interval_s: longest wait for a sample in one pull (the pull returns as soon
+            as one arrives; this bounds how often the watchdog and stop are checked).
         clock_refresh_s: period of ``time_correction()`` reads.
 
     Raises ValueError for inconsistent arguments.
@@ -347,6 +348,8 @@ class LslInlet:
         self._watchdog_s = float(watchdog_s)
         self._lost_after_s = float(lost_after_s)
         self._max_chunk = max_chunk
+        self._data_event = threading.Event()  # set after each write to the ring
+        self._description: dict[str, str] = {}
         self._gap_factor = float(gap_factor)
         self._jump_s = float(jump_s)
         self._poll_s = float(poll_interval_s)
@@ -487,6 +490,13 @@ class LslInlet:
             return self._schema
 
     @property
+    def description(self) -> dict[str, str]:
+        """Text elements directly under the connected stream's ``desc`` (e.g. the player's
+        ``session_bin_s``), as read when the connection opened; empty before."""
+        with self._lock:
+            return dict(self._description)
+
+    @property
     def clock_offset(self) -> float | None:
         """Latest ``time_correction()`` in seconds (add to a timestamp for local time)."""
         with self._lock:
@@ -526,6 +536,16 @@ class LslInlet:
             return self._state == "connected"
 
     # --- reading -----------------------------------------------------------------------------
+
+    def wait_for_data(self, timeout: float) -> bool:
+        """Block until samples were written since the last call, or ``timeout`` seconds.
+
+        Returns True when there may be new samples (read them with :meth:`read_new`); the
+        consumer of a low-latency loop waits here instead of polling.
+        """
+        fired = self._data_event.wait(timeout)
+        self._data_event.clear()  # cleared before the caller reads, so no write is missed
+        return fired
 
     def read_new(self, max_rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Copies of the samples not read yet, oldest first: ``(data (n, C), timestamps (n,))``.
@@ -648,7 +668,7 @@ class LslInlet:
         try:
             # Fetch the full description now: a first pull on an inlet whose source has died
             # meanwhile would otherwise wait for it without timeout.
-            self._blocking(inlet.info, "fetch the stream description")
+            full = self._blocking(inlet.info, "fetch the stream description")
             self._blocking(inlet.open_stream, "open the stream")
         except (LslTimeoutError, LostError) as exc:
             inlet.close_stream()
@@ -659,6 +679,7 @@ class LslInlet:
                 self._n["reconnects"] += 1
             self._connections += 1
             self._uid = schema.uid
+            self._description = _desc_texts(full)
             again = self._connections > 1
         self._set_state(
             "connected", ("reconnected to " if again else "connected to ") + schema.describe()
@@ -718,15 +739,12 @@ class LslInlet:
         clock_known = False
         while not self._stop_event.is_set():
             try:
-                _, stamps = inlet.pull_chunk(
-                    timeout=0.0, max_samples=self._max_chunk, dest_obj=buffer
-                )
+                timestamps = self._pull(inlet, buffer)
             except LostError:
                 self._mark_lost("liblsl reported the stream lost (it cannot recover it)")
                 return
-            n = len(stamps)
+            n = len(timestamps)
             data = buffer[:n]
-            timestamps = np.asarray(stamps, dtype=np.float64)
             # liblsl reconnects to a restarted source on its own. It says so through
             # was_clock_reset() (only once it had a clock estimate); samples resuming after a
             # stall may also come from a new outlet. Either way the samples may already be
@@ -762,8 +780,24 @@ class LslInlet:
             if now >= next_clock:
                 clock_known = self._update_clock(inlet, 0.01) or clock_known
                 next_clock = now + (self._clock_refresh_s if clock_known else _CLOCK_RETRY_S)
-            if n < self._max_chunk:
-                self._stop_event.wait(self._poll_s)
+
+    def _pull(self, inlet: pylsl.StreamInlet, buffer: np.ndarray) -> np.ndarray:
+        """Pull what is buffered into ``buffer``; when nothing is, block up to the poll
+        interval for one sample (liblsl wakes us as it arrives) and take what followed it.
+        Returns the timestamps of the samples now at the top of ``buffer``."""
+        _, stamps = inlet.pull_chunk(timeout=0.0, max_samples=self._max_chunk, dest_obj=buffer)
+        if stamps:
+            return np.asarray(stamps, dtype=np.float64)
+        sample, stamp = inlet.pull_sample(timeout=self._poll_s)
+        if stamp is None:
+            return np.empty(0, dtype=np.float64)
+        buffer[0] = sample
+        rest: list[float] = []
+        if self._max_chunk > 1:
+            _, rest = inlet.pull_chunk(
+                timeout=0.0, max_samples=self._max_chunk - 1, dest_obj=buffer[1:]
+            )
+        return np.array([stamp, *rest], dtype=np.float64)
 
     def _check_source(self, n_held: int, liblsl_reset: bool) -> str | None:
         """Resolve the source again after a liblsl recovery or a stall.
@@ -824,6 +858,7 @@ class LslInlet:
                 timestamps = timestamps[finite]
             assert self._ring is not None
             self._ring.write(data, timestamps)
+        self._data_event.set()
         if n_bad:
             logger.debug("LslInlet: rejected %d sample(s) with NaN/Inf", n_bad)
 
@@ -855,14 +890,14 @@ class LslInlet:
 
     # --- helpers -----------------------------------------------------------------------------
 
-    def _blocking(self, call: Any, what: str) -> None:
-        """Call ``call(timeout=...)`` in stop-aware slices for up to resolve_timeout_s."""
+    def _blocking(self, call: Any, what: str) -> Any:
+        """Call ``call(timeout=...)`` in stop-aware slices for up to resolve_timeout_s;
+        returns its result."""
         deadline = time.monotonic() + self._resolve_timeout_s
         while True:
             self._check_stop()
             try:
-                call(timeout=_SLICE_S)
-                return
+                return call(timeout=_SLICE_S)
             except LslTimeoutError:
                 if time.monotonic() >= deadline:
                     raise LslTimeoutError(
@@ -921,3 +956,14 @@ class LslInlet:
     def _sleep(self, seconds: float) -> None:
         if self._stop_event.wait(seconds):
             raise _Stopping
+
+
+def _desc_texts(info: pylsl.StreamInfo) -> dict[str, str]:
+    """``{name: text}`` of the elements directly under ``info.desc()`` that hold text."""
+    texts = {}
+    child = info.desc().first_child()
+    while not child.empty():
+        if child.first_child().is_text():
+            texts[child.name()] = child.child_value()
+        child = child.next_sibling()
+    return texts

@@ -301,6 +301,28 @@ def _run(learner: EpropLearner, state: OnlineState, neural, targets) -> np.ndarr
     )
 
 
+def test_decode_then_deferred_update_equals_step() -> None:
+    """The real-time split (decode, publish, then update when due) is ``step`` exactly; a
+    caller that skips ``update`` gets the window closed at its next ``decode``."""
+    neural, kinematics = _recording(56)
+    stepped, s_state = _learner(_model(), optimizer="adam", lr=1e-3)
+    split, p_state = _learner(_model(), optimizer="adam", lr=1e-3)
+    lazy, l_state = _learner(_model(), optimizer="adam", lr=1e-3)
+    want = _run(stepped, s_state, neural, kinematics)
+    got, got_lazy = [], []
+    for x, y in zip(neural, kinematics, strict=True):
+        got.append(split.decode(x, y, p_state).copy())
+        got_lazy.append(lazy.decode(x, y, l_state).copy())
+        if split.update_due:
+            split.update()
+    np.testing.assert_array_equal(np.array(got), want)
+    np.testing.assert_array_equal(np.array(got_lazy), want)
+    assert split.status.updates_applied == stepped.status.updates_applied == 56 // 8
+    assert lazy.status.updates_applied == 56 // 8 - 1 and lazy.update_due  # the last window waits
+    for name, value in _weights(stepped).items():
+        np.testing.assert_array_equal(_weights(split)[name], value, err_msg=name)
+
+
 def test_sgd_applies_minus_lr_times_the_window_gradient_once_per_window() -> None:
     model = _model()
     neural, kinematics = _recording(30, seed=6)

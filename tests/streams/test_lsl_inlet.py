@@ -433,3 +433,30 @@ def test_string_stream_is_refused_with_a_clear_error() -> None:
         del outlet
     assert "channel format 'string'" in message and "numeric stream" in message
     assert inlet.state == "stopped"
+
+
+@pytest.mark.parametrize("max_chunk", [1, 64])
+def test_wait_for_data_wakes_on_each_sample_and_times_out_without(max_chunk: int) -> None:
+    """A consumer blocked in wait_for_data() is woken by each sample (the inlet blocks in
+    liblsl instead of sleeping), and gets False when nothing arrives."""
+    name, source_id = unique_ids("wake")
+    info = pylsl.StreamInfo(name, "Neural", 3, 100.0, pylsl.cf_float32, source_id)
+    outlet = pylsl.StreamOutlet(info)
+    try:
+        with LslInlet(name=name, source_id=source_id, max_chunk=max_chunk) as inlet:
+            assert inlet.wait_connected(10.0), inlet.state_message
+            assert not inlet.wait_for_data(0.05)
+            received = []
+            for k in range(20):
+                outlet.push_sample([k, k, k], pylsl.local_clock())
+                deadline = time.monotonic() + 5.0
+                while time.monotonic() < deadline:
+                    inlet.wait_for_data(1.0)
+                    data, _ = inlet.read_new()
+                    if len(data):
+                        received.extend(data[:, 0].tolist())
+                        break
+            assert received == [float(k) for k in range(20)]
+            assert not inlet.wait_for_data(0.05)
+    finally:
+        del outlet

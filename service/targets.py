@@ -1,0 +1,123 @@
+"""Learning targets for online adaptation from a live LSL stream, matched to neural bins.
+
+The daemon decodes each neural bin as soon as it arrives; the target for that bin (e.g. the
+true cursor velocity from the task computer, or the simulator's ``<name>-kinematics``
+stream) comes on its own stream. :class:`TargetFeed` keeps the target samples not yet used
+and hands the engine the one whose timestamp is within half a bin of the neural bin's, both
+mapped to the local clock with their inlet's clock offset. A bin whose target has not
+arrived (or never will) learns nothing; the feed counts matched and unmatched bins.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from typing import Any
+
+import numpy as np
+
+from streams.lsl_inlet import LslInlet
+
+__all__ = ["TargetFeed"]
+
+logger = logging.getLogger(__name__)
+
+
+class TargetFeed:
+    """Targets (K values per sample) from the LSL stream ``name`` for a decoder of K outputs.
+
+    ``bin_s`` is the neural bin width (seconds): a target matches a bin when their local
+    timestamps differ by at most ``bin_s / 2``. ``inlet_options`` go to
+    :class:`~streams.lsl_inlet.LslInlet`. :meth:`match` is for one (the decoding) thread;
+    :meth:`status` may be called from any thread.
+    """
+
+    def __init__(
+        self, name: str, n_out: int, bin_s: float, inlet_options: dict[str, Any] | None = None
+    ) -> None:
+        if not bin_s > 0:
+            raise ValueError(f"bin_s must be positive seconds; got {bin_s!r}")
+        self.name = name
+        self.n_out = int(n_out)
+        self.tolerance_s = 0.5 * float(bin_s)
+        self.inlet = LslInlet(name=name, **dict(inlet_options or {}))
+        self._stamps = np.empty(0, dtype=np.float64)  # pending targets, local clock, ascending
+        self._values = np.empty((0, self.n_out), dtype=np.float32)
+        self._lock = threading.Lock()  # guards the counters and the problem text
+        self._matched = 0
+        self._unmatched = 0
+        self._problem = ""
+
+    def start(self) -> TargetFeed:
+        self.inlet.start()
+        return self
+
+    def stop(self) -> None:
+        self.inlet.stop()
+
+    def match(self, local_timestamp: float) -> np.ndarray | None:
+        """The target for the bin stamped ``local_timestamp`` (local clock, s), or None."""
+        self._take_new()
+        stamps = self._stamps
+        target = None
+        if len(stamps):
+            i = int(np.searchsorted(stamps, local_timestamp))
+            nearest = min((j for j in (i - 1, i) if 0 <= j < len(stamps)),
+                          key=lambda j: abs(stamps[j] - local_timestamp))  # fmt: skip
+            if abs(stamps[nearest] - local_timestamp) <= self.tolerance_s:
+                target = self._values[nearest].copy()
+            # what lies before this bin can match no later bin
+            keep = int(np.searchsorted(stamps, local_timestamp - self.tolerance_s))
+            self._stamps, self._values = stamps[keep:], self._values[keep:]
+        with self._lock:
+            if target is None:
+                self._unmatched += 1
+            else:
+                self._matched += 1
+        return target
+
+    def _take_new(self) -> None:
+        inlet = self.inlet
+        info = inlet.info
+        if info is None:
+            return
+        if info.n_channels != self.n_out:
+            self._report(
+                f"target stream {self.name!r} has {info.n_channels} channels but the decoder "
+                f"outputs {self.n_out}; send one target value per decoded kinematic"
+            )
+            return
+        try:
+            data, stamps = inlet.read_new()
+        except RuntimeError:  # connected, ring not adopted yet
+            return
+        if not len(stamps):
+            return
+        local = stamps + (inlet.clock_offset or 0.0)
+        self._stamps = np.concatenate([self._stamps, local])
+        self._values = np.concatenate([self._values, data.astype(np.float32, copy=False)])
+        if len(self._stamps) > 1 and np.any(np.diff(self._stamps) < 0):
+            order = np.argsort(self._stamps, kind="stable")
+            self._stamps, self._values = self._stamps[order], self._values[order]
+
+    def _report(self, problem: str) -> None:
+        with self._lock:
+            new = problem != self._problem
+            self._problem = problem
+        if new:
+            logger.error("%s", problem)
+
+    def status(self) -> dict[str, Any]:
+        """JSON-ready: the inlet's state and counters, bins matched / without a target."""
+        with self._lock:
+            matched, unmatched, problem = self._matched, self._unmatched, self._problem
+        inlet = self.inlet
+        return {
+            "name": self.name,
+            "state": inlet.state,
+            "message": problem or inlet.state_message,
+            "bins_matched": matched,
+            "bins_without_target": unmatched,
+            "counters": dataclasses.asdict(inlet.counters()),
+        }
