@@ -142,3 +142,41 @@ def test_lost_stream_holds_zero_velocity_and_decoding_resumes(tmp_path: Path) ->
         if second is not None:
             second.stop()
         daemon.stop()
+
+
+@pytest.mark.timeout(120)
+def test_adapts_from_the_target_stream_matched_by_timestamp(tmp_path: Path) -> None:
+    """The player's '<name>-kinematics' stream is the learning target: bins carry it and
+    e-prop updates are applied."""
+    name = f"bci-test-daemon-{uuid.uuid4().hex[:8]}"
+    settings = settings_for(name, make_checkpoint(tmp_path / "m.safetensors")).model_copy(
+        update={"adapt": True, "target_stream": f"{name}-kinematics"}
+    )
+    daemon = Daemon(settings)
+    with player_for(name), daemon:
+        assert wait_for(lambda: daemon.engine.status()["adaptation"]["updates_applied"] >= 3)
+        adaptation = daemon.engine.status()["adaptation"]
+        targets = daemon.targets.status()
+    assert targets["state"] in ("connected", "stopped") and targets["bins_matched"] > 0
+    # only bins decoded before the target stream connected may lack a target
+    assert targets["bins_without_target"] < targets["bins_matched"]
+    assert adaptation["bins_with_target"] == targets["bins_matched"]
+    with_target = [b for b in daemon.recent.recent() if b.target is not None]
+    assert with_target and all(b.target.shape == (2,) for b in with_target)
+    assert all(np.isfinite(b.target).all() for b in with_target)
+
+
+@pytest.mark.timeout(120)
+def test_bin_width_mismatch_is_reported_and_nothing_decoded(tmp_path: Path) -> None:
+    name = f"bci-test-daemon-{uuid.uuid4().hex[:8]}"
+    rng = np.random.default_rng(0)
+    model = RSNN(RSNNConfig(n_in=N_CHANNELS, n_hidden=16, n_out=2, dt_s=0.1), seed=0)
+    model.fit_normalisation(
+        rng.poisson(2.0, (50, N_CHANNELS)).astype(np.float32), np.zeros((50, 2), np.float32)
+    )
+    path = save_checkpoint(tmp_path / "m100.safetensors", model, kinematics_labels=("vx", "vy"))
+    daemon = Daemon(settings_for(name, path))
+    with player_for(name), daemon:  # the player sends 50 ms bins at twice real time
+        assert wait_for(lambda: daemon.state == "schema-mismatch"), daemon.state_message
+        assert "50 ms bins" in daemon.state_message and "100 ms" in daemon.state_message
+        assert daemon.engine.bins_decoded == 0
