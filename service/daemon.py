@@ -237,6 +237,15 @@ class Daemon:
             "timestamp_mapping": clock,
         }
 
+    def latency_samples(self) -> tuple[int, np.ndarray]:
+        """``(bins measured in total, the ring's latencies in seconds, oldest first)``,
+        copied under the latency lock (for histograms built outside the loop)."""
+        with self._latency_lock:
+            total, ring = self._latency_n, self._latency.copy()
+        if total <= len(ring):
+            return total, ring[:total]
+        return total, np.roll(ring, -(total % len(ring)))
+
     def _set_state(self, state: str, message: str) -> None:
         with self._state_lock:
             previous = self._state

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from service.api.routers import adaptation, health, kinematics, metrics, model, stream
+from service.api.limits import ConcurrencyLimit
+from service.api.routers import (
+    adaptation,
+    health,
+    kinematics,
+    metrics,
+    model,
+    prometheus,
+    stream,
+)
 from service.daemon import Daemon
 from service.settings import Settings, resolve_token
 
@@ -20,11 +30,15 @@ logger = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
 
 
-def create_app(settings: Settings, daemon: Daemon | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, daemon: Daemon | None = None, *, max_concurrent_requests: int = 32
+) -> FastAPI:
     """The API app; its lifespan starts ``daemon`` (default: ``Daemon(settings)``) and stops
     it on shutdown. Without ``settings.token`` a token is generated (``app.state.settings``
     holds it); every POST needs it as a bearer token. Requests whose Host header is not in
     ``settings.allowed_hosts`` get 400. No CORS middleware is installed (same-origin only).
+    At most ``max_concurrent_requests`` requests run at once (others get 503), not counting
+    the event feed, which has its own cap.
     """
     settings, generated = resolve_token(settings)
     if generated:
@@ -38,6 +52,9 @@ def create_app(settings: Settings, daemon: Daemon | None = None) -> FastAPI:
             yield
         finally:
             daemon.stop()
+            uploads = getattr(app.state, "uploads_dir", None)  # made by the first upload
+            if uploads is not None:
+                shutil.rmtree(uploads, ignore_errors=True)
 
     app = FastAPI(
         title="bci decoding daemon",
@@ -47,7 +64,13 @@ def create_app(settings: Settings, daemon: Daemon | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.daemon = daemon
+    app.state.prometheus = prometheus.build_registry(daemon)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(settings.allowed_hosts))
-    for router in (health, kinematics, model, stream, adaptation, metrics):
+    app.add_middleware(
+        ConcurrencyLimit,
+        max_requests=max_concurrent_requests,
+        exclude_prefixes=(f"{API_PREFIX}/feed",),
+    )
+    for router in (health, kinematics, model, stream, adaptation, metrics, prometheus):
         app.include_router(router.router, prefix=API_PREFIX)
     return app

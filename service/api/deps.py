@@ -7,16 +7,17 @@ module-level singletons, so each test builds its own app.
 from __future__ import annotations
 
 import secrets
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
 
 from service.daemon import Daemon
 from service.engine import Engine
 from service.settings import Settings
 
-__all__ = ["DaemonDep", "EngineDep", "SettingsDep", "require_token"]
+__all__ = ["DaemonDep", "EngineDep", "Problem", "SettingsDep", "problems", "require_token"]
 
 _bearer = HTTPBearer(auto_error=False, description="token printed by 'bci serve'")
 
@@ -53,6 +54,27 @@ def require_token(
             "token printed by 'bci serve'",
             headers={"WWW-Authenticate": "Bearer"},
         )
+
+
+class Problem(BaseModel):
+    """An error answer: ``detail`` says what was refused and how to fix it (a list of
+    field errors for a malformed request body)."""
+
+    detail: str | list[dict[str, Any]]
+
+
+def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries declaring :class:`Problem` bodies for ``codes``."""
+    described = {
+        400: "malformed request (e.g. invalid multipart data)",
+        401: "missing or wrong bearer token",
+        404: "no such item",
+        409: "not possible in the daemon's current state",
+        413: "upload too large",
+        422: "refused: the request or the file it names is invalid",
+        503: "the daemon or its decoding loop is not running",
+    }
+    return {code: {"model": Problem, "description": described[code]} for code in codes}
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

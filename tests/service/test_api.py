@@ -35,6 +35,9 @@ POSTS: tuple[tuple[str, dict | None], ...] = (
     ("/adaptation/pause", None),
     ("/adaptation/resume", None),
     ("/adaptation/learning-rate", {"lr": 1e-4}),
+    ("/adaptation/enable", None),
+    ("/adaptation/disable", None),
+    ("/adaptation/reset", None),
 )
 
 pytestmark = pytest.mark.timeout(180)
@@ -119,11 +122,14 @@ def test_outlet_carries_decoded_values(served: Served) -> None:
 
 def test_every_post_needs_the_token(served: Served) -> None:
     client = served.client
-    for path, body in POSTS:
-        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}):
+    upload = {"file": ("a.safetensors", (served.models / "b.safetensors").read_bytes())}
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}):
+        for path, body in POSTS:
             response = client.post(path, json=body, headers=headers)
             assert response.status_code == 401, (path, headers, response.text)
             assert "bearer token" in response.json()["detail"]
+        response = client.post("/model/upload", files=upload, headers=headers)
+        assert response.status_code == 401, response.text
     assert served.daemon.engine is not None
     assert served.daemon.engine.status()["swaps"]["applied"] == 0
 
@@ -143,10 +149,14 @@ def test_model_stream_adaptation_and_schema(served: Served) -> None:
     assert stream["info"]["n_channels"] == N_CHANNELS
     assert stream["counters"]["samples_received"] > 0 and "gaps" in stream["counters"]
     assert stream["outlet"] == f"{served.name}-decoded-kinematics"
-    assert client.get("/adaptation").json() == {"enabled": False, "status": None}
+    assert client.get("/adaptation").json() == {
+        "enabled": False,
+        "target_stream": None,
+        "status": None,
+    }
     auth = {"Authorization": f"Bearer {TOKEN}"}
     response = client.post("/adaptation/pause", headers=auth)
-    assert response.status_code == 409 and "--adapt" in response.json()["detail"]
+    assert response.status_code == 409 and "/adaptation/enable" in response.json()["detail"]
     schemas = client.get(f"http://localhost:{served.port}/openapi.json").json()
     assert {"KinematicsBin", "Health", "ModelInfo", "StreamStatus"} <= set(
         schemas["components"]["schemas"]
@@ -309,3 +319,70 @@ def test_latency_metrics(served: Served) -> None:
     schemas = client.get(f"http://localhost:{served.port}/openapi.json").json()
     assert "LatencyMetrics" in schemas["components"]["schemas"]
     assert "/api/v1/metrics/latency" in schemas["paths"]
+
+
+def test_available_models_and_activity(served: Served) -> None:
+    client = served.client
+    listing = client.get("/model/available").json()
+    assert listing["models_dir"] == str(served.models)
+    by_name = {m["name"]: m for m in listing["models"]}
+    assert {"a.safetensors", "b.safetensors", "corrupt.safetensors"} <= set(by_name)
+    assert by_name["b.safetensors"]["model_id"] == served.ids["b"]
+    assert by_name["b.safetensors"]["n_channels"] == N_CHANNELS
+    assert by_name["corrupt.safetensors"]["model_id"] is None
+    assert "safetensors" in by_name["corrupt.safetensors"]["error"]
+    assert wait_for(lambda: client.get("/health").json()["bins_decoded"] > 40)
+    activity = client.get("/model/activity").json()
+    assert len(activity["firing_rates_hz"]) == 32  # the served models' hidden layer
+    assert activity["mean_rate_hz"] == pytest.approx(np.mean(activity["firing_rates_hz"]))
+    assert 0 <= activity["silent_fraction"] <= 1 and activity["raster_indices"][0] == 0
+    assert set(activity["weight_norms"]) == {"input", "recurrent", "readout"}
+    assert all(v > 0 for v in activity["weight_norms"].values())
+
+
+def test_upload_swaps_and_bad_uploads_are_refused_and_deleted(served: Served) -> None:
+    client = served.client
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert wait_for(lambda: client.get("/health").json()["state"] == "decoding")
+    before = client.get("/model").json()["model_id"]
+    before_files = set(served.models.iterdir())
+    for name, reason in (
+        ("corrupt.safetensors", "safetensors"),
+        ("eight.safetensors", "expects 8"),
+    ):
+        files = {"file": (name, (served.models / name).read_bytes())}
+        response = client.post("/model/upload", files=files, headers=auth)
+        assert response.status_code == 422, response.text
+        detail = response.json()["detail"]
+        assert reason in detail and f"model {before} keeps decoding" in detail
+    assert set(served.models.iterdir()) == before_files  # nothing left behind
+    seq = client.get("/kinematics/latest").json()["seq"]
+    assert wait_for(lambda: client.get("/kinematics/latest").json()["seq"] > seq + 3)
+    assert client.get("/kinematics/latest").json()["model_id"] == before
+    target = "b" if before == served.ids["a"] else "a"
+    files = {"file": ("mine.safetensors", (served.models / f"{target}.safetensors").read_bytes())}
+    response = client.post("/model/upload", files=files, headers=auth)
+    assert response.status_code == 200, response.text
+    assert response.json()["model_id"] == served.ids[target]
+    assert wait_for(
+        lambda: client.get("/kinematics/latest").json()["model_id"] == served.ids[target]
+    )
+    kept = set(served.models.iterdir()) - before_files
+    assert [p.name for p in kept] == [f"upload-{p.name[7:19]}.safetensors" for p in kept]
+    assert client.get("/model").json()["path"] == str(kept.pop())
+
+
+def test_adaptation_enable_reset_disable_between_bins(served: Served) -> None:
+    client = served.client
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        response = client.post("/adaptation/enable", headers=auth)
+        assert response.status_code == 200 and response.json()["enabled"] is True
+        assert wait_for(lambda: client.get("/adaptation").json()["status"]["bins"] > 5)
+        reset = client.post("/adaptation/reset", headers=auth).json()
+        assert reset["enabled"] is True and reset["status"]["updates_applied"] == 0
+    finally:
+        response = client.post("/adaptation/disable", headers=auth)
+    assert response.status_code == 200
+    assert response.json() == {"enabled": False, "target_stream": None, "status": None}
+    assert client.post("/adaptation/reset", headers=auth).status_code == 409

@@ -1,15 +1,23 @@
-"""``/model``: the decoding model, hot swap and rollback (POSTs need the bearer token)."""
+"""``/model``: the decoding model, its activity, the models folder, hot swap (by name, path
+or upload) and rollback (POSTs need the bearer token)."""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, File, HTTPException, Request, UploadFile, status
 from pydantic import BaseModel, model_validator
 
-from service.api.deps import Authorized, DaemonDep, EngineDep, SettingsDep
+from bci.checkpoint import read_manifest
+from service.api.deps import Authorized, DaemonDep, EngineDep, SettingsDep, problems
 from service.settings import Settings
+from streams.atomic import fsync_directory
+
+MAX_UPLOAD_BYTES = 256 * 1024 * 1024
 
 router = APIRouter(prefix="/model", tags=["model"])
 
@@ -47,6 +55,33 @@ class SwapResult(BaseModel):
     staged: bool
 
 
+class AvailableModel(BaseModel):
+    name: str
+    size_bytes: int
+    model_id: str | None
+    created: str | None
+    n_channels: int | None
+    bin_s: float | None
+    metrics: dict[str, Any] | None
+    error: str | None
+
+
+class AvailableModels(BaseModel):
+    models_dir: str | None
+    current_model_id: str
+    models: list[AvailableModel]
+
+
+class Activity(BaseModel):
+    model_id: str
+    rate_tau_s: float
+    firing_rates_hz: list[float]
+    mean_rate_hz: float
+    silent_fraction: float
+    raster_indices: list[int]
+    weight_norms: dict[str, float]
+
+
 @router.get("", response_model=ModelInfo)
 def get_model(daemon: DaemonDep, engine: EngineDep) -> ModelInfo:
     engine_status = engine.status()
@@ -63,6 +98,42 @@ def get_model(daemon: DaemonDep, engine: EngineDep) -> ModelInfo:
         metrics=manifest.get("metrics"),
         swaps=engine_status["swaps"],
         last_swap=engine_status["last_swap"],
+    )
+
+
+@router.get("/activity", response_model=Activity)
+def get_activity(engine: EngineDep) -> Activity:
+    """Firing rate of every hidden neuron (Hz, moving average) and weight norms."""
+    return Activity(**engine.activity())
+
+
+@router.get("/available", response_model=AvailableModels)
+def available(engine: EngineDep, settings: SettingsDep) -> AvailableModels:
+    """The checkpoints in the models folder (swap one with ``{"name": ...}``)."""
+    folder = settings.models_dir
+    found: list[AvailableModel] = []
+    if folder is not None and folder.is_dir():
+        for path in sorted(folder.glob("*.safetensors")):
+            try:
+                manifest, error = read_manifest(path), None
+            except (ValueError, OSError) as exc:  # CheckpointError is a ValueError
+                manifest, error = {}, str(exc)
+            found.append(
+                AvailableModel(
+                    name=path.name,
+                    size_bytes=path.stat().st_size,
+                    model_id=str(manifest["sha256"])[:12] if "sha256" in manifest else None,
+                    created=manifest.get("created"),
+                    n_channels=manifest.get("n_channels"),
+                    bin_s=manifest.get("bin_s"),
+                    metrics=manifest.get("metrics"),
+                    error=error,
+                )
+            )
+    return AvailableModels(
+        models_dir=None if folder is None else str(folder),
+        current_model_id=engine.model_id,
+        models=found,
     )
 
 
@@ -83,23 +154,88 @@ def _resolve(request: SwapRequest, settings: Settings) -> Path:
     return settings.models_dir / name
 
 
-@router.post("/swap", response_model=SwapResult, dependencies=[Authorized])
-def swap(
-    request: SwapRequest, daemon: DaemonDep, engine: EngineDep, settings: SettingsDep
-) -> SwapResult:
-    path = _resolve(request, settings)
+def _swap(daemon: DaemonDep, engine: EngineDep, path: Path, what: str) -> SwapResult:
     previous = engine.model_id
     try:
         model_id = daemon.swap(path)
     except (ValueError, OSError) as error:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
-            f"swap to {path} refused, model {previous} keeps decoding: {error}",
+            f"swap to {what} refused, model {previous} keeps decoding: {error}",
         ) from error
     return SwapResult(model_id=model_id, previous_model_id=previous, staged=True)
 
 
-@router.post("/rollback", response_model=SwapResult, dependencies=[Authorized])
+@router.post(
+    "/swap",
+    response_model=SwapResult,
+    dependencies=[Authorized],
+    responses=problems(400, 401, 409, 422),
+)
+def swap(
+    request: SwapRequest, daemon: DaemonDep, engine: EngineDep, settings: SettingsDep
+) -> SwapResult:
+    path = _resolve(request, settings)
+    return _swap(daemon, engine, path, str(path))
+
+
+@router.post(
+    "/upload",
+    response_model=SwapResult,
+    dependencies=[Authorized],
+    responses=problems(400, 401, 413, 422),
+)
+def upload(
+    file: Annotated[UploadFile, File(description="checkpoint (.safetensors)")],
+    request: Request,
+    daemon: DaemonDep,
+    engine: EngineDep,
+    settings: SettingsDep,
+) -> SwapResult:
+    """Upload a checkpoint and swap to it. It is kept as ``upload-<sha256 prefix>.safetensors``
+    in the models folder (or a folder of the daemon's when none is configured); a refused
+    file is deleted."""
+    folder = settings.models_dir
+    if folder is None:  # a private folder, removed when the app stops
+        state = request.app.state
+        if getattr(state, "uploads_dir", None) is None:
+            state.uploads_dir = tempfile.mkdtemp(prefix="bci-uploads-")
+        folder = Path(state.uploads_dir)
+    part = tempfile.NamedTemporaryFile(dir=folder, suffix=".part", delete=False)
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with part:
+            while chunk := file.file.read(1 << 20):
+                size += len(chunk)
+                if size > MAX_UPLOAD_BYTES:
+                    raise HTTPException(
+                        status.HTTP_413_CONTENT_TOO_LARGE,
+                        f"upload exceeds {MAX_UPLOAD_BYTES >> 20} MiB; a checkpoint is far "
+                        "smaller: check the file",
+                    )
+                digest.update(chunk)
+                part.write(chunk)
+            part.flush()
+            os.fsync(part.fileno())
+        path = folder / f"upload-{digest.hexdigest()[:12]}.safetensors"
+        os.replace(part.name, path)
+        fsync_directory(folder)
+    finally:
+        Path(part.name).unlink(missing_ok=True)
+    try:
+        return _swap(daemon, engine, path, f"uploaded file {file.filename!r}")
+    except HTTPException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+@router.post(
+    "/rollback",
+    response_model=SwapResult,
+    dependencies=[Authorized],
+    responses=problems(401, 409),
+)
 def rollback(daemon: DaemonDep, engine: EngineDep) -> SwapResult:
     current = engine.model_id
     try:

@@ -1,0 +1,347 @@
+"""``GET /metrics/prometheus``: the daemon's counters in the Prometheus text format 0.0.4
+(``generate_latest`` with its default underscore escaping writes that format; prometheus_client
+>= 0.22 names 1.0.0 as ``CONTENT_TYPE_LATEST``, so the 0.0.4 content type is set explicitly).
+
+Every value is read at scrape time from snapshots the daemon already publishes
+(:meth:`Daemon.latency`, the latency ring, :meth:`LslInlet.counters`,
+:meth:`Engine.status`, :meth:`Engine.activity`); the decoding loop does no extra work. Each
+app has its own :class:`~prometheus_client.CollectorRegistry` (``app.state.prometheus``, made
+by :func:`build_registry`), never the process-wide default one.
+
+Derived values:
+
+- ``bci_decode_latency_seconds`` is a cumulative histogram: each scrape adds the ring entries
+  measured since the previous scrape. Entries that left the ring (``latency_window`` bins)
+  before any scrape saw them are counted in ``bci_decode_latency_unobserved_bins_total``.
+- ``bci_hidden_activation_sparsity_ratio = 1 - mean_rate_hz * bin_s``: the expected fraction
+  of (neuron, bin) pairs without a spike (a neuron fires at most once per bin).
+- ``bci_synaptic_operations_per_second = sum_j rate_j (H + K) + events_in * H``, with
+  ``rate_j`` the firing rate (Hz) of hidden neuron ``j``, ``H`` hidden neurons (each spike
+  reaches ``H`` recurrent and ``K`` readout synapses) and ``events_in`` the non-zero input
+  channel values per second over the last ``rate_tau_s`` seconds of the inlet ring (each
+  reaches ``H`` input synapses). These are NeuroBench effective accumulates
+  (:func:`bci.metrics.synaptic_operations`) for dense weights, per second instead of per bin.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.registry import Collector
+
+from bci.metrics import synaptic_operations
+from service.daemon import DAEMON_STATES, Daemon
+from streams.lsl_inlet import STATES as INLET_STATES
+
+__all__ = ["LATENCY_BUCKETS_S", "DaemonCollector", "build_registry", "router"]
+
+router = APIRouter(prefix="/metrics", tags=["metrics"])
+
+LATENCY_BUCKETS_S: tuple[float, ...] = (
+    0.00025,
+    0.0005,
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+)
+
+
+class DaemonCollector(Collector):
+    """Builds every ``bci_*`` metric of one daemon on each scrape.
+
+    Holds the cumulative latency histogram between scrapes (guarded by a lock: scrapes may
+    run concurrently on the server's worker threads).
+    """
+
+    def __init__(self, daemon: Daemon, buckets_s: tuple[float, ...] = LATENCY_BUCKETS_S) -> None:
+        self.daemon = daemon
+        self.buckets_s = np.asarray(sorted(buckets_s), dtype=np.float64)
+        self._lock = threading.Lock()
+        self._seen = 0  # ring entries (bins) accounted for so far
+        self._bucket_counts = np.zeros(len(self.buckets_s) + 1, dtype=np.int64)  # last: +Inf
+        self._sum_s = 0.0
+        self._unobserved = 0
+
+    def collect(self) -> Iterator[Metric]:
+        daemon = self.daemon
+        yield _state_gauge(
+            "bci_daemon_state", "Daemon lifecycle state (1 = current).", DAEMON_STATES, daemon.state
+        )
+        yield from self._latency()
+        yield _counter(
+            "bci_output_hold_pushes",
+            "Zero-velocity samples pushed while the stream was lost.",
+            daemon.hold_pushes,
+        )
+        yield _counter(
+            "bci_output_push_errors",
+            "Decoded bins not pushed to the outlet (non-finite output).",
+            daemon.push_errors,
+        )
+        if daemon.outlet is not None:
+            yield _counter(
+                "bci_output_pushed_samples",
+                "Samples pushed to the decoded-kinematics outlet.",
+                daemon.outlet.pushed,
+            )
+        if daemon.inlet is not None:
+            yield from _inlet_metrics(daemon)
+        if daemon.engine is not None:
+            yield from _engine_metrics(daemon)
+
+    def _latency(self) -> Iterator[Metric]:
+        daemon = self.daemon
+        with self._lock:  # copy inside: concurrent scrapes see the ring in order
+            total, ring = daemon.latency_samples()
+            new = total - self._seen
+            fresh = ring[len(ring) - min(new, len(ring)) :]
+            self._unobserved += new - len(fresh)
+            self._seen = total
+            index = np.searchsorted(self.buckets_s, fresh, side="left")  # le semantics
+            self._bucket_counts += np.bincount(index, minlength=len(self._bucket_counts))
+            self._sum_s += float(fresh.sum())
+            cumulative = np.cumsum(self._bucket_counts)
+            sum_s, unobserved = self._sum_s, self._unobserved
+        bounds = [f"{b:g}" for b in self.buckets_s] + ["+Inf"]
+        histogram = HistogramMetricFamily(
+            "bci_decode_latency_seconds",
+            "Input sample timestamp (local clock) to decoded output pushed, per bin.",
+        )
+        histogram.add_metric([], list(zip(bounds, cumulative.tolist(), strict=True)), sum_s)
+        yield histogram
+        yield _counter(
+            "bci_decode_latency_unobserved_bins",
+            "Bins whose latency left the ring before a scrape read it.",
+            unobserved,
+        )
+        stats = daemon.latency()
+        yield _counter(
+            "bci_deadline_misses",
+            "Decoded bins slower than the deadline.",
+            stats["deadline_misses"],
+        )
+        if stats["deadline_ms"] is not None:
+            yield _gauge(
+                "bci_deadline_seconds", "Latency deadline per bin.", stats["deadline_ms"] / 1e3
+            )
+
+
+def build_registry(daemon: Daemon) -> CollectorRegistry:
+    """A fresh registry holding one :class:`DaemonCollector` for ``daemon``."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(DaemonCollector(daemon))
+    return registry
+
+
+@router.get(
+    "/prometheus",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {CONTENT_TYPE_PLAIN_0_0_4: {"schema": {"type": "string"}}},
+            "description": "Prometheus text exposition format 0.0.4",
+        }
+    },
+)
+def get_prometheus(request: Request) -> Response:
+    """Every ``bci_*`` metric, read at scrape time."""
+    registry: CollectorRegistry = request.app.state.prometheus
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_PLAIN_0_0_4)
+
+
+# -- metric families ------------------------------------------------------------------------
+def _counter(name: str, documentation: str, value: float, **labels: str) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, documentation, labels=list(labels))
+    family.add_metric(list(labels.values()), value)
+    return family
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=value)
+
+
+def _state_gauge(
+    name: str, documentation: str, states: tuple[str, ...], current: str
+) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, documentation, labels=["state"])
+    for state in states:
+        family.add_metric([state], float(state == current))
+    return family
+
+
+def _labelled_counter(
+    name: str, documentation: str, label: str, values: dict[str, float]
+) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for key, value in values.items():
+        family.add_metric([key], value)
+    return family
+
+
+def _inlet_metrics(daemon: Daemon) -> Iterator[Metric]:
+    inlet = daemon.inlet
+    assert inlet is not None
+    counters = inlet.counters()
+    yield _state_gauge(
+        "bci_stream_state", "Neural LSL inlet state (1 = current).", INLET_STATES, inlet.state
+    )
+    yield _counter(
+        "bci_stream_samples_received", "Samples pulled from liblsl.", counters.samples_received
+    )
+    yield _counter(
+        "bci_stream_samples_written",
+        "Samples written into the inlet ring.",
+        counters.samples_written,
+    )
+    yield _labelled_counter(
+        "bci_stream_samples_rejected",
+        "Samples not written, by reason: non_finite (NaN/Inf in a channel) or refused "
+        "(schema changed or unchecked after a reconnect).",
+        "reason",
+        {"non_finite": counters.non_finite_rejected, "refused": counters.samples_refused},
+    )
+    yield _counter(
+        "bci_stream_gaps", "Timestamp steps above gap_factor sample periods.", counters.gaps
+    )
+    yield _counter(
+        "bci_stream_gap_missing_samples",
+        "Samples estimated missing in gaps.",
+        counters.gap_missing_samples,
+    )
+    yield _counter("bci_stream_gap_seconds", "Summed duration of the gaps.", counters.gap_total_s)
+    yield _counter("bci_stream_reconnects", "Connections after the first.", counters.reconnects)
+    yield _counter("bci_stream_stalls", "Times no sample came for watchdog_s.", counters.stalls)
+    yield _counter("bci_stream_lost", "Times the stream was declared lost.", counters.lost)
+    yield _counter(
+        "bci_stream_overflowed_samples",
+        "Unread ring samples dropped because the decoding loop fell behind.",
+        counters.overflowed,
+    )
+    if inlet.clock_offset is not None:
+        yield _gauge(
+            "bci_stream_clock_offset_seconds",
+            "Latest LSL time_correction() offset.",
+            inlet.clock_offset,
+        )
+
+
+def _input_events_per_s(daemon: Daemon, bin_s: float, window_s: float) -> float | None:
+    """Non-zero input channel values per second over the newest ``window_s`` of the inlet
+    ring (None before the first sample)."""
+    inlet = daemon.inlet
+    assert inlet is not None
+    ring = inlet.counters().ring
+    if ring is None or ring.written == 0:
+        return None
+    data, _ = inlet.read_last(min(ring.capacity, max(1, round(window_s / bin_s))))
+    return synaptic_operations(data, 1) / bin_s
+
+
+def _engine_metrics(daemon: Daemon) -> Iterator[Metric]:
+    engine = daemon.engine
+    assert engine is not None
+    status = engine.status()
+    activity = engine.activity()
+    yield _counter(
+        "bci_bins_decoded", "Bins decoded since start (across swaps).", status["bins_decoded"]
+    )
+    info = GaugeMetricFamily("bci_model", "Model decoding now (1).", labels=["model_id"])
+    info.add_metric([status["model_id"]], 1.0)
+    yield info
+    swaps = status["swaps"]
+    yield _labelled_counter(
+        "bci_model_swaps",
+        "Model swaps and rollbacks by result: applied, refused (invalid model) or superseded "
+        "(replaced before the loop applied it).",
+        "result",
+        {key: swaps[key] for key in ("applied", "refused", "superseded")},
+    )
+    yield _gauge(
+        "bci_model_swap_pending", "1 while a swap waits for the next bin.", float(swaps["pending"])
+    )
+    yield from _activity_metrics(daemon, activity)
+    yield from _adaptation_metrics(status["adaptation"])
+
+
+def _activity_metrics(daemon: Daemon, activity: dict[str, Any]) -> Iterator[Metric]:
+    engine = daemon.engine
+    assert engine is not None
+    rates = np.asarray(activity["firing_rates_hz"], dtype=np.float64)
+    n_hidden, n_out = len(rates), len(daemon.kinematics_labels)
+    mean_rate = activity["mean_rate_hz"]
+    yield _gauge(
+        "bci_hidden_mean_firing_rate_hertz",
+        "Mean firing rate of the hidden "
+        f"neurons (moving average over {activity['rate_tau_s']:g} s).",
+        mean_rate,
+    )
+    yield _gauge(
+        "bci_hidden_silent_ratio",
+        "Fraction of hidden neurons firing below 0.1 Hz.",
+        activity["silent_fraction"],
+    )
+    yield _gauge(
+        "bci_hidden_activation_sparsity_ratio",
+        "Expected fraction of (neuron, bin) pairs without a spike: 1 - mean rate x bin width.",
+        max(0.0, 1.0 - mean_rate * engine.bin_s),
+    )
+    events = _input_events_per_s(daemon, engine.bin_s, activity["rate_tau_s"])
+    if events is None:
+        return
+    yield _gauge("bci_input_events_per_second", "Non-zero input channel values per second.", events)
+    synops = float(rates.sum()) * (n_hidden + n_out) + events * n_hidden
+    yield _gauge(
+        "bci_synaptic_operations_per_second",
+        "Effective synaptic operations per second: hidden spikes x (H + K) + input events x H.",
+        synops,
+    )
+
+
+def _adaptation_metrics(learner: dict[str, Any] | None) -> Iterator[Metric]:
+    yield _gauge(
+        "bci_eprop_enabled", "1 while the e-prop learner runs.", float(learner is not None)
+    )
+    if learner is None:
+        return
+    for key, documentation in (
+        ("bins", "Bins the learner has seen."),
+        ("bins_with_target", "Bins that came with a learning target."),
+        ("updates_applied", "Weight updates applied."),
+        ("updates_clipped", "Weight updates clipped to the norm bound."),
+        ("rollbacks", "Rollbacks of the weights to the last snapshot."),
+    ):
+        yield _counter(f"bci_eprop_{key}", documentation + " Resets on a model swap.", learner[key])
+    yield _labelled_counter(
+        "bci_eprop_rejections",
+        "Learning inputs refused, by kind: update (non-finite update), input (non-finite input "
+        "bin), target (non-finite target). Resets on a model swap.",
+        "kind",
+        {
+            "update": learner["updates_rejected"],
+            "input": learner["inputs_rejected"],
+            "target": learner["targets_rejected"],
+        },
+    )
+    yield _gauge(
+        "bci_eprop_last_update_norm",
+        "Frobenius norm of the last update.",
+        learner["last_update_norm"],
+    )
+    yield _gauge("bci_eprop_learning_rate", "Current learning rate.", learner["lr"])
+    yield _gauge("bci_eprop_paused", "1 while learning is paused.", float(learner["paused"]))
