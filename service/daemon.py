@@ -18,12 +18,14 @@ and stages the model for the loop.
 
 States (``Daemon.state``; transitions logged, mirrored to ``Engine.set_state``):
 ``starting``, ``waiting-for-stream`` (the stream has not been seen yet), ``decoding``,
-``stream-lost`` (the inlet is stalled, lost or refusing a changed stream after data had
-flowed; the output *holds*: zero velocity is pushed to the outlet at the model's bin rate by a
-timer in the loop, and :attr:`Daemon.holding` is True; no decoded bin is invented, so
-sequence numbers keep counting decoded bins only; decoding resumes by itself when the inlet
-delivers again, e.g. after liblsl recovers the same source_id),
-``schema-mismatch`` (the stream's channel count differs from the model's; nothing is decoded),
+``stream-lost`` (the inlet is stalled or lost after data had flowed; the output *holds*:
+zero velocity is pushed to the outlet at the model's bin rate by a timer in the loop, and
+:attr:`Daemon.holding` is True; no decoded bin is invented, so sequence numbers keep counting
+decoded bins only; decoding resumes by itself when the inlet delivers again, e.g. after
+liblsl recovers the same source_id),
+``schema-mismatch`` (the stream's channel count or bin width differs from the model's, or the
+outlet came back with another schema, which the inlet refuses; nothing is decoded, and after
+data had flowed the output holds zero velocity as when lost),
 ``stopped`` and ``error``.
 
 Latency: for every decoded bin pushed to the outlet the loop records
@@ -70,7 +72,8 @@ __all__ = ["DAEMON_STATES", "Daemon"]
 logger = logging.getLogger(__name__)
 
 DAEMON_STATES = STATES  # the daemon reports the engine's lifecycle states
-_LOST = ("stalled", "lost", "schema-mismatch")
+_LOST = ("stalled", "lost")
+_HOLDING = ("stream-lost", "schema-mismatch")  # daemon states that push zero velocity
 
 
 class Daemon:
@@ -201,8 +204,9 @@ class Daemon:
 
     @property
     def holding(self) -> bool:
-        """True while the stream is lost and the output holds zero velocity."""
-        return self.state == "stream-lost"
+        """True while the output holds zero velocity: the stream was decoded, then was lost
+        or came back with another schema."""
+        return self._ever_connected and self.state in _HOLDING
 
     def latency(self) -> dict[str, Any]:
         """Latency over the last ``latency_window`` decoded bins (milliseconds).
@@ -259,7 +263,7 @@ class Daemon:
         logger.log(level, "daemon %s -> %s: %s", previous, state, message)
         if self.engine is not None:
             self.engine.set_state(state)
-        if state == "stream-lost":
+        if state in _HOLDING:
             self._next_hold = 0.0  # the first zero-velocity sample goes out at once
 
     # -- model ---------------------------------------------------------------------------------
@@ -384,6 +388,11 @@ class Daemon:
             if problem:
                 self._set_state("schema-mismatch", problem)
                 return False
+        if state == "schema-mismatch":  # a restarted outlet with another schema: refused
+            self._set_state("schema-mismatch", inlet.state_message)
+            if self.holding:
+                self._hold_tick()
+            return False
         if state in _LOST:
             self._set_state("stream-lost", f"inlet {state}: {inlet.state_message}")
         try:
@@ -391,7 +400,7 @@ class Daemon:
         except RuntimeError:  # no ring yet
             timestamps = data = np.empty(0)
         if len(timestamps) == 0:
-            if self.state == "stream-lost":
+            if self.holding:
                 self._hold_tick()
             return False
         self._ever_connected = True

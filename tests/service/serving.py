@@ -3,6 +3,7 @@ trained checkpoints, and a condition poller."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -66,3 +67,10 @@ def run_server(app: FastAPI) -> Iterator[int]:
         server.should_exit = True
         thread.join(15.0)
     assert not thread.is_alive()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 free right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ import httpx
 import numpy as np
 import pylsl
 import pytest
-from serving import N_CHANNELS, Served, run_server, train_checkpoint, wait_for
+from serving import N_CHANNELS, Served, free_port, run_server, train_checkpoint, wait_for
 
 from bci.checkpoint import load_checkpoint, save_checkpoint
 from bci.rsnn import RSNN, RSNNConfig
@@ -204,12 +203,6 @@ def test_bad_swaps_are_refused_and_good_swap_continues_seq(served: Served) -> No
     assert response.status_code == 200 and response.json()["model_id"] == old
     assert wait_for(lambda: client.get("/kinematics/latest").json()["model_id"] == old)
     assert client.get("/health").json()["state"] == "decoding"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_settings_read_bci_env(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -180,3 +180,35 @@ def test_bin_width_mismatch_is_reported_and_nothing_decoded(tmp_path: Path) -> N
         assert wait_for(lambda: daemon.state == "schema-mismatch"), daemon.state_message
         assert "50 ms bins" in daemon.state_message and "100 ms" in daemon.state_message
         assert daemon.engine.bins_decoded == 0
+
+
+@pytest.mark.timeout(120)
+def test_outlet_back_with_another_channel_count_is_schema_mismatch_and_holds(
+    tmp_path: Path,
+) -> None:
+    name = f"bci-test-daemon-{uuid.uuid4().hex[:8]}"
+    daemon = Daemon(settings_for(name, make_checkpoint(tmp_path / "m.safetensors")))
+    player = player_for(name)
+    other: SessionPlayer | None = None
+    try:
+        daemon.start()
+        player.start()
+        assert wait_for(lambda: daemon.state == "decoding"), daemon.state_message
+        player.stop()
+        assert wait_for(lambda: daemon.state == "stream-lost"), daemon.state
+        decoded = daemon.engine.bins_decoded
+        config = SyntheticConfig(n_channels=N_CHANNELS - 4, duration_s=30.0, seed=1)
+        other = simulate_stream(config, name=name, speed=2.0, loop=True)  # same source_id
+        other.start()
+        assert wait_for(lambda: daemon.state == "schema-mismatch", 60.0), daemon.state_message
+        assert "channel count: expected 12, received 8" in daemon.state_message
+        assert daemon.holding
+        pushes = daemon.hold_pushes
+        time.sleep(1.0)
+        assert daemon.state == "schema-mismatch" and daemon.engine.bins_decoded == decoded
+        assert daemon.hold_pushes > pushes  # the output keeps holding zero velocity
+    finally:
+        player.stop()
+        if other is not None:
+            other.stop()
+        daemon.stop()

@@ -1,0 +1,171 @@
+"""End to end: ``bci serve`` in its own process decodes a held-out synthetic session played
+by a SessionPlayer process; a pylsl client reads the decoded stream while 50 hot swaps go
+over HTTP. Every bin must be decoded once (sequence numbers), reach the client, and the
+decoded velocity must follow the true one (R² >= 0.5)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pylsl
+import pytest
+from serving import free_port, wait_for
+
+from bci.checkpoint import save_checkpoint
+from bci.metrics import r2_score
+from bci.rsnn import RSNN, RSNNConfig
+from bci.training import TrainConfig, train_rsnn
+from streams.player import SessionPlayer
+from streams.session import Session, chronological_split
+from streams.synthetic import SyntheticConfig, simulate_session
+
+N_CHANNELS = 48
+N_SWAPS = 50
+SPEED = 4.0  # 50 ms bins at 80 bins/s
+TOKEN = "e2e-token"
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@dataclass
+class Setup:
+    models: Path
+    test: Session
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Setup:
+    """Two decoders trained (different seeds) on the first 70% of a 5-minute session; the
+    last 20% is played live."""
+    session = simulate_session(SyntheticConfig(n_channels=N_CHANNELS, duration_s=300.0, seed=11))
+    train, validation, test = chronological_split(session)
+    models = tmp_path_factory.mktemp("models")
+    for name, seed in (("a", 0), ("b", 1)):
+        model = RSNN(RSNNConfig(n_in=N_CHANNELS, n_hidden=64, n_out=2, dt_s=0.05), seed=seed)
+        config = TrainConfig(window=100, burn_in=20, batch_size=16, max_steps=150, eval_every=50)
+        train_rsnn(
+            model, (train.neural, train.kinematics), (validation.neural, validation.kinematics),
+            config,
+        )  # fmt: skip
+        save_checkpoint(models / f"{name}.safetensors", model, kinematics_labels=("vx", "vy"))
+    return Setup(models, test)
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen
+    api: httpx.Client
+    output: str
+
+
+@pytest.fixture
+def server(setup: Setup, tmp_path: Path) -> Iterator[tuple[Server, str]]:
+    name = f"bci-test-e2e-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    argv = [sys.executable, "-m", "service.cli", "serve", "--stream", name, "--port", str(port)]
+    argv += ["--model", str(setup.models / "a.safetensors"), "--models-dir", str(setup.models)]
+    argv += ["--token", TOKEN, "--output-name", f"{name}-decoded"]
+    errors = tmp_path / "stderr.txt"
+    with errors.open("w") as stderr:
+        process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=stderr, env=os.environ)
+    base = f"http://127.0.0.1:{port}/api/v1"
+    try:
+        with httpx.Client(base_url=base, timeout=10.0) as api:
+
+            def up() -> bool:
+                try:
+                    return api.get("/health").is_success
+                except httpx.TransportError:
+                    return False
+
+            assert wait_for(up, 60.0), errors.read_text()
+            yield Server(process, api, f"{name}-decoded-kinematics"), name
+            process.send_signal(signal.SIGINT)
+            assert process.wait(30.0) == 0, errors.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+class OutputReader(threading.Thread):
+    """A pylsl client of the decoded-kinematics stream, pulling every sample."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(daemon=True)
+        infos = pylsl.resolve_byprop("name", name, 1, 15.0)
+        assert infos, f"decoded stream {name} not found"
+        self.inlet = pylsl.StreamInlet(infos[0], max_buflen=60)
+        self.inlet.open_stream(10.0)
+        self.values: list[list[float]] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            samples, _ = self.inlet.pull_chunk(timeout=0.1)
+            self.values.extend(samples)
+
+    def finish(self) -> np.ndarray:
+        self.stop.set()
+        self.join(5.0)
+        self.inlet.close_stream()
+        return np.asarray(self.values, dtype=np.float32)
+
+
+def test_live_decoding_with_50_hot_swaps_loses_and_repeats_no_bin(
+    setup: Setup, server: tuple[Server, str]
+) -> None:
+    srv, name = server
+    api, auth = srv.api, {"Authorization": f"Bearer {TOKEN}"}
+    ids = {m["name"]: m["model_id"] for m in api.get("/model/available").json()["models"]}
+    reader = OutputReader(srv.output)
+    reader.start()
+    player = SessionPlayer(setup.test, name=name, speed=SPEED, wait_for_consumers=30.0,
+                           wait_for=("neural",))  # fmt: skip
+    n_bins = setup.test.n_bins
+    seen: dict[int, dict] = {}
+    statuses: list[int] = []
+
+    def collect() -> None:
+        for b in api.get("/kinematics/recent", params={"n": 1200}).json()["bins"]:
+            seen.setdefault(b["seq"], b)
+
+    with player:
+        assert wait_for(lambda: api.get("/health").json()["state"] == "decoding", 60.0)
+        for k in range(N_SWAPS):
+            body = {"name": "b.safetensors" if k % 2 == 0 else "a.safetensors"}
+            statuses.append(api.post("/model/swap", json=body, headers=auth).status_code)
+            collect()
+            time.sleep(0.25)
+        assert wait_for(lambda: api.get("/health").json()["bins_decoded"] >= n_bins, 60.0)
+        collect()
+    assert wait_for(lambda: len(reader.values) >= n_bins, 10.0)
+    time.sleep(0.5)  # nothing more may come
+    received = reader.finish()
+
+    assert statuses == [200] * N_SWAPS
+    swaps = api.get("/model").json()["swaps"]
+    assert swaps["applied"] + swaps["superseded"] == N_SWAPS and swaps["refused"] == 0
+    assert swaps["applied"] >= N_SWAPS - 5
+    assert sorted(seen) == list(range(n_bins))  # every bin decoded, once, in order
+    model_ids = [seen[s]["model_id"] for s in range(n_bins)]
+    changes = sum(a != b for a, b in itertools.pairwise(model_ids))
+    assert changes == swaps["applied"] and set(model_ids) == set(ids.values())
+    assert received.shape == (n_bins, 2)  # the client got each bin once
+    http_values = np.asarray([seen[s]["values"] for s in range(n_bins)], dtype=np.float32)
+    np.testing.assert_array_equal(received, http_values)
+    r2, per_dim = r2_score(setup.test.kinematics, received)
+    print(f"live R² {r2:.3f} {np.round(per_dim, 3)} over {n_bins} bins, {changes} swaps")
+    assert r2 >= 0.5
