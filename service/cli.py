@@ -142,7 +142,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if not (args.inspect or args.play or args.model is not None):
         # checked here, not by argparse, to keep its established wording (and its tests)
         args.replay_parser.error(
-            "one of the arguments --inspect --play is required, or --model MODEL --fast"
+            "one of the arguments --inspect --play is required, or --model MODEL"
         )
     path = Path(args.session)
     if not path.is_file():
@@ -163,8 +163,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     # --play
     from streams.player import SessionPlayer
 
-    if not args.speed > 0:
-        raise ValueError(f"--speed must be > 0 (1 = real time), got {args.speed:g}")
+    speed = 1.0 if args.speed is None else args.speed
+    if not speed > 0:
+        raise ValueError(f"--speed must be > 0 (1 = real time), got {speed:g}")
     _positive_seconds(args.seconds, "--seconds")
     from streams.files import load_any_session
 
@@ -175,17 +176,20 @@ def cmd_replay(args: argparse.Namespace) -> int:
         targets=args.targets,
         bin_s=None if args.bin_ms is None else args.bin_ms / 1000.0,
     )
-    player = SessionPlayer(session, name=args.name, speed=args.speed, loop=args.loop)
+    player = SessionPlayer(session, name=args.name, speed=speed, loop=args.loop)
     _play_until_done(player, args.seconds, describe=f"{path.name} ({session!r})")
     return 0
 
 
 def _replay_model(path: Path, args: argparse.Namespace) -> int:
-    if not args.fast:
+    if args.fast and _given(args, "--speed"):
         raise ValueError(
-            "--model needs --fast: only --fast (decode as fast as possible) is available in "
-            "this version; to play the session in real time over LSL use --play"
+            "--fast and --speed exclude each other: --fast decodes as fast as possible, "
+            "--speed X plays the session over LSL at X times real time"
         )
+    speed = 1.0 if args.speed is None else args.speed
+    if not speed > 0:
+        raise ValueError(f"--speed must be > 0 (1 = real time), got {speed:g}")
     stream_flags = _given(args, "--neural", "--kinematics", "--targets", "--bin-ms")
     if stream_flags:
         raise ValueError(
@@ -197,9 +201,13 @@ def _replay_model(path: Path, args: argparse.Namespace) -> int:
         raise FileNotFoundError(
             f"cannot write {out}: directory {out.parent} does not exist; create it first"
         )
-    from service.replay import replay_session
+    from service.replay import replay_live, replay_session
 
-    result = replay_session(path, args.model, adapt=args.adapt)
+    if args.fast:
+        result = replay_session(path, args.model, adapt=args.adapt)
+    else:
+        print(f"playing {path.name} over LSL at {speed:g}x real time ...", flush=True)
+        result = replay_live(path, args.model, speed, adapt=args.adapt)
     adaptation = result["adaptation"]
     rows = [
         ["R2", f"{result['r2']:.3f}"],
@@ -207,6 +215,12 @@ def _replay_model(path: Path, args: argparse.Namespace) -> int:
         ["bins", result["bins"]],
         ["bins/s", f"{result['bins_per_second']:,.0f}"],
     ]
+    if not args.fast:
+        latency = result["latency"]
+        rows += [
+            ["bins lost", result["bins_lost"]],
+            ["latency p50 / p99 ms", f"{latency['p50_ms']:.2f} / {latency['p99_ms']:.2f}"],
+        ]
     if adaptation["enabled"]:
         rows += [
             ["bins with target", adaptation["bins_with_target"]],
@@ -574,12 +588,16 @@ def build_parser() -> argparse.ArgumentParser:
             "session's kinematics); print R2 against the session's kinematics, bins, bins/s "
             "and the adaptation counters; --out writes them as JSON (keys r2, r2_per_dim, "
             "r2_windows (30 s windows), bins, bins_per_second, adaptation). The session must "
-            "have kinematics and the model's channel count and bin width. Only --fast is "
-            "available for --model in this version.\n\n"
+            "have kinematics and the model's channel count and bin width.\n"
+            "--model MODEL [--speed X]: the same through the live path instead: a player "
+            "process streams the session over LSL at X times real time (default 1) into the "
+            "daemon of 'bci serve' (learning, with --adapt, from the played kinematics "
+            "stream); the JSON adds mode, speed, bins_lost and latency.\n\n"
             "example: bci replay --inspect ../shared/data/xdf/clock_resets.xdf\n"
             "example: bci replay session.npz --play --speed 2 --loop --name bci-replay\n"
             "example: bci replay session.npz --model model.safetensors --fast --adapt "
-            "--out results.json"
+            "--out results.json\n"
+            "example: bci replay session.npz --model model.safetensors --speed 10"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -587,17 +605,15 @@ def build_parser() -> argparse.ArgumentParser:
     mode = replay.add_mutually_exclusive_group()  # one is required: checked in cmd_replay
     mode.add_argument("--inspect", action="store_true", help="list the streams and their timing")
     mode.add_argument("--play", action="store_true", help="play the session over LSL")
-    mode.add_argument(
-        "--model", help="decode the session with this checkpoint (.safetensors); needs --fast"
-    )
+    mode.add_argument("--model", help="decode the session with this checkpoint (.safetensors)")
     replay.add_argument(
-        "--fast", action="store_true", help="model: decode as fast as possible (required)"
+        "--fast", action="store_true", help="model: decode as fast as possible, not over LSL"
     )
     replay.add_argument(
         "--adapt", action="store_true", help="model: adapt online by e-prop (default off)"
     )
     replay.add_argument("--out", help="model: also write the results to this JSON file")
-    replay.add_argument("--speed", type=float, default=1.0, help="play: speed factor (default 1)")
+    replay.add_argument("--speed", type=float, help="play, model: x real time (default 1)")
     replay.add_argument("--loop", action="store_true", help="play: start over at the end")
     replay.add_argument(
         "--name", default="bci-replay", help="play: LSL stream name (default bci-replay)"

@@ -52,7 +52,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -61,7 +61,7 @@ import numpy as np
 import pylsl
 
 from bci.checkpoint import load_checkpoint, read_manifest
-from service.engine import STATES, DecodedBin, Engine, RecentBins, model_id_of
+from service.engine import STATES, DecodedBin, Engine, RecentBins, Sink, model_id_of
 from service.settings import Settings
 from service.targets import TargetFeed
 from streams.lsl_inlet import LslInlet, StreamSchema
@@ -81,7 +81,8 @@ class Daemon:
 
     Lifecycle: :meth:`start` (loads the model, opens the outlet, starts the inlet and the loop
     thread; raises ``ValueError`` for a missing or invalid checkpoint) and :meth:`stop`; also
-    a context manager. ``inlet_options`` go to :class:`~streams.lsl_inlet.LslInlet`.
+    a context manager. ``inlet_options`` go to :class:`~streams.lsl_inlet.LslInlet`;
+    ``sinks`` get every decoded bin on the loop thread, after the outlet (keep them fast).
     """
 
     def __init__(
@@ -93,8 +94,10 @@ class Daemon:
         inlet_options: dict[str, Any] | None = None,
         latency_window: int = 10_000,
         deadline_s: float | None = None,
+        sinks: Iterable[Sink] = (),
     ) -> None:
         self.settings = settings
+        self.sinks = tuple(sinks)
         self.poll_s = float(poll_s)
         self.recent = RecentBins(recent_capacity)
         self.inlet_options = dict(inlet_options or {})
@@ -143,7 +146,9 @@ class Daemon:
             nominal_srate=1.0 / checkpoint.model.config.dt_s,
             model="bci serve",
         )
-        self.engine = Engine(checkpoint, adapt=settings.adapt, sinks=[self.recent, self._push])
+        self.engine = Engine(
+            checkpoint, adapt=settings.adapt, sinks=[self.recent, self._push, *self.sinks]
+        )
         if self.deadline_s is None:
             self.deadline_s = float(self.engine.bin_s)
         self._stop.clear()

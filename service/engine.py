@@ -29,7 +29,7 @@ from bci.checkpoint import Checkpoint, load_checkpoint
 from bci.eprop import EpropConfig, EpropLearner
 from bci.online import OnlineRSNN, OnlineState
 
-__all__ = ["STATES", "DecodedBin", "Engine", "RecentBins"]
+__all__ = ["STATES", "DecodedBin", "Engine", "RecentBins", "Sink"]
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,14 @@
-"""Offline replay: run the decoding engine over a recorded session as fast as possible."""
+"""Replay a recorded session through the decoder and score it against its kinematics.
+
+Two ways, one result format:
+
+* :func:`replay_session` (``bci replay --fast``) drives the :class:`~service.engine.Engine`
+  directly, bin after bin, as fast as possible;
+* :func:`replay_live` (``bci replay --speed X``) plays the session over LSL from a
+  :class:`~streams.player.SessionPlayer` process at X times real time into a
+  :class:`~service.daemon.Daemon`, the live path of ``bci serve`` (learning, when adapting,
+  from the player's ``<name>-kinematics`` stream).
+"""
 
 from __future__ import annotations
 
@@ -7,19 +17,24 @@ import logging
 import math
 import os
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bci.checkpoint import load_checkpoint
-from bci.eprop import EpropConfig
+from bci.checkpoint import Checkpoint, load_checkpoint
+from bci.eprop import EpropConfig, EpropLearner
 from bci.metrics import r2_score, windowed_r2
 from bci.runtime import single_threaded_blas
-from service.engine import Engine
+from service.daemon import Daemon
+from service.engine import DecodedBin, Engine
+from service.settings import Settings
 from streams.files import load_any_session
+from streams.player import SessionPlayer
+from streams.session import Session
 
-__all__ = ["replay_session"]
+__all__ = ["replay_live", "replay_session"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +60,124 @@ def replay_session(
     channel count, bin width or kinematics dimensions do not match the model, and
     :class:`bci.checkpoint.CheckpointError` for an unusable checkpoint.
     """
+    session, checkpoint, truth = _load(session_path, model_path, window_s)
+    engine = Engine(
+        checkpoint, adapt=adapt, eprop=eprop, n_channels=session.n_channels, bin_s=session.bin_s
+    )
+    neural = np.ascontiguousarray(session.neural, dtype=np.float32)
+    timestamps = np.asarray(session.timestamps, dtype=np.float64)
+    n_bins = neural.shape[0]
+    decoded = np.empty_like(truth)
+    process = engine.process
+    limiter = single_threaded_blas()
+    try:
+        start = time.perf_counter()
+        if adapt:
+            for t in range(n_bins):
+                decoded[t] = process(neural[t], truth[t], timestamps[t]).values
+        else:
+            for t in range(n_bins):
+                decoded[t] = process(neural[t], None, timestamps[t]).values
+        elapsed = time.perf_counter() - start
+    finally:
+        limiter.restore_original_limits()
+    engine.set_state("stopped")
+    result = _result(session, truth, decoded, elapsed, engine.learner, window_s)
+    logger.info("replayed %s with %s: %s", session_path, model_path, _summary(result))
+    return result
+
+
+def replay_live(
+    session_path: str | os.PathLike[str],
+    model_path: str | os.PathLike[str],
+    speed: float,
+    adapt: bool = False,
+    window_s: float = 30.0,
+    idle_timeout_s: float = 10.0,
+) -> dict[str, Any]:
+    """Play a session over LSL at ``speed`` x real time into a daemon decoding it live.
+
+    The player process waits for the daemon's inlets before its first bin. Each decoded bin
+    is placed by its timestamp (the player stamps bin ``k`` at ``t0 + k * bin_s / speed``),
+    so a bin lost on the way is counted, not misaligned. Returns :func:`replay_session`'s
+    result, its ``bins`` counting bins decoded, plus ``"mode": "live"``, ``"speed"``,
+    ``"bins_lost"`` and ``"latency"`` (the daemon's :meth:`~Daemon.latency`); R² covers the
+    decoded bins. ``TimeoutError`` when the daemon decodes nothing for ``idle_timeout_s`` s
+    while the player still plays.
+    """
+    if not (math.isfinite(speed) and speed > 0):
+        raise ValueError(f"speed must be a positive factor (1 = real time); got {speed}")
+    session, _, truth = _load(session_path, model_path, window_s)
+    n_bins = session.n_bins
+    decoded = np.full_like(truth, np.nan)
+    first: list[float] = []
+    period = session.bin_s / speed
+
+    def place(b: DecodedBin) -> None:  # on the daemon's loop thread
+        if not first:
+            first.append(b.timestamp)
+        k = round((b.timestamp - first[0]) / period)
+        if 0 <= k < n_bins:
+            decoded[k] = b.values
+
+    name = f"bci-replay-{uuid.uuid4().hex[:8]}"
+    settings = Settings(
+        stream=name,
+        source_id=f"bci-player-{name}",
+        model=Path(model_path),
+        adapt=adapt,
+        target_stream=f"{name}-kinematics" if adapt else None,
+        output_name=f"{name}-decoded",
+    )
+    roles = ("neural", "kinematics") if adapt else ("neural",)
+    player = SessionPlayer(session, name=name, speed=speed, wait_for_consumers=30.0, wait_for=roles)
+    daemon = Daemon(settings, sinks=[place])
+    with daemon:
+        assert daemon.engine is not None
+        with player:
+            start = time.perf_counter()
+            _wait_for_player(player, daemon.engine, idle_timeout_s)
+            _wait_for_bins(daemon.engine, n_bins, idle_timeout_s=1.0)
+            elapsed = time.perf_counter() - start
+        learner = daemon.engine.learner
+        latency = daemon.latency()
+    got = ~np.isnan(decoded[:, 0])
+    result = _result(session, truth[got], decoded[got], elapsed, learner, window_s)
+    result.update(mode="live", speed=float(speed), bins_lost=int(n_bins - got.sum()))
+    result["latency"] = latency
+    logger.info("replayed %s live at %gx: %s", session_path, speed, _summary(result))
+    return result
+
+
+def _wait_for_player(player: SessionPlayer, engine: Engine, idle_timeout_s: float) -> None:
+    """Until the player has pushed its last bin; raises if decoding stalls or it dies."""
+    decoded, progress = engine.bins_decoded, time.monotonic()
+    while not player.wait(0.1):
+        if not player.running:
+            player.stop()  # raises with the player's own error, if it had one
+            raise RuntimeError("the player process ended before the last bin")
+        if engine.bins_decoded != decoded:
+            decoded, progress = engine.bins_decoded, time.monotonic()
+        elif time.monotonic() - progress > idle_timeout_s:
+            raise TimeoutError(
+                f"no bin decoded for {idle_timeout_s:g} s while the session played "
+                f"({decoded} decoded); is LSL reachable on this machine?"
+            )
+
+
+def _wait_for_bins(engine: Engine, n_bins: int, idle_timeout_s: float) -> None:
+    """Until ``n_bins`` are decoded or none arrives for ``idle_timeout_s`` s."""
+    decoded, progress = engine.bins_decoded, time.monotonic()
+    while engine.bins_decoded < n_bins and time.monotonic() - progress < idle_timeout_s:
+        time.sleep(0.02)
+        if engine.bins_decoded != decoded:
+            decoded, progress = engine.bins_decoded, time.monotonic()
+
+
+def _load(
+    session_path: str | os.PathLike[str], model_path: str | os.PathLike[str], window_s: float
+) -> tuple[Session, Checkpoint, np.ndarray]:
+    """The session, the checkpoint and the true kinematics (T, K) float32, all checked."""
     session_path, model_path = Path(session_path), Path(model_path)
     if not session_path.is_file():
         raise FileNotFoundError(f"session file {session_path} does not exist")
@@ -63,56 +196,44 @@ def replay_session(
             f"session {session_path} has {session.n_channels} channels but model {model_path} "
             f"expects {config.n_in}; use a model trained on this session's channels"
         )
+    if not math.isclose(session.bin_s, config.dt_s, rel_tol=1e-6):
+        raise ValueError(
+            f"session {session_path} has {session.bin_s * 1e3:g} ms bins but model "
+            f"{model_path} was trained with {config.dt_s * 1e3:g} ms bins; use a model "
+            "trained at this bin width"
+        )
     truth = np.asarray(session.kinematics, dtype=np.float32)
     if truth.shape[1] != config.n_out:
         raise ValueError(
             f"session {session_path} has {truth.shape[1]} kinematics dimensions but model "
             f"{model_path} decodes {config.n_out}"
         )
-    engine = Engine(
-        checkpoint, adapt=adapt, eprop=eprop, n_channels=session.n_channels, bin_s=session.bin_s
-    )
-    neural = np.ascontiguousarray(session.neural, dtype=np.float32)
-    timestamps = np.asarray(session.timestamps, dtype=np.float64)
-    n_bins = neural.shape[0]
-    decoded = np.empty((n_bins, config.n_out), dtype=np.float32)
-    process = engine.process
-    limiter = single_threaded_blas()
-    try:
-        start = time.perf_counter()
-        if adapt:
-            for t in range(n_bins):
-                decoded[t] = process(neural[t], truth[t], timestamps[t]).values
-        else:
-            for t in range(n_bins):
-                decoded[t] = process(neural[t], None, timestamps[t]).values
-        elapsed = time.perf_counter() - start
-    finally:
-        limiter.restore_original_limits()
-    engine.set_state("stopped")
+    return session, checkpoint, truth
+
+
+def _result(
+    session: Session,
+    truth: np.ndarray,
+    decoded: np.ndarray,
+    elapsed_s: float,
+    learner: EpropLearner | None,
+    window_s: float,
+) -> dict[str, Any]:
     r2, per_dim = r2_score(truth, decoded)
-    learner = engine.learner
-    adaptation = (
-        {"enabled": True, **dataclasses.asdict(learner.status)}
-        if learner is not None
-        else {"enabled": False}
-    )
-    if "frozen" in adaptation:
+    adaptation: dict[str, Any] = {"enabled": False}
+    if learner is not None:
+        adaptation = {"enabled": True, **dataclasses.asdict(learner.status)}
         adaptation["frozen"] = list(adaptation["frozen"])
-    result = {
+    n_bins = len(decoded)
+    return {
         "r2": float(r2),
         "r2_per_dim": [float(v) for v in per_dim],
         "r2_windows": windowed_r2(truth, decoded, session.bin_s, window_s),
         "bins": int(n_bins),
-        "bins_per_second": n_bins / elapsed if elapsed > 0 else float("inf"),
+        "bins_per_second": n_bins / elapsed_s if elapsed_s > 0 else float("inf"),
         "adaptation": adaptation,
     }
-    logger.info(
-        "replayed %s with %s: %d bins, %.0f bins/s, R2 %.3f",
-        session_path,
-        model_path,
-        n_bins,
-        result["bins_per_second"],
-        result["r2"],
-    )
-    return result
+
+
+def _summary(result: dict[str, Any]) -> str:
+    return f"{result['bins']} bins, {result['bins_per_second']:.0f} bins/s, R2 {result['r2']:.3f}"

@@ -13,6 +13,8 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from service.api.limits import ConcurrencyLimit
 from service.api.routers import (
     adaptation,
+    dashboard,
+    feed,
     health,
     kinematics,
     metrics,
@@ -71,6 +73,7 @@ def create_app(
         max_requests=max_concurrent_requests,
         exclude_prefixes=(f"{API_PREFIX}/feed",),
     )
-    for router in (health, kinematics, model, stream, adaptation, metrics, prometheus):
+    for router in (health, kinematics, model, stream, adaptation, metrics, prometheus, feed):
         app.include_router(router.router, prefix=API_PREFIX)
+    app.include_router(dashboard.router)
     return app

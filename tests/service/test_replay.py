@@ -14,7 +14,7 @@ from bci.metrics import r2_score
 from bci.online import OnlineRSNN
 from bci.rsnn import RSNN, RSNNConfig
 from service.cli import main
-from service.replay import replay_session
+from service.replay import replay_live, replay_session
 from streams.session import Session, save_session
 
 N_IN, BIN_S, N_BINS = 6, 0.05, 1300
@@ -136,7 +136,8 @@ def test_cli_replay_model_writes_json(
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        ([], "only --fast"),
+        (["--fast", "--speed", "2"], "exclude each other"),
+        (["--speed", "0"], "--speed must be > 0"),
         (["--fast", "--out", "/nonexistent-dir/x.json"], "does not exist"),
         (["--fast", "--neural", "spikes"], "not supported with --model"),
     ],
@@ -148,8 +149,6 @@ def test_cli_replay_model_bad_flags_exit_2(
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("bci replay: error:") and message in err
-    if not extra:
-        assert "--play" in err
 
 
 def test_cli_replay_bad_inputs_exit_2(
@@ -179,4 +178,39 @@ def test_cli_replay_without_a_mode_names_all_three(
     with pytest.raises(SystemExit) as exc:
         main(["replay", str(files["session"])])
     assert exc.value.code == 2
-    assert "--inspect --play is required, or --model MODEL --fast" in capsys.readouterr().err
+    assert "--inspect --play is required, or --model MODEL" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("adapt", [False, True])
+def test_live_replay_over_lsl_decodes_every_bin_as_the_fast_path(
+    files: dict[str, Path], adapt: bool
+) -> None:
+    """Played over LSL at 40x into the daemon, every bin arrives once and, frozen, decodes
+    bit for bit as the fast path (float32 survives LSL exactly); adapting, it learns from
+    the played kinematics stream."""
+    live = replay_live(files["session"], files["model"], speed=40.0, adapt=adapt)
+    assert set(live) == KEYS | {"mode", "speed", "bins_lost", "latency"}
+    assert live["mode"] == "live" and live["speed"] == 40.0
+    assert live["bins"] == N_BINS and live["bins_lost"] == 0
+    assert live["latency"]["bins"] == N_BINS and live["latency"]["p50_ms"] > 0
+    if adapt:
+        adaptation = live["adaptation"]
+        assert adaptation["enabled"] and adaptation["updates_applied"] > 0
+        assert adaptation["bins_with_target"] >= N_BINS - 5  # before the target inlet: none
+    else:
+        fast = replay_session(files["session"], files["model"])
+        assert live["r2"] == fast["r2"] and live["r2_windows"] == fast["r2_windows"]
+        assert live["adaptation"] == {"enabled": False}
+
+
+def test_cli_replay_model_at_speed_prints_live_figures(
+    tmp_path: Path, files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "live.json"
+    argv = ["replay", str(files["session"]), "--model", str(files["model"]), "--speed", "50"]
+    assert main([*argv, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "over LSL at 50x" in printed and "bins lost" in printed and "latency p50" in printed
+    result = json.loads(out.read_text())
+    assert result["mode"] == "live" and result["bins"] == N_BINS

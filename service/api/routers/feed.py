@@ -1,0 +1,223 @@
+"""``GET /feed``: a Server-Sent Events stream of decoded bins and daemon status.
+
+Events (``text/event-stream``, each ``data`` one JSON object):
+
+- ``bins`` every ``period_ms`` (default 50 ms): ``{"bins": [{"seq", "t", "values", "target",
+  "spikes"}, ...], "missed": n, "status": {"state", "message", "holding", "bins_decoded",
+  "model_id"}}``, the bins decoded since the previous event, oldest first (``t`` the source
+  timestamp, seconds; ``target`` null without a target; ``spikes`` 0/1 per raster neuron;
+  ``missed`` bins that left the daemon's ring before this client read them). The event id is
+  the last seq sent, so a reconnecting ``EventSource`` resumes after it (``Last-Event-ID``).
+- ``status`` about every 0.5 s: ``{"labels", "stream", "latency", "latency_histogram",
+  "adaptation", "activity"}``: the bodies of ``GET /stream``, ``GET /metrics/latency``,
+  ``GET /adaptation`` and :meth:`~service.engine.Engine.activity`, and the latencies of the
+  daemon's latency window (:meth:`~service.daemon.Daemon.latency_samples`) counted in the
+  Prometheus buckets (``{"le_ms": [...upper bounds, ms; null for +Inf], "counts": [...]}``).
+
+The feed only reads snapshots (:class:`~service.engine.RecentBins`, status methods); it
+never waits on or calls into the decoding loop. At most ``FeedClients.limit`` clients are
+served at once (503 for the next); a client's slot is freed when it disconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Header, HTTPException, Query, Request, status
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive, Scope, Send
+
+from service.api.deps import DaemonDep
+from service.api.routers.adaptation import get_adaptation
+from service.api.routers.metrics import get_latency
+from service.api.routers.prometheus import LATENCY_BUCKETS_S
+from service.api.routers.stream import get_stream
+from service.daemon import Daemon
+from service.engine import DecodedBin
+
+__all__ = ["MAX_FEED_CLIENTS", "FeedClients", "router"]
+
+router = APIRouter(tags=["feed"])
+
+MAX_FEED_CLIENTS = 16
+STATUS_EVERY_S = 0.5  # seconds between status events
+
+
+class FeedClients:
+    """Count of open feeds, bounded by ``limit``; used on the event loop only (no lock).
+
+    Kept on ``app.state.feed_clients`` (created with :data:`MAX_FEED_CLIENTS` on first use;
+    set it before serving to change the limit).
+    """
+
+    def __init__(self, limit: int = MAX_FEED_CLIENTS) -> None:
+        if int(limit) != limit or limit < 1:
+            raise ValueError(f"limit must be a positive integer; got {limit!r}")
+        self.limit = int(limit)
+        self.open = 0
+
+    def acquire(self) -> bool:
+        if self.open >= self.limit:
+            return False
+        self.open += 1
+        return True
+
+    def release(self) -> None:
+        self.open -= 1
+
+
+class _FeedResponse(StreamingResponse):
+    """A streaming response that frees its client slot however the stream ends."""
+
+    def __init__(self, content: AsyncIterator[str], clients: FeedClients) -> None:
+        super().__init__(
+            content,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+        self._clients = clients
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._clients.release()
+
+
+def _clients(request: Request) -> FeedClients:
+    state = request.app.state
+    if not hasattr(state, "feed_clients"):
+        state.feed_clients = FeedClients()
+    return state.feed_clients
+
+
+def _clean(value: Any) -> Any:
+    """``value`` with non-finite floats as None (JSON has no NaN or Infinity)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _floats(array: np.ndarray | None) -> list[float | None] | None:
+    return None if array is None else _clean(np.asarray(array, dtype=np.float64).tolist())
+
+
+def _bin(decoded: DecodedBin) -> dict[str, Any]:
+    spikes = decoded.spikes
+    return {
+        "seq": decoded.seq,
+        "t": decoded.timestamp,
+        "values": _floats(decoded.values),
+        "target": _floats(decoded.target),
+        "spikes": [] if spikes is None else spikes.tolist(),
+    }
+
+
+def _brief(daemon: Daemon) -> dict[str, Any]:
+    engine = daemon.engine
+    return {
+        "state": daemon.state,
+        "message": daemon.state_message,
+        "holding": daemon.holding,
+        "bins_decoded": 0 if engine is None else engine.bins_decoded,
+        "model_id": None if engine is None else engine.model_id,
+    }
+
+
+def _latency_histogram(daemon: Daemon) -> dict[str, list]:
+    """Counts of the latency window per bucket ``(previous bound, bound]``, bounds in ms."""
+    _, window = daemon.latency_samples()
+    bounds = np.asarray(LATENCY_BUCKETS_S)
+    index = np.searchsorted(bounds, window, side="left")
+    counts = np.bincount(index, minlength=len(bounds) + 1)
+    return {"le_ms": [*(bounds * 1e3).tolist(), None], "counts": counts.tolist()}
+
+
+def _status(daemon: Daemon) -> dict[str, Any]:
+    engine = daemon.engine
+    return _clean(
+        {
+            "labels": list(daemon.kinematics_labels),
+            "stream": get_stream(daemon).model_dump(),
+            "latency": get_latency(daemon).model_dump(),
+            "latency_histogram": _latency_histogram(daemon),
+            "adaptation": None if engine is None else get_adaptation(daemon, engine).model_dump(),
+            "activity": None if engine is None else engine.activity(),
+        }
+    )
+
+
+def _event(name: str, data: dict[str, Any], event_id: int | None = None) -> str:
+    head = f"event: {name}\n" if event_id is None else f"id: {event_id}\nevent: {name}\n"
+    return f"{head}data: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+async def _events(daemon: Daemon, period_s: float, history: int, after: int | None):
+    """Yield ``bins`` events every ``period_s`` and a ``status`` event every ~0.5 s."""
+    last = after
+    status_every = max(1, round(STATUS_EVERY_S / period_s))
+    yield "retry: 1000\n\n"  # EventSource reconnect delay, ms
+    tick = 0
+    next_at = time.monotonic()
+    while True:
+        held = daemon.recent.recent()  # consecutive seqs, oldest first
+        if held and last is not None and held[-1].seq < last:
+            last = None  # the id is from an earlier daemon: start afresh
+        if held and last is None:
+            last = held[-1].seq - min(history, len(held))
+        new = [] if last is None else held[max(0, last + 1 - held[0].seq) :]
+        missed = new[0].seq - last - 1 if new else 0
+        if new:
+            last = new[-1].seq
+        payload = {"bins": [_bin(b) for b in new], "missed": missed, "status": _brief(daemon)}
+        yield _event("bins", payload, last)
+        if tick % status_every == 0:
+            yield _event("status", await run_in_threadpool(_status, daemon))
+        tick += 1
+        next_at += period_s
+        now = time.monotonic()
+        if next_at < now:  # fell behind (e.g. a slow client): keep the period from now
+            next_at = now
+        await asyncio.sleep(next_at - now)
+
+
+@router.get(
+    "/feed",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "bins and status events"},
+        503: {"description": "too many feed clients"},
+    },
+)
+async def feed(
+    request: Request,
+    daemon: DaemonDep,
+    period_ms: Annotated[
+        int, Query(ge=20, le=100, description="milliseconds between bins events")
+    ] = 50,
+    history: Annotated[
+        int, Query(ge=0, le=10_000, description="bins already decoded sent in the first event")
+    ] = 200,
+    last_event_id: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> StreamingResponse:
+    """Live decoded bins (every ``period_ms``) and daemon status (every ~0.5 s) as SSE."""
+    clients = _clients(request)
+    if not clients.acquire():
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            f"too many live feed clients (limit {clients.limit}): close another dashboard "
+            "tab or feed and retry",
+        )
+    after = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
+    return _FeedResponse(_events(daemon, period_ms / 1e3, history, after), clients)
