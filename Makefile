@@ -3,6 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+CHROMIUM ?= /usr/bin/chromium
 
 .PHONY: demo test lint venv clean
 
@@ -16,10 +17,16 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The live demo: simulator + decoding daemon (adapting) + dashboard on http://127.0.0.1:8000/.
+# The demo model is trained on the first run (about a minute) and cached in artifacts/demo/.
 demo: $(STAMP)
-	$(VENV)/bin/bci demo
+	$(VENV)/bin/bci demo --live --cache artifacts/demo
 
-test: $(STAMP)
+# The dashboard tests drive Debian's chromium; installed here when missing (needs root).
+$(CHROMIUM):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+test: $(STAMP) $(CHROMIUM)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 

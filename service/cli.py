@@ -291,6 +291,22 @@ def cmd_convert_limblab(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if args.live:
+        from service.demo import run_live_demo
+
+        offline_only = _given(args, "--minutes", "--steps", "--json")
+        if offline_only:
+            raise ValueError(f"{', '.join(offline_only)} only apply without --live")
+        _positive_seconds(args.seconds, "--seconds")
+        run_live_demo(
+            Path(args.cache), host=args.host, port=args.port, seconds=args.seconds, seed=args.seed
+        )
+        return 0
+    live_only = _given(args, "--seconds")
+    if live_only:
+        raise ValueError(f"{', '.join(live_only)} only applies with --live")
+    args.minutes = 8.0 if args.minutes is None else args.minutes
+    args.steps = 600 if args.steps is None else args.steps
     from bci.training import TrainConfig
     from calibration.evaluate import EvaluationConfig, evaluate_decoders, results_table
     from streams.synthetic import SyntheticConfig, simulate_session
@@ -498,18 +514,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
-        help="simulate a population, train the SNN and the baselines, print R2",
+        help="live decoding of a simulated population, or an offline decoder comparison",
         description=(
-            "Simulate a synthetic 96-channel motor-cortex session, train the spiking decoder "
-            "(BPTT) and the Wiener, Kalman and GRU baselines on the first 70%, and print the "
-            "test R2 of each on the last 20%.\n\nexample: bci demo --minutes 6"
+            "--live (what 'make demo' runs): stream a simulated 96-channel motor-cortex "
+            "population over LSL (bci-sim, bci-sim-kinematics, bci-sim-targets) and decode "
+            "it with the daemon of 'bci serve', adapting by e-prop from bci-sim-kinematics; "
+            "dashboard on http://127.0.0.1:8000/. The demo model is trained on first use "
+            "(about a minute) and cached in --cache.\n"
+            "Without --live: simulate a session, train the spiking decoder (BPTT) and the "
+            "Wiener, Kalman and GRU baselines on the first 70%, and print the test R2 of each "
+            "on the last 20%.\n\n"
+            "example: bci demo --live --port 8000\nexample: bci demo --minutes 6"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    demo.add_argument("--minutes", type=float, default=8.0, help="session length (default 8)")
-    demo.add_argument("--steps", type=int, default=600, help="max SNN training steps (600)")
+    demo.add_argument("--minutes", type=float, help="session length (default 8)")
+    demo.add_argument("--steps", type=int, help="max SNN training steps (600)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.add_argument("--json", help="also write the results to this JSON file")
+    demo.add_argument(
+        "--live",
+        action="store_true",
+        help="stream the simulated population and decode it live with the dashboard",
+    )
+    demo.add_argument(
+        "--cache",
+        default=str(Path.home() / ".cache" / "bci-decoder"),
+        help="live: folder of the cached demo model (default ~/.cache/bci-decoder)",
+    )
+    demo.add_argument("--host", default="127.0.0.1", help="live: address (127.0.0.1)")
+    demo.add_argument("--port", type=int, default=8000, help="live: HTTP port (default 8000)")
+    demo.add_argument("--seconds", type=float, help="live: stop after this many seconds")
     demo.set_defaults(func=cmd_demo)
 
     simulate = sub.add_parser(

@@ -158,6 +158,7 @@ class Daemon:
                 len(self.kinematics_labels),
                 self.engine.bin_s,
                 self.inlet_options,
+                source_id=settings.target_source_id,
             ).start()
         self.inlet = LslInlet(
             name=settings.stream, source_id=settings.source_id, **self.inlet_options

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
         default_factory=lambda: ["127.0.0.1", "localhost"],
         description="Host header values the server answers (others get 400)",
     )
+    target_source_id: str | None = Field(
+        None, description="LSL source_id of the target stream (lets liblsl recover it)"
+    )
     output_name: str = Field(
         "bci-decoder",
         description=(

@@ -28,20 +28,25 @@ class TargetFeed:
     """Targets (K values per sample) from the LSL stream ``name`` for a decoder of K outputs.
 
     ``bin_s`` is the neural bin width (seconds): a target matches a bin when their local
-    timestamps differ by at most ``bin_s / 2``. ``inlet_options`` go to
+    timestamps differ by at most ``bin_s / 2``. ``inlet_options`` and ``source_id`` go to
     :class:`~streams.lsl_inlet.LslInlet`. :meth:`match` is for one (the decoding) thread;
     :meth:`status` may be called from any thread.
     """
 
     def __init__(
-        self, name: str, n_out: int, bin_s: float, inlet_options: dict[str, Any] | None = None
+        self,
+        name: str,
+        n_out: int,
+        bin_s: float,
+        inlet_options: dict[str, Any] | None = None,
+        source_id: str | None = None,
     ) -> None:
         if not bin_s > 0:
             raise ValueError(f"bin_s must be positive seconds; got {bin_s!r}")
         self.name = name
         self.n_out = int(n_out)
         self.tolerance_s = 0.5 * float(bin_s)
-        self.inlet = LslInlet(name=name, **dict(inlet_options or {}))
+        self.inlet = LslInlet(name=name, source_id=source_id, **dict(inlet_options or {}))
         self._stamps = np.empty(0, dtype=np.float64)  # pending targets, local clock, ascending
         self._values = np.empty((0, self.n_out), dtype=np.float32)
         self._lock = threading.Lock()  # guards the counters and the problem text
