@@ -59,8 +59,10 @@ from typing import Any
 
 import numpy as np
 import pylsl
+from threadpoolctl import threadpool_limits
 
 from bci.checkpoint import load_checkpoint, read_manifest
+from bci.runtime import single_threaded_blas
 from service.engine import STATES, DecodedBin, Engine, RecentBins, Sink, model_id_of
 from service.settings import Settings
 from service.targets import TargetFeed
@@ -104,6 +106,7 @@ class Daemon:
         self.engine: Engine | None = None
         self.inlet: LslInlet | None = None
         self.targets: TargetFeed | None = None
+        self._blas_limits: threadpool_limits | None = None
         self.outlet: KinematicsOutlet | None = None
         self.kinematics_labels: tuple[str, ...] = ()
         self._manifests: dict[str, dict] = {}
@@ -152,6 +155,9 @@ class Daemon:
         if self.deadline_s is None:
             self.deadline_s = float(self.engine.bin_s)
         self._stop.clear()
+        # per-bin products are tiny: BLAS worker threads would only spin and steal the cores
+        # the inlet, the outlet's consumers and the pushing process need (bci.runtime)
+        self._blas_limits = single_threaded_blas()
         if settings.target_stream:
             self.targets = TargetFeed(
                 settings.target_stream,
@@ -188,6 +194,9 @@ class Daemon:
             self.targets.stop()
         if self.outlet is not None:
             self.outlet.close()
+        if self._blas_limits is not None:
+            self._blas_limits.restore_original_limits()
+            self._blas_limits = None
         if self._state != "stopped":
             self._set_state("stopped", "stopped by stop()")
 

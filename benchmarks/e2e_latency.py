@@ -1,0 +1,759 @@
+"""End-to-end latency of the decoding daemon: neural bin pushed -> decoded bin received.
+
+Three processes per case, all on one machine and one ``pylsl.local_clock``:
+
+- pusher (``multiprocessing`` spawn): outlets ``<neural>`` (96 channels, type Neural, Poisson
+  counts) and ``<neural>-kinematics`` (vx, vy, type Kinematics), both at the nominal rate R.
+  Once the daemon's inlet is connected it pushes one bin per period on a monotonic schedule
+  (sleep until ~0.2 ms before the bin, at most a quarter period, then spin), the target sample
+  first, then the neural sample, both stamped with the same ``local_clock()``. The first
+  ``--warmup`` bins are discarded, then ``--bins`` are measured.
+- daemon: ``bci serve --stream <neural> --model M --output-name <out> --port P`` (with
+  ``--adapt --target-stream <neural>-kinematics`` for adaptation on), a subprocess in its own
+  process group; stopped with SIGINT and expected to exit 0.
+- reader (spawn): resolves ``<out>-kinematics`` and pulls with a blocking
+  ``pull_sample(timeout)``; per sample it records ``local_clock()`` at receipt minus the
+  sample's timestamp. The daemon stamps each output with the input bin's timestamp mapped to
+  the local clock, so this is output received minus input pushed (the mapping's error, a few
+  tens of microseconds, is in the JSON as ``stamp_offset_us``). Outputs are matched to
+  pushed bins by timestamp (within a quarter period); unmatched ones (e.g. zero-velocity
+  samples while the stream is lost) are counted, not measured.
+
+Optionally ``--dashboards 0,N`` runs each case again with N dashboard clients in one more
+process: each holds ``GET /api/v1/feed`` open (Server-Sent Events, parsed as they come; if the
+daemon answers 404 it polls ``/api/v1/kinematics/recent?n=20`` at 20 Hz instead, shown as
+``poll-recent``) and polls ``/api/v1/stream``, ``/metrics/latency``, ``/model`` and
+``/adaptation`` every 0.5 s, as the dashboard page does.
+
+Model: RSNN 96 inputs / 256 hidden / 2 outputs with the default ALIF fraction (0.5, as
+``bci calibrate``), ``dt_s = 1 / R``, untrained, normalisation fitted on Poisson counts.
+
+Usage: ``python benchmarks/e2e_latency.py [--rates 50,250,1000] [--adapt off,on]
+[--bins 3000] [--dashboards 0,5] [--json OUT]``.
+Target (adaptation on, 50 and 250 Hz): p50 <= 0.5 ms and p99 <= 2 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import math
+import multiprocessing
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pylsl
+
+from streams.lsl_outlet import KINEMATICS_SUFFIX, KINEMATICS_TYPE, NEURAL_TYPE, open_outlet
+
+_CTX = multiprocessing.get_context("spawn")
+N_IN, N_HIDDEN, N_OUT = 96, 256, 2
+SPIKE_RATE_HZ = 30.0  # Poisson rate per channel; counts per bin = SPIKE_RATE_HZ / R
+TARGET_P50_MS, TARGET_P99_MS = 0.5, 2.0
+TARGET_RATES = (50, 250)  # with adaptation on
+API = "/api/v1"
+POLLED = ("/stream", "/metrics/latency", "/model", "/adaptation")
+SPIN_S = 2e-4  # spin before each push (sleep overshoots ~0.1 ms), at most a quarter period
+
+
+def _quiet_sigint() -> None:
+    """Children ignore Ctrl-C: the parent stops them through events and kills stragglers."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _stopped(stop: Any) -> bool:
+    """True once the parent set ``stop`` or died without setting it."""
+    return stop.is_set() or not multiprocessing.parent_process().is_alive()
+
+
+def _wait_stopped(stop: Any, timeout: float = math.inf) -> None:
+    """Return after ``timeout`` seconds or once :func:`_stopped`."""
+    deadline = time.monotonic() + timeout
+    while not _stopped(stop) and time.monotonic() < deadline:
+        stop.wait(min(0.5, max(deadline - time.monotonic(), 0.0)))
+
+
+# --- pusher process ------------------------------------------------------------------------
+
+
+def _push(
+    name: str,
+    source_id: str,
+    rate: float,
+    n_total: int,
+    wait_target_s: float,
+    seed: int,
+    started: Any,
+    stop: Any,
+    results: Any,
+) -> None:
+    """Push ``n_total`` bins at ``t0 + k / rate``; put ``("pusher", stats)`` on ``results``."""
+    _quiet_sigint()
+    neural = open_outlet(
+        name,
+        NEURAL_TYPE,
+        [f"ch{c}" for c in range(N_IN)],
+        "counts",
+        rate,
+        source_id=source_id,
+        model="e2e_latency benchmark",
+    )
+    target = open_outlet(
+        f"{name}{KINEMATICS_SUFFIX}",
+        KINEMATICS_TYPE,
+        ["vx", "vy"],
+        "cm/s",
+        rate,
+        source_id=f"{source_id}-kinematics",
+        model="e2e_latency benchmark",
+    )
+    rng = np.random.default_rng(seed)
+    counts = rng.poisson(SPIKE_RATE_HZ / rate, (n_total, N_IN)).astype(np.float32)
+    phase = 2 * np.pi * 0.25 * np.arange(n_total) / rate  # a 4 s circle at 10 cm/s
+    velocity = (10.0 * np.stack([np.cos(phase), np.sin(phase)], axis=1)).astype(np.float32)
+
+    def wait_for(outlet: pylsl.StreamOutlet, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while not outlet.have_consumers():
+            if stop.is_set() or time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
+    if not wait_for(neural, 60.0):
+        results.put(("pusher", {"error": f"no inlet connected to {name!r} within 60 s"}))
+        return
+    target_connected = wait_for(target, wait_target_s) if wait_target_s > 0 else False
+    started.set()
+    period = 1.0 / rate
+    spin = min(SPIN_S, period / 4)
+    stamps = np.empty(n_total, dtype=np.float64)
+    lag = np.empty(n_total, dtype=np.float64)
+    clock, lsl_clock = time.perf_counter, pylsl.local_clock
+    t0 = clock() + 0.01
+    for k in range(n_total):
+        if stop.is_set():
+            stamps, lag = stamps[:k], lag[:k]
+            break
+        due = t0 + k * period
+        ahead = due - clock() - spin
+        if ahead > 0:
+            time.sleep(ahead)
+        while clock() < due:
+            pass
+        lag[k] = clock() - due
+        stamp = lsl_clock()
+        target.push_sample(velocity[k], stamp)
+        neural.push_sample(counts[k], stamp)
+        stamps[k] = stamp
+    results.put(
+        (
+            "pusher",
+            {
+                "stamps": stamps,
+                "lag_p99_ms": float(np.percentile(lag, 99) * 1e3) if len(lag) else math.nan,
+                "lag_max_ms": float(lag.max() * 1e3) if len(lag) else math.nan,
+                "target_connected": bool(target_connected or target.have_consumers()),
+            },
+        )
+    )
+    _wait_stopped(stop, 120.0)  # outlets stay open until the reader has everything
+
+
+# --- reader process ------------------------------------------------------------------------
+
+
+def _read(output: str, ready: Any, stop: Any, results: Any) -> None:
+    """Pull ``output`` until ``stop``; put ``("reader", (stamps, received))`` (local clock, s)."""
+    _quiet_sigint()
+    found = pylsl.resolve_byprop("name", output, 1, 30.0)
+    if not found:
+        results.put(("reader", {"error": f"stream {output!r} not found within 30 s"}))
+        return
+    inlet = pylsl.StreamInlet(found[0], max_buflen=60)
+    inlet.open_stream(10.0)
+    ready.set()
+    stamps: list[float] = []
+    received: list[float] = []
+    clock = pylsl.local_clock
+    while not _stopped(stop):
+        _, stamp = inlet.pull_sample(timeout=0.2)
+        if stamp is not None:
+            received.append(clock())
+            stamps.append(stamp)
+    results.put(("reader", {"stamps": np.array(stamps), "received": np.array(received)}))
+
+
+# --- dashboard clients ---------------------------------------------------------------------
+
+
+def _follow_feed(base: str, stop: threading.Event, stats: dict[str, Any]) -> None:
+    """Hold ``GET /feed`` open and parse its events, reconnecting after an error; if the
+    daemon has no feed (404), poll ``/kinematics/recent?n=20`` at 20 Hz instead."""
+    with httpx.Client(timeout=httpx.Timeout(5.0, read=2.0)) as client:
+        while not stop.is_set():
+            try:
+                with client.stream(
+                    "GET", f"{base}/feed", headers={"Accept": "text/event-stream"}
+                ) as response:
+                    if response.status_code == 404:
+                        break
+                    response.raise_for_status()
+                    stats["mode"] = "feed"
+                    data: list[str] = []
+                    for line in response.iter_lines():
+                        if line.startswith("data:"):
+                            data.append(line[5:].lstrip())
+                        elif line.startswith("event:"):
+                            stats["event_types"].add(line[6:].strip())
+                        elif not line and data:
+                            json.loads("\n".join(data))
+                            stats["events"] += 1
+                            data = []
+                        if stop.is_set():
+                            return
+            except (httpx.HTTPError, json.JSONDecodeError) as error:
+                _count_error(stats, "/feed", error)
+                stop.wait(0.2)  # reconnect as an EventSource does
+        else:
+            return
+        stats["mode"] = "poll-recent"
+        while not stop.is_set():
+            _get(client, f"{base}/kinematics/recent?n=20", stats)
+            stop.wait(0.05)
+
+
+def _poll_panels(base: str, stop: threading.Event, stats: dict[str, Any]) -> None:
+    """Poll the dashboard's status panels every 0.5 s."""
+    with httpx.Client(timeout=5.0) as client:
+        while not stop.is_set():
+            for path in POLLED:
+                _get(client, f"{base}{path}", stats)
+            stop.wait(0.5)
+
+
+def _get(client: httpx.Client, url: str, stats: dict[str, Any]) -> None:
+    try:
+        client.get(url).raise_for_status()
+        stats["requests"] += 1
+    except httpx.HTTPError as error:
+        _count_error(stats, url.split(API, 1)[-1], error)
+
+
+def _count_error(stats: dict[str, Any], path: str, error: Exception) -> None:
+    """Count ``error`` under e.g. ``"/feed 503"`` or ``"/feed ReadTimeout"``."""
+    if isinstance(error, httpx.HTTPStatusError):
+        kind = str(error.response.status_code)
+    else:
+        kind = type(error).__name__
+    stats["errors"][f"{path} {kind}"] += 1
+
+
+def _dashboards(base: str, n: int, ready: Any, stop: Any, results: Any) -> None:
+    """Run ``n`` dashboard clients (two threads each); put ``("dashboards", totals)``."""
+    _quiet_sigint()
+    stats = [
+        {
+            "mode": "none",
+            "requests": 0,
+            "events": 0,
+            "errors": collections.Counter(),
+            "event_types": set(),
+        }
+        for _ in range(n)
+    ]
+    done = threading.Event()
+    threads = [
+        threading.Thread(target=fn, args=(base, done, s), daemon=True)
+        for s in stats
+        for fn in (_follow_feed, _poll_panels)
+    ]
+    for thread in threads:
+        thread.start()
+    ready.set()
+    _wait_stopped(stop)
+    done.set()
+    for thread in threads:
+        thread.join(5.0)
+    results.put(
+        (
+            "dashboards",
+            {
+                "clients": n,
+                "modes": sorted({s["mode"] for s in stats}),
+                "requests": sum(s["requests"] for s in stats),
+                "events": sum(s["events"] for s in stats),
+                "event_types": sorted(set().union(*(s["event_types"] for s in stats))),
+                "errors": sum(sum(s["errors"].values()) for s in stats),
+                "error_kinds": dict(sum((s["errors"] for s in stats), collections.Counter())),
+            },
+        )
+    )
+
+
+# --- daemon --------------------------------------------------------------------------------
+
+
+def make_checkpoint(folder: Path, rate: int, seed: int = 0) -> Path:
+    """An untrained 96/256/2 RSNN with ``dt_s = 1 / rate`` and normalisation fitted on
+    Poisson counts, saved under ``folder``."""
+    from bci.checkpoint import save_checkpoint
+    from bci.rsnn import RSNN, RSNNConfig
+
+    rng = np.random.default_rng(seed)
+    model = RSNN(RSNNConfig(n_in=N_IN, n_hidden=N_HIDDEN, n_out=N_OUT, dt_s=1.0 / rate), seed)
+    model.fit_normalisation(
+        rng.poisson(SPIKE_RATE_HZ / rate, (2000, N_IN)).astype(np.float32),
+        rng.standard_normal((2000, N_OUT)).astype(np.float32),
+    )
+    return save_checkpoint(
+        folder / f"rsnn-{rate}hz.safetensors", model, kinematics_labels=("vx", "vy")
+    )
+
+
+def _free_port() -> int:
+    # ``bci serve --port 0`` binds a free port but prints 0 in its URL, so pick one here
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Serve:
+    """``bci serve`` in its own process group, output to files in ``logs``; a context manager
+    that kills the group if :meth:`stop` did not end it."""
+
+    def __init__(self, args: list[str], source_id: str, logs: Path) -> None:
+        bci = Path(sys.executable).with_name("bci")
+        if not bci.is_file():
+            raise FileNotFoundError(f"{bci} not found: install the package (pip install -e .)")
+        self.stdout_path, self.stderr_path = logs / "serve.out", logs / "serve.err"
+        with self.stdout_path.open("w") as out, self.stderr_path.open("w") as err:
+            self.proc = subprocess.Popen(
+                [str(bci), "serve", *args],
+                stdout=out,
+                stderr=err,
+                env={**os.environ, "BCI_SOURCE_ID": source_id},
+                start_new_session=True,
+            )
+
+    def wait_url(self, timeout: float) -> str:
+        """The API base URL once the daemon printed it and answers ``/health``."""
+        deadline = time.monotonic() + timeout
+        base = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"bci serve exited with {self.proc.returncode}: {self.tail()}")
+            if base is None:
+                for line in self.stdout_path.read_text().splitlines():
+                    if line.startswith("serving http://"):
+                        base = line.split()[1]
+            if base is not None:
+                try:
+                    httpx.get(f"{base}/health", timeout=1.0).raise_for_status()
+                    return base
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.1)
+        raise RuntimeError(f"bci serve did not answer within {timeout:g} s: {self.tail()}")
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGINT, then wait; the exit code, or None if it had to be killed."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._kill()
+                return None
+        return self.proc.returncode
+
+    def tail(self, chars: int = 2000) -> str:
+        """The end of the daemon's stderr."""
+        return self.stderr_path.read_text()[-chars:]
+
+    def _kill(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+
+    def __enter__(self) -> Serve:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            self._kill()
+
+
+def _take(results: Any, tag: str, timeout: float, got: dict[str, Any]) -> dict[str, Any]:
+    """The payload a child put under ``tag`` (others that arrive first are kept in ``got``)."""
+    deadline = time.monotonic() + timeout
+    while tag not in got:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise RuntimeError(f"no result from the {tag} process within {timeout:g} s")
+        try:
+            key, payload = results.get(timeout=min(left, 1.0))
+        except queue.Empty:
+            continue
+        got[key] = payload
+    if "error" in got[tag]:
+        raise RuntimeError(f"{tag}: {got[tag]['error']}")
+    return got[tag]
+
+
+def _wait_ready(event: Any, timeout: float, results: Any, tag: str, got: dict) -> None:
+    """Wait for a child's ``event``; on timeout raise with the child's reason if it gave one."""
+    if not event.wait(timeout):
+        _take(results, tag, 1.0, got)
+        raise RuntimeError(f"the {tag} process is not ready after {timeout:g} s")
+
+
+def _wait_decoding(base: str, timeout: float) -> str:
+    """Poll ``/health`` until the daemon says decoding; the last state seen."""
+    deadline = time.monotonic() + timeout
+    state = "?"
+    while time.monotonic() < deadline:
+        try:
+            state = httpx.get(f"{base}/health", timeout=2.0).json()["state"]
+        except httpx.HTTPError:
+            state = "unreachable"
+        if state == "decoding":
+            return state
+        time.sleep(0.05)
+    return state
+
+
+def run_case(
+    rate: int, adapt: bool, dashboards: int, n_bins: int, warmup: int, model: Path, logs: Path
+) -> dict[str, Any]:
+    """One daemon, pusher, reader (and dashboards) run; latency in ms."""
+    tag = uuid.uuid4().hex[:8]
+    neural, output, source_id = f"e2e-{rate}hz-{tag}", f"e2e-out-{tag}", f"e2e-src-{tag}"
+    args = ["--stream", neural, "--model", str(model), "--output-name", output]
+    args += ["--port", str(_free_port()), "--token", uuid.uuid4().hex]
+    if adapt:
+        args += ["--adapt", "--target-stream", f"{neural}{KINEMATICS_SUFFIX}"]
+    n_total = warmup + n_bins
+    stop, reader_ready, dash_ready, started = (_CTX.Event() for _ in range(4))
+    results = _CTX.Queue()
+    children: list[multiprocessing.process.BaseProcess] = []
+    got: dict[str, Any] = {}
+    case_logs = logs / f"{rate}hz-{'adapt' if adapt else 'frozen'}-{dashboards}dash-{tag}"
+    case_logs.mkdir()
+
+    def spawn(target: Any, *targs: Any) -> None:
+        child = _CTX.Process(target=target, args=(*targs, results), daemon=True)
+        child.start()
+        children.append(child)
+
+    try:
+        with Serve(args, source_id, case_logs) as serve:
+            try:
+                base = serve.wait_url(60.0)
+                spawn(_read, f"{output}{KINEMATICS_SUFFIX}", reader_ready, stop)
+                _wait_ready(reader_ready, 45.0, results, "reader", got)
+                if dashboards:
+                    spawn(_dashboards, base, dashboards, dash_ready, stop)
+                    _wait_ready(dash_ready, 30.0, results, "dashboards", got)
+                wait_target_s = 5.0 if adapt else 0.0
+                spawn(
+                    _push,
+                    neural,
+                    source_id,
+                    float(rate),
+                    n_total,
+                    wait_target_s,
+                    rate,
+                    started,
+                    stop,
+                )
+                _wait_ready(started, 70.0, results, "pusher", got)
+                health = _wait_decoding(base, 30.0)
+                if health != "decoding":
+                    raise RuntimeError(f"daemon state {health!r} after the pusher started")
+                pushed = _take(results, "pusher", n_total / rate + 60.0, got)
+                time.sleep(1.0)  # the last outputs reach the reader
+                daemon_latency = httpx.get(f"{base}/metrics/latency", timeout=5.0).json()
+                stop.set()
+                read = _take(results, "reader", 30.0, got)
+                dash = _take(results, "dashboards", 30.0, got) if dashboards else None
+            finally:
+                stop.set()
+                exit_code = serve.stop()
+    finally:
+        stop.set()
+        for child in children:
+            child.join(10.0)
+            if child.is_alive():
+                child.kill()
+                child.join()
+    return _summarise(rate, adapt, dashboards, warmup, pushed, read, dash, daemon_latency) | {
+        "health_state": health,
+        "daemon_exit_code": exit_code,
+    }
+
+
+def _match(sent: np.ndarray, stamps: np.ndarray, tolerance: float) -> np.ndarray:
+    """Index of the pushed bin each output decodes, or -1.
+
+    Outputs arrive in bin order, so each is matched to the first not yet matched pushed bin
+    stamped within ``tolerance`` (s) of it; this stays right when the pusher fell behind and
+    pushed bins back to back with nearly equal stamps.
+    """
+    idx = np.full(len(stamps), -1, dtype=np.int64)
+    j = 0
+    for i, stamp in enumerate(stamps):
+        while j < len(sent) and sent[j] < stamp - tolerance:
+            j += 1
+        if j < len(sent) and sent[j] <= stamp + tolerance:
+            idx[i] = j
+            j += 1
+    return idx
+
+
+def _summarise(
+    rate: int,
+    adapt: bool,
+    dashboards: int,
+    warmup: int,
+    pushed: dict[str, Any],
+    read: dict[str, Any],
+    dash: dict[str, Any] | None,
+    daemon_latency: dict[str, Any],
+) -> dict[str, Any]:
+    """Match outputs to pushed bins; latency over the measured bins (ms)."""
+    sent, stamps, received = pushed["stamps"], read["stamps"], read["received"]
+    idx = _match(sent, stamps, 0.25 / rate)
+    measured = idx >= warmup
+    latency = (received - stamps)[measured] * 1e3
+    if not len(latency):
+        latency = np.array([math.nan])
+    n_measured = len(sent) - warmup
+    n_received = int(measured.sum())
+    p50, p99 = (float(v) for v in np.percentile(latency, [50, 99]))
+    row: dict[str, Any] = {
+        "rate_hz": rate,
+        "adapt": adapt,
+        "dashboards": dashboards,
+        "pushed": n_measured,
+        "received": n_received,
+        "lost": n_measured - n_received,
+        "unmatched_outputs": int((idx < 0).sum()),
+        "stamp_offset_us": float(np.median(stamps[measured] - sent[idx[measured]]) * 1e6)
+        if n_received
+        else None,
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "max_ms": float(np.max(latency)),
+        "daemon_p50_ms": daemon_latency["p50_ms"],
+        "daemon_p99_ms": daemon_latency["p99_ms"],
+        "daemon_latency": daemon_latency,
+        "push_lag_p99_ms": pushed["lag_p99_ms"],
+        "push_lag_max_ms": pushed["lag_max_ms"],
+        "target_stream_connected": pushed["target_connected"],
+        "dashboard_clients": dash,
+    }
+    if adapt and rate in TARGET_RATES:
+        row["target"] = "met" if p50 <= TARGET_P50_MS and p99 <= TARGET_P99_MS else "MISSED"
+    else:
+        row["target"] = "-"
+    return row
+
+
+def _int_list(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
+def _adapt_list(text: str) -> list[bool]:
+    choices = {"off": False, "on": True}
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    if not values or any(v not in choices for v in values):
+        raise argparse.ArgumentTypeError(f"--adapt takes off, on or off,on; got {text!r}")
+    return [choices[v] for v in values]
+
+
+def main() -> None:
+    from bci.rsnn import RSNNConfig
+
+    from _common import print_table, write_json  # imports torch: keep it out of the children
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rates", type=_int_list, default="50,250,1000", help="bin rates, Hz")
+    parser.add_argument("--adapt", type=_adapt_list, default="off,on", help="off, on or off,on")
+    parser.add_argument("--bins", type=int, default=3000, help="measured bins per case (3000)")
+    parser.add_argument("--warmup", type=int, default=200, help="discarded bins first (200)")
+    parser.add_argument(
+        "--dashboards",
+        type=_int_list,
+        default="0",
+        help="dashboard client counts to run each case with, e.g. 0,5 (default 0)",
+    )
+    parser.add_argument("--json", help="write results to this JSON file")
+    args = parser.parse_args()
+    # SIGTERM unwinds like Ctrl-C, so every case's finally stops its daemon and children
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    load_at_start = os.getloadavg()
+    if args.bins < 1 or args.warmup < 0 or any(r <= 0 for r in args.rates):
+        parser.error("--bins and --rates must be positive, --warmup >= 0")
+
+    config = RSNNConfig(n_in=N_IN, n_hidden=N_HIDDEN, n_out=N_OUT)  # default ALIF fraction
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="e2e-latency-") as tmp:
+        folder = Path(tmp)
+        models = {rate: make_checkpoint(folder, rate) for rate in args.rates}
+        for rate in args.rates:
+            for adapt in args.adapt:
+                for n in args.dashboards:
+                    row = run_case(rate, adapt, n, args.bins, args.warmup, models[rate], folder)
+                    rows.append(row)
+                    print(
+                        f"{rate} Hz adapt {'on' if adapt else 'off'} dashboards {n}: "
+                        f"p50 {row['p50_ms']:.2f} ms p99 {row['p99_ms']:.2f} ms, "
+                        f"lost {row['lost']}",
+                        flush=True,
+                    )
+
+    print(
+        f"\nneural bin pushed -> decoded bin received over LSL, {args.bins} bins per case after "
+        f"{args.warmup} warm-up; daemon = its /metrics/latency (push to its outlet, whole run)"
+    )
+    print_table(
+        [
+            "rate Hz",
+            "adapt",
+            "dash",
+            "pushed",
+            "received",
+            "lost",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "daemon p50 ms",
+            "daemon p99 ms",
+            "push lag max ms",
+            "target",
+        ],
+        [
+            [
+                r["rate_hz"],
+                "on" if r["adapt"] else "off",
+                r["dashboards"],
+                r["pushed"],
+                r["received"],
+                r["lost"],
+                r["p50_ms"],
+                r["p99_ms"],
+                r["max_ms"],
+                r["daemon_p50_ms"],
+                r["daemon_p99_ms"],
+                r["push_lag_max_ms"],
+                r["target"],
+            ]
+            for r in rows
+        ],
+    )
+    print(
+        f"target: p50 <= {TARGET_P50_MS} ms and p99 <= {TARGET_P99_MS} ms, adaptation on, "
+        f"{' and '.join(map(str, TARGET_RATES))} Hz"
+    )
+
+    ratios = []
+    if 0 in args.dashboards:
+        base = {(r["rate_hz"], r["adapt"]): r for r in rows if r["dashboards"] == 0}
+        for r in rows:
+            ref = base[(r["rate_hz"], r["adapt"])]
+            if r["dashboards"]:
+                ratios.append(
+                    {
+                        "rate_hz": r["rate_hz"],
+                        "adapt": r["adapt"],
+                        "dashboards": r["dashboards"],
+                        "p99_0_ms": ref["p99_ms"],
+                        "p99_n_ms": r["p99_ms"],
+                        "ratio": r["p99_ms"] / ref["p99_ms"],
+                        "client_modes": r["dashboard_clients"]["modes"],
+                        "feed_events": r["dashboard_clients"]["events"],
+                        "client_errors": r["dashboard_clients"]["errors"],
+                    }
+                )
+    if ratios:
+        print("\np99 with N dashboard clients over p99 with none")
+        print_table(
+            [
+                "rate Hz",
+                "adapt",
+                "N",
+                "p99(0) ms",
+                "p99(N) ms",
+                "p99(N)/p99(0)",
+                "clients",
+                "feed events",
+                "errors",
+            ],
+            [
+                [
+                    q["rate_hz"],
+                    "on" if q["adapt"] else "off",
+                    q["dashboards"],
+                    q["p99_0_ms"],
+                    q["p99_n_ms"],
+                    q["ratio"],
+                    ",".join(q["client_modes"]),
+                    q["feed_events"],
+                    q["client_errors"],
+                ]
+                for q in ratios
+            ],
+        )
+    for r in rows:
+        case = f"{r['rate_hz']} Hz adapt {'on' if r['adapt'] else 'off'} dash {r['dashboards']}"
+        if r["daemon_exit_code"] != 0:
+            print(f"warning: {case}: bci serve exited with {r['daemon_exit_code']} on SIGINT")
+        if r["adapt"] and not r["target_stream_connected"]:
+            print(f"note: {case}: the daemon never connected to the target stream")
+    write_json(
+        args.json,
+        {
+            "benchmark": "e2e_latency",
+            "cpu_count": os.cpu_count(),
+            "load_average": {"start": load_at_start, "end": os.getloadavg()},  # 1, 5, 15 min
+            "bins": args.bins,
+            "warmup": args.warmup,
+            "model": {
+                "n_in": N_IN,
+                "n_hidden": N_HIDDEN,
+                "n_out": N_OUT,
+                "alif_fraction": config.alif_fraction,
+                "n_alif": config.n_alif,
+                "trained": False,
+            },
+            "spike_rate_hz": SPIKE_RATE_HZ,
+            "targets": {
+                "p50_ms": TARGET_P50_MS,
+                "p99_ms": TARGET_P99_MS,
+                "rates_hz": list(TARGET_RATES),
+                "adapt": True,
+            },
+            "cases": rows,
+            "dashboard_ratios": ratios,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
