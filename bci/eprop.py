@@ -337,6 +337,7 @@ class _Window:
     outputs: np.ndarray  # (K, n_out) decoded kinematics
     targets: np.ndarray  # (K, n_out) true or intended kinematics, NaN = none
     readout: np.ndarray  # (K, n_out) readout integrator y (normalised, before bias)
+    bins: np.ndarray  # (K,) int64: the learner's bin index (see EpropLearner.bins_seen)
     length: int = 0
 
 
@@ -373,6 +374,7 @@ class EpropLearner:
             outputs=np.zeros((n, k), dtype=dtype),
             targets=np.full((n, k), np.nan, dtype=dtype),
             readout=np.zeros((n, k), dtype=dtype),
+            bins=np.full(n, -1, dtype=np.int64),
         )
         rng = np.random.default_rng(config.seed)
         self._random_feedback = (rng.standard_normal((h, k)) / math.sqrt(h)).astype(dtype)
@@ -466,6 +468,49 @@ class EpropLearner:
         return out
 
     @property
+    def bins_seen(self) -> int:
+        """Bins decoded so far; the next :meth:`decode` gets this index."""
+        return self._status.bins
+
+    def set_target(self, bin_index: int, target: np.ndarray) -> bool:
+        """Give bin ``bin_index`` (its :attr:`bins_seen` when decoded) its learning target
+        after the fact, e.g. when the target stream lags the neural one.
+
+        True when stored: the bin is still in the open window and had no target. A
+        non-finite target is refused and counted, as in :meth:`decode`.
+        """
+        w = self._window
+        slots = np.flatnonzero(w.bins[: w.length] == bin_index)
+        if not len(slots):
+            return False
+        slot = int(slots[0])
+        target = self._checked_target(target)
+        if target is None or np.all(np.isfinite(w.targets[slot])):
+            return False
+        w.targets[slot] = target
+        self._status.bins_with_target += 1
+        return True
+
+    def in_window(self, bin_index: int) -> bool:
+        """True while bin ``bin_index`` is in the open window (it may still get a target)."""
+        w = self._window
+        return bool(np.any(w.bins[: w.length] == bin_index))
+
+    def _checked_target(self, target: np.ndarray) -> np.ndarray | None:
+        """``target`` as an (n_out,) array; None (counted) when it is not finite."""
+        dec = self.decoder
+        target = np.asarray(target, dtype=self._dtype)
+        if target.shape != (dec.n_out,):
+            raise ValueError(
+                f"target has shape {target.shape} but the decoder outputs {dec.n_out} "
+                f"kinematics: expected ({dec.n_out},)"
+            )
+        if not np.all(np.isfinite(target)):
+            self._status.targets_rejected += 1
+            return None
+        return target
+
+    @property
     def update_due(self) -> bool:
         """True when the current window is full: call :meth:`update` before the next bin."""
         return self._window.length >= self.config.update_every
@@ -489,15 +534,7 @@ class EpropLearner:
         if x.shape != (dec.n_in,):
             check_shape("neural bin", x, (dec.n_in,))
         if target is not None:
-            target = np.asarray(target, dtype=self._dtype)
-            if target.shape != (dec.n_out,):
-                raise ValueError(
-                    f"target has shape {target.shape} but the decoder outputs {dec.n_out} "
-                    f"kinematics: expected ({dec.n_out},)"
-                )
-            if not np.all(np.isfinite(target)):
-                self._status.targets_rejected += 1
-                target = None
+            target = self._checked_target(target)
         self._status.bins += 1
         if not np.all(np.isfinite(x)):
             self._status.inputs_rejected += 1
@@ -512,6 +549,7 @@ class EpropLearner:
         dec.advance(x, state, w.presynaptic[k], w.scaled[k], w.outputs[k])
         w.spikes[k] = state.z
         w.readout[k] = state.y
+        w.bins[k] = self._status.bins - 1
         if target is None:
             w.targets[k] = np.nan
         else:

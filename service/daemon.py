@@ -42,7 +42,10 @@ wake-up of its arrival rather than at the next poll.
 
 Adaptation: with ``settings.target_stream`` a :class:`~service.targets.TargetFeed` reads the
 learning targets; each bin learns from the target stamped within half a bin of it (see
-:mod:`service.targets`), and the e-prop weight update runs after the bin has been pushed.
+:mod:`service.targets`). Targets are attached after the bin was pushed, while the bin's
+e-prop window is open, so one that arrives after its bin (the usual case when the task
+computer streams the cursor) still counts: the loop runs the window's weight update once its
+targets are in, or half a bin after it fell due, never between a bin's arrival and its push.
 Without a target stream the learner decodes but learns nothing.
 """
 
@@ -52,6 +55,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from pathlib import Path
@@ -76,6 +80,7 @@ logger = logging.getLogger(__name__)
 DAEMON_STATES = STATES  # the daemon reports the engine's lifecycle states
 _LOST = ("stalled", "lost")
 _HOLDING = ("stream-lost", "schema-mismatch")  # daemon states that push zero velocity
+_TARGET_POLL_S = 0.0005  # wait between looks while an update waits for late targets
 
 
 class Daemon:
@@ -129,6 +134,8 @@ class Daemon:
         self._latency_offset_bins = 0  # bins mapped with the inlet's clock offset
         self._latency_lock = threading.Lock()
         self._next_hold = 0.0  # monotonic time of the next zero-velocity push while lost
+        self._awaiting: deque[tuple[int, float]] = deque()  # (seq, local stamp) without target
+        self._due_since = 0.0  # monotonic time the e-prop update fell due; 0: not due
         self.hold_pushes = 0  # zero-velocity samples pushed while the stream was lost
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -150,7 +157,10 @@ class Daemon:
             model="bci serve",
         )
         self.engine = Engine(
-            checkpoint, adapt=settings.adapt, sinks=[self.recent, self._push, *self.sinks]
+            checkpoint,
+            adapt=settings.adapt,
+            sinks=[self._push, self.recent, *self.sinks],
+            defer_updates=True,  # run by the loop once the window's targets are in
         )
         if self.deadline_s is None:
             self.deadline_s = float(self.engine.bin_s)
@@ -363,8 +373,11 @@ class Daemon:
             assert inlet is not None
             while not self._stop.is_set():
                 self._drain_controls()
-                if not self._step():
-                    inlet.wait_for_data(self.poll_s)
+                worked = self._step()
+                self._learn()
+                if not worked:
+                    # while an update waits for late targets, look again soon
+                    inlet.wait_for_data(_TARGET_POLL_S if self._due_since else self.poll_s)
         except Exception as error:  # the loop must say why it ended
             logger.exception("daemon loop failed")
             self._set_state("error", f"{type(error).__name__}: {error}")
@@ -419,13 +432,43 @@ class Daemon:
                 self._hold_tick()
             return False
         self._ever_connected = True
+        self._learn()  # targets that came since: attached before a full window must close
         targets = self.targets if engine.learner is not None else None
         offset = inlet.clock_offset or 0.0
         for row, stamp in zip(data, timestamps, strict=True):
-            target = None if targets is None else targets.match(float(stamp) + offset)
-            engine.process(np.asarray(row, dtype=np.float32), target, float(stamp))
+            # the target is attached right after the push (_learn): never on the way out
+            decoded = engine.process(np.asarray(row, dtype=np.float32), None, float(stamp))
+            if targets is not None:
+                self._awaiting.append((decoded.seq, float(stamp) + offset))
         self._set_state("decoding", f"decoding {inlet.info.name if inlet.info else '?'}")
         return True
+
+    def _learn(self) -> None:
+        """Give decoded bins the targets that arrived after them, then run the e-prop update
+        once its window's targets are in (or half a bin after it fell due)."""
+        engine = self._require_engine()
+        targets = self.targets
+        while self._awaiting:
+            seq, stamp = self._awaiting[0]
+            target = None if targets is None else targets.match(stamp)
+            waiting = target is None and targets is not None and not targets.settled(stamp)
+            if waiting and engine.awaits_target(seq):
+                break
+            self._awaiting.popleft()
+            stored = target is not None and engine.provide_target(seq, target)
+            if stored:
+                self.recent.set_target(seq, target)
+            if targets is not None:
+                targets.record(stored)
+        if not engine.update_due:
+            self._due_since = 0.0
+            return
+        now = time.monotonic()
+        if not self._due_since:
+            self._due_since = now
+        if not self._awaiting or now - self._due_since >= 0.5 * engine.bin_s:
+            engine.run_update()
+            self._due_since = 0.0
 
 
 def _schema_problem(info: StreamSchema, description: dict[str, str], engine: Engine) -> str:

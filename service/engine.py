@@ -83,6 +83,18 @@ class RecentBins:
         with self._lock:
             return len(self._bins)
 
+    def set_target(self, seq: int, target: np.ndarray) -> bool:
+        """Attach a late learning target to held bin ``seq``; False when it is not held."""
+        with self._lock:
+            if not self._bins:
+                return False
+            i = seq - self._bins[0].seq  # held seqs are consecutive
+            if not 0 <= i < len(self._bins) or self._bins[i].seq != seq:
+                return False
+            held = self._bins[i]
+            self._bins[i] = dataclasses.replace(held, target=np.array(target, dtype=np.float32))
+        return True
+
     def latest(self) -> DecodedBin | None:
         """The newest bin, or None before the first."""
         with self._lock:
@@ -128,6 +140,11 @@ class Engine:
     order; keep them fast (e.g. :class:`RecentBins`). Each bin carries the spikes of
     ``raster_neurons`` hidden neurons spread evenly over the layer, and the engine keeps every
     hidden neuron's firing rate as an exponential moving average over ``rate_tau_s`` seconds.
+
+    Learning targets may come late: :meth:`provide_target` gives a decoded bin its target
+    while its e-prop window is open. With ``defer_updates`` the caller runs the window's
+    weight update (:meth:`run_update`, when :attr:`update_due`) once the window's targets
+    are in, before the next bin; otherwise :meth:`process` runs it after publishing.
     """
 
     def __init__(
@@ -141,11 +158,13 @@ class Engine:
         bin_s: float | None = None,
         raster_neurons: int = 32,
         rate_tau_s: float = 2.0,
+        defer_updates: bool = False,
     ) -> None:
         if int(raster_neurons) != raster_neurons or raster_neurons < 0:
             raise ValueError(f"raster_neurons must be zero or more; got {raster_neurons!r}")
         if not rate_tau_s > 0:
             raise ValueError(f"rate_tau_s must be positive seconds; got {rate_tau_s!r}")
+        self.defer_updates = bool(defer_updates)
         self.raster_neurons = int(raster_neurons)
         self.rate_tau_s = float(rate_tau_s)
         self.adapt = bool(adapt)
@@ -180,6 +199,7 @@ class Engine:
         slot = self._current
         learner = slot.learner
         if learner is not None:
+            self._learner_bins.append((self._seq, learner.bins_seen))
             out = learner.decode(x, target, self._state)
         else:
             out = slot.decoder.step(x, self._state)
@@ -199,9 +219,42 @@ class Engine:
             self.set_state("decoding")
         for sink in self.sinks:
             sink(decoded)
-        if learner is not None and learner.update_due:
+        if learner is not None and learner.update_due and not self.defer_updates:
             learner.update()  # after publishing: the update never delays this bin's output
         return decoded
+
+    @property
+    def update_due(self) -> bool:
+        """True when the learner's window is full (see :meth:`run_update`)."""
+        learner = self._current.learner
+        return learner is not None and learner.update_due
+
+    def run_update(self) -> None:
+        """Apply the due e-prop weight update (processing thread, between bins)."""
+        learner = self._current.learner
+        if learner is not None and learner.update_due:
+            learner.update()
+
+    def awaits_target(self, seq: int) -> bool:
+        """True while decoded bin ``seq`` can still be given a target (its window is open)."""
+        learner = self._current.learner
+        if learner is None:
+            return False
+        for known_seq, learner_bin in reversed(self._learner_bins):
+            if known_seq == seq:
+                return learner.in_window(learner_bin)
+        return False
+
+    def provide_target(self, seq: int, target: np.ndarray) -> bool:
+        """Give decoded bin ``seq`` its learning target late (processing thread). True when
+        it was stored: the bin is still in the learner's open window and had none."""
+        learner = self._current.learner
+        if learner is None:
+            return False
+        for known_seq, learner_bin in reversed(self._learner_bins):
+            if known_seq == seq:
+                return learner.set_target(learner_bin, target)
+        return False
 
     def _apply_staged(self) -> None:
         with self._lock:
@@ -286,11 +339,13 @@ class Engine:
             self._staged = _Staged(slot, kind, time.time())
 
     def _reset_activity(self) -> None:
-        """Raster sample and firing rates for the current model (called on the loop thread)."""
+        """Raster sample, firing rates and the learner's bin map for the current model."""
         n_hidden = self._current.decoder.n_hidden
         count = min(self.raster_neurons, n_hidden)
         self._raster = np.unique(np.linspace(0, n_hidden - 1, count).round().astype(np.intp))
         self._rates = np.zeros(n_hidden, dtype=np.float64)
+        # (seq, learner bin index) of the bins that may still be in the learner's window
+        self._learner_bins: deque[tuple[int, int]] = deque(maxlen=self.eprop.update_every)
 
     def set_adaptation(self, enabled: bool) -> None:
         """Start (a fresh learner for the current model) or stop adapting; later swaps follow.
@@ -303,6 +358,7 @@ class Engine:
             slot.learner = EpropLearner(slot.decoder, self.eprop)
         elif not enabled:
             slot.learner = None
+        self._learner_bins.clear()
 
     @property
     def raster_indices(self) -> np.ndarray:

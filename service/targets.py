@@ -4,8 +4,10 @@ The daemon decodes each neural bin as soon as it arrives; the target for that bi
 true cursor velocity from the task computer, or the simulator's ``<name>-kinematics``
 stream) comes on its own stream. :class:`TargetFeed` keeps the target samples not yet used
 and hands the engine the one whose timestamp is within half a bin of the neural bin's, both
-mapped to the local clock with their inlet's clock offset. A bin whose target has not
-arrived (or never will) learns nothing; the feed counts matched and unmatched bins.
+mapped to the local clock with their inlet's clock offset. The daemon asks when the bin is
+decoded and, if the target has not arrived yet, again until the bin's e-prop window closes;
+a bin whose target never comes learns nothing. The caller records each bin's outcome
+(:meth:`TargetFeed.record`) so the feed's status counts matched and unmatched bins.
 """
 
 from __future__ import annotations
@@ -46,7 +48,11 @@ class TargetFeed:
         self.name = name
         self.n_out = int(n_out)
         self.tolerance_s = 0.5 * float(bin_s)
-        self.inlet = LslInlet(name=name, source_id=source_id, **dict(inlet_options or {}))
+        options = {"wake_on_sample": False, "poll_interval_s": min(0.001, bin_s / 4)}
+        options.update(inlet_options or {})
+        # polled, not woken per sample: targets are attached late anyway, and a thread
+        # waking with every target would compete with the neural bin arriving with it
+        self.inlet = LslInlet(name=name, source_id=source_id, **options)
         self._stamps = np.empty(0, dtype=np.float64)  # pending targets, local clock, ascending
         self._values = np.empty((0, self.n_out), dtype=np.float32)
         self._lock = threading.Lock()  # guards the counters and the problem text
@@ -62,25 +68,35 @@ class TargetFeed:
         self.inlet.stop()
 
     def match(self, local_timestamp: float) -> np.ndarray | None:
-        """The target for the bin stamped ``local_timestamp`` (local clock, s), or None."""
+        """The target for the bin stamped ``local_timestamp`` (local clock, s), or None
+        (not arrived yet, or none). Targets before this bin are dropped: ask in time order."""
         self._take_new()
         stamps = self._stamps
+        if not len(stamps):
+            return None
         target = None
-        if len(stamps):
-            i = int(np.searchsorted(stamps, local_timestamp))
-            nearest = min((j for j in (i - 1, i) if 0 <= j < len(stamps)),
-                          key=lambda j: abs(stamps[j] - local_timestamp))  # fmt: skip
-            if abs(stamps[nearest] - local_timestamp) <= self.tolerance_s:
-                target = self._values[nearest].copy()
-            # what lies before this bin can match no later bin
-            keep = int(np.searchsorted(stamps, local_timestamp - self.tolerance_s))
-            self._stamps, self._values = stamps[keep:], self._values[keep:]
-        with self._lock:
-            if target is None:
-                self._unmatched += 1
-            else:
-                self._matched += 1
+        i = int(np.searchsorted(stamps, local_timestamp))
+        nearest = min((j for j in (i - 1, i) if 0 <= j < len(stamps)),
+                      key=lambda j: abs(stamps[j] - local_timestamp))  # fmt: skip
+        if abs(stamps[nearest] - local_timestamp) <= self.tolerance_s:
+            target = self._values[nearest].copy()
+        # what lies before this bin can match no later bin
+        keep = int(np.searchsorted(stamps, local_timestamp - self.tolerance_s))
+        self._stamps, self._values = stamps[keep:], self._values[keep:]
         return target
+
+    def settled(self, local_timestamp: float) -> bool:
+        """True when a target stamped after this bin's window has arrived: none can still
+        come for the bin (targets arrive in time order)."""
+        return bool(len(self._stamps)) and self._stamps[-1] > local_timestamp + self.tolerance_s
+
+    def record(self, matched: bool) -> None:
+        """Count one bin's outcome: learned from a target, or went without."""
+        with self._lock:
+            if matched:
+                self._matched += 1
+            else:
+                self._unmatched += 1
 
     def _take_new(self) -> None:
         inlet = self.inlet

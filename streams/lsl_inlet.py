@@ -280,6 +280,10 @@ class LslInlet:
         jump_s: a forward timestamp step above this many seconds is a jump.
         poll_interval_s: longest wait for a sample in one pull (the pull returns as soon
             as one arrives; this bounds how often the watchdog and stop are checked).
+        wake_on_sample: True: block in liblsl and take each sample as it arrives (lowest
+            latency); False: sleep ``poll_interval_s`` between pulls that found nothing
+            (for side streams, so their thread does not wake exactly when the main
+            stream's samples arrive).
         clock_refresh_s: period of ``time_correction()`` reads.
 
     Raises ValueError for inconsistent arguments.
@@ -300,6 +304,7 @@ class LslInlet:
         gap_factor: float = 1.5,
         jump_s: float = 1.0,
         poll_interval_s: float = 0.002,
+        wake_on_sample: bool = True,
         clock_refresh_s: float = 5.0,
     ) -> None:
         props = {"name": name, "type": type, "source_id": source_id}
@@ -353,6 +358,7 @@ class LslInlet:
         self._gap_factor = float(gap_factor)
         self._jump_s = float(jump_s)
         self._poll_s = float(poll_interval_s)
+        self._wake_on_sample = bool(wake_on_sample)
         self._clock_refresh_s = float(clock_refresh_s)
 
         self._lock = threading.Lock()  # state, counters, schema; taken before the ring's lock
@@ -783,11 +789,15 @@ class LslInlet:
 
     def _pull(self, inlet: pylsl.StreamInlet, buffer: np.ndarray) -> np.ndarray:
         """Pull what is buffered into ``buffer``; when nothing is, block up to the poll
-        interval for one sample (liblsl wakes us as it arrives) and take what followed it.
+        interval for one sample (liblsl wakes us as it arrives) and take what followed it,
+        or, without ``wake_on_sample``, sleep the poll interval.
         Returns the timestamps of the samples now at the top of ``buffer``."""
         _, stamps = inlet.pull_chunk(timeout=0.0, max_samples=self._max_chunk, dest_obj=buffer)
         if stamps:
             return np.asarray(stamps, dtype=np.float64)
+        if not self._wake_on_sample:
+            self._stop_event.wait(self._poll_s)
+            return np.empty(0, dtype=np.float64)
         sample, stamp = inlet.pull_sample(timeout=self._poll_s)
         if stamp is None:
             return np.empty(0, dtype=np.float64)

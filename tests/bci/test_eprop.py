@@ -323,6 +323,36 @@ def test_decode_then_deferred_update_equals_step() -> None:
         np.testing.assert_array_equal(_weights(split)[name], value, err_msg=name)
 
 
+def test_targets_given_late_within_the_window_learn_as_given_on_time() -> None:
+    """A target stream that lags the neural one: each target set after its bin was decoded
+    (before the window closes) gives the same weights as targets given with the bins."""
+    neural, kinematics = _recording(48)
+    on_time, o_state = _learner(_model(), optimizer="adam", lr=1e-3)
+    late, l_state = _learner(_model(), optimizer="adam", lr=1e-3)
+    want = _run(on_time, o_state, neural, kinematics)
+    got = []
+    for t, x in enumerate(neural):
+        index = late.bins_seen
+        got.append(late.decode(x, None, l_state).copy())
+        assert late.set_target(index, kinematics[t])
+        assert not late.set_target(index, kinematics[t])  # already has one
+        if late.update_due:
+            assert late.set_target(index - 1, kinematics[t]) is False  # had one too
+            late.update()
+            assert not late.set_target(index, kinematics[t])  # its window is closed
+    np.testing.assert_array_equal(np.array(got), want)
+    assert late.status.bins_with_target == on_time.status.bins_with_target == 48
+    for name, value in _weights(on_time).items():
+        np.testing.assert_array_equal(_weights(late)[name], value, err_msg=name)
+    assert not late.set_target(late.bins_seen + 3, kinematics[0])  # never decoded
+    index = late.bins_seen
+    late.decode(neural[0], None, l_state)
+    assert not late.set_target(index, np.array([np.nan, 0.0]))
+    assert late.status.targets_rejected == 1
+    with pytest.raises(ValueError, match="expected \\(2,\\)"):
+        late.set_target(index, np.zeros(3))
+
+
 def test_sgd_applies_minus_lr_times_the_window_gradient_once_per_window() -> None:
     model = _model()
     neural, kinematics = _recording(30, seed=6)

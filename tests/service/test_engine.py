@@ -242,6 +242,38 @@ def test_adaptation_changes_weights_and_counts(paths: dict[str, Path]) -> None:
     assert not np.allclose(adapted[10:], plain[10:])
 
 
+def test_late_targets_with_deferred_updates_learn_as_on_time(paths: dict[str, Path]) -> None:
+    """Targets given after their bins (provide_target) and updates run by the caller give
+    the same outputs and weights as targets given with the bins."""
+    config = EpropConfig(lr=1e-2, update_every=5)
+    x = bins(40)
+    targets = np.random.default_rng(5).standard_normal((40, 2)).astype(np.float32)
+    on_time = Engine(load_checkpoint(paths["a"]), adapt=True, eprop=config)
+    want = [on_time.process(row, targets[i], float(i)).values for i, row in enumerate(x)]
+    ring = RecentBins(capacity=8)
+    late = Engine(load_checkpoint(paths["a"]), adapt=True, eprop=config, sinks=[ring],
+                  defer_updates=True)  # fmt: skip
+    got = []
+    for i, row in enumerate(x):
+        decoded = late.process(row, None, float(i))
+        got.append(decoded.values)
+        assert decoded.target is None and late.awaits_target(decoded.seq)
+        assert late.provide_target(decoded.seq, targets[i])
+        assert not late.provide_target(decoded.seq, targets[i])  # it has one now
+        assert ring.set_target(decoded.seq, targets[i])
+        if late.update_due:
+            late.run_update()
+            assert not late.awaits_target(decoded.seq)  # its window has closed
+            assert not late.provide_target(decoded.seq, targets[i])
+    np.testing.assert_array_equal(np.stack(got), np.stack(want))
+    assert late.status()["adaptation"] == on_time.status()["adaptation"]
+    np.testing.assert_array_equal(ring.latest().target, targets[-1])
+    assert not ring.set_target(0, targets[0])  # no longer held
+    frozen = Engine(load_checkpoint(paths["a"]), defer_updates=True)
+    assert not frozen.provide_target(frozen.process(x[0], None, 0.0).seq, targets[0])
+    assert not frozen.update_due
+
+
 def test_recent_bins_is_thread_safe_and_bounded() -> None:
     ring = RecentBins(capacity=64)
     n_threads, per_thread = 4, 2000

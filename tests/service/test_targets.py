@@ -45,10 +45,14 @@ def test_targets_match_within_half_a_bin_and_late_ones_are_counted() -> None:
         np.testing.assert_array_equal(feed.match(local + 0.074), [1.0, -1.0])  # 24 ms off
         np.testing.assert_array_equal(feed.match(local + 0.2), [4.0, -4.0])  # skips ahead
         assert feed.match(local + 0.3) is None  # 100 ms from both neighbours
+        assert feed.settled(local + 0.3)  # a later target has arrived: none will come
         assert feed.match(local + 0.1) is None  # behind the last match: already dropped
         assert feed.match(local + 0.5) is None  # not arrived (yet)
+        assert not feed.settled(local + 0.5)  # it may still come
+        for matched in (True, True, False):
+            feed.record(matched)
         status = feed.status()
-        assert status["bins_matched"] == 3 and status["bins_without_target"] == 3
+        assert status["bins_matched"] == 2 and status["bins_without_target"] == 1
         assert status["counters"]["samples_received"] == 6
     finally:
         feed.stop()
