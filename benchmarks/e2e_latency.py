@@ -22,8 +22,8 @@ Three processes per case, all on one machine and one ``pylsl.local_clock``:
 Optionally ``--dashboards 0,N`` runs each case again with N dashboard clients in one more
 process: each holds ``GET /api/v1/feed`` open (Server-Sent Events, parsed as they come; if the
 daemon answers 404 it polls ``/api/v1/kinematics/recent?n=20`` at 20 Hz instead, shown as
-``poll-recent``) and polls ``/api/v1/stream``, ``/metrics/latency``, ``/model`` and
-``/adaptation`` every 0.5 s, as the dashboard page does.
+``poll-recent``) and, as the page does, fetches ``/api/v1/model`` and ``/model/available``
+when the model changes.
 
 Model: RSNN 96 inputs / 256 hidden / 2 outputs with the default ALIF fraction (0.5, as
 ``bci calibrate``), ``dt_s = 1 / R``, untrained, normalisation fitted on Poisson counts.
@@ -65,7 +65,7 @@ SPIKE_RATE_HZ = 30.0  # Poisson rate per channel; counts per bin = SPIKE_RATE_HZ
 TARGET_P50_MS, TARGET_P99_MS = 0.5, 2.0
 TARGET_RATES = (50, 250)  # with adaptation on
 API = "/api/v1"
-POLLED = ("/stream", "/metrics/latency", "/model", "/adaptation")
+MODEL_PANELS = ("/model", "/model/available")
 SPIN_S = 2e-4  # spin before each push (sleep overshoots ~0.1 ms), at most a quarter period
 
 
@@ -236,12 +236,21 @@ def _follow_feed(base: str, stop: threading.Event, stats: dict[str, Any]) -> Non
             stop.wait(0.05)
 
 
-def _poll_panels(base: str, stop: threading.Event, stats: dict[str, Any]) -> None:
-    """Poll the dashboard's status panels every 0.5 s."""
+def _load_model_panels(base: str, stop: threading.Event, stats: dict[str, Any]) -> None:
+    """What the page fetches besides the feed: the model panels, on load and whenever the
+    model changes (checked every 0.5 s here; the page reacts to the feed's model id)."""
     with httpx.Client(timeout=5.0) as client:
+        model_id = None
         while not stop.is_set():
-            for path in POLLED:
-                _get(client, f"{base}{path}", stats)
+            try:
+                current = client.get(f"{base}/health").json()["model_id"]
+            except (httpx.HTTPError, ValueError, KeyError) as error:
+                _count_error(stats, "/health", error)
+                current = model_id
+            if current != model_id:
+                for path in MODEL_PANELS:
+                    _get(client, f"{base}{path}", stats)
+                model_id = current
             stop.wait(0.5)
 
 
@@ -279,7 +288,7 @@ def _dashboards(base: str, n: int, ready: Any, stop: Any, results: Any) -> None:
     threads = [
         threading.Thread(target=fn, args=(base, done, s), daemon=True)
         for s in stats
-        for fn in (_follow_feed, _poll_panels)
+        for fn in (_follow_feed, _load_model_panels)
     ]
     for thread in threads:
         thread.start()

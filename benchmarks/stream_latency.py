@@ -4,10 +4,10 @@ A separate process (``multiprocessing`` spawn) owns the outlet. It pushes, on a 
 schedule, chunks of the samples that are due; the last sample of each chunk is stamped with
 ``pylsl.local_clock()`` at the push (liblsl derives the earlier ones from the nominal rate)
 and flagged in channel 1. Channel 0 counts samples. The consumer runs a
-:class:`streams.lsl_inlet.LslInlet` (acquisition thread pulling with ``timeout=0`` into the
-ring, default settings) and polls ``read_new()`` every ``--poll-ms``; when a flagged sample
-shows up it takes ``local_clock()`` and records ``now - stamp``: push to available in the
-ring, on one machine and one clock (the consumer's polling adds up to ``--poll-ms``).
+:class:`streams.lsl_inlet.LslInlet` (acquisition thread woken by liblsl as samples arrive,
+default settings) and, like the daemon, blocks in ``wait_for_data()`` and then reads
+``read_new()``; when a flagged sample shows up it takes ``local_clock()`` and records
+``now - stamp``: push to read by the consumer thread, on one machine and one clock.
 
 - latency: 96 and 384 channels at 1 kHz (about one sample per push), p50 / p99 / max.
 - sustained rate: for 96 and 384 channels the rate steps up (1, 2, 5, 10, 20, 50 kHz, ...)
@@ -159,7 +159,7 @@ class Run:
         }
 
 
-def run_stream(channels: int, rate: int, seconds: float, poll_s: float) -> Run:
+def run_stream(channels: int, rate: int, seconds: float) -> Run:
     """One producer process at ``rate`` Hz for ``seconds``; consume through LslInlet."""
     n_samples = round(rate * seconds)
     tag = uuid.uuid4().hex[:10]
@@ -187,6 +187,7 @@ def run_stream(channels: int, rate: int, seconds: float, poll_s: float) -> Run:
             deadline = started + seconds + 30.0
             quiet_since = None
             while time.monotonic() < deadline:
+                inlet.wait_for_data(0.1)
                 data, stamps = inlet.read_new()
                 now = pylsl.local_clock()
                 if len(stamps):
@@ -207,7 +208,6 @@ def run_stream(channels: int, rate: int, seconds: float, poll_s: float) -> Run:
                         quiet_since = quiet_since or time.monotonic()
                         if time.monotonic() - quiet_since > 2.0:
                             break
-                    time.sleep(poll_s)
             wall = time.monotonic() - started
             counters = inlet.counters()
     finally:
@@ -243,7 +243,6 @@ def main() -> None:
     parser.add_argument(
         "--latency-seconds", type=float, default=10.0, help="seconds of the 1 kHz runs (10)"
     )
-    parser.add_argument("--poll-ms", type=float, default=0.25, help="consumer poll (0.25 ms)")
     parser.add_argument(
         "--max-latency-ms",
         type=float,
@@ -255,11 +254,10 @@ def main() -> None:
     )
     parser.add_argument("--json", help="write results to this JSON file")
     args = parser.parse_args()
-    poll_s = args.poll_ms / 1e3
 
     latency_rows = []
     for channels in CHANNELS:
-        run = run_stream(channels, 1_000, args.latency_seconds, poll_s)
+        run = run_stream(channels, 1_000, args.latency_seconds)
         latency_rows.append(run.row(args.max_latency_ms))
     print("push -> available in the LslInlet ring, 1 kHz, local_clock on one machine")
     print_table(
@@ -284,7 +282,7 @@ def main() -> None:
         highest[channels] = None
         for rate in RATES:
             for attempt in range(1 + max(args.retries, 0)):
-                row = run_stream(channels, rate, args.seconds, poll_s).row(args.max_latency_ms)
+                row = run_stream(channels, rate, args.seconds).row(args.max_latency_ms)
                 row["attempt"] = attempt + 1
                 sweep_rows.append(row)
                 if row["sustained"]:
@@ -338,7 +336,7 @@ def main() -> None:
         args.json,
         {
             "benchmark": "stream_latency",
-            "poll_ms": args.poll_ms,
+            "consumer": "wait_for_data",
             "seconds_per_step": args.seconds,
             "max_latency_ms": args.max_latency_ms,
             "latency": latency_rows,

@@ -12,6 +12,7 @@ while decoding.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
 import os
@@ -99,6 +100,14 @@ class RecentBins:
         """The newest bin, or None before the first."""
         with self._lock:
             return self._bins[-1] if self._bins else None
+
+    def since(self, seq: int | None) -> list[DecodedBin]:
+        """The held bins after ``seq`` (all held when None), oldest first; copies only them."""
+        with self._lock:
+            if not self._bins:
+                return []
+            start = 0 if seq is None else max(0, seq + 1 - self._bins[0].seq)
+            return list(itertools.islice(self._bins, start, None))
 
     def recent(self, n: int | None = None) -> list[DecodedBin]:
         """The newest ``n`` bins (all held when None), oldest first."""

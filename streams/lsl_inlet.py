@@ -284,6 +284,9 @@ class LslInlet:
             latency); False: sleep ``poll_interval_s`` between pulls that found nothing
             (for side streams, so their thread does not wake exactly when the main
             stream's samples arrive).
+        coalesce_s: least time between two pulls that return samples: at rates above
+            ``1 / coalesce_s`` samples are taken in chunks (bounded per-chunk overhead),
+            below it each sample as it comes.
         clock_refresh_s: period of ``time_correction()`` reads.
 
     Raises ValueError for inconsistent arguments.
@@ -305,6 +308,7 @@ class LslInlet:
         jump_s: float = 1.0,
         poll_interval_s: float = 0.002,
         wake_on_sample: bool = True,
+        coalesce_s: float = 2.5e-4,
         clock_refresh_s: float = 5.0,
     ) -> None:
         props = {"name": name, "type": type, "source_id": source_id}
@@ -359,6 +363,10 @@ class LslInlet:
         self._jump_s = float(jump_s)
         self._poll_s = float(poll_interval_s)
         self._wake_on_sample = bool(wake_on_sample)
+        if not (math.isfinite(coalesce_s) and coalesce_s >= 0):
+            raise ValueError(f"coalesce_s must be >= 0 seconds, got {coalesce_s!r}")
+        self._coalesce_s = float(coalesce_s)
+        self._last_take = 0.0  # monotonic time of the last pull that returned samples
         self._clock_refresh_s = float(clock_refresh_s)
 
         self._lock = threading.Lock()  # state, counters, schema; taken before the ring's lock
@@ -792,8 +800,12 @@ class LslInlet:
         interval for one sample (liblsl wakes us as it arrives) and take what followed it,
         or, without ``wake_on_sample``, sleep the poll interval.
         Returns the timestamps of the samples now at the top of ``buffer``."""
+        early = self._last_take + self._coalesce_s - time.monotonic()
+        if early > 0:  # samples come fast: let a chunk gather
+            self._stop_event.wait(early)
         _, stamps = inlet.pull_chunk(timeout=0.0, max_samples=self._max_chunk, dest_obj=buffer)
         if stamps:
+            self._last_take = time.monotonic()
             return np.asarray(stamps, dtype=np.float64)
         if not self._wake_on_sample:
             self._stop_event.wait(self._poll_s)
@@ -807,6 +819,7 @@ class LslInlet:
             _, rest = inlet.pull_chunk(
                 timeout=0.0, max_samples=self._max_chunk - 1, dest_obj=buffer[1:]
             )
+        self._last_take = time.monotonic()
         return np.array([stamp, *rest], dtype=np.float64)
 
     def _check_source(self, n_held: int, liblsl_reset: bool) -> str | None:

@@ -274,6 +274,17 @@ def test_late_targets_with_deferred_updates_learn_as_on_time(paths: dict[str, Pa
     assert not frozen.update_due
 
 
+def test_recent_bins_since_copies_only_newer_bins() -> None:
+    ring = RecentBins(capacity=5)
+    assert ring.since(None) == [] and ring.since(3) == []
+    for seq in range(8):
+        ring(DecodedBin(seq, 0.0, np.zeros(2), "m"))
+    assert [b.seq for b in ring.since(None)] == [3, 4, 5, 6, 7]
+    assert [b.seq for b in ring.since(5)] == [6, 7]
+    assert [b.seq for b in ring.since(0)] == [3, 4, 5, 6, 7]  # older than held: all held
+    assert ring.since(7) == [] and ring.since(100) == []
+
+
 def test_recent_bins_is_thread_safe_and_bounded() -> None:
     ring = RecentBins(capacity=64)
     n_threads, per_thread = 4, 2000

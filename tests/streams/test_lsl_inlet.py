@@ -402,6 +402,8 @@ def test_misuse_raises_with_a_fix() -> None:
         LslInlet(name="x", watchdog_s=2.0, lost_after_s=1.0)
     with pytest.raises(ValueError, match="buffer_s"):
         LslInlet(name="x", buffer_s=math.nan)
+    with pytest.raises(ValueError, match="coalesce_s must be >= 0"):
+        LslInlet(name="x", coalesce_s=-1e-3)
     name, _ = unique_ids("misuse")
     inlet = LslInlet(name=name, resolve_timeout_s=5.0)
     assert inlet.state == "idle" and not inlet.running and not inlet.connected

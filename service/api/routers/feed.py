@@ -163,7 +163,25 @@ def _event(name: str, data: dict[str, Any], event_id: int | None = None) -> str:
     return f"{head}data: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-async def _events(daemon: Daemon, period_s: float, history: int, after: int | None):
+class _SharedStatus:
+    """The ``status`` payload, computed at most once per ``max_age_s`` for all clients (off
+    the event loop), so more dashboards do not mean more work beside the decoding loop."""
+
+    def __init__(self, max_age_s: float = 0.8 * STATUS_EVERY_S) -> None:
+        self.max_age_s = max_age_s
+        self._payload: dict[str, Any] | None = None
+        self._at = -math.inf
+
+    async def get(self, daemon: Daemon) -> dict[str, Any]:
+        now = time.monotonic()
+        if self._payload is None or now - self._at > self.max_age_s:
+            self._payload, self._at = await run_in_threadpool(_status, daemon), now
+        return self._payload
+
+
+async def _events(
+    daemon: Daemon, statuses: _SharedStatus, period_s: float, history: int, after: int | None
+):
     """Yield ``bins`` events every ``period_s`` and a ``status`` event every ~0.5 s."""
     last = after
     status_every = max(1, round(STATUS_EVERY_S / period_s))
@@ -171,19 +189,19 @@ async def _events(daemon: Daemon, period_s: float, history: int, after: int | No
     tick = 0
     next_at = time.monotonic()
     while True:
-        held = daemon.recent.recent()  # consecutive seqs, oldest first
-        if held and last is not None and held[-1].seq < last:
+        latest = daemon.recent.latest()
+        if latest is not None and last is not None and latest.seq < last:
             last = None  # the id is from an earlier daemon: start afresh
-        if held and last is None:
-            last = held[-1].seq - min(history, len(held))
-        new = [] if last is None else held[max(0, last + 1 - held[0].seq) :]
+        if latest is not None and last is None:
+            last = latest.seq - min(history, len(daemon.recent))
+        new = [] if last is None else daemon.recent.since(last)  # copies only the new bins
         missed = new[0].seq - last - 1 if new else 0
         if new:
             last = new[-1].seq
         payload = {"bins": [_bin(b) for b in new], "missed": missed, "status": _brief(daemon)}
         yield _event("bins", payload, last)
         if tick % status_every == 0:
-            yield _event("status", await run_in_threadpool(_status, daemon))
+            yield _event("status", await statuses.get(daemon))
         tick += 1
         next_at += period_s
         now = time.monotonic()
@@ -220,4 +238,9 @@ async def feed(
             "tab or feed and retry",
         )
     after = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
-    return _FeedResponse(_events(daemon, period_ms / 1e3, history, after), clients)
+    state = request.app.state
+    if not hasattr(state, "feed_status"):
+        state.feed_status = _SharedStatus()
+    return _FeedResponse(
+        _events(daemon, state.feed_status, period_ms / 1e3, history, after), clients
+    )
