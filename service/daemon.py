@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import sys
 import threading
 import time
 from collections import deque
@@ -82,7 +81,6 @@ DAEMON_STATES = STATES  # the daemon reports the engine's lifecycle states
 _LOST = ("stalled", "lost")
 _HOLDING = ("stream-lost", "schema-mismatch")  # daemon states that push zero velocity
 _TARGET_POLL_S = 0.0005  # wait between looks while an update waits for late targets
-_SWITCH_INTERVAL_S = 0.0005  # sys.setswitchinterval while running (default 0.005)
 
 
 class Daemon:
@@ -170,10 +168,6 @@ class Daemon:
         # per-bin products are tiny: BLAS worker threads would only spin and steal the cores
         # the inlet, the outlet's consumers and the pushing process need (bci.runtime)
         self._blas_limits = single_threaded_blas()
-        # a thread waiting for the GIL (a bin just arrived) gets it within 0.5 ms, not the
-        # default 5 ms, when an HTTP handler is running Python
-        self._switch_interval = sys.getswitchinterval()
-        sys.setswitchinterval(_SWITCH_INTERVAL_S)
         if settings.target_stream:
             self.targets = TargetFeed(
                 settings.target_stream,
@@ -213,7 +207,6 @@ class Daemon:
         if self._blas_limits is not None:
             self._blas_limits.restore_original_limits()
             self._blas_limits = None
-            sys.setswitchinterval(self._switch_interval)
         if self._state != "stopped":
             self._set_state("stopped", "stopped by stop()")
 

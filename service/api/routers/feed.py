@@ -25,6 +25,7 @@ import asyncio
 import json
 import math
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -158,29 +159,50 @@ def _status(daemon: Daemon) -> dict[str, Any]:
     )
 
 
-def _event(name: str, data: dict[str, Any], event_id: int | None = None) -> str:
+def _json(data: Any) -> str:
+    return json.dumps(data, separators=(",", ":"))
+
+
+def _event(name: str, data: str, event_id: int | None = None) -> str:
+    """One SSE event carrying the JSON text ``data``."""
     head = f"event: {name}\n" if event_id is None else f"id: {event_id}\nevent: {name}\n"
-    return f"{head}data: {json.dumps(data, separators=(',', ':'))}\n\n"
+    return f"{head}data: {data}\n\n"
 
 
-class _SharedStatus:
-    """The ``status`` payload, computed at most once per ``max_age_s`` for all clients (off
-    the event loop), so more dashboards do not mean more work beside the decoding loop."""
+class _Shared:
+    """What every feed client sends alike, made once for all of them: each bin's JSON text
+    (by seq, and whether its target was attached yet) and the ``status`` event (at most once
+    per ``status_max_age_s``, off the event loop), so more dashboards add little work beside
+    the decoding loop."""
 
-    def __init__(self, max_age_s: float = 0.8 * STATUS_EVERY_S) -> None:
-        self.max_age_s = max_age_s
-        self._payload: dict[str, Any] | None = None
-        self._at = -math.inf
+    def __init__(self, capacity: int = 4096, status_max_age_s: float = 0.8 * STATUS_EVERY_S):
+        self.status_max_age_s = status_max_age_s
+        self._bins: dict[tuple[int, bool], str] = {}
+        self._order: deque[tuple[int, bool]] = deque()
+        self._capacity = capacity
+        self._status: str | None = None
+        self._status_at = -math.inf
 
-    async def get(self, daemon: Daemon) -> dict[str, Any]:
+    def bin_text(self, decoded: DecodedBin) -> str:
+        key = (decoded.seq, decoded.target is not None)
+        text = self._bins.get(key)
+        if text is None:
+            text = self._bins[key] = _json(_bin(decoded))
+            self._order.append(key)
+            if len(self._order) > self._capacity:
+                del self._bins[self._order.popleft()]
+        return text
+
+    async def status_text(self, daemon: Daemon) -> str:
         now = time.monotonic()
-        if self._payload is None or now - self._at > self.max_age_s:
-            self._payload, self._at = await run_in_threadpool(_status, daemon), now
-        return self._payload
+        if self._status is None or now - self._status_at > self.status_max_age_s:
+            self._status = _json(await run_in_threadpool(_status, daemon))
+            self._status_at = now
+        return self._status
 
 
 async def _events(
-    daemon: Daemon, statuses: _SharedStatus, period_s: float, history: int, after: int | None
+    daemon: Daemon, shared: _Shared, period_s: float, history: int, after: int | None
 ):
     """Yield ``bins`` events every ``period_s`` and a ``status`` event every ~0.5 s."""
     last = after
@@ -198,10 +220,11 @@ async def _events(
         missed = new[0].seq - last - 1 if new else 0
         if new:
             last = new[-1].seq
-        payload = {"bins": [_bin(b) for b in new], "missed": missed, "status": _brief(daemon)}
-        yield _event("bins", payload, last)
+        texts = ",".join(shared.bin_text(b) for b in new)
+        brief = _json(_brief(daemon))
+        yield _event("bins", f'{{"bins":[{texts}],"missed":{missed},"status":{brief}}}', last)
         if tick % status_every == 0:
-            yield _event("status", await statuses.get(daemon))
+            yield _event("status", await shared.status_text(daemon))
         tick += 1
         next_at += period_s
         now = time.monotonic()
@@ -239,8 +262,7 @@ async def feed(
         )
     after = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
     state = request.app.state
-    if not hasattr(state, "feed_status"):
-        state.feed_status = _SharedStatus()
-    return _FeedResponse(
-        _events(daemon, state.feed_status, period_ms / 1e3, history, after), clients
-    )
+    if not hasattr(state, "feed_shared"):
+        state.feed_shared = _Shared()
+    feed_events = _events(daemon, state.feed_shared, period_ms / 1e3, history, after)
+    return _FeedResponse(feed_events, clients)
