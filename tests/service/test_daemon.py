@@ -5,12 +5,12 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pylsl
 import pytest
+from serving import wait_for
 
 from bci.checkpoint import save_checkpoint
 from bci.rsnn import RSNN, RSNNConfig
@@ -31,15 +31,6 @@ def make_checkpoint(path: Path, n_in: int = N_CHANNELS, seed: int = 0) -> Path:
         rng.standard_normal((200, 2)).astype(np.float32),
     )
     return save_checkpoint(path, model, kinematics_labels=("vx", "vy"))
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def settings_for(name: str, model: Path) -> Settings:

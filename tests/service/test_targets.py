@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import numpy as np
 import pylsl
 import pytest
+from serving import wait_for
 
 from service.targets import TargetFeed
 
@@ -17,15 +17,6 @@ def _outlet(name: str, n_channels: int) -> pylsl.StreamOutlet:
     return pylsl.StreamOutlet(info)
 
 
-def _wait(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
-
-
 @pytest.mark.timeout(60)
 def test_targets_match_within_half_a_bin_and_late_ones_are_counted() -> None:
     name = f"bci-test-targets-{uuid.uuid4().hex[:8]}"
@@ -33,13 +24,13 @@ def test_targets_match_within_half_a_bin_and_late_ones_are_counted() -> None:
     feed = TargetFeed(name, n_out=2, bin_s=0.05).start()
     try:
         assert feed.inlet.wait_connected(10.0), feed.inlet.state_message
-        assert _wait(lambda: feed.inlet.clock_offset is not None)
+        assert wait_for(lambda: feed.inlet.clock_offset is not None)
         offset = feed.inlet.clock_offset
         t0 = 1000.0
         for k in range(5):  # targets at t0, t0 + 50 ms, ..., then one at t0 + 400 ms
             outlet.push_sample([k, -k], t0 + 0.05 * k)
         outlet.push_sample([5, -5], t0 + 0.4)
-        assert _wait(lambda: feed.inlet.counters().samples_received == 6)
+        assert wait_for(lambda: feed.inlet.counters().samples_received == 6)
         local = t0 + offset
         np.testing.assert_array_equal(feed.match(local + 0.01), [0.0, 0.0])  # 10 ms off
         np.testing.assert_array_equal(feed.match(local + 0.074), [1.0, -1.0])  # 24 ms off
@@ -67,7 +58,7 @@ def test_target_stream_with_wrong_channel_count_gives_no_targets_and_says_why() 
     try:
         assert feed.inlet.wait_connected(10.0), feed.inlet.state_message
         outlet.push_sample([1.0, 2.0, 3.0], pylsl.local_clock())
-        assert _wait(lambda: feed.inlet.counters().samples_received == 1)
+        assert wait_for(lambda: feed.inlet.counters().samples_received == 1)
         assert feed.match(pylsl.local_clock()) is None
         message = feed.status()["message"]
         assert "3 channels" in message and "outputs 2" in message
