@@ -49,7 +49,8 @@ STATES: tuple[str, ...] = (
 class DecodedBin:
     """One decoded bin: ``seq`` counts bins from 0 across model swaps; ``timestamp`` is the
     source's time of the bin (seconds); ``values`` (K,) a private copy of the output;
-    ``target`` (K,) the learning target given with the bin (None when there was none);
+    ``target`` (K,) the learning target given with the bin (None when there was none; a
+    target that came later is attached in :class:`RecentBins` by :meth:`RecentBins.set_target`);
     ``spikes`` (R,) uint8 spikes of the engine's raster sample of hidden neurons."""
 
     seq: int
@@ -213,8 +214,6 @@ class Engine:
         else:
             out = slot.decoder.step(x, self._state)
         spikes = self._state.z
-        self._rates *= self._rate_decay
-        self._rates += (1.0 - self._rate_decay) / self.bin_s * spikes
         decoded = DecodedBin(
             self._seq,
             timestamp,
@@ -228,6 +227,8 @@ class Engine:
             self.set_state("decoding")
         for sink in self.sinks:
             sink(decoded)
+        self._rates *= self._rate_decay  # bookkeeping after publishing
+        self._rates += (1.0 - self._rate_decay) / self.bin_s * spikes
         if learner is not None and learner.update_due and not self.defer_updates:
             learner.update()  # after publishing: the update never delays this bin's output
         return decoded
