@@ -480,6 +480,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             ("adapt", True if args.adapt else None),
             ("target_stream", args.target_stream),
             ("output_name", args.output_name),
+            ("record", args.record),
             ("host", args.host),
             ("port", args.port),
             ("token", args.token),
@@ -810,7 +811,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Every POST needs 'Authorization: Bearer TOKEN'; without --token one is generated "
             "and printed. Flags override the BCI_* environment variables (BCI_STREAM, "
             "BCI_MODEL, BCI_MODELS_DIR, BCI_ADAPT, BCI_TARGET_STREAM, BCI_OUTPUT_NAME, "
-            "BCI_HOST, BCI_PORT, BCI_TOKEN, BCI_ALLOWED_HOSTS). Stops cleanly on "
+            "BCI_RECORD, BCI_HOST, BCI_PORT, BCI_TOKEN, BCI_ALLOWED_HOSTS). Stops cleanly on "
             "Ctrl-C or SIGTERM.\n\n"
             "example: bci serve --stream bci-sim --model model.safetensors --port 8000"
         ),
@@ -828,6 +829,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--output-name", help="outlet prefix: decoded stream <name>-kinematics (bci-decoder)"
+    )
+    serve.add_argument(
+        "--record", help="record every input bin and its decoded output to this XDF file"
     )
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="HTTP port (default 8000)")

@@ -68,10 +68,11 @@ from threadpoolctl import threadpool_limits
 from bci.checkpoint import load_checkpoint, read_manifest
 from bci.runtime import single_threaded_blas
 from service.engine import STATES, DecodedBin, Engine, RecentBins, Sink, model_id_of
+from service.recording import DecodedRecording
 from service.settings import Settings
 from service.targets import TargetFeed
 from streams.lsl_inlet import LslInlet, StreamSchema
-from streams.lsl_outlet import KinematicsOutlet
+from streams.lsl_outlet import KINEMATICS_SUFFIX, KinematicsOutlet
 
 __all__ = ["DAEMON_STATES", "Daemon"]
 
@@ -111,6 +112,7 @@ class Daemon:
         self.engine: Engine | None = None
         self.inlet: LslInlet | None = None
         self.targets: TargetFeed | None = None
+        self.recording: DecodedRecording | None = None
         self._blas_limits: threadpool_limits | None = None
         self.outlet: KinematicsOutlet | None = None
         self.kinematics_labels: tuple[str, ...] = ()
@@ -149,18 +151,27 @@ class Daemon:
         checkpoint = load_checkpoint(settings.model)
         self._manifests[model_id_of(checkpoint)] = checkpoint.manifest
         self.kinematics_labels = tuple(checkpoint.manifest["kinematics_labels"])
-        self.outlet = KinematicsOutlet(
-            settings.output_base,
-            labels=self.kinematics_labels,
-            units=["" for _ in self.kinematics_labels],
-            nominal_srate=1.0 / checkpoint.model.config.dt_s,
-            model="bci serve",
-        )
         self.engine = Engine(
             checkpoint,
             adapt=settings.adapt,
             sinks=[self._push, self.recent, *self.sinks],
             defer_updates=True,  # run by the loop once the window's targets are in
+        )
+        if settings.record is not None:  # before the outlet: an existing file stops here
+            self.recording = DecodedRecording(
+                settings.record,
+                input_name=settings.stream,
+                n_channels=self.engine.n_channels,
+                output_name=f"{settings.output_base}{KINEMATICS_SUFFIX}",
+                output_labels=self.kinematics_labels,
+                rate_hz=1.0 / self.engine.bin_s,
+            )
+        self.outlet = KinematicsOutlet(
+            settings.output_base,
+            labels=self.kinematics_labels,
+            units=["" for _ in self.kinematics_labels],
+            nominal_srate=1.0 / self.engine.bin_s,
+            model="bci serve",
         )
         if self.deadline_s is None:
             self.deadline_s = float(self.engine.bin_s)
@@ -202,6 +213,8 @@ class Daemon:
             self.inlet.stop()
         if self.targets is not None:
             self.targets.stop()
+        if self.recording is not None:
+            logger.info("recorded %d bins to %s", self.recording.bins, self.recording.close())
         if self.outlet is not None:
             self.outlet.close()
         if self._blas_limits is not None:
@@ -435,11 +448,15 @@ class Daemon:
         self._learn()  # targets that came since: attached before a full window must close
         targets = self.targets if engine.learner is not None else None
         offset = inlet.clock_offset or 0.0
+        recording = self.recording
         for row, stamp in zip(data, timestamps, strict=True):
             # the target is attached right after the push (_learn): never on the way out
-            decoded = engine.process(np.asarray(row, dtype=np.float32), None, float(stamp))
+            x = np.asarray(row, dtype=np.float32)
+            decoded = engine.process(x, None, float(stamp))
             if targets is not None:
                 self._awaiting.append((decoded.seq, float(stamp) + offset))
+            if recording is not None:
+                recording.add(float(stamp) + offset, x, decoded.values)
         self._set_state("decoding", f"decoding {inlet.info.name if inlet.info else '?'}")
         return True
 

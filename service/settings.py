@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     target_source_id: str | None = Field(
         None, description="LSL source_id of the target stream (lets liblsl recover it)"
     )
+    record: Path | None = Field(
+        None, description="XDF file recording every input bin and its decoded output"
+    )
     output_name: str = Field(
         "bci-decoder",
         description=(

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pylsl
 import pytest
+import pyxdf
 from serving import wait_for
 
 from bci.checkpoint import save_checkpoint
@@ -252,3 +253,32 @@ def test_targets_arriving_after_their_bins_are_still_learned(tmp_path: Path) -> 
     assert targets["bins_without_target"] <= 10  # before both inlets were connected
     held = daemon.recent.recent()
     assert sum(b.target is not None for b in held[-40:]) >= 38  # attached to the ring too
+
+
+@pytest.mark.timeout(120)
+def test_records_every_input_bin_and_its_output_to_xdf(tmp_path: Path) -> None:
+    """pyxdf reads the recording back: one input row and one decoded row per bin, on the
+    same timestamps, the outputs equal to what the daemon published."""
+    name = f"bci-test-daemon-{uuid.uuid4().hex[:8]}"
+    out = tmp_path / "run.xdf"
+    settings = settings_for(name, make_checkpoint(tmp_path / "m.safetensors")).model_copy(
+        update={"record": out}
+    )
+    daemon = Daemon(settings)
+    with player_for(name), daemon:
+        assert wait_for(lambda: daemon.engine.bins_decoded >= 30), daemon.state_message
+    assert out.is_file() and not out.with_name("run.xdf.part").exists()
+    streams = {s["info"]["name"][0]: s for s in pyxdf.load_xdf(str(out))[0]}
+    inputs, outputs = streams[name], streams[f"{name}-decoded-kinematics"]
+    assert inputs["info"]["type"] == ["Neural"] and outputs["info"]["type"] == ["Kinematics"]
+    n = daemon.engine.bins_decoded
+    assert inputs["time_series"].shape == (n, N_CHANNELS) and daemon.recording.bins == n
+    assert outputs["time_series"].shape == (n, 2)
+    np.testing.assert_array_equal(inputs["time_stamps"], outputs["time_stamps"])
+    held = daemon.recent.recent()
+    np.testing.assert_array_equal(
+        outputs["time_series"][-len(held) :], np.stack([b.values for b in held])
+    )
+    assert np.all(inputs["time_series"] >= 0) and inputs["time_series"].sum() > 0  # counts
+    with pytest.raises(FileExistsError):  # an existing recording is never overwritten
+        Daemon(settings).start()
