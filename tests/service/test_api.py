@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import httpx
 import numpy as np
 import pylsl
 import pytest
-from serving import N_CHANNELS, Served, free_port, run_server, train_checkpoint, wait_for
+from serving import N_CHANNELS, Served, run_server, train_checkpoint, wait_for
 
 from bci.checkpoint import load_checkpoint, save_checkpoint
 from bci.rsnn import RSNN, RSNNConfig
@@ -230,9 +231,8 @@ def test_serve_without_model_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_bci_serve_process_prints_url_and_token_and_stops_on_sigint(
     served: Served, tmp_path: Path
 ) -> None:
-    port = free_port()
     argv = [sys.executable, "-m", "service.cli", "serve", "--stream", f"{served.name}-none"]
-    argv += ["--model", str(served.models / "a.safetensors"), "--port", str(port)]
+    argv += ["--model", str(served.models / "a.safetensors"), "--port", "0"]
     env = {**os.environ, "BCI_OUTPUT_NAME": f"{served.name}-cli"}
     errors = tmp_path / "stderr.txt"
     with (
@@ -242,17 +242,20 @@ def test_bci_serve_process_prints_url_and_token_and_stops_on_sigint(
         ) as process,
     ):
         try:
-            _check_serve_process(process, port, errors)
+            _check_serve_process(process, errors)
         finally:
             if process.poll() is None:
                 process.kill()
                 process.wait()
 
 
-def _check_serve_process(process: subprocess.Popen, port: int, errors: Path) -> None:
+def _check_serve_process(process: subprocess.Popen, errors: Path) -> None:
+    """``--port 0``: the printed URL names the port the system chose, and it answers."""
     assert process.stdout is not None
     url_line, token_line = process.stdout.readline(), process.stdout.readline()
-    assert f"http://127.0.0.1:{port}/api/v1" in url_line
+    match = re.search(r"http://127\.0\.0\.1:(\d+)/api/v1", url_line)
+    assert match and int(match.group(1)) > 0, url_line
+    port = int(match.group(1))
     token = token_line.split(": ", 1)[1].strip()
     assert token_line.startswith("token (generated): ") and len(token) >= 32
 
