@@ -466,11 +466,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import socket
-
-    import uvicorn
-
     from service.api.app import create_app
+    from service.api.server import listen, serve
     from service.settings import Settings, resolve_token
 
     overrides = {
@@ -495,18 +492,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not Path(settings.model).is_file():
         raise FileNotFoundError(f"model {settings.model} does not exist")
     app = create_app(settings)
-    # bound here, so that --port 0 prints the port the system chose
-    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        listener.bind((settings.host, settings.port))
-    except OSError as error:
-        listener.close()
-        raise ValueError(
-            f"cannot listen on {settings.host}:{settings.port}: {error.strerror}; pick another "
-            "--port (0: any free port) or stop what uses it"
-        ) from error
+    listener = listen(settings.host, settings.port)  # bound here: --port 0 prints its port
     port = listener.getsockname()[1]
     print(
         f"serving http://{settings.host}:{port}/api/v1 (docs at /docs): decoding "
@@ -515,10 +501,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         flush=True,
     )
     print(f"token{' (generated)' if generated else ''}: {settings.token}", flush=True)
-    try:
-        uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[listener])
-    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C once it has shut down cleanly
-        pass
+    serve(app, listener)
     return 0
 
 

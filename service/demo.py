@@ -9,14 +9,12 @@ velocity stream) and its HTTP API and dashboard, until Ctrl-C or ``seconds``.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
-import uvicorn
-
 from calibration.calibrate import CalibrationOptions, run_calibration
 from service.api.app import create_app
+from service.api.server import listen, serve
 from service.settings import Settings, resolve_token
 from streams.player import simulate_stream
 from streams.session import save_session
@@ -81,24 +79,14 @@ def run_live_demo(
             token=token,
         )
     )
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host=host, port=port, log_level="warning")
-    )
+    listener = listen(host, port)
+    port = listener.getsockname()[1]
     # a long session, looping: the same population (seed) the demo model was trained on
     simulator = simulate_stream(
         SyntheticConfig(duration_s=3600.0, seed=seed), name=DEMO_STREAM, loop=True
     )
-    timer = None
-    if seconds is not None:
-        timer = threading.Timer(seconds, lambda: setattr(server, "should_exit", True))
     with simulator:
         print(f"simulator streaming {DEMO_STREAM!r} (96 channels, 50 ms bins)", flush=True)
         print(f"dashboard: http://{host}:{port}/  (API under /api/v1; Ctrl-C to stop)", flush=True)
         print(f"token{' (generated)' if generated else ''}: {settings.token}", flush=True)
-        if timer is not None:
-            timer.start()
-        try:
-            server.run()
-        finally:
-            if timer is not None:
-                timer.cancel()
+        serve(create_app(settings), listener, seconds=seconds)

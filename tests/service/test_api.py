@@ -228,8 +228,9 @@ def test_serve_without_model_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "none.safetensors does not exist" in capsys.readouterr().err
 
 
-def test_bci_serve_process_prints_url_and_token_and_stops_on_sigint(
-    served: Served, tmp_path: Path
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_bci_serve_process_prints_url_and_token_and_stops_cleanly(
+    served: Served, tmp_path: Path, stop: signal.Signals
 ) -> None:
     argv = [sys.executable, "-m", "service.cli", "serve", "--stream", f"{served.name}-none"]
     argv += ["--model", str(served.models / "a.safetensors"), "--port", "0"]
@@ -242,14 +243,14 @@ def test_bci_serve_process_prints_url_and_token_and_stops_on_sigint(
         ) as process,
     ):
         try:
-            _check_serve_process(process, errors)
+            _check_serve_process(process, errors, stop)
         finally:
             if process.poll() is None:
                 process.kill()
                 process.wait()
 
 
-def _check_serve_process(process: subprocess.Popen, errors: Path) -> None:
+def _check_serve_process(process: subprocess.Popen, errors: Path, stop: signal.Signals) -> None:
     """``--port 0``: the printed URL names the port the system chose, and it answers."""
     assert process.stdout is not None
     url_line, token_line = process.stdout.readline(), process.stdout.readline()
@@ -273,7 +274,7 @@ def _check_serve_process(process: subprocess.Popen, errors: Path) -> None:
         headers={"Authorization": f"Bearer {token}"},
     )
     assert swap.status_code == 409  # authorised, but nothing to roll back to
-    process.send_signal(signal.SIGINT)
+    process.send_signal(stop)
     assert process.wait(30.0) == 0, errors.read_text()
 
 
