@@ -478,6 +478,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             ("models_dir", args.models_dir),
             ("adapt", True if args.adapt else None),
             ("target_stream", args.target_stream),
+            ("target_kind", args.target_kind),
+            ("cursor_stream", args.cursor_stream),
             ("output_name", args.output_name),
             ("record", args.record),
             ("host", args.host),
@@ -811,7 +813,8 @@ def build_parser() -> argparse.ArgumentParser:
             "API under /api/v1 (health, kinematics, model, stream, adaptation; OpenAPI at /docs). "
             "Every POST needs 'Authorization: Bearer TOKEN'; without --token one is generated "
             "and printed. Flags override the BCI_* environment variables (BCI_STREAM, "
-            "BCI_MODEL, BCI_MODELS_DIR, BCI_ADAPT, BCI_TARGET_STREAM, BCI_OUTPUT_NAME, "
+            "BCI_MODEL, BCI_MODELS_DIR, BCI_ADAPT, BCI_TARGET_STREAM, BCI_TARGET_KIND, "
+            "BCI_CURSOR_STREAM, BCI_HOLD_RADIUS, BCI_OUTPUT_NAME, "
             "BCI_RECORD, BCI_HOST, BCI_PORT, BCI_TOKEN, BCI_ALLOWED_HOSTS). Stops cleanly on "
             "Ctrl-C or SIGTERM.\n\n"
             "example: bci serve --stream bci-sim --model model.safetensors --port 8000"
@@ -828,6 +831,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--target-stream",
         help="LSL stream of learning targets, e.g. bci-sim-kinematics (default: none)",
     )
+    serve.add_argument(
+        "--target-kind",
+        choices=("kinematics", "intention"),
+        help="kinematics: the target stream is the true velocity (default); intention: it "
+        "holds goal positions and --cursor-stream the cursor (ReFIT rotation targets)",
+    )
+    serve.add_argument("--cursor-stream", help="intention: LSL stream of cursor positions")
     serve.add_argument(
         "--output-name", help="outlet prefix: decoded stream <name>-kinematics (bci-decoder)"
     )

@@ -70,7 +70,7 @@ from bci.runtime import single_threaded_blas
 from service.engine import STATES, DecodedBin, Engine, RecentBins, Sink, model_id_of
 from service.recording import DecodedRecording
 from service.settings import Settings
-from service.targets import TargetFeed
+from service.targets import IntentionTargets, TargetFeed
 from streams.lsl_inlet import LslInlet, StreamSchema
 from streams.lsl_outlet import KINEMATICS_SUFFIX, KinematicsOutlet
 
@@ -111,7 +111,7 @@ class Daemon:
         self.inlet_options = dict(inlet_options or {})
         self.engine: Engine | None = None
         self.inlet: LslInlet | None = None
-        self.targets: TargetFeed | None = None
+        self.targets: TargetFeed | IntentionTargets | None = None
         self.recording: DecodedRecording | None = None
         self._blas_limits: threadpool_limits | None = None
         self.outlet: KinematicsOutlet | None = None
@@ -136,7 +136,8 @@ class Daemon:
         self._latency_offset_bins = 0  # bins mapped with the inlet's clock offset
         self._latency_lock = threading.Lock()
         self._next_hold = 0.0  # monotonic time of the next zero-velocity push while lost
-        self._awaiting: deque[tuple[int, float]] = deque()  # (seq, local stamp) without target
+        # decoded bins without a target yet: (seq, local stamp, decoded values)
+        self._awaiting: deque[tuple[int, float, np.ndarray]] = deque()
         self._due_since = 0.0  # monotonic time the e-prop update fell due; 0: not due
         self.hold_pushes = 0  # zero-velocity samples pushed while the stream was lost
 
@@ -180,13 +181,7 @@ class Daemon:
         # the inlet, the outlet's consumers and the pushing process need (bci.runtime)
         self._blas_limits = single_threaded_blas()
         if settings.target_stream:
-            self.targets = TargetFeed(
-                settings.target_stream,
-                len(self.kinematics_labels),
-                self.engine.bin_s,
-                self.inlet_options,
-                source_id=settings.target_source_id,
-            ).start()
+            self.targets = self._learning_targets().start()
         self.inlet = LslInlet(
             name=settings.stream, source_id=settings.source_id, **self.inlet_options
         ).start()
@@ -200,6 +195,19 @@ class Daemon:
             self.engine.model_id,
         )
         return self
+
+    def _learning_targets(self) -> TargetFeed | IntentionTargets:
+        """The target stream as configured: true kinematics, or goal + cursor (intention)."""
+        settings, engine = self.settings, self._require_engine()
+        n_out = len(self.kinematics_labels)
+        goal = TargetFeed(settings.target_stream or "", n_out, engine.bin_s,
+                          self.inlet_options, source_id=settings.target_source_id)  # fmt: skip
+        if settings.target_kind == "kinematics":
+            return goal
+        cursor = TargetFeed(  # Settings checked that the stream is named
+            settings.cursor_stream or "", n_out, engine.bin_s, self.inlet_options
+        )
+        return IntentionTargets(goal, cursor, settings.hold_radius)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the loop, the inlet and the outlet (safe to call twice)."""
@@ -454,7 +462,7 @@ class Daemon:
             x = np.asarray(row, dtype=np.float32)
             decoded = engine.process(x, None, float(stamp))
             if targets is not None:
-                self._awaiting.append((decoded.seq, float(stamp) + offset))
+                self._awaiting.append((decoded.seq, float(stamp) + offset, decoded.values))
             if recording is not None:
                 recording.add(float(stamp) + offset, x, decoded.values)
         self._set_state("decoding", f"decoding {inlet.info.name if inlet.info else '?'}")
@@ -466,8 +474,8 @@ class Daemon:
         engine = self._require_engine()
         targets = self.targets
         while self._awaiting:
-            seq, stamp = self._awaiting[0]
-            target = None if targets is None else targets.match(stamp)
+            seq, stamp, values = self._awaiting[0]
+            target = None if targets is None else targets.target_for(stamp, values)
             waiting = target is None and targets is not None and not targets.settled(stamp)
             if waiting and engine.awaits_target(seq):
                 break

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "resolve_token"]
@@ -40,6 +41,20 @@ class Settings(BaseSettings):
         default_factory=lambda: ["127.0.0.1", "localhost"],
         description="Host header values the server answers (others get 400)",
     )
+    target_kind: Literal["kinematics", "intention"] = Field(
+        "kinematics",
+        description=(
+            "'kinematics': the target stream carries the true velocity; 'intention': it "
+            "carries goal positions and cursor_stream the cursor, and each bin learns the "
+            "ReFIT rotation of its decoded velocity toward the goal"
+        ),
+    )
+    cursor_stream: str | None = Field(
+        None, description="with target_kind 'intention': LSL stream of cursor positions"
+    )
+    hold_radius: float = Field(
+        1.0, ge=0, description="intention: no movement intended this close to the goal"
+    )
     target_source_id: str | None = Field(
         None, description="LSL source_id of the target stream (lets liblsl recover it)"
     )
@@ -53,6 +68,15 @@ class Settings(BaseSettings):
             "input stream's name, whose '-kinematics' stream carries the true kinematics"
         ),
     )
+
+    @model_validator(mode="after")
+    def _intention_needs_streams(self) -> Settings:
+        if self.target_kind == "intention" and not (self.target_stream and self.cursor_stream):
+            raise ValueError(
+                "target_kind 'intention' needs the goal and the cursor position streams: set "
+                "target_stream and cursor_stream (--target-stream, --cursor-stream)"
+            )
+        return self
 
     @property
     def output_base(self) -> str:

@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from bci.intention import intended_velocity, rotation_target
 from streams.lsl_inlet import LslInlet
 
-__all__ = ["TargetFeed"]
+__all__ = ["IntentionTargets", "TargetFeed"]
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +86,10 @@ class TargetFeed:
         self._stamps, self._values = stamps[keep:], self._values[keep:]
         return target
 
+    def target_for(self, local_timestamp: float, decoded: np.ndarray) -> np.ndarray | None:
+        """The learning target of a bin (the stream's sample for it; ``decoded`` unused)."""
+        return self.match(local_timestamp)
+
     def settled(self, local_timestamp: float) -> bool:
         """True when a target stamped after this bin's window has arrived: none can still
         come for the bin (targets arrive in time order)."""
@@ -142,3 +147,47 @@ class TargetFeed:
             "bins_without_target": unmatched,
             "counters": dataclasses.asdict(inlet.counters()),
         }
+
+
+class IntentionTargets:
+    """ReFIT learning targets from a goal-position stream and a cursor-position stream.
+
+    For each bin the decoded velocity ``v`` is pointed from the cursor at the goal
+    (:func:`bci.intention.intended_velocity`, zero within ``hold_radius``, position units)
+    and turned into a rotation-only target (:func:`bci.intention.rotation_target`), so
+    online learning corrects the direction without shrinking the decoded speed. Both streams
+    carry one position per sample (as many values as the decoder outputs), timestamped like
+    the neural bins; a bin learns when both have a sample within half a bin of it.
+    """
+
+    def __init__(self, goal: TargetFeed, cursor: TargetFeed, hold_radius: float) -> None:
+        if not hold_radius >= 0:
+            raise ValueError(f"hold_radius must be zero or positive; got {hold_radius!r}")
+        self.goal, self.cursor, self.hold_radius = goal, cursor, float(hold_radius)
+
+    def start(self) -> IntentionTargets:
+        self.goal.start()
+        self.cursor.start()
+        return self
+
+    def stop(self) -> None:
+        self.goal.stop()
+        self.cursor.stop()
+
+    def target_for(self, local_timestamp: float, decoded: np.ndarray) -> np.ndarray | None:
+        goal = self.goal.match(local_timestamp)
+        cursor = self.cursor.match(local_timestamp)
+        if goal is None or cursor is None:
+            return None
+        intended = intended_velocity(decoded, cursor, goal, self.hold_radius)
+        return rotation_target(decoded, intended).astype(np.float32)
+
+    def settled(self, local_timestamp: float) -> bool:
+        return self.goal.settled(local_timestamp) or self.cursor.settled(local_timestamp)
+
+    def record(self, matched: bool) -> None:
+        self.goal.record(matched)
+
+    def status(self) -> dict[str, Any]:
+        """The goal feed's status (bins matched / without target) and the cursor feed's."""
+        return {**self.goal.status(), "kind": "intention", "cursor": self.cursor.status()}

@@ -14,6 +14,7 @@ import pyxdf
 from serving import wait_for
 
 from bci.checkpoint import save_checkpoint
+from bci.intention import intended_velocity, rotation_target
 from bci.rsnn import RSNN, RSNNConfig
 from service.api.routers.kinematics import latest
 from service.daemon import Daemon
@@ -282,3 +283,71 @@ def test_records_every_input_bin_and_its_output_to_xdf(tmp_path: Path) -> None:
     assert np.all(inputs["time_series"] >= 0) and inputs["time_series"].sum() > 0  # counts
     with pytest.raises(FileExistsError):  # an existing recording is never overwritten
         Daemon(settings).start()
+
+
+@pytest.mark.timeout(120)
+def test_intention_targets_rotate_the_decoded_velocity_toward_the_goal(tmp_path: Path) -> None:
+    """target_kind 'intention': each bin learns rotation_target(v, intended_velocity(v,
+    cursor, goal)) from the goal and cursor streams, as the offline ReFIT code computes it."""
+    name = f"bci-test-daemon-{uuid.uuid4().hex[:8]}"
+    settings = settings_for(name, make_checkpoint(tmp_path / "m.safetensors")).model_copy(
+        update={
+            "adapt": True,
+            "source_id": name,
+            "target_stream": f"{name}-goal",
+            "target_kind": "intention",
+            "cursor_stream": f"{name}-cursor",
+            "hold_radius": 0.5,
+        }
+    )
+    outlets = {
+        role: pylsl.StreamOutlet(pylsl.StreamInfo(f"{name}{suffix}", kind, n, 20.0,
+                                                  pylsl.cf_float32, f"{name}{suffix}"))
+        for role, suffix, kind, n in (("neural", "", "Neural", N_CHANNELS),
+                                      ("goal", "-goal", "Targets", 2),
+                                      ("cursor", "-cursor", "Cursor", 2))
+    }  # fmt: skip
+    stop = threading.Event()
+
+    def push() -> None:
+        rng = np.random.default_rng(0)
+        while not all(o.have_consumers() for o in outlets.values()) and not stop.wait(0.01):
+            pass
+        k = 0
+        while not stop.is_set():
+            stamp = pylsl.local_clock()
+            outlets["neural"].push_sample(rng.poisson(6.0, N_CHANNELS).astype(np.float32), stamp)
+            # the goal 10 cm to the right; the cursor on it every fourth bin (hold: zero)
+            outlets["goal"].push_sample([10.0, 0.0], stamp)
+            outlets["cursor"].push_sample([10.0, 0.0] if k % 4 == 0 else [0.0, 3.0], stamp)
+            k += 1
+            stop.wait(0.05)
+
+    pusher = threading.Thread(target=push, daemon=True)
+    daemon = Daemon(settings)
+    try:
+        daemon.start()
+        pusher.start()
+        assert wait_for(lambda: daemon.engine.status()["adaptation"]["updates_applied"] >= 4, 60)
+    finally:
+        stop.set()
+        pusher.join(5.0)
+        daemon.stop()
+    status = daemon.targets.status()
+    assert status["kind"] == "intention" and status["bins_matched"] >= 30
+    learned = [b for b in daemon.recent.recent() if b.target is not None]
+    assert len(learned) >= 30
+    for b in learned:
+        v = b.values.astype(np.float64)
+        options = [
+            rotation_target(v, intended_velocity(v, np.array(cursor), np.array([10.0, 0.0]), 0.5))
+            for cursor in ([10.0, 0.0], [0.0, 3.0])
+        ]
+        assert any(np.allclose(b.target, o, atol=1e-5) for o in options), (b.target, options)
+    assert any(not b.target.any() for b in learned)  # within the hold radius: stay still
+    assert any(b.target.any() for b in learned)
+
+
+def test_intention_without_its_streams_is_refused() -> None:
+    with pytest.raises(ValueError, match="needs the goal and the cursor position streams"):
+        Settings(stream="x", target_kind="intention", target_stream="goal")
