@@ -38,7 +38,7 @@ from starlette.types import Receive, Scope, Send
 from service.api.deps import DaemonDep
 from service.api.routers.adaptation import get_adaptation
 from service.api.routers.metrics import get_latency
-from service.api.routers.prometheus import LATENCY_BUCKETS_S
+from service.api.routers.prometheus import LATENCY_BUCKETS_S, bucket_counts
 from service.api.routers.stream import get_stream
 from service.daemon import Daemon
 from service.engine import DecodedBin
@@ -140,8 +140,7 @@ def _latency_histogram(daemon: Daemon) -> dict[str, list]:
     """Counts of the latency window per bucket ``(previous bound, bound]``, bounds in ms."""
     _, window = daemon.latency_samples()
     bounds = np.asarray(LATENCY_BUCKETS_S)
-    index = np.searchsorted(bounds, window, side="left")
-    counts = np.bincount(index, minlength=len(bounds) + 1)
+    counts = bucket_counts(window, bounds)
     return {"le_ms": [*(bounds * 1e3).tolist(), None], "counts": counts.tolist()}
 
 

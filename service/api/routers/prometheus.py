@@ -45,7 +45,7 @@ from bci.metrics import synaptic_operations
 from service.daemon import DAEMON_STATES, Daemon
 from streams.lsl_inlet import STATES as INLET_STATES
 
-__all__ = ["LATENCY_BUCKETS_S", "DaemonCollector", "build_registry", "router"]
+__all__ = ["LATENCY_BUCKETS_S", "DaemonCollector", "bucket_counts", "build_registry", "router"]
 
 router = APIRouter(prefix="/metrics", tags=["metrics"])
 
@@ -60,6 +60,13 @@ LATENCY_BUCKETS_S: tuple[float, ...] = (
     0.05,
     0.1,
 )
+
+
+def bucket_counts(latencies_s: np.ndarray, bounds_s: np.ndarray) -> np.ndarray:
+    """How many latencies fall in each bucket ``(previous bound, bound]`` (s), and above the
+    last bound (the final entry): Prometheus' ``le`` semantics, not cumulative."""
+    index = np.searchsorted(bounds_s, latencies_s, side="left")
+    return np.bincount(index, minlength=len(bounds_s) + 1)
 
 
 class DaemonCollector(Collector):
@@ -113,8 +120,7 @@ class DaemonCollector(Collector):
             fresh = ring[len(ring) - min(new, len(ring)) :]
             self._unobserved += new - len(fresh)
             self._seen = total
-            index = np.searchsorted(self.buckets_s, fresh, side="left")  # le semantics
-            self._bucket_counts += np.bincount(index, minlength=len(self._bucket_counts))
+            self._bucket_counts += bucket_counts(fresh, self.buckets_s)
             self._sum_s += float(fresh.sum())
             cumulative = np.cumsum(self._bucket_counts)
             sum_s, unobserved = self._sum_s, self._unobserved
