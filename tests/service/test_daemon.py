@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -217,37 +218,16 @@ def test_targets_arriving_after_their_bins_are_still_learned(tmp_path: Path) -> 
     settings = settings_for(name, make_checkpoint(tmp_path / "m.safetensors")).model_copy(
         update={"adapt": True, "target_stream": f"{name}-kinematics", "source_id": name}
     )
-    neural = pylsl.StreamOutlet(
-        pylsl.StreamInfo(name, "Neural", N_CHANNELS, 20.0, pylsl.cf_float32, name)
-    )
-    kinematics = pylsl.StreamOutlet(
-        pylsl.StreamInfo(f"{name}-kinematics", "Kinematics", 2, 20.0, pylsl.cf_float32, "k")
-    )
-    stop = threading.Event()
+    outlets = _outlets(name, (("", "Neural", N_CHANNELS), ("-kinematics", "Kinematics", 2)))
+    rng = np.random.default_rng(0)
 
-    def push() -> None:
-        rng = np.random.default_rng(0)
-        while not (neural.have_consumers() and kinematics.have_consumers()) and not stop.wait(0.01):
-            pass
-        k = 0
-        while not stop.is_set():
-            stamp = pylsl.local_clock()
-            neural.push_sample(rng.poisson(6.0, N_CHANNELS).astype(np.float32), stamp)
-            time.sleep(0.01)
-            kinematics.push_sample([np.sin(0.1 * k), np.cos(0.1 * k)], stamp)
-            k += 1
-            stop.wait(0.04)
+    def push_bin(k: int, stamp: float) -> None:
+        outlets[""].push_sample(rng.poisson(6.0, N_CHANNELS).astype(np.float32), stamp)
+        time.sleep(0.01)
+        outlets["-kinematics"].push_sample([np.sin(0.1 * k), np.cos(0.1 * k)], stamp)
 
-    pusher = threading.Thread(target=push, daemon=True)
     daemon = Daemon(settings)
-    try:
-        daemon.start()
-        pusher.start()
-        assert wait_for(lambda: daemon.engine.status()["adaptation"]["updates_applied"] >= 6, 60)
-    finally:
-        stop.set()
-        pusher.join(5.0)
-        daemon.stop()
+    _adapt_while_pushing(daemon, outlets, push_bin, updates=6)
     targets = daemon.targets.status()
     adaptation = daemon.engine.status()["adaptation"]
     assert adaptation["bins_with_target"] == targets["bins_matched"] >= 50
@@ -300,39 +280,18 @@ def test_intention_targets_rotate_the_decoded_velocity_toward_the_goal(tmp_path:
             "hold_radius": 0.5,
         }
     )
-    outlets = {
-        role: pylsl.StreamOutlet(pylsl.StreamInfo(f"{name}{suffix}", kind, n, 20.0,
-                                                  pylsl.cf_float32, f"{name}{suffix}"))
-        for role, suffix, kind, n in (("neural", "", "Neural", N_CHANNELS),
-                                      ("goal", "-goal", "Targets", 2),
-                                      ("cursor", "-cursor", "Cursor", 2))
-    }  # fmt: skip
-    stop = threading.Event()
+    outlets = _outlets(name, (("", "Neural", N_CHANNELS), ("-goal", "Targets", 2),
+                              ("-cursor", "Cursor", 2)))  # fmt: skip
+    rng = np.random.default_rng(0)
 
-    def push() -> None:
-        rng = np.random.default_rng(0)
-        while not all(o.have_consumers() for o in outlets.values()) and not stop.wait(0.01):
-            pass
-        k = 0
-        while not stop.is_set():
-            stamp = pylsl.local_clock()
-            outlets["neural"].push_sample(rng.poisson(6.0, N_CHANNELS).astype(np.float32), stamp)
-            # the goal 10 cm to the right; the cursor on it every fourth bin (hold: zero)
-            outlets["goal"].push_sample([10.0, 0.0], stamp)
-            outlets["cursor"].push_sample([10.0, 0.0] if k % 4 == 0 else [0.0, 3.0], stamp)
-            k += 1
-            stop.wait(0.05)
+    def push_bin(k: int, stamp: float) -> None:
+        outlets[""].push_sample(rng.poisson(6.0, N_CHANNELS).astype(np.float32), stamp)
+        # the goal 10 cm to the right; the cursor on it every fourth bin (hold: zero)
+        outlets["-goal"].push_sample([10.0, 0.0], stamp)
+        outlets["-cursor"].push_sample([10.0, 0.0] if k % 4 == 0 else [0.0, 3.0], stamp)
 
-    pusher = threading.Thread(target=push, daemon=True)
     daemon = Daemon(settings)
-    try:
-        daemon.start()
-        pusher.start()
-        assert wait_for(lambda: daemon.engine.status()["adaptation"]["updates_applied"] >= 4, 60)
-    finally:
-        stop.set()
-        pusher.join(5.0)
-        daemon.stop()
+    _adapt_while_pushing(daemon, outlets, push_bin, updates=4)
     status = daemon.targets.status()
     assert status["kind"] == "intention" and status["bins_matched"] >= 30
     learned = [b for b in daemon.recent.recent() if b.target is not None]
@@ -351,3 +310,42 @@ def test_intention_targets_rotate_the_decoded_velocity_toward_the_goal(tmp_path:
 def test_intention_without_its_streams_is_refused() -> None:
     with pytest.raises(ValueError, match="needs the goal and the cursor position streams"):
         Settings(stream="x", target_kind="intention", target_stream="goal")
+
+
+def _outlets(name: str, streams: tuple[tuple[str, str, int], ...]) -> dict:
+    """In-process 20 Hz float32 outlets ``name + suffix`` (its own source_id), by suffix."""
+    return {
+        suffix: pylsl.StreamOutlet(
+            pylsl.StreamInfo(f"{name}{suffix}", kind, n, 20.0, pylsl.cf_float32, f"{name}{suffix}")
+        )
+        for suffix, kind, n in streams
+    }
+
+
+def _adapt_while_pushing(
+    daemon: Daemon, outlets: dict, push_bin: Callable[[int, float], None], updates: int
+) -> None:
+    """Start ``daemon``; once every outlet has a consumer, call ``push_bin(k, stamp)`` every
+    50 ms (stamp: ``local_clock()``) until ``updates`` e-prop updates were applied; stop."""
+    stop = threading.Event()
+
+    def push() -> None:
+        while not all(o.have_consumers() for o in outlets.values()) and not stop.wait(0.01):
+            pass
+        k = 0
+        while not stop.is_set():
+            started = time.monotonic()
+            push_bin(k, pylsl.local_clock())
+            k += 1
+            stop.wait(max(0.0, 0.05 - (time.monotonic() - started)))
+
+    pusher = threading.Thread(target=push, daemon=True)
+    try:
+        daemon.start()
+        pusher.start()
+        adaptation = daemon.engine.status
+        assert wait_for(lambda: adaptation()["adaptation"]["updates_applied"] >= updates, 60)
+    finally:
+        stop.set()
+        pusher.join(5.0)
+        daemon.stop()
