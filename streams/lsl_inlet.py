@@ -288,6 +288,10 @@ class LslInlet:
             ``1 / coalesce_s`` samples are taken in chunks (bounded per-chunk overhead),
             below it each sample as it comes.
         clock_refresh_s: period of ``time_correction()`` reads.
+        pull_in_caller: False: a background thread pulls into the ring (several readers
+            may share it). True: no thread; the consumer calls :meth:`pull` in its own loop,
+            which resolves, connects, blocks in liblsl for the next samples and writes them
+            into the ring, so a sample reaches the consumer with no thread hop.
 
     Raises ValueError for inconsistent arguments.
     """
@@ -310,6 +314,7 @@ class LslInlet:
         wake_on_sample: bool = True,
         coalesce_s: float = 2.5e-4,
         clock_refresh_s: float = 5.0,
+        pull_in_caller: bool = False,
     ) -> None:
         props = {"name": name, "type": type, "source_id": source_id}
         props = {k: v for k, v in props.items() if v is not None}
@@ -368,6 +373,17 @@ class LslInlet:
         self._coalesce_s = float(coalesce_s)
         self._last_take = 0.0  # monotonic time of the last pull that returned samples
         self._clock_refresh_s = float(clock_refresh_s)
+        self._pull_in_caller = bool(pull_in_caller)
+        # caller mode: the open pylsl inlet, the resolver looking for one, and the earliest
+        # time of the next connection attempt after a refused or failed one
+        self._inlet: pylsl.StreamInlet | None = None
+        self._resolver: tuple[str, pylsl.ContinuousResolver] | None = None
+        self._resolve_started = 0.0
+        self._resolve_timeout_noted = ""  # query whose resolve timeout was reported
+        self._retry_at = 0.0
+        # per-connection pump state (see _begin_pump)
+        self._last_data = self._alive_since = self._next_clock = 0.0
+        self._clock_known = False
 
         self._lock = threading.Lock()  # state, counters, schema; taken before the ring's lock
         self._state_changed = threading.Condition(self._lock)
@@ -431,6 +447,8 @@ class LslInlet:
                 self._query_text(),
             )
         self._set_state("resolving", f"looking for a stream with {self._query_text()}")
+        if self._pull_in_caller:
+            return self
         self._thread = threading.Thread(
             target=self._run, name=f"lsl-inlet[{self._query_text()}]", daemon=True
         )
@@ -445,6 +463,8 @@ class LslInlet:
         """
         self._stop_event.set()
         self._stopped = True
+        self._close_caller_inlet()
+        self._resolver = None
         thread = self._thread
         if thread is not None:
             thread.join(timeout)
@@ -471,7 +491,10 @@ class LslInlet:
 
     @property
     def running(self) -> bool:
-        """True while the acquisition thread runs and stop() was not requested."""
+        """True while acquiring (the thread runs, or in caller mode: started) and stop() was
+        not requested."""
+        if self._pull_in_caller:
+            return self._started and not self._stop_event.is_set()
         thread = self._thread
         return thread is not None and thread.is_alive() and not self._stop_event.is_set()
 
@@ -621,39 +644,48 @@ class LslInlet:
     def _resolve(self) -> pylsl.StreamInfo:
         """Resolve until a stream matches the current query (raises _Stopping on stop)."""
         started = time.monotonic()
-        warned = False
         while True:
             self._check_stop()
             query = self._current_query()
             infos = pylsl.resolve_bypred(query, 1, _SLICE_S)
             if infos:
-                schema = self._schema
-                if schema is not None:  # prefer a stream that matches the first-seen schema
-                    infos.sort(key=lambda i: bool(schema.differences(StreamSchema.from_info(i))))
-                if len(infos) > 1:
-                    logger.warning(
-                        "%d streams match %s; using %s; pass source_id to choose",
-                        len(infos),
-                        query,
-                        StreamSchema.from_info(infos[0]).describe(),
-                    )
-                return infos[0]
-            waited = time.monotonic() - started
-            if not warned and waited >= self._resolve_timeout_s:
-                warned = True
-                message = (
-                    f"no LSL stream with {query} found within {self._resolve_timeout_s:g} s; "
-                    "still searching: check that the outlet runs and that name/type/source_id "
-                    "match"
-                )
-                with self._lock:
-                    initial = self._schema is None
-                    if initial:
-                        self._n["resolve_timeouts"] += 1
-                if initial:
-                    self._set_state("lost", message)
-                else:
-                    logger.warning("LslInlet: %s", message)
+                return self._choose(infos, query)
+            self._note_resolve_timeout(query, time.monotonic() - started)
+
+    def _choose(self, infos: list[pylsl.StreamInfo], query: str) -> pylsl.StreamInfo:
+        """The stream to open among those matching ``query``: one with the first-seen schema
+        when there is one (a warning names the choice when several match)."""
+        schema = self._schema
+        if schema is not None:
+            infos.sort(key=lambda i: bool(schema.differences(StreamSchema.from_info(i))))
+        if len(infos) > 1:
+            logger.warning(
+                "%d streams match %s; using %s; pass source_id to choose",
+                len(infos),
+                query,
+                StreamSchema.from_info(infos[0]).describe(),
+            )
+        return infos[0]
+
+    def _note_resolve_timeout(self, query: str, waited: float) -> None:
+        """After ``resolve_timeout_s`` of searching, say so once per search: the state turns
+        ``lost`` before the first connection, later a warning is logged."""
+        if waited < self._resolve_timeout_s or self._resolve_timeout_noted == query:
+            return
+        self._resolve_timeout_noted = query
+        message = (
+            f"no LSL stream with {query} found within {self._resolve_timeout_s:g} s; "
+            "still searching: check that the outlet runs and that name/type/source_id "
+            "match"
+        )
+        with self._lock:
+            initial = self._schema is None
+            if initial:
+                self._n["resolve_timeouts"] += 1
+        if initial:
+            self._set_state("lost", message)
+        else:
+            logger.warning("LslInlet: %s", message)
 
     def _open(self, info: pylsl.StreamInfo) -> pylsl.StreamInlet | None:
         """Check the schema, open a pylsl inlet and fetch its full info; None if refused."""
@@ -694,6 +726,7 @@ class LslInlet:
             self._connections += 1
             self._uid = schema.uid
             self._description = _desc_texts(full)
+            self._resolve_timeout_noted = ""
             again = self._connections > 1
         self._set_state(
             "connected", ("reconnected to " if again else "connected to ") + schema.describe()
@@ -741,63 +774,156 @@ class LslInlet:
 
     def _pump(self, inlet: pylsl.StreamInlet) -> None:
         """Pull until stop, loss or refusal; returns so the caller closes the inlet."""
+        self._begin_pump()
+        while not self._stop_event.is_set() and self._pump_step(inlet, self._poll_s):
+            pass
+
+    def _begin_pump(self) -> None:
+        now = time.monotonic()
+        self._last_data = now  # when the latest sample arrived
+        self._alive_since = now  # lost_after_s counts from here (reset by a recovery)
+        # The first time_correction() estimate takes liblsl about half a second of probing
+        # in the background; ask without waiting until it exists, then every refresh.
+        self._next_clock = now
+        self._clock_known = False
+
+    def _pump_step(self, inlet: pylsl.StreamInlet, wait_s: float) -> bool:
+        """One pull (waiting up to ``wait_s`` for a sample) and its bookkeeping; False when
+        the connection ended (lost or refused: the state says why)."""
         with self._lock:
             buffer = self._buffer
             schema = self._schema
         assert buffer is not None and schema is not None
-        last_data = time.monotonic()  # when the latest sample arrived
-        alive_since = last_data  # lost_after_s counts from here (reset by a recovery)
-        # The first time_correction() estimate takes liblsl about half a second of probing
-        # in the background; ask with a tiny timeout until it exists, then every refresh.
-        next_clock = last_data
-        clock_known = False
-        while not self._stop_event.is_set():
-            try:
-                timestamps = self._pull(inlet, buffer)
-            except LostError:
-                self._mark_lost("liblsl reported the stream lost (it cannot recover it)")
-                return
-            n = len(timestamps)
-            data = buffer[:n]
-            # liblsl reconnects to a restarted source on its own. It says so through
-            # was_clock_reset() (only once it had a clock estimate); samples resuming after a
-            # stall may also come from a new outlet. Either way the samples may already be
-            # from it: check the source before accepting anything.
-            reset = inlet.was_clock_reset()
-            if reset or (n and self.state == "stalled"):
-                data = data.copy()
-                verdict = self._check_source(n, liblsl_reset=reset)
-                if verdict is None:
-                    return
-                if verdict == "new":
-                    alive_since = time.monotonic()
-                    next_clock, clock_known = alive_since, False  # liblsl reset its estimate
-            now = time.monotonic()
-            if n:
-                self._accept(data, timestamps, schema)
-                if self.state == "stalled":
-                    self._set_state(
-                        "connected", f"samples again after {now - last_data:.2f} s without"
-                    )
-                last_data = alive_since = now
-            else:
-                if now - alive_since >= self._lost_after_s:
-                    self._mark_lost(
-                        f"no sample for {now - last_data:.1f} s "
-                        f"(lost_after_s={self._lost_after_s:g})"
-                    )
-                    return
-                if now - last_data >= self._watchdog_s and self.state == "connected":
-                    with self._lock:
-                        self._n["stalls"] += 1
-                    self._set_state("stalled", f"no sample for {self._watchdog_s:g} s")
-            if now >= next_clock:
-                clock_known = self._update_clock(inlet, 0.01) or clock_known
-                next_clock = now + (self._clock_refresh_s if clock_known else _CLOCK_RETRY_S)
+        try:
+            timestamps = self._pull(inlet, buffer, wait_s)
+        except LostError:
+            self._mark_lost("liblsl reported the stream lost (it cannot recover it)")
+            return False
+        n = len(timestamps)
+        data = buffer[:n]
+        # liblsl reconnects to a restarted source on its own. It says so through
+        # was_clock_reset() (only once it had a clock estimate); samples resuming after a
+        # stall may also come from a new outlet. Either way the samples may already be
+        # from it: check the source before accepting anything.
+        reset = inlet.was_clock_reset()
+        if reset or (n and self.state == "stalled"):
+            data = data.copy()
+            verdict = self._check_source(n, liblsl_reset=reset)
+            if verdict is None:
+                return False
+            if verdict == "new":
+                self._alive_since = time.monotonic()
+                self._next_clock, self._clock_known = self._alive_since, False
+        now = time.monotonic()
+        if n:
+            self._accept(data, timestamps, schema)
+            if self.state == "stalled":
+                self._set_state(
+                    "connected", f"samples again after {now - self._last_data:.2f} s without"
+                )
+            self._last_data = self._alive_since = now
+        else:
+            if now - self._alive_since >= self._lost_after_s:
+                self._mark_lost(
+                    f"no sample for {now - self._last_data:.1f} s "
+                    f"(lost_after_s={self._lost_after_s:g})"
+                )
+                return False
+            if now - self._last_data >= self._watchdog_s and self.state == "connected":
+                with self._lock:
+                    self._n["stalls"] += 1
+                self._set_state("stalled", f"no sample for {self._watchdog_s:g} s")
+        if now >= self._next_clock:
+            self._clock_known = self._update_clock(inlet) or self._clock_known
+            refresh = self._clock_refresh_s if self._clock_known else _CLOCK_RETRY_S
+            self._next_clock = now + refresh
+        return True
 
-    def _pull(self, inlet: pylsl.StreamInlet, buffer: np.ndarray) -> np.ndarray:
-        """Pull what is buffered into ``buffer``; when nothing is, block up to the poll
-        interval for one sample (liblsl wakes us as it arrives) and take what followed it,
+    # --- caller mode ---------------------------------------------------------------------------
+
+    def pull(self, timeout: float) -> int:
+        """Caller mode: connect when needed, wait up to ``timeout`` seconds for samples and
+        write what arrived into the ring; returns the number of samples written (read them
+        with :meth:`read_new`). Never blocks much longer than ``timeout`` while searching;
+        connecting to a found stream may take up to ``resolve_timeout_s``.
+
+        Call from one thread only. Raises RuntimeError without ``pull_in_caller=True``,
+        before :meth:`start` or after :meth:`stop`.
+        """
+        if not self._pull_in_caller:
+            raise RuntimeError(
+                "LslInlet.pull() needs pull_in_caller=True; this inlet's thread pulls: read "
+                "with wait_for_data() and read_new()"
+            )
+        if not self.running:
+            raise RuntimeError("LslInlet.pull() before start() or after stop(): start it first")
+        if self.state == "error":
+            return 0
+        try:
+            if self._inlet is None and not self._connect(timeout):
+                return 0
+            assert self._inlet is not None
+            before = self._written()
+            if not self._pump_step(self._inlet, timeout):
+                self._close_caller_inlet()
+                self._retry_at = time.monotonic() + _RETRY_S
+            return self._written() - before
+        except _Unsupported as exc:
+            self._close_caller_inlet()
+            self._set_state("error", str(exc))
+        except _Stopping:
+            pass
+        return 0
+
+    def _connect(self, timeout: float) -> bool:
+        """Caller mode: look (without blocking in liblsl) for the stream and open it."""
+        now = time.monotonic()
+        if now < self._retry_at:
+            self._stop_event.wait(min(timeout, self._retry_at - now))
+            return False
+        info = self._resolved(timeout)
+        if info is None:
+            return False
+        inlet = self._open(info)
+        if inlet is None:
+            self._retry_at = time.monotonic() + _RETRY_S
+            return False
+        self._inlet = inlet
+        self._begin_pump()
+        return True
+
+    def _resolved(self, timeout: float) -> pylsl.StreamInfo | None:
+        """A stream matching the current query found by liblsl's background resolver, or
+        None after waiting up to ``timeout`` (the first-resolve timeout is counted here)."""
+        query = self._current_query()
+        if self._resolver is None or self._resolver[0] != query:
+            # forget a vanished outlet after a second, so a lost stream is not reopened
+            self._resolver = (query, pylsl.ContinuousResolver(pred=query, forget_after=1.0))
+            self._resolve_started = time.monotonic()
+        deadline = time.monotonic() + timeout
+        while True:
+            infos = self._resolver[1].results()
+            if infos:
+                return self._choose(infos, query)
+            self._note_resolve_timeout(query, time.monotonic() - self._resolve_started)
+            left = deadline - time.monotonic()
+            if left <= 0 or self._stop_event.wait(min(left, 0.005)):
+                return None
+
+    def _close_caller_inlet(self) -> None:
+        inlet, self._inlet = self._inlet, None
+        self._resolve_started = time.monotonic()  # the next search starts now
+        if inlet is not None:
+            inlet.close_stream()
+            del inlet  # destroys the liblsl inlet (and its recovery threads)
+
+    def _written(self) -> int:
+        ring = self._ring
+        return 0 if ring is None else ring.counters().written
+
+    def _pull(self, inlet: pylsl.StreamInlet, buffer: np.ndarray, wait_s: float) -> np.ndarray:
+        """Pull what is buffered into ``buffer``; when nothing is, block up to ``wait_s``
+        for one sample (liblsl wakes us as it arrives) and take what followed it,
         or, without ``wake_on_sample``, sleep the poll interval.
         Returns the timestamps of the samples now at the top of ``buffer``."""
         early = self._last_take + self._coalesce_s - time.monotonic()
@@ -808,9 +934,9 @@ class LslInlet:
             self._last_take = time.monotonic()
             return np.asarray(stamps, dtype=np.float64)
         if not self._wake_on_sample:
-            self._stop_event.wait(self._poll_s)
+            self._stop_event.wait(wait_s)
             return np.empty(0, dtype=np.float64)
-        sample, stamp = inlet.pull_sample(timeout=self._poll_s)
+        sample, stamp = inlet.pull_sample(timeout=wait_s)
         if stamp is None:
             return np.empty(0, dtype=np.float64)
         buffer[0] = sample
@@ -914,22 +1040,26 @@ class LslInlet:
     # --- helpers -----------------------------------------------------------------------------
 
     def _blocking(self, call: Any, what: str) -> Any:
-        """Call ``call(timeout=...)`` in stop-aware slices for up to resolve_timeout_s;
-        returns its result."""
-        deadline = time.monotonic() + self._resolve_timeout_s
+        """Call ``call(timeout=...)`` in stop-aware slices for up to resolve_timeout_s (the
+        caller's loop: at most half a second, then the attempt is retried later); returns
+        its result."""
+        limit = self._resolve_timeout_s
+        if self._pull_in_caller:
+            limit = min(limit, 0.5)
+        deadline = time.monotonic() + limit
         while True:
             self._check_stop()
             try:
                 return call(timeout=_SLICE_S)
             except LslTimeoutError:
                 if time.monotonic() >= deadline:
-                    raise LslTimeoutError(
-                        f"could not {what} within {self._resolve_timeout_s:g} s"
-                    ) from None
+                    raise LslTimeoutError(f"could not {what} within {limit:g} s") from None
 
-    def _update_clock(self, inlet: pylsl.StreamInlet, timeout: float) -> bool:
-        """Read liblsl's clock offset estimate; False while there is none yet."""
+    def _update_clock(self, inlet: pylsl.StreamInlet) -> bool:
+        """Read liblsl's clock offset estimate; False while there is none yet (the thread
+        waits up to 10 ms for it, the caller's loop not at all)."""
         try:
+            timeout = 0.0 if self._pull_in_caller else 0.01
             offset = float(inlet.time_correction(timeout=timeout))
         except (LslTimeoutError, LostError) as exc:
             logger.debug("LslInlet: no clock offset yet (%s)", exc)
