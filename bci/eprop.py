@@ -416,8 +416,17 @@ class EpropLearner:
         self._frozen -= set(self._check_groups(groups))
 
     def reset(self) -> None:
-        """Restore the weights the learner started from; clear traces and optimiser state."""
+        """Restore the weights the learner started from; clear traces, optimiser state and
+        the update counters (``updates_*``, ``last_update_norm``: they count updates since
+        the initial weights); bin and target counters keep counting."""
         self._restore(self._initial)
+        self._status = replace(
+            self._status,
+            updates_applied=0,
+            updates_rejected=0,
+            updates_clipped=0,
+            last_update_norm=0.0,
+        )
         self._snapshot = self._copy_params()
         for adam in self._adam.values():
             adam.m.fill(0.0), adam.v.fill(0.0)

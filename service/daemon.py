@@ -1,61 +1,48 @@
-"""The decoding daemon: an LSL inlet feeding an :class:`~service.engine.Engine` on one loop
-thread, the decoded kinematics going to an LSL outlet and to a :class:`RecentBins` ring.
+"""The decoding daemon's real-time loop: LSL inlet -> ring -> front-end -> engine -> outlet.
 
-Data flow::
+Data flow (one thread; ``bci serve`` runs it alone in the decoder process)::
 
-    LslInlet(<stream>) --read_new()--> loop thread --Engine.process()--> RecentBins (HTTP reads)
-                                                                   \\--> KinematicsOutlet
-                                                                        "<output>-kinematics"
+    LslInlet(<stream>, pull_in_caller) --pull()--> RingBuffer --read_new()--> FrontEnd
+        --closed bins--> BinDecoder (Engine.process) --> KinematicsOutlet "<output>-kinematics"
+                                                    \\--> SharedState (bins, latency, status)
 
-Each incoming sample is one bin: the simulator and the session player already stream binned
-counts. Binning a faster (e.g. 1 kHz) neural stream inside the daemon is a later step.
+The loop blocks in liblsl for the next sample (:meth:`LslInlet.pull`), so a bin is decoded
+and pushed within one call of its arrival, with no thread hop. Raw samples have one home,
+the inlet's ring, with its loss counters; the :class:`~streams.frontend.FrontEnd` turns them
+into causal bins: per-channel counts (one sample per bin, or a faster stream summed into
+bins), spike events, or threshold crossings of broadband voltage (``Settings.input``; by
+default from the stream's metadata). A bin closes when a sample at or after its end arrives,
+or ``bin_grace_ms`` after its end when the stream is quiet.
 
-The loop never waits on HTTP. HTTP handlers read :meth:`Engine.status` and the
-:class:`RecentBins` ring; control requests (adaptation pause/resume/learning rate) are queued
-and applied by the loop between bins, so the learner is only ever touched by the loop thread.
-Model swaps use :meth:`Engine.request_swap`, which loads and validates on the caller's thread
-and stages the model for the loop.
+Nothing else runs on this thread but what the loop does between bins: controls from the
+queue (swaps are loaded and validated on a loader thread, then applied between two bins by
+the engine; adaptation controls run here), e-prop updates once a window's targets are in
+(:class:`~service.decoding.BinDecoder`), the status document for the API (every
+``status_period_s`` and on each state change), and zero-velocity holds.
+
+Readers never block the loop: they read the :class:`~service.shared_state.SharedState`
+(recent bins, latency ring, status document) the loop writes.
 
 States (``Daemon.state``; transitions logged, mirrored to ``Engine.set_state``):
-``starting``, ``waiting-for-stream`` (the stream has not been seen yet), ``decoding``,
-``stream-lost`` (the inlet is stalled or lost after data had flowed; the output *holds*:
-zero velocity is pushed to the outlet at the model's bin rate by a timer in the loop, and
-:attr:`Daemon.holding` is True; no decoded bin is invented, so sequence numbers keep counting
-decoded bins only; decoding resumes by itself when the inlet delivers again, e.g. after
-liblsl recovers the same source_id),
-``schema-mismatch`` (the stream's channel count or bin width differs from the model's, or the
-outlet came back with another schema, which the inlet refuses; nothing is decoded, and after
-data had flowed the output holds zero velocity as when lost),
-``stopped`` and ``error``.
+``starting``, ``waiting-for-stream``, ``decoding``, ``stream-lost`` (stalled or lost after
+data had flowed; the output *holds*: zero velocity at the model's bin rate; sequence numbers
+count decoded bins only), ``schema-mismatch`` (channel count, bin width or input kind do not
+fit the model; after data had flowed the output holds as when lost), ``stopped``, ``error``.
+The API adds ``restarting`` while the supervisor restarts a dead decoder process.
 
-Latency: for every decoded bin pushed to the outlet the loop records
-``pylsl.local_clock()`` right after the push minus the input sample's timestamp mapped to the
-local clock (timestamp + the inlet's ``clock_offset`` when known, else the raw timestamp;
-:meth:`Daemon.latency` says which). The last ``latency_window`` values live in a preallocated
-ring owned by the loop thread; readers get a copy taken under a short lock
-(:meth:`Daemon.latency`). Bins slower than ``deadline_s`` (default: the model's bin width)
-count as deadline misses.
-
-Wake-up: the loop blocks in :meth:`LslInlet.wait_for_data`, which the inlet's thread
-signals as soon as liblsl hands it a sample, so a bin is decoded and pushed within a thread
-wake-up of its arrival rather than at the next poll.
-
-Adaptation: with ``settings.target_stream`` a :class:`~service.targets.TargetFeed` reads the
-learning targets; each bin learns from the target stamped within half a bin of it (see
-:mod:`service.targets`). Targets are attached after the bin was pushed, while the bin's
-e-prop window is open, so one that arrives after its bin (the usual case when the task
-computer streams the cursor) still counts: the loop runs the window's weight update once its
-targets are in, or half a bin after it fell due, never between a bin's arrival and its push.
-Without a target stream the learner decodes but learns nothing.
+Latency: for every decoded bin, ``pylsl.local_clock()`` right after the push minus the bin's
+close on the local clock (its end time plus the inlet's clock offset when known). Bins slower
+than ``deadline_s`` (default: the model's bin width) count as deadline misses.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
-from collections import deque
+import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from pathlib import Path
@@ -63,18 +50,20 @@ from typing import Any
 
 import numpy as np
 import pylsl
-from threadpoolctl import threadpool_limits
 
-from bci.checkpoint import load_checkpoint, read_manifest
+from bci.checkpoint import load_checkpoint
 from bci.runtime import single_threaded_blas
-from service.engine import STATES, DecodedBin, Engine, RecentBins, Sink, model_id_of
+from service.decoding import BinDecoder
+from service.engine import STATES, Engine, Sink
 from service.recording import DecodedRecording
 from service.settings import Settings
+from service.shared_state import DecodedBin, SharedState
 from service.targets import IntentionTargets, TargetFeed
+from streams.frontend import FrontEnd, input_kind_of
 from streams.lsl_inlet import LslInlet, StreamSchema
 from streams.lsl_outlet import KINEMATICS_SUFFIX, KinematicsOutlet
 
-__all__ = ["DAEMON_STATES", "Daemon"]
+__all__ = ["DAEMON_STATES", "Daemon", "latency_stats"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,81 +72,118 @@ _LOST = ("stalled", "lost")
 _HOLDING = ("stream-lost", "schema-mismatch")  # daemon states that push zero velocity
 _TARGET_POLL_S = 0.0005  # wait between looks while an update waits for late targets
 
+Control = tuple[int, str, tuple[Any, ...]]
+"""A request from the API: ``(request id, command, arguments)``."""
+
 
 class Daemon:
     """Decode the neural stream named by ``settings`` with its checkpoint, live.
 
-    Lifecycle: :meth:`start` (loads the model, opens the outlet, starts the inlet and the loop
-    thread; raises ``ValueError`` for a missing or invalid checkpoint) and :meth:`stop`; also
-    a context manager. ``inlet_options`` go to :class:`~streams.lsl_inlet.LslInlet`;
-    ``sinks`` get every decoded bin on the loop thread, after the outlet (keep them fast).
+    Lifecycle: :meth:`start` runs :meth:`prepare` (loads the model, opens the outlet, the
+    inlet and the target streams; raises ``ValueError`` for a missing or invalid checkpoint)
+    and the loop on a thread; :meth:`stop` ends it; also a context manager. The decoder
+    process calls :meth:`prepare` and :meth:`run` on its main thread instead.
+
+    ``state``: the shared block to write (default: a private one, readable in-process);
+    a restarted decoder continues its sequence numbers and skips bins it already decoded.
+    ``controls`` / ``replies``: the API's request and answer queues (see :data:`Control`).
+    ``before_outlet`` is called right before the outlet opens (the supervisor closes its
+    zero-velocity stand-in then). ``sinks`` get every decoded bin on the loop thread, after
+    the outlet (keep them fast).
     """
 
     def __init__(
         self,
         settings: Settings,
         *,
+        state: SharedState | None = None,
+        controls: Any = None,
+        replies: Any = None,
+        before_outlet: Callable[[], None] | None = None,
         poll_s: float = 0.005,
-        recent_capacity: int = 1200,
         inlet_options: dict[str, Any] | None = None,
-        latency_window: int = 10_000,
         deadline_s: float | None = None,
+        status_period_s: float = 0.2,
         sinks: Iterable[Sink] = (),
     ) -> None:
+        if deadline_s is not None and not deadline_s > 0:
+            raise ValueError(f"deadline_s must be positive seconds; got {deadline_s!r}")
         self.settings = settings
         self.sinks = tuple(sinks)
         self.poll_s = float(poll_s)
-        self.recent = RecentBins(recent_capacity)
         self.inlet_options = dict(inlet_options or {})
+        self.deadline_s = deadline_s  # None until prepare(): then the model's bin width
+        self.status_period_s = float(status_period_s)
+        self._shared = state
+        self._controls, self._replies = controls, replies
+        self._before_outlet = before_outlet
         self.engine: Engine | None = None
+        self.decoder: BinDecoder | None = None
         self.inlet: LslInlet | None = None
+        self.frontend: FrontEnd | None = None
         self.targets: TargetFeed | IntentionTargets | None = None
         self.recording: DecodedRecording | None = None
-        self._blas_limits: threadpool_limits | None = None
         self.outlet: KinematicsOutlet | None = None
         self.kinematics_labels: tuple[str, ...] = ()
-        self._manifests: dict[str, dict] = {}
+        self._blas_limits: Any = None
         self._state = "starting"
         self._message = "not started"
         self._state_lock = threading.Lock()
-        self._controls: queue.SimpleQueue[tuple[Callable[[], Any], Future]] = queue.SimpleQueue()
+        self._local_controls: queue.SimpleQueue[tuple[Callable[[], Any], Future]] = (
+            queue.SimpleQueue()
+        )
+        self._loader: queue.SimpleQueue[tuple[int, Path] | None] = queue.SimpleQueue()
+        self._loader_thread: threading.Thread | None = None
+        self._loaded: queue.SimpleQueue[tuple[int, bool, Any]] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._ever_connected = False
-        self.push_errors = 0
-        if int(latency_window) != latency_window or latency_window < 1:
-            raise ValueError(f"latency_window must be a positive integer; got {latency_window!r}")
-        if deadline_s is not None and not deadline_s > 0:
-            raise ValueError(f"deadline_s must be positive seconds; got {deadline_s!r}")
-        self.deadline_s = deadline_s  # None until start(): then the model's bin width
-        self._latency = np.zeros(int(latency_window), dtype=np.float64)  # seconds, ring
-        self._latency_n = 0  # bins measured in total
-        self._latency_misses = 0
-        self._latency_offset_bins = 0  # bins mapped with the inlet's clock offset
-        self._latency_lock = threading.Lock()
+        self._skip_until = -np.inf  # bins ending at or before this were decoded already
         self._next_hold = 0.0  # monotonic time of the next zero-velocity push while lost
-        # decoded bins without a target yet: (seq, local stamp, decoded values)
-        self._awaiting: deque[tuple[int, float, np.ndarray]] = deque()
-        self._due_since = 0.0  # monotonic time the e-prop update fell due; 0: not due
+        self._next_status = 0.0
+        self._published_model: str | None = None  # model id in the latest status document
+        self.push_errors = 0
         self.hold_pushes = 0  # zero-velocity samples pushed while the stream was lost
+        self.bins_skipped = 0  # bins a previous decoder process had decoded already
 
     # -- lifecycle -------------------------------------------------------------------------
-    def start(self) -> Daemon:
-        """Load the checkpoint, open the outlet, start the inlet and the loop (idempotent)."""
-        if self._thread is not None:
-            return self
+    def attach_controls(self, controls: Any, replies: Any) -> None:
+        """Serve the requests of ``controls`` and answer on ``replies`` (before start)."""
+        self._controls, self._replies = controls, replies
+
+    @property
+    def shared(self) -> SharedState:
+        """The shared block this daemon writes (recent bins, latency, status)."""
+        if self._shared is None:
+            raise RuntimeError("the daemon is not prepared; call start() or prepare() first")
+        return self._shared
+
+    @property
+    def recent(self) -> SharedState:
+        """The recent decoded bins (``latest()``, ``recent(n)``, ``since(seq)``)."""
+        return self.shared
+
+    def prepare(self) -> Daemon:
+        """Load the checkpoint and open the recording, the outlet and the streams."""
         settings = self.settings
         if settings.model is None:
             raise ValueError("no model to decode with: set BCI_MODEL or pass --model PATH")
         checkpoint = load_checkpoint(settings.model)
-        self._manifests[model_id_of(checkpoint)] = checkpoint.manifest
+        n_out = checkpoint.model.config.n_out
+        if self._shared is None:  # a private block, readable after stop(), freed with self
+            self._shared = SharedState.create(n_out)
+            weakref.finalize(self, self._shared.close)
         self.kinematics_labels = tuple(checkpoint.manifest["kinematics_labels"])
+        self._skip_until = self._shared.last_stamp
         self.engine = Engine(
             checkpoint,
             adapt=settings.adapt,
-            sinks=[self._push, self.recent, *self.sinks],
-            defer_updates=True,  # run by the loop once the window's targets are in
+            sinks=[self._push, self._shared.write_bin, *self.sinks],
+            defer_updates=True,  # run by the BinDecoder once the window's targets are in
+            first_seq=self._shared.bins_written,
         )
+        if self.deadline_s is None:
+            self.deadline_s = float(self.engine.bin_s)
         if settings.record is not None:  # before the outlet: an existing file stops here
             self.recording = DecodedRecording(
                 settings.record,
@@ -167,6 +193,8 @@ class Daemon:
                 output_labels=self.kinematics_labels,
                 rate_hz=1.0 / self.engine.bin_s,
             )
+        if self._before_outlet is not None:
+            self._before_outlet()
         self.outlet = KinematicsOutlet(
             settings.output_base,
             labels=self.kinematics_labels,
@@ -174,26 +202,26 @@ class Daemon:
             nominal_srate=1.0 / self.engine.bin_s,
             model="bci serve",
         )
-        if self.deadline_s is None:
-            self.deadline_s = float(self.engine.bin_s)
-        self._stop.clear()
-        # per-bin products are tiny: BLAS worker threads would only spin and steal the cores
-        # the inlet, the outlet's consumers and the pushing process need (bci.runtime)
-        self._blas_limits = single_threaded_blas()
         if settings.target_stream:
             self.targets = self._learning_targets().start()
+        self.decoder = BinDecoder(self.engine, self.targets, self._shared.set_target)
         self.inlet = LslInlet(
-            name=settings.stream, source_id=settings.source_id, **self.inlet_options
+            name=settings.stream,
+            source_id=settings.source_id,
+            pull_in_caller=True,
+            **self.inlet_options,
         ).start()
         self._set_state("waiting-for-stream", f"looking for stream {settings.stream!r}")
-        self._thread = threading.Thread(target=self._run, name="bci-daemon-loop", daemon=True)
+        return self
+
+    def start(self) -> Daemon:
+        """:meth:`prepare`, then run the loop on a thread (idempotent)."""
+        if self._thread is not None:
+            return self
+        self.prepare()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self.run, name="bci-daemon-loop", daemon=True)
         self._thread.start()
-        logger.info(
-            "daemon started: stream %r -> outlet %r, model %s",
-            settings.stream,
-            self.outlet.name,
-            self.engine.model_id,
-        )
         return self
 
     def _learning_targets(self) -> TargetFeed | IntentionTargets:
@@ -210,26 +238,32 @@ class Daemon:
         return IntentionTargets(goal, cursor, settings.hold_radius)
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop the loop, the inlet and the outlet (safe to call twice)."""
+        """Stop the loop and close the streams (safe to call twice)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():
                 logger.error("daemon loop did not stop within %g s", timeout)
             self._thread = None
+        self._close()
+
+    def _close(self) -> None:
+        if self._loader_thread is not None:
+            self._loader.put(None)
+            self._loader_thread.join(5.0)
+            self._loader_thread = None
         if self.inlet is not None:
             self.inlet.stop()
         if self.targets is not None:
             self.targets.stop()
-        if self.recording is not None:
+        if self.recording is not None:  # close() is safe to call twice
             logger.info("recorded %d bins to %s", self.recording.bins, self.recording.close())
         if self.outlet is not None:
             self.outlet.close()
-        if self._blas_limits is not None:
-            self._blas_limits.restore_original_limits()
-            self._blas_limits = None
         if self._state != "stopped":
             self._set_state("stopped", "stopped by stop()")
+        if self._shared is not None:
+            self._publish_status()
 
     def __enter__(self) -> Daemon:
         return self.start()
@@ -255,46 +289,8 @@ class Daemon:
         return self._ever_connected and self.state in _HOLDING
 
     def latency(self) -> dict[str, Any]:
-        """Latency over the last ``latency_window`` decoded bins (milliseconds).
-
-        The ring is copied under a short lock; the statistics are computed on the caller's
-        thread. ``p50_ms``/``p99_ms``/``max_ms`` are None before the first bin.
-        """
-        with self._latency_lock:
-            total, misses = self._latency_n, self._latency_misses
-            with_offset = self._latency_offset_bins
-            window = self._latency[: min(total, len(self._latency))].copy()
-        stats: dict[str, float | None] = {"p50_ms": None, "p99_ms": None, "max_ms": None}
-        if len(window):
-            p50, p99 = np.percentile(window, [50.0, 99.0]) * 1e3
-            peak = float(window.max() * 1e3)
-            stats = {"p50_ms": float(p50), "p99_ms": float(p99), "max_ms": peak}
-        if total == 0:
-            clock = "none"
-        elif with_offset == total:
-            clock = "offset"
-        elif with_offset == 0:
-            clock = "raw"
-        else:
-            clock = "mixed"
-        return {
-            **stats,
-            "bins": total,
-            "window": len(window),
-            "window_capacity": len(self._latency),
-            "deadline_ms": None if self.deadline_s is None else self.deadline_s * 1e3,
-            "deadline_misses": misses,
-            "timestamp_mapping": clock,
-        }
-
-    def latency_samples(self) -> tuple[int, np.ndarray]:
-        """``(bins measured in total, the ring's latencies in seconds, oldest first)``,
-        copied under the latency lock (for histograms built outside the loop)."""
-        with self._latency_lock:
-            total, ring = self._latency_n, self._latency.copy()
-        if total <= len(ring):
-            return total, ring[:total]
-        return total, np.roll(ring, -(total % len(ring)))
+        """Latency over the latency ring's bins (milliseconds); see :func:`latency_stats`."""
+        return latency_stats(self.shared, self.deadline_s)
 
     def _set_state(self, state: str, message: str) -> None:
         with self._state_lock:
@@ -303,7 +299,7 @@ class Daemon:
                 self._message = message
                 return
             self._state, self._message = state, message
-        level = logging.WARNING if state in ("stream-lost", "schema-mismatch") else logging.INFO
+        level = logging.WARNING if state in _HOLDING else logging.INFO
         if state == "error":
             level = logging.ERROR
         logger.log(level, "daemon %s -> %s: %s", previous, state, message)
@@ -311,38 +307,71 @@ class Daemon:
             self.engine.set_state(state)
         if state in _HOLDING:
             self._next_hold = 0.0  # the first zero-velocity sample goes out at once
+        self._next_status = 0.0  # readers see the change at once
+
+    def status(self) -> dict[str, Any]:
+        """The status document the API serves (see :mod:`service.api.link`)."""
+        engine, inlet, outlet, frontend = self.engine, self.inlet, self.outlet, self.frontend
+        info = None if inlet is None else inlet.info
+        stream: dict[str, Any] = {"name": self.settings.stream, "state": None, "message": None,
+                                  "info": None, "counters": None, "clock_offset": None,
+                                  "input": None, "frontend": None}  # fmt: skip
+        if inlet is not None:
+            stream.update(
+                state=inlet.state,
+                message=inlet.state_message,
+                info=None if info is None else vars(info).copy(),
+                counters=_counters_dict(inlet),
+                clock_offset=inlet.clock_offset,
+            )
+        if frontend is not None:
+            stream.update(input=frontend.kind, frontend=frontend.counters())
+        engine_status = None if engine is None else engine.status()
+        return {
+            "pid": os.getpid(),
+            "state": self.state,
+            "message": self.state_message,
+            "holding": self.holding,
+            "labels": list(self.kinematics_labels),
+            "bin_s": None if engine is None else engine.bin_s,
+            "n_channels": None if engine is None else engine.n_channels,
+            "deadline_s": self.deadline_s,
+            "engine": engine_status,
+            "activity": None if engine is None else engine.activity(),
+            "stream": stream,
+            "outlet": {
+                "name": None if outlet is None else outlet.name,
+                "pushed": 0 if outlet is None else outlet.pushed,
+                "push_errors": self.push_errors,
+                "hold_pushes": self.hold_pushes,
+                "bins_skipped": self.bins_skipped,
+            },
+            "targets": None if self.targets is None else self.targets.status(),
+        }
+
+    def _publish_status(self) -> None:
+        self._next_status = time.monotonic() + self.status_period_s
+        self._published_model = None if self.engine is None else self.engine.model_id
+        if self._shared is not None:
+            self._shared.publish_status(self.status())
 
     # -- model ---------------------------------------------------------------------------------
-    def manifest(self, model_id: str) -> dict | None:
-        """The manifest of a model this daemon has loaded, by id."""
-        return self._manifests.get(model_id)
-
     def swap(self, path: str | Path) -> str:
-        """Validate and stage the checkpoint ``path``; returns its model id.
-
-        Raises ``ValueError`` (incl. ``CheckpointError``) or ``OSError`` naming the reason;
-        the current model keeps decoding.
-        """
-        model_id = self._require_engine().request_swap(path)  # counts and logs refusals
-        try:
-            manifest = read_manifest(path)
-        except (ValueError, OSError) as error:  # replaced since: summary only, not fatal
-            logger.warning("manifest of %s unreadable after the swap: %s", path, error)
-        else:
-            if str(manifest.get("sha256", ""))[:12] == model_id:
-                self._manifests[model_id] = manifest
-        return model_id
+        """Validate and stage the checkpoint ``path`` (on the calling thread); returns its
+        model id. Raises ``ValueError`` (incl. ``CheckpointError``) or ``OSError`` naming the
+        reason; the current model keeps decoding."""
+        return self._require_engine().request_swap(path)  # counts and logs refusals
 
     def rollback(self) -> str:
         return self._require_engine().rollback()
 
     def call_in_loop(self, fn: Callable[[], Any], timeout: float = 5.0) -> Any:
-        """Run ``fn`` on the loop thread between bins and return its result (HTTP may wait on
-        the loop; the loop never waits on HTTP). ``TimeoutError`` if the loop is not running."""
+        """Run ``fn`` on the loop thread between bins and return its result.
+        ``TimeoutError`` if the loop is not running."""
         if self._thread is None or not self._thread.is_alive():
             raise TimeoutError(f"the decoding loop is not running (state {self.state})")
         future: Future = Future()
-        self._controls.put((fn, future))
+        self._local_controls.put((fn, future))
         return future.result(timeout)
 
     def _require_engine(self) -> Engine:
@@ -350,32 +379,256 @@ class Daemon:
             raise RuntimeError("the daemon is not started; call start() first")
         return self.engine
 
-    # -- loop thread ---------------------------------------------------------------------------
+    # -- loop ----------------------------------------------------------------------------------
+    def run(self) -> None:
+        """The real-time loop, on the calling thread, until :meth:`stop` (or SIGTERM in the
+        decoder process). Per-bin products are tiny: BLAS runs on one thread here."""
+        self._blas_limits = single_threaded_blas()
+        try:
+            inlet = self.inlet
+            assert inlet is not None and self.decoder is not None
+            while not self._stop.is_set():
+                self._serve_controls()
+                inlet.pull(self._wait_s())
+                self._decode_new()
+                self.decoder.learn()
+                self._between_bins()
+        except Exception as error:  # the loop must say why it ended
+            logger.exception("daemon loop failed")
+            self._set_state("error", f"{type(error).__name__}: {error}")
+        finally:
+            self._blas_limits.restore_original_limits()
+            self._serve_controls(fail=True)
+            if self._thread is None:  # run() called directly: close here
+                self._close()
+
+    def request_stop(self) -> None:
+        """Ask the loop to end after the current pass (e.g. from a signal handler)."""
+        self._stop.set()
+
+    def _wait_s(self) -> float:
+        """How long the next pull may block: until a late target, a grace flush or a hold
+        is due, else the poll period."""
+        assert self.decoder is not None
+        wait = _TARGET_POLL_S if self.decoder.waiting_for_targets else self.poll_s
+        frontend, inlet = self.frontend, self.inlet
+        if frontend is not None and frontend.next_close is not None and inlet is not None:
+            local_close = frontend.next_close + (inlet.clock_offset or 0.0)
+            wait = min(wait, max(0.0, local_close - pylsl.local_clock()))
+        if self.holding:
+            wait = min(wait, max(0.0, self._next_hold - time.monotonic()))
+        return wait
+
+    def _between_bins(self) -> None:
+        if self.holding:
+            self._hold_tick()
+        if self._shared is not None:
+            self._shared.beat(os.getpid())
+        engine = self.engine
+        swapped = engine is not None and engine.model_id != self._published_model
+        if swapped or time.monotonic() >= self._next_status:
+            self._publish_status()
+
+    def _serve_controls(self, fail: bool = False) -> None:
+        while True:
+            try:
+                fn, future = self._local_controls.get_nowait()
+            except queue.Empty:
+                break
+            if fail:
+                future.set_exception(RuntimeError("the decoding loop has stopped"))
+                continue
+            try:
+                future.set_result(fn())
+            except Exception as error:
+                future.set_exception(error)
+        answers = []
+        while True:  # swaps the loader thread has validated and staged (or refused)
+            try:
+                answers.append(self._loaded.get_nowait())
+            except queue.Empty:
+                break
+        controls = self._controls
+        while controls is not None and not fail:
+            try:
+                request = controls.get_nowait()
+            except queue.Empty:
+                break
+            answer = self._serve(request)
+            if answer is not None:
+                answers.append(answer)
+        if answers:  # readers see each answer's effect as soon as they have the answer
+            self._publish_status()
+            for request_id, ok, payload in answers:
+                self._reply(request_id, ok, payload)
+
+    def _serve(self, request: Control) -> tuple[int, bool, Any] | None:
+        """One API request: swaps go to the loader thread (answered when loaded), the rest is
+        done here; returns the answer ``(id, ok, result or error text)``."""
+        request_id, command, args = request
+        if command == "swap":
+            self._start_loader()
+            self._loader.put((request_id, Path(args[0])))
+            return None
+        try:
+            if command == "rollback":
+                result: Any = self._require_engine().rollback()
+            elif command == "adaptation":
+                result = self._adaptation(*args)
+            else:
+                raise ValueError(f"unknown control {command!r}")
+        except (ValueError, RuntimeError) as error:
+            return request_id, False, str(error)
+        return request_id, True, result
+
+    def _adaptation(self, action: str, *args: Any) -> None:
+        engine = self._require_engine()
+        if action in ("enable", "disable"):
+            engine.set_adaptation(action == "enable")
+            assert self.decoder is not None
+            return None
+        learner = engine.learner
+        if learner is None:
+            raise RuntimeError(
+                "adaptation is off: POST /adaptation/enable first (or start with --adapt)"
+            )
+        getattr(learner, action)(*args)
+        return None
+
+    def _start_loader(self) -> None:
+        if self._loader_thread is None:
+            self._loader_thread = threading.Thread(
+                target=self._load_swaps, name="bci-model-loader", daemon=True
+            )
+            self._loader_thread.start()
+
+    def _load_swaps(self) -> None:
+        """Loader thread: load and validate requested checkpoints off the loop."""
+        while (item := self._loader.get()) is not None:
+            request_id, path = item
+            try:
+                model_id = self.swap(path)
+            except (ValueError, OSError) as error:
+                self._loaded.put((request_id, False, str(error)))
+            else:
+                self._loaded.put((request_id, True, model_id))
+
+    def _reply(self, request_id: int, ok: bool, payload: Any) -> None:
+        if self._replies is not None:
+            self._replies.put((request_id, ok, payload))
+
+    def _decode_new(self) -> None:
+        """Bin what is new and decode every bin that closed."""
+        inlet, engine, decoder = self.inlet, self._require_engine(), self.decoder
+        assert inlet is not None and decoder is not None
+        if not self._stream_usable(inlet, engine):
+            return
+        try:
+            data, stamps = inlet.read_new()
+        except RuntimeError:  # no ring yet
+            return
+        frontend = self.frontend
+        if frontend is None:
+            return
+        offset = inlet.clock_offset or 0.0
+        if len(stamps):
+            self._ever_connected = True
+            bins = frontend.feed(data, stamps)
+        else:
+            bins = frontend.flush(pylsl.local_clock() - offset)
+        if bins.n_bins == 0:
+            return
+        recording = self.recording
+        for x, end in zip(bins.data.astype(np.float32), bins.end_times, strict=True):
+            if end <= self._skip_until:
+                self.bins_skipped += 1
+                continue
+            decoded = decoder.decode(x, float(end), float(end) + offset)
+            if recording is not None:
+                recording.add(float(end) + offset, x, decoded.values)
+        self._set_state("decoding", f"decoding {inlet.info.name if inlet.info else '?'}")
+
+    def _stream_usable(self, inlet: LslInlet, engine: Engine) -> bool:
+        """Check the inlet's state and schema (making the front-end on first contact);
+        False, with the state saying why, when nothing can be decoded now."""
+        state = inlet.state
+        if state == "error":
+            self._set_state("error", f"inlet failed: {inlet.state_message}")
+            self._stop.set()
+            return False
+        if state in ("idle", "resolving") or (state in _LOST and not self._ever_connected):
+            self._set_state("waiting-for-stream", inlet.state_message)
+            return False
+        info = inlet.info
+        if info is not None and self.frontend is None:
+            try:
+                self.frontend = self._make_frontend(info, inlet.description, engine)
+            except ValueError as error:
+                self._set_state("schema-mismatch", str(error))
+                return False
+        if info is None or self.frontend is None:
+            return False
+        if state == "schema-mismatch":  # a restarted outlet with another schema: refused
+            self._set_state("schema-mismatch", inlet.state_message)
+            return False
+        if state in _LOST:
+            self._set_state("stream-lost", f"inlet {state}: {inlet.state_message}")
+        return True
+
+    def _make_frontend(
+        self, info: StreamSchema, description: dict[str, str], engine: Engine
+    ) -> FrontEnd:
+        """The front-end for this stream; ``ValueError`` when it cannot feed the model."""
+        settings = self.settings
+        bin_s = _stream_bin_s(info, description, engine)
+        kind = settings.input
+        if kind == "auto":
+            kind = input_kind_of(
+                info.nominal_srate, info.channel_format, info.n_channels, description, bin_s
+            )
+        width = 1 if kind == "events" else engine.n_channels
+        if info.n_channels != width:
+            what = "the channel index" if kind == "events" else "one per model input"
+            raise ValueError(
+                f"stream {info.name!r} has {info.n_channels} channels but the model expects "
+                f"{width} ({kind} input: {what}); serve a model trained on this stream, or "
+                "pass --input for another input kind"
+            )
+        frontend = FrontEnd(
+            kind,
+            bin_s,
+            engine.n_channels,
+            sample_rate_hz=info.nominal_srate,
+            grace_s=settings.bin_grace_ms * 1e-3,
+            threshold_k=settings.threshold_k,
+        )
+        logger.info(
+            "input %s from %s: %g Hz into %g ms bins", kind, info.describe(),
+            info.nominal_srate, bin_s * 1e3,
+        )  # fmt: skip
+        return frontend
+
     def _push(self, decoded: DecodedBin) -> None:
         outlet = self.outlet
         if outlet is None or not outlet.running:
             return
+        inlet = self.inlet
+        offset = None if inlet is None else inlet.clock_offset
+        local_stamp = decoded.timestamp + (offset or 0.0)
         try:
-            offset = self.inlet.clock_offset if self.inlet is not None else None
-            local_stamp = decoded.timestamp + (offset or 0.0)
             outlet.push(decoded.values, local_stamp)
         except ValueError as error:  # non-finite output: counted, not fatal
             self.push_errors += 1
             logger.warning("bin %d not pushed: %s", decoded.seq, error)
             return
-        self._record_latency(pylsl.local_clock() - local_stamp, offset is not None)
-
-    def _record_latency(self, latency_s: float, with_offset: bool) -> None:
+        latency = pylsl.local_clock() - local_stamp
         deadline = self.deadline_s
-        with self._latency_lock:
-            self._latency[self._latency_n % len(self._latency)] = latency_s
-            self._latency_n += 1
-            self._latency_offset_bins += with_offset
-            if deadline is not None and latency_s > deadline:
-                self._latency_misses += 1
+        self.shared.record_latency(
+            latency, deadline is not None and latency > deadline, with_offset=offset is not None
+        )
 
     def _hold_tick(self) -> None:
-        """While lost: push zero velocity once per bin (a timer checked on each poll)."""
+        """While lost: push zero velocity once per bin."""
         now = time.monotonic()
         if now < self._next_hold:
             return
@@ -388,132 +641,60 @@ class Daemon:
             outlet.push(np.zeros(len(self.kinematics_labels), dtype=np.float32))
             self.hold_pushes += 1
 
-    def _run(self) -> None:
-        try:
-            inlet = self.inlet
-            assert inlet is not None
-            while not self._stop.is_set():
-                self._drain_controls()
-                worked = self._step()
-                self._learn()
-                if not worked:
-                    # while an update waits for late targets, look again soon
-                    inlet.wait_for_data(_TARGET_POLL_S if self._due_since else self.poll_s)
-        except Exception as error:  # the loop must say why it ended
-            logger.exception("daemon loop failed")
-            self._set_state("error", f"{type(error).__name__}: {error}")
-        finally:
-            self._drain_controls(fail=True)
 
-    def _drain_controls(self, fail: bool = False) -> None:
-        while True:
-            try:
-                fn, future = self._controls.get_nowait()
-            except queue.Empty:
-                return
-            if fail:
-                future.set_exception(RuntimeError("the decoding loop has stopped"))
-                continue
-            try:
-                future.set_result(fn())
-            except Exception as error:
-                future.set_exception(error)
+def _stream_bin_s(info: StreamSchema, description: dict[str, str], engine: Engine) -> float:
+    """The bin width on the stream's clock (s); ``ValueError`` when the stream's bins are not
+    the model's.
 
-    def _step(self) -> bool:
-        """Decode what is new; False when there was nothing to do."""
-        inlet, engine = self.inlet, self._require_engine()
-        assert inlet is not None
-        state = inlet.state
-        if state == "error":
-            self._set_state("error", f"inlet failed: {inlet.state_message}")
-            self._stop.set()
-            return False
-        if state in ("idle", "resolving") or (state in _LOST and not self._ever_connected):
-            self._set_state("waiting-for-stream", inlet.state_message)
-            return False
-        info = inlet.info
-        if info is not None:
-            problem = _schema_problem(info, inlet.description, engine)
-            if problem:
-                self._set_state("schema-mismatch", problem)
-                return False
-        if state == "schema-mismatch":  # a restarted outlet with another schema: refused
-            self._set_state("schema-mismatch", inlet.state_message)
-            if self.holding:
-                self._hold_tick()
-            return False
-        if state in _LOST:
-            self._set_state("stream-lost", f"inlet {state}: {inlet.state_message}")
-        try:
-            data, timestamps = inlet.read_new()
-        except RuntimeError:  # no ring yet
-            timestamps = data = np.empty(0)
-        if len(timestamps) == 0:
-            if self.holding:
-                self._hold_tick()
-            return False
-        self._ever_connected = True
-        self._learn()  # targets that came since: attached before a full window must close
-        targets = self.targets if engine.learner is not None else None
-        offset = inlet.clock_offset or 0.0
-        recording = self.recording
-        for row, stamp in zip(data, timestamps, strict=True):
-            # the target is attached right after the push (_learn): never on the way out
-            x = np.asarray(row, dtype=np.float32)
-            decoded = engine.process(x, None, float(stamp))
-            if targets is not None:
-                self._awaiting.append((decoded.seq, float(stamp) + offset, decoded.values))
-            if recording is not None:
-                recording.add(float(stamp) + offset, x, decoded.values)
-        self._set_state("decoding", f"decoding {inlet.info.name if inlet.info else '?'}")
-        return True
-
-    def _learn(self) -> None:
-        """Give decoded bins the targets that arrived after them, then run the e-prop update
-        once its window's targets are in (or half a bin after it fell due)."""
-        engine = self._require_engine()
-        targets = self.targets
-        while self._awaiting:
-            seq, stamp, values = self._awaiting[0]
-            target = None if targets is None else targets.target_for(stamp, values)
-            waiting = target is None and targets is not None and not targets.settled(stamp)
-            if waiting and engine.awaits_target(seq):
-                break
-            self._awaiting.popleft()
-            stored = target is not None and engine.provide_target(seq, target)
-            if stored:
-                self.recent.set_target(seq, target)
-            if targets is not None:
-                targets.record(stored)
-        if not engine.update_due:
-            self._due_since = 0.0
-            return
-        now = time.monotonic()
-        if not self._due_since:
-            self._due_since = now
-        if not self._awaiting or now - self._due_since >= 0.5 * engine.bin_s:
-            engine.run_update()
-            self._due_since = 0.0
-
-
-def _schema_problem(info: StreamSchema, description: dict[str, str], engine: Engine) -> str:
-    """Why the stream cannot feed ``engine`` (channel count, bin width), or "".
-
-    The bin width is the stream's ``desc/session_bin_s`` when it declares one (a session
-    player at any speed), else the period of its nominal rate (irregular streams: unchecked).
+    A session player declares ``desc/session_bin_s`` (its samples are bins, played at
+    ``desc/replay_speed`` x real time: ``session_bin_s / speed`` on its clock). Any other stream is
+    binned at the model's bin width.
     """
-    if info.n_channels != engine.n_channels:
-        return (
-            f"stream {info.name!r} has {info.n_channels} channels but the model expects "
-            f"{engine.n_channels}; serve a model trained on this stream"
-        )
     try:
-        bin_s = float(description["session_bin_s"])
-    except (KeyError, ValueError):
-        bin_s = 1.0 / info.nominal_srate if info.nominal_srate > 0 else engine.bin_s
-    if abs(bin_s / engine.bin_s - 1.0) > 1e-3:
-        return (
-            f"stream {info.name!r} carries {bin_s * 1e3:g} ms bins but the model decodes "
-            f"{engine.bin_s * 1e3:g} ms bins; serve a model trained at this stream's bin width"
+        declared = float(description.get("session_bin_s", engine.bin_s))
+        speed = float(description.get("replay_speed", 1.0))
+    except ValueError as error:
+        raise ValueError(f"stream {info.name!r} has an unreadable desc: {error}") from None
+    if abs(declared / engine.bin_s - 1.0) > 1e-3:
+        raise ValueError(
+            f"stream {info.name!r} carries {declared * 1e3:g} ms bins but the model decodes "
+            f"{engine.bin_s * 1e3:g} ms bins; serve a model trained at this bin width"
         )
-    return ""
+    if not speed > 0:
+        raise ValueError(f"stream {info.name!r} declares speed {speed:g}; it must be > 0")
+    return declared / speed
+
+
+def _counters_dict(inlet: LslInlet) -> dict[str, Any]:
+    counters = vars(inlet.counters()).copy()
+    ring = counters.get("ring")
+    counters["ring"] = None if ring is None else vars(ring).copy()
+    return counters
+
+
+def latency_stats(shared: SharedState, deadline_s: float | None) -> dict[str, Any]:
+    """Latency over the shared latency ring (milliseconds): ``p50_ms``/``p99_ms``/``max_ms``
+    (None before the first bin), ``bins``, ``window``, ``deadline_misses`` and
+    ``timestamp_mapping`` (offset / raw / mixed / none: how input times met the local clock)."""
+    total, misses, with_offset, window = shared.latency_window()
+    stats: dict[str, float | None] = {"p50_ms": None, "p99_ms": None, "max_ms": None}
+    if len(window):
+        p50, p99 = np.percentile(window, [50.0, 99.0]) * 1e3
+        stats = {"p50_ms": float(p50), "p99_ms": float(p99), "max_ms": float(window.max() * 1e3)}
+    return {
+        **stats,
+        "bins": total,
+        "window": len(window),
+        "window_capacity": shared.layout["latency_capacity"],
+        "deadline_ms": None if deadline_s is None else deadline_s * 1e3,
+        "deadline_misses": misses,
+        "timestamp_mapping": (
+            "none"
+            if total == 0
+            else "offset"
+            if with_offset == total
+            else "raw"
+            if with_offset == 0
+            else "mixed"
+        ),
+    }

@@ -12,7 +12,6 @@ while decoding.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import logging
 import math
 import os
@@ -29,8 +28,9 @@ import numpy as np
 from bci.checkpoint import Checkpoint, load_checkpoint
 from bci.eprop import EpropConfig, EpropLearner
 from bci.online import OnlineRSNN, OnlineState
+from service.shared_state import DecodedBin
 
-__all__ = ["STATES", "DecodedBin", "Engine", "RecentBins", "Sink"]
+__all__ = ["STATES", "DecodedBin", "Engine", "Sink"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,83 +40,13 @@ STATES: tuple[str, ...] = (
     "decoding",
     "stream-lost",
     "schema-mismatch",
+    "restarting",
     "stopped",
     "error",
 )
 
 
-@dataclass(frozen=True)
-class DecodedBin:
-    """One decoded bin: ``seq`` counts bins from 0 across model swaps; ``timestamp`` is the
-    source's time of the bin (seconds); ``values`` (K,) a private copy of the output;
-    ``target`` (K,) the learning target given with the bin (None when there was none; a
-    target that came later is attached in :class:`RecentBins` by :meth:`RecentBins.set_target`);
-    ``spikes`` (R,) uint8 spikes of the engine's raster sample of hidden neurons."""
-
-    seq: int
-    timestamp: float
-    values: np.ndarray
-    model_id: str
-    target: np.ndarray | None = None
-    spikes: np.ndarray | None = None
-
-
 Sink = Callable[[DecodedBin], None]
-
-
-class RecentBins:
-    """Thread-safe ring of the last ``capacity`` decoded bins, for readers on other threads.
-
-    Use an instance as an engine sink; readers call :meth:`latest` or :meth:`recent`.
-    """
-
-    def __init__(self, capacity: int = 1200) -> None:
-        if int(capacity) != capacity or capacity < 1:
-            raise ValueError(f"capacity must be a positive integer; got {capacity!r}")
-        self.capacity = int(capacity)
-        self._bins: deque[DecodedBin] = deque(maxlen=self.capacity)
-        self._lock = threading.Lock()
-
-    def __call__(self, decoded: DecodedBin) -> None:
-        with self._lock:
-            self._bins.append(decoded)
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._bins)
-
-    def set_target(self, seq: int, target: np.ndarray) -> bool:
-        """Attach a late learning target to held bin ``seq``; False when it is not held."""
-        with self._lock:
-            if not self._bins:
-                return False
-            i = seq - self._bins[0].seq  # held seqs are consecutive
-            if not 0 <= i < len(self._bins) or self._bins[i].seq != seq:
-                return False
-            held = self._bins[i]
-            self._bins[i] = dataclasses.replace(held, target=np.array(target, dtype=np.float32))
-        return True
-
-    def latest(self) -> DecodedBin | None:
-        """The newest bin, or None before the first."""
-        with self._lock:
-            return self._bins[-1] if self._bins else None
-
-    def since(self, seq: int | None) -> list[DecodedBin]:
-        """The held bins after ``seq`` (all held when None), oldest first; copies only them."""
-        with self._lock:
-            if not self._bins:
-                return []
-            start = 0 if seq is None else max(0, seq + 1 - self._bins[0].seq)
-            return list(itertools.islice(self._bins, start, None))
-
-    def recent(self, n: int | None = None) -> list[DecodedBin]:
-        """The newest ``n`` bins (all held when None), oldest first."""
-        if n is not None and n < 0:
-            raise ValueError(f"n must be zero or more; got {n}")
-        with self._lock:
-            bins = list(self._bins)
-        return bins if n is None else bins[len(bins) - min(n, len(bins)) :]
 
 
 def model_id_of(checkpoint: Checkpoint) -> str:
@@ -147,7 +77,7 @@ class Engine:
     ``n_channels`` and ``bin_s`` describe the stream (default: the checkpoint's); a model
     whose channel count or bin width differs from them is refused, at construction and on
     swap. ``sinks`` are called with each :class:`DecodedBin` on the processing thread, in
-    order; keep them fast (e.g. :class:`RecentBins`). Each bin carries the spikes of
+    order; keep them fast (e.g. :meth:`SharedState.write_bin`). Each bin carries the spikes of
     ``raster_neurons`` hidden neurons spread evenly over the layer, and the engine keeps every
     hidden neuron's firing rate as an exponential moving average over ``rate_tau_s`` seconds.
 
@@ -155,6 +85,8 @@ class Engine:
     while its e-prop window is open. With ``defer_updates`` the caller runs the window's
     weight update (:meth:`run_update`, when :attr:`update_due`) once the window's targets
     are in, before the next bin; otherwise :meth:`process` runs it after publishing.
+    Sequence numbers start at ``first_seq``. A model with another number of outputs than the
+    first is refused on swap (the outlet's channels are fixed).
     """
 
     def __init__(
@@ -169,6 +101,7 @@ class Engine:
         raster_neurons: int = 32,
         rate_tau_s: float = 2.0,
         defer_updates: bool = False,
+        first_seq: int = 0,
     ) -> None:
         if int(raster_neurons) != raster_neurons or raster_neurons < 0:
             raise ValueError(f"raster_neurons must be zero or more; got {raster_neurons!r}")
@@ -183,12 +116,13 @@ class Engine:
         self.n_channels = config.n_in if n_channels is None else int(n_channels)
         self.bin_s = config.dt_s if bin_s is None else float(bin_s)
         self.sinks: list[Sink] = list(sinks)
+        self.n_out = config.n_out
         self._current = self._prepare(checkpoint)
         self._previous: _Slot | None = None
         self._state: OnlineState = self._current.decoder.initial_state()
         self._rate_decay = math.exp(-self.bin_s / self.rate_tau_s)
         self._reset_activity()
-        self._seq = 0
+        self._seq = int(first_seq)  # a restarted decoder continues the sequence
         self._lifecycle = "starting"
         self._lock = threading.Lock()  # guards _staged and the swap bookkeeping only
         self._staged: _Staged | None = None
@@ -229,6 +163,9 @@ class Engine:
             sink(decoded)
         self._rates *= self._rate_decay  # bookkeeping after publishing
         self._rates += (1.0 - self._rate_decay) / self.bin_s * spikes
+        self._input_events = self._rate_decay * self._input_events + (
+            1.0 - self._rate_decay
+        ) / self.bin_s * np.count_nonzero(x)
         if learner is not None and learner.update_due and not self.defer_updates:
             learner.update()  # after publishing: the update never delays this bin's output
         return decoded
@@ -354,6 +291,7 @@ class Engine:
         count = min(self.raster_neurons, n_hidden)
         self._raster = np.unique(np.linspace(0, n_hidden - 1, count).round().astype(np.intp))
         self._rates = np.zeros(n_hidden, dtype=np.float64)
+        self._input_events = 0.0  # non-zero input channel values per second, moving average
         # (seq, learner bin index) of the bins that may still be in the learner's window
         self._learner_bins: deque[tuple[int, int]] = deque(maxlen=self.eprop.update_every)
 
@@ -389,6 +327,7 @@ class Engine:
             "mean_rate_hz": float(rates.mean()) if len(rates) else 0.0,
             "silent_fraction": float(np.mean(rates < 0.1)) if len(rates) else 0.0,
             "raster_indices": self._raster.tolist(),
+            "input_events_hz": float(self._input_events),
             "weight_norms": {
                 "input": float(np.linalg.norm(weights[:, :n_in])),
                 "recurrent": float(np.linalg.norm(weights[:, n_in:])),
@@ -454,6 +393,11 @@ class Engine:
             raise ValueError(
                 f"{where} was trained with {config.dt_s * 1e3:g} ms bins but the stream has "
                 f"{self.bin_s * 1e3:g} ms bins; use a model trained at this bin width"
+            )
+        if config.n_out != self.n_out:
+            raise ValueError(
+                f"{where} decodes {config.n_out} kinematics but this stream's output carries "
+                f"{self.n_out}; use a model with the same kinematics"
             )
         with np.errstate(all="ignore"):  # e.g. a zero input scale; caught just below
             decoder = OnlineRSNN(checkpoint.model)

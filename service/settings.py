@@ -69,6 +69,32 @@ class Settings(BaseSettings):
         ),
     )
 
+    input: Literal["auto", "counts", "events", "broadband"] = Field(
+        "auto",
+        description=(
+            "what the neural stream carries: 'counts' per channel (one sample per bin, or "
+            "faster, e.g. 1 kHz, summed into bins), spike 'events' (channel index per "
+            "sample, irregular rate), or 'broadband' voltage (threshold crossings); 'auto' "
+            "reads it from the stream's metadata"
+        ),
+    )
+    bin_grace_ms: float = Field(
+        5.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="a bin closes this long after its end when no later sample has come",
+    )
+    threshold_k: float = Field(
+        4.5, gt=0, allow_inf_nan=False, description="broadband: threshold = -k x RMS"
+    )
+    realtime: bool = Field(
+        False,
+        description=(
+            "run the decoder process with SCHED_FIFO priority on a pinned core (needs "
+            "CAP_SYS_NICE or root)"
+        ),
+    )
+
     @model_validator(mode="after")
     def _intention_needs_streams(self) -> Settings:
         if self.target_kind == "intention" and not (self.target_stream and self.cursor_stream):

@@ -86,8 +86,11 @@ class TargetFeed:
         self._stamps, self._values = stamps[keep:], self._values[keep:]
         return target
 
-    def target_for(self, local_timestamp: float, decoded: np.ndarray) -> np.ndarray | None:
-        """The learning target of a bin (the stream's sample for it; ``decoded`` unused)."""
+    def target_for(
+        self, index: int, local_timestamp: float, decoded: np.ndarray
+    ) -> np.ndarray | None:
+        """The learning target of a bin (the stream's sample for it; ``index`` and
+        ``decoded`` unused): the :class:`~service.decoding.TargetSource` protocol."""
         return self.match(local_timestamp)
 
     def settled(self, local_timestamp: float) -> bool:
@@ -174,7 +177,11 @@ class IntentionTargets:
         self.goal.stop()
         self.cursor.stop()
 
-    def target_for(self, local_timestamp: float, decoded: np.ndarray) -> np.ndarray | None:
+    def target_for(
+        self, index: int, local_timestamp: float, decoded: np.ndarray
+    ) -> np.ndarray | None:
+        """ReFIT: ``decoded`` (this bin's output) rotated toward the goal from the cursor,
+        both matched to the bin by timestamp (see :mod:`service.decoding`)."""
         goal = self.goal.match(local_timestamp)
         cursor = self.cursor.match(local_timestamp)
         if goal is None or cursor is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import queue
 import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,6 +12,7 @@ from fastapi import FastAPI
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from service.api.limits import ConcurrencyLimit
+from service.api.link import DecoderLink
 from service.api.routers import (
     adaptation,
     dashboard,
@@ -33,11 +35,19 @@ API_PREFIX = "/api/v1"
 
 
 def create_app(
-    settings: Settings, daemon: Daemon | None = None, *, max_concurrent_requests: int = 32
+    settings: Settings,
+    decoder: DecoderLink | Daemon | None = None,
+    *,
+    max_concurrent_requests: int = 32,
 ) -> FastAPI:
-    """The API app; its lifespan starts ``daemon`` (default: ``Daemon(settings)``) and stops
-    it on shutdown. Without ``settings.token`` a token is generated (``app.state.settings``
-    holds it); every POST needs it as a bearer token. Requests whose Host header is not in
+    """The API app, reading the decoder through a :class:`DecoderLink` (``bci serve``: to a
+    decoder process).
+
+    Given a :class:`Daemon` (default: ``Daemon(settings)``) instead, the app's lifespan runs
+    it on a thread of this process and links to it (``app.state.daemon``): for tests and
+    embedding. Without
+    ``settings.token`` a token is generated (``app.state.settings`` holds it); every POST
+    needs it as a bearer token. Requests whose Host header is not in
     ``settings.allowed_hosts`` get 400. No CORS middleware is installed (same-origin only).
     At most ``max_concurrent_requests`` requests run at once (others get 503), not counting
     the event feed, which has its own cap.
@@ -45,15 +55,26 @@ def create_app(
     settings, generated = resolve_token(settings)
     if generated:
         logger.warning("no token configured: generated one (read app.state.settings.token)")
-    daemon = daemon if daemon is not None else Daemon(settings)
+
+    link = decoder if isinstance(decoder, DecoderLink) else None
+    daemon = None
+    if link is None:  # an in-process decoder on a thread, linked by two local queues
+        controls: queue.Queue = queue.Queue()
+        replies: queue.Queue = queue.Queue()
+        daemon = decoder if isinstance(decoder, Daemon) else Daemon(settings)
+        daemon.attach_controls(controls, replies)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        daemon.start()
+        if daemon is not None:
+            daemon.start()
+            app.state.link = DecoderLink(settings, daemon.shared, controls, replies)
         try:
             yield
         finally:
-            daemon.stop()
+            if daemon is not None:
+                app.state.link.close()
+                daemon.stop()
             uploads = getattr(app.state, "uploads_dir", None)  # made by the first upload
             if uploads is not None:
                 shutil.rmtree(uploads, ignore_errors=True)
@@ -65,8 +86,9 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.link = link
     app.state.daemon = daemon
-    app.state.prometheus = prometheus.build_registry(daemon)
+    app.state.prometheus = prometheus.build_registry(lambda: app.state.link)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(settings.allowed_hosts))
     app.add_middleware(
         ConcurrencyLimit,

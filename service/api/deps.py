@@ -13,11 +13,10 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
-from service.daemon import Daemon
-from service.engine import Engine
+from service.api.link import DecoderLink
 from service.settings import Settings
 
-__all__ = ["DaemonDep", "EngineDep", "Problem", "SettingsDep", "problems", "require_token"]
+__all__ = ["LinkDep", "Problem", "SettingsDep", "StatusDep", "problems", "require_token"]
 
 _bearer = HTTPBearer(auto_error=False, description="token printed by 'bci serve'")
 
@@ -26,14 +25,19 @@ def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_daemon(request: Request) -> Daemon:
-    return request.app.state.daemon
+def get_link(request: Request) -> DecoderLink:
+    return request.app.state.link
 
 
-def get_engine(daemon: Annotated[Daemon, Depends(get_daemon)]) -> Engine:
-    if daemon.engine is None:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the daemon is not started")
-    return daemon.engine
+def get_status(link: Annotated[DecoderLink, Depends(get_link)]) -> dict[str, Any]:
+    """The decoder's status document; 503 until the decoder has published one."""
+    status_doc = link.status()
+    if status_doc.get("engine") is None:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            f"the decoder is not running yet ({status_doc['state']}: {status_doc['message']})",
+        )
+    return status_doc
 
 
 def require_token(
@@ -78,6 +82,6 @@ def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-DaemonDep = Annotated[Daemon, Depends(get_daemon)]
-EngineDep = Annotated[Engine, Depends(get_engine)]
+LinkDep = Annotated[DecoderLink, Depends(get_link)]
+StatusDep = Annotated[dict[str, Any], Depends(get_status)]
 Authorized = Depends(require_token)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import uuid
 from collections.abc import Iterator
 
@@ -12,9 +13,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from serving import N_CHANNELS, run_server, train_checkpoint, wait_for
 
 from service.api import create_app
+from service.api.link import DecoderLink
 from service.api.routers.prometheus import LATENCY_BUCKETS_S, build_registry
 from service.daemon import DAEMON_STATES, Daemon
 from service.settings import Settings
+from service.shared_state import SharedState
 from streams.player import simulate_stream
 from streams.synthetic import SyntheticConfig
 
@@ -127,17 +130,23 @@ def test_schema_declares_text_plain(scrape: tuple[httpx.Client, Daemon]) -> None
     assert list(content) == ["text/plain; version=0.0.4; charset=utf-8"]
 
 
+def _link(latency_capacity: int = 10_000) -> DecoderLink:
+    """A link to a shared block no decoder writes yet (the test writes it)."""
+    shared = SharedState.create(2, latency_capacity=latency_capacity)
+    return DecoderLink(Settings(token="t"), shared, queue.Queue(), queue.Queue())
+
+
 def test_cumulative_histogram_counts_entries_that_left_the_ring() -> None:
-    daemon = Daemon(Settings(token="t"), latency_window=4)
-    registry = build_registry(daemon)
+    link = _link(latency_capacity=4)
+    registry = build_registry(lambda: link)
     for latency_s in (0.0001, 0.003):
-        daemon._record_latency(latency_s, True)
+        link.shared.record_latency(latency_s, True, True)
     first = parse(generate_latest(registry).decode())
     assert value(first, "bci_decode_latency_seconds_count") == 2
     assert value(first, "bci_decode_latency_seconds_bucket", le="0.00025") == 1
     assert value(first, "bci_decode_latency_seconds_bucket", le="0.005") == 2
     for latency_s in (0.2, 0.2, 0.2, 0.2, 0.0001, 0.0001):  # 6 more: 2 leave the ring unseen
-        daemon._record_latency(latency_s, True)
+        link.shared.record_latency(latency_s, True, True)
     second = parse(generate_latest(registry).decode())
     assert value(second, "bci_decode_latency_seconds_count") == 6
     assert value(second, "bci_decode_latency_unobserved_bins_total") == 2
@@ -148,11 +157,15 @@ def test_cumulative_histogram_counts_entries_that_left_the_ring() -> None:
         0.0001 + 0.003 + 0.2 + 0.2 + 0.0001 + 0.0001
     )
     assert value(second, "bci_daemon_state", state="starting") == 1.0
+    link.close()
+    link.shared.close()
 
 
 def test_registries_are_per_app() -> None:
-    daemon = Daemon(Settings(token="t"))
-    first, second = build_registry(daemon), build_registry(daemon)
+    link = _link()
+    first, second = build_registry(lambda: link), build_registry(lambda: link)
     assert first is not second
     assert generate_latest(first) == generate_latest(second)
     assert b"bci_" not in generate_latest(REGISTRY)
+    link.close()
+    link.shared.close()

@@ -1,23 +1,21 @@
 """``/adaptation``: the e-prop learner's status and controls.
 
-Controls run on the decoding loop between bins (:meth:`Daemon.call_in_loop`), so the learner
-is only touched by the loop thread. ``enable`` starts a fresh learner for the current model
-(later swaps keep adapting) and ``disable`` stops learning, keeping the weights learned so far;
-``pause`` / ``resume`` / ``reset`` / ``learning-rate`` act on a running learner (409 when
-adaptation is off).
+Controls travel to the decoder loop, which applies them between bins, so the learner is only
+touched by the loop. ``enable`` starts a fresh learner for the current model (later swaps keep
+adapting) and ``disable`` stops learning, keeping the weights learned so far; ``pause`` /
+``resume`` / ``reset`` / ``learning-rate`` act on a running learner (409 when adaptation is
+off).
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, Field
 
-from service.api.deps import Authorized, DaemonDep, EngineDep, problems
-from service.engine import Engine
+from service.api.deps import Authorized, LinkDep, StatusDep, problems
+from service.api.link import ControlRefused, DecoderLink
 
 router = APIRouter(prefix="/adaptation", tags=["adaptation"])
 
@@ -34,41 +32,31 @@ class LearningRate(BaseModel):
     lr: float = Field(gt=0, allow_inf_nan=False, strict=True, description="step size (> 0)")
 
 
-def _status(daemon: DaemonDep, engine: Engine) -> AdaptationStatus:
-    learner = engine.learner
+def _status(link: DecoderLink, status_doc: dict[str, Any] | None = None) -> AdaptationStatus:
+    status_doc = link.status() if status_doc is None else status_doc
+    learner = (status_doc.get("engine") or {}).get("adaptation")
     return AdaptationStatus(
         enabled=learner is not None,
-        target_stream=daemon.settings.target_stream,
-        status=None if learner is None else dataclasses.asdict(learner.status),
+        target_stream=link.settings.target_stream,
+        status=learner,
     )
 
 
-def _in_loop(daemon: DaemonDep, engine: Engine, action: Callable[[], Any]) -> AdaptationStatus:
+def _control(link: DecoderLink, *args: Any) -> AdaptationStatus:
+    """Run ``adaptation <args>`` on the decoder loop; 409 when it is refused (adaptation
+    off), 503 when the decoder does not answer."""
     try:
-        daemon.call_in_loop(action)
-    except (TimeoutError, RuntimeError) as error:
+        link.control("adaptation", *args)
+    except ControlRefused as error:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from error
+    except TimeoutError as error:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(error)) from error
-    return _status(daemon, engine)
-
-
-def _control(daemon: DaemonDep, engine: Engine, action: str, *args: Any) -> AdaptationStatus:
-    if engine.learner is None:
-        raise HTTPException(
-            status.HTTP_409_CONFLICT,
-            "adaptation is off: POST /adaptation/enable first (or start with --adapt)",
-        )
-
-    def apply() -> None:
-        learner = engine.learner
-        if learner is not None:
-            getattr(learner, action)(*args)
-
-    return _in_loop(daemon, engine, apply)
+    return _status(link)
 
 
 @router.get("", response_model=AdaptationStatus)
-def get_adaptation(daemon: DaemonDep, engine: EngineDep) -> AdaptationStatus:
-    return _status(daemon, engine)
+def get_adaptation(link: LinkDep, status_doc: StatusDep) -> AdaptationStatus:
+    return _status(link, status_doc)
 
 
 @router.post(
@@ -77,8 +65,8 @@ def get_adaptation(daemon: DaemonDep, engine: EngineDep) -> AdaptationStatus:
     dependencies=[Authorized],
     responses=problems(401, 503),
 )
-def enable(daemon: DaemonDep, engine: EngineDep) -> AdaptationStatus:
-    return _in_loop(daemon, engine, lambda: engine.set_adaptation(True))
+def enable(link: LinkDep, status_doc: StatusDep) -> AdaptationStatus:
+    return _control(link, "enable")
 
 
 @router.post(
@@ -87,30 +75,30 @@ def enable(daemon: DaemonDep, engine: EngineDep) -> AdaptationStatus:
     dependencies=[Authorized],
     responses=problems(401, 503),
 )
-def disable(daemon: DaemonDep, engine: EngineDep) -> AdaptationStatus:
-    return _in_loop(daemon, engine, lambda: engine.set_adaptation(False))
+def disable(link: LinkDep, status_doc: StatusDep) -> AdaptationStatus:
+    return _control(link, "disable")
 
 
 @router.post(
     "/pause", response_model=AdaptationStatus, dependencies=[Authorized], responses=_CONTROL
 )
-def pause(daemon: DaemonDep, engine: EngineDep) -> AdaptationStatus:
-    return _control(daemon, engine, "pause", "paused over HTTP")
+def pause(link: LinkDep, status_doc: StatusDep) -> AdaptationStatus:
+    return _control(link, "pause", "paused over HTTP")
 
 
 @router.post(
     "/resume", response_model=AdaptationStatus, dependencies=[Authorized], responses=_CONTROL
 )
-def resume(daemon: DaemonDep, engine: EngineDep) -> AdaptationStatus:
-    return _control(daemon, engine, "resume")
+def resume(link: LinkDep, status_doc: StatusDep) -> AdaptationStatus:
+    return _control(link, "resume")
 
 
 @router.post(
     "/reset", response_model=AdaptationStatus, dependencies=[Authorized], responses=_CONTROL
 )
-def reset(daemon: DaemonDep, engine: EngineDep) -> AdaptationStatus:
+def reset(link: LinkDep, status_doc: StatusDep) -> AdaptationStatus:
     """Restore the weights the learner started from and clear its traces and optimiser."""
-    return _control(daemon, engine, "reset")
+    return _control(link, "reset")
 
 
 @router.post(
@@ -119,5 +107,5 @@ def reset(daemon: DaemonDep, engine: EngineDep) -> AdaptationStatus:
     dependencies=[Authorized],
     responses=problems(400, 401, 409, 503),
 )
-def learning_rate(body: LearningRate, daemon: DaemonDep, engine: EngineDep) -> AdaptationStatus:
-    return _control(daemon, engine, "set_learning_rate", body.lr)
+def learning_rate(body: LearningRate, link: LinkDep, status_doc: StatusDep) -> AdaptationStatus:
+    return _control(link, "set_learning_rate", body.lr)

@@ -11,10 +11,10 @@ Events (``text/event-stream``, each ``data`` one JSON object):
 - ``status`` about every 0.5 s: ``{"labels", "stream", "latency", "latency_histogram",
   "adaptation", "activity"}``: the bodies of ``GET /stream``, ``GET /metrics/latency``,
   ``GET /adaptation`` and :meth:`~service.engine.Engine.activity`, and the latencies of the
-  daemon's latency window (:meth:`~service.daemon.Daemon.latency_samples`) counted in the
+  decoder's latency window (:meth:`~service.api.link.DecoderLink.latency_samples`) counted in the
   Prometheus buckets (``{"le_ms": [...upper bounds, ms; null for +Inf], "counts": [...]}``).
 
-The feed only reads snapshots (:class:`~service.engine.RecentBins`, status methods); it
+The feed only reads the decoder's shared state (:class:`~service.api.link.DecoderLink`); it
 never waits on or calls into the decoding loop. At most ``FeedClients.limit`` clients are
 served at once (503 for the next); a client's slot is freed when it disconnects.
 """
@@ -35,13 +35,13 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
-from service.api.deps import DaemonDep
+from service.api.deps import LinkDep
+from service.api.link import DecoderLink
 from service.api.routers.adaptation import get_adaptation
 from service.api.routers.metrics import get_latency
 from service.api.routers.prometheus import LATENCY_BUCKETS_S, bucket_counts
 from service.api.routers.stream import get_stream
-from service.daemon import Daemon
-from service.engine import DecodedBin
+from service.shared_state import DecodedBin
 
 __all__ = ["MAX_FEED_CLIENTS", "FeedClients", "router"]
 
@@ -125,35 +125,37 @@ def _bin(decoded: DecodedBin) -> dict[str, Any]:
     }
 
 
-def _brief(daemon: Daemon) -> dict[str, Any]:
-    engine = daemon.engine
+def _brief(link: DecoderLink) -> dict[str, Any]:
+    status_doc = link.status()
+    engine = status_doc.get("engine") or {}
     return {
-        "state": daemon.state,
-        "message": daemon.state_message,
-        "holding": daemon.holding,
-        "bins_decoded": 0 if engine is None else engine.bins_decoded,
-        "model_id": None if engine is None else engine.model_id,
+        "state": status_doc["state"],
+        "message": status_doc["message"],
+        "holding": status_doc["holding"],
+        "bins_decoded": link.shared.bins_written,
+        "model_id": engine.get("model_id"),
     }
 
 
-def _latency_histogram(daemon: Daemon) -> dict[str, list]:
+def _latency_histogram(link: DecoderLink) -> dict[str, list]:
     """Counts of the latency window per bucket ``(previous bound, bound]``, bounds in ms."""
-    _, window = daemon.latency_samples()
+    _, window = link.latency_samples()
     bounds = np.asarray(LATENCY_BUCKETS_S)
     counts = bucket_counts(window, bounds)
     return {"le_ms": [*(bounds * 1e3).tolist(), None], "counts": counts.tolist()}
 
 
-def _status(daemon: Daemon) -> dict[str, Any]:
-    engine = daemon.engine
+def _status(link: DecoderLink) -> dict[str, Any]:
+    status_doc = link.status()
+    running = status_doc.get("engine") is not None
     return _clean(
         {
-            "labels": list(daemon.kinematics_labels),
-            "stream": get_stream(daemon).model_dump(),
-            "latency": get_latency(daemon).model_dump(),
-            "latency_histogram": _latency_histogram(daemon),
-            "adaptation": None if engine is None else get_adaptation(daemon, engine).model_dump(),
-            "activity": None if engine is None else engine.activity(),
+            "labels": status_doc["labels"],
+            "stream": get_stream(link).model_dump(),
+            "latency": get_latency(link).model_dump(),
+            "latency_histogram": _latency_histogram(link),
+            "adaptation": get_adaptation(link, status_doc).model_dump() if running else None,
+            "activity": status_doc.get("activity"),
         }
     )
 
@@ -192,16 +194,16 @@ class _Shared:
                 del self._bins[self._order.popleft()]
         return text
 
-    async def status_text(self, daemon: Daemon) -> str:
+    async def status_text(self, link: DecoderLink) -> str:
         now = time.monotonic()
         if self._status is None or now - self._status_at > self.status_max_age_s:
-            self._status = _json(await run_in_threadpool(_status, daemon))
+            self._status = _json(await run_in_threadpool(_status, link))
             self._status_at = now
         return self._status
 
 
 async def _events(
-    daemon: Daemon, shared: _Shared, period_s: float, history: int, after: int | None
+    link: DecoderLink, shared: _Shared, period_s: float, history: int, after: int | None
 ):
     """Yield ``bins`` events every ``period_s`` and a ``status`` event every ~0.5 s."""
     last = after
@@ -210,20 +212,20 @@ async def _events(
     tick = 0
     next_at = time.monotonic()
     while True:
-        latest = daemon.recent.latest()
+        latest = link.recent.latest()
         if latest is not None and last is not None and latest.seq < last:
             last = None  # the id is from an earlier daemon: start afresh
         if latest is not None and last is None:
-            last = latest.seq - min(history, len(daemon.recent))
-        new = [] if last is None else daemon.recent.since(last)  # copies only the new bins
+            last = latest.seq - min(history, len(link.recent))
+        new = [] if last is None else link.recent.since(last)  # copies only the new bins
         missed = new[0].seq - last - 1 if new else 0
         if new:
             last = new[-1].seq
         texts = ",".join(shared.bin_text(b) for b in new)
-        brief = _json(_brief(daemon))
+        brief = _json(_brief(link))
         yield _event("bins", f'{{"bins":[{texts}],"missed":{missed},"status":{brief}}}', last)
         if tick % status_every == 0:
-            yield _event("status", await shared.status_text(daemon))
+            yield _event("status", await shared.status_text(link))
         tick += 1
         next_at += period_s
         now = time.monotonic()
@@ -242,7 +244,7 @@ async def _events(
 )
 async def feed(
     request: Request,
-    daemon: DaemonDep,
+    link: LinkDep,
     period_ms: Annotated[
         int, Query(ge=20, le=100, description="milliseconds between bins events")
     ] = 50,
@@ -263,5 +265,5 @@ async def feed(
     state = request.app.state
     if not hasattr(state, "feed_shared"):
         state.feed_shared = _Shared()
-    feed_events = _events(daemon, state.feed_shared, period_ms / 1e3, history, after)
+    feed_events = _events(link, state.feed_shared, period_ms / 1e3, history, after)
     return _FeedResponse(feed_events, clients)

@@ -1,11 +1,13 @@
-"""``GET /health``: the daemon's lifecycle state."""
+"""``GET /health``: the decoder's lifecycle state, and its process."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from service.api.deps import DaemonDep
+from service.api.deps import LinkDep
 
 router = APIRouter(tags=["health"])
 
@@ -16,15 +18,19 @@ class Health(BaseModel):
     model_id: str | None
     bins_decoded: int
     stream_state: str | None
+    decoder: dict[str, Any] | None = None
 
 
 @router.get("/health", response_model=Health)
-def get_health(daemon: DaemonDep) -> Health:
-    engine, inlet = daemon.engine, daemon.inlet
+def get_health(link: LinkDep) -> Health:
+    """Answers while the decoder process is being restarted (state ``restarting``)."""
+    status = link.status()
+    engine = status.get("engine") or {}
     return Health(
-        state=daemon.state,
-        message=daemon.state_message,
-        model_id=None if engine is None else engine.model_id,
-        bins_decoded=0 if engine is None else engine.bins_decoded,
-        stream_state=None if inlet is None else inlet.state,
+        state=status["state"],
+        message=status["message"],
+        model_id=engine.get("model_id"),
+        bins_decoded=link.shared.bins_written,
+        stream_state=(status.get("stream") or {}).get("state"),
+        decoder=status["decoder"],
     )

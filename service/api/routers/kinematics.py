@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel, Field
 
-from service.api.deps import DaemonDep
-from service.engine import DecodedBin
+from service.api.deps import LinkDep
+from service.shared_state import DecodedBin
 
 router = APIRouter(prefix="/kinematics", tags=["kinematics"])
 
@@ -30,7 +30,7 @@ class KinematicsList(BaseModel):
     bins: list[KinematicsBin]
 
 
-def _out(decoded: DecodedBin, labels: tuple[str, ...]) -> KinematicsBin:
+def _out(decoded: DecodedBin, labels: list[str]) -> KinematicsBin:
     return KinematicsBin(
         seq=decoded.seq,
         timestamp=decoded.timestamp,
@@ -41,18 +41,19 @@ def _out(decoded: DecodedBin, labels: tuple[str, ...]) -> KinematicsBin:
 
 
 @router.get("/latest", response_model=KinematicsBin)
-def latest(daemon: DaemonDep) -> KinematicsBin:
-    decoded = daemon.recent.latest()
+def latest(link: LinkDep) -> KinematicsBin:
+    decoded = link.recent.latest()
     if decoded is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no bin decoded yet")
-    out = _out(decoded, daemon.kinematics_labels)
-    if daemon.holding:  # no decoded bin is invented: the last one's identity, zero values
+    status_doc = link.status()
+    out = _out(decoded, status_doc["labels"])
+    if status_doc["holding"]:  # no decoded bin is invented: the last one's identity, zero values
         out.values = [0.0] * len(out.values)
         out.holding = True
     return out
 
 
 @router.get("/recent", response_model=KinematicsList)
-def recent(daemon: DaemonDep, n: Annotated[int, Query(ge=1, le=100_000)] = 100) -> KinematicsList:
-    bins = daemon.recent.recent(n)
-    return KinematicsList(bins=[_out(b, daemon.kinematics_labels) for b in bins])
+def recent(link: LinkDep, n: Annotated[int, Query(ge=1, le=100_000)] = 100) -> KinematicsList:
+    labels = link.status()["labels"]
+    return KinematicsList(bins=[_out(b, labels) for b in link.recent.recent(n)])

@@ -7,7 +7,7 @@ from typing import Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from service.api.deps import DaemonDep
+from service.api.deps import LinkDep
 
 router = APIRouter(prefix="/metrics", tags=["metrics"])
 
@@ -31,5 +31,5 @@ class LatencyMetrics(BaseModel):
 
 
 @router.get("/latency", response_model=LatencyMetrics)
-def get_latency(daemon: DaemonDep) -> LatencyMetrics:
-    return LatencyMetrics(**daemon.latency())
+def get_latency(link: LinkDep) -> LatencyMetrics:
+    return LatencyMetrics(**link.latency())

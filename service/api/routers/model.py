@@ -13,7 +13,8 @@ from fastapi import APIRouter, File, HTTPException, Request, UploadFile, status
 from pydantic import BaseModel, model_validator
 
 from bci.checkpoint import read_manifest
-from service.api.deps import Authorized, DaemonDep, EngineDep, SettingsDep, problems
+from service.api.deps import Authorized, LinkDep, SettingsDep, StatusDep, problems
+from service.api.link import ControlRefused, DecoderLink
 from service.settings import Settings
 from streams.atomic import fsync_directory
 
@@ -83,9 +84,9 @@ class Activity(BaseModel):
 
 
 @router.get("", response_model=ModelInfo)
-def get_model(daemon: DaemonDep, engine: EngineDep) -> ModelInfo:
-    engine_status = engine.status()
-    manifest = daemon.manifest(engine_status["model_id"]) or {}
+def get_model(status_doc: StatusDep) -> ModelInfo:
+    engine_status = status_doc["engine"]
+    manifest = _manifest(engine_status["model_path"], engine_status["model_id"])
     return ModelInfo(
         model_id=engine_status["model_id"],
         path=engine_status["model_path"],
@@ -102,13 +103,13 @@ def get_model(daemon: DaemonDep, engine: EngineDep) -> ModelInfo:
 
 
 @router.get("/activity", response_model=Activity)
-def get_activity(engine: EngineDep) -> Activity:
+def get_activity(status_doc: StatusDep) -> Activity:
     """Firing rate of every hidden neuron (Hz, moving average) and weight norms."""
-    return Activity(**engine.activity())
+    return Activity(**status_doc["activity"])
 
 
 @router.get("/available", response_model=AvailableModels)
-def available(engine: EngineDep, settings: SettingsDep) -> AvailableModels:
+def available(status_doc: StatusDep, settings: SettingsDep) -> AvailableModels:
     """The checkpoints in the models folder (swap one with ``{"name": ...}``)."""
     folder = settings.models_dir
     found: list[AvailableModel] = []
@@ -132,7 +133,7 @@ def available(engine: EngineDep, settings: SettingsDep) -> AvailableModels:
             )
     return AvailableModels(
         models_dir=None if folder is None else str(folder),
-        current_model_id=engine.model_id,
+        current_model_id=status_doc["engine"]["model_id"],
         models=found,
     )
 
@@ -154,15 +155,25 @@ def _resolve(request: SwapRequest, settings: Settings) -> Path:
     return settings.models_dir / name
 
 
-def _swap(daemon: DaemonDep, engine: EngineDep, path: Path, what: str) -> SwapResult:
-    previous = engine.model_id
+def _manifest(path: str, model_id: str) -> dict[str, Any]:
+    """The manifest of the decoding model's file, when the file still holds that model."""
     try:
-        model_id = daemon.swap(path)
-    except (ValueError, OSError) as error:
+        manifest = read_manifest(path)
+    except (ValueError, OSError):  # replaced or removed since: summary only
+        return {}
+    return manifest if str(manifest.get("sha256", ""))[:12] == model_id else {}
+
+
+def _swap(link: DecoderLink, previous: str, path: Path, what: str) -> SwapResult:
+    try:
+        model_id = link.control("swap", str(path))
+    except ControlRefused as error:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"swap to {what} refused, model {previous} keeps decoding: {error}",
         ) from error
+    except TimeoutError as error:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(error)) from error
     return SwapResult(model_id=model_id, previous_model_id=previous, staged=True)
 
 
@@ -173,10 +184,10 @@ def _swap(daemon: DaemonDep, engine: EngineDep, path: Path, what: str) -> SwapRe
     responses=problems(400, 401, 409, 422),
 )
 def swap(
-    request: SwapRequest, daemon: DaemonDep, engine: EngineDep, settings: SettingsDep
+    request: SwapRequest, link: LinkDep, status_doc: StatusDep, settings: SettingsDep
 ) -> SwapResult:
     path = _resolve(request, settings)
-    return _swap(daemon, engine, path, str(path))
+    return _swap(link, status_doc["engine"]["model_id"], path, str(path))
 
 
 @router.post(
@@ -188,8 +199,8 @@ def swap(
 def upload(
     file: Annotated[UploadFile, File(description="checkpoint (.safetensors)")],
     request: Request,
-    daemon: DaemonDep,
-    engine: EngineDep,
+    link: LinkDep,
+    status_doc: StatusDep,
     settings: SettingsDep,
 ) -> SwapResult:
     """Upload a checkpoint and swap to it. It is kept as ``upload-<sha256 prefix>.safetensors``
@@ -224,7 +235,8 @@ def upload(
     finally:
         Path(part.name).unlink(missing_ok=True)
     try:
-        return _swap(daemon, engine, path, f"uploaded file {file.filename!r}")
+        previous = status_doc["engine"]["model_id"]
+        return _swap(link, previous, path, f"uploaded file {file.filename!r}")
     except HTTPException:
         path.unlink(missing_ok=True)
         raise
@@ -236,10 +248,12 @@ def upload(
     dependencies=[Authorized],
     responses=problems(401, 409),
 )
-def rollback(daemon: DaemonDep, engine: EngineDep) -> SwapResult:
-    current = engine.model_id
+def rollback(link: LinkDep, status_doc: StatusDep) -> SwapResult:
+    current = status_doc["engine"]["model_id"]
     try:
-        model_id = daemon.rollback()
-    except ValueError as error:
+        model_id = link.control("rollback")
+    except ControlRefused as error:
         raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from error
+    except TimeoutError as error:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(error)) from error
     return SwapResult(model_id=model_id, previous_model_id=current, staged=True)

@@ -2,9 +2,9 @@
 (``generate_latest`` with its default underscore escaping writes that format; prometheus_client
 >= 0.22 names 1.0.0 as ``CONTENT_TYPE_LATEST``, so the 0.0.4 content type is set explicitly).
 
-Every value is read at scrape time from snapshots the daemon already publishes
-(:meth:`Daemon.latency`, the latency ring, :meth:`LslInlet.counters`,
-:meth:`Engine.status`, :meth:`Engine.activity`); the decoding loop does no extra work. Each
+Every value is read at scrape time from what the decoder already publishes in shared memory
+(the latency ring, and its status document: inlet counters, engine status and activity);
+the decoding loop does no extra work. Each
 app has its own :class:`~prometheus_client.CollectorRegistry` (``app.state.prometheus``, made
 by :func:`build_registry`), never the process-wide default one.
 
@@ -18,15 +18,15 @@ Derived values:
 - ``bci_synaptic_operations_per_second = sum_j rate_j (H + K) + events_in * H``, with
   ``rate_j`` the firing rate (Hz) of hidden neuron ``j``, ``H`` hidden neurons (each spike
   reaches ``H`` recurrent and ``K`` readout synapses) and ``events_in`` the non-zero input
-  channel values per second over the last ``rate_tau_s`` seconds of the inlet ring (each
-  reaches ``H`` input synapses). These are NeuroBench effective accumulates
+  channel values per second (moving average over ``rate_tau_s`` seconds; each reaches ``H``
+  input synapses). These are NeuroBench effective accumulates
   (:func:`bci.metrics.synaptic_operations`) for dense weights, per second instead of per bin.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -41,8 +41,8 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 
-from bci.metrics import synaptic_operations
-from service.daemon import DAEMON_STATES, Daemon
+from service.api.link import DecoderLink
+from service.daemon import DAEMON_STATES
 from streams.lsl_inlet import STATES as INLET_STATES
 
 __all__ = ["LATENCY_BUCKETS_S", "DaemonCollector", "bucket_counts", "build_registry", "router"]
@@ -76,8 +76,12 @@ class DaemonCollector(Collector):
     run concurrently on the server's worker threads).
     """
 
-    def __init__(self, daemon: Daemon, buckets_s: tuple[float, ...] = LATENCY_BUCKETS_S) -> None:
-        self.daemon = daemon
+    def __init__(
+        self,
+        get_link: Callable[[], DecoderLink],
+        buckets_s: tuple[float, ...] = LATENCY_BUCKETS_S,
+    ) -> None:
+        self._get_link = get_link
         self.buckets_s = np.asarray(sorted(buckets_s), dtype=np.float64)
         self._lock = threading.Lock()
         self._seen = 0  # ring entries (bins) accounted for so far
@@ -85,37 +89,50 @@ class DaemonCollector(Collector):
         self._sum_s = 0.0
         self._unobserved = 0
 
+    @property
+    def link(self) -> DecoderLink:
+        return self._get_link()
+
     def collect(self) -> Iterator[Metric]:
-        daemon = self.daemon
+        status = self.link.status()
         yield _state_gauge(
-            "bci_daemon_state", "Daemon lifecycle state (1 = current).", DAEMON_STATES, daemon.state
+            "bci_daemon_state",
+            "Daemon lifecycle state (1 = current).",
+            DAEMON_STATES,
+            status["state"],
         )
-        yield from self._latency()
-        yield _counter(
-            "bci_output_hold_pushes",
-            "Zero-velocity samples pushed while the stream was lost.",
-            daemon.hold_pushes,
-        )
-        yield _counter(
-            "bci_output_push_errors",
-            "Decoded bins not pushed to the outlet (non-finite output).",
-            daemon.push_errors,
-        )
-        if daemon.outlet is not None:
+        yield from self._latency(status)
+        outlet = status.get("outlet")
+        if outlet is not None:
+            yield _counter(
+                "bci_output_hold_pushes",
+                "Zero-velocity samples pushed while the stream was lost.",
+                outlet["hold_pushes"],
+            )
+            yield _counter(
+                "bci_output_push_errors",
+                "Decoded bins not pushed to the outlet (non-finite output).",
+                outlet["push_errors"],
+            )
             yield _counter(
                 "bci_output_pushed_samples",
                 "Samples pushed to the decoded-kinematics outlet.",
-                daemon.outlet.pushed,
+                outlet["pushed"],
             )
-        if daemon.inlet is not None:
-            yield from _inlet_metrics(daemon)
-        if daemon.engine is not None:
-            yield from _engine_metrics(daemon)
+        yield _counter(
+            "bci_decoder_restarts",
+            "Times the decoder process died and was restarted.",
+            status["decoder"]["restarts"],
+        )
+        stream = status.get("stream") or {}
+        if stream.get("counters") is not None:
+            yield from _inlet_metrics(stream)
+        if status.get("engine") is not None:
+            yield from _engine_metrics(status, self.link.shared.bins_written)
 
-    def _latency(self) -> Iterator[Metric]:
-        daemon = self.daemon
+    def _latency(self, status: dict[str, Any]) -> Iterator[Metric]:
         with self._lock:  # copy inside: concurrent scrapes see the ring in order
-            total, ring = daemon.latency_samples()
+            total, ring = self.link.latency_samples()
             new = total - self._seen
             fresh = ring[len(ring) - min(new, len(ring)) :]
             self._unobserved += new - len(fresh)
@@ -136,7 +153,7 @@ class DaemonCollector(Collector):
             "Bins whose latency left the ring before a scrape read it.",
             unobserved,
         )
-        stats = daemon.latency()
+        stats = self.link.latency(status)
         yield _counter(
             "bci_deadline_misses",
             "Decoded bins slower than the deadline.",
@@ -148,10 +165,11 @@ class DaemonCollector(Collector):
             )
 
 
-def build_registry(daemon: Daemon) -> CollectorRegistry:
-    """A fresh registry holding one :class:`DaemonCollector` for ``daemon``."""
+def build_registry(get_link: Callable[[], DecoderLink]) -> CollectorRegistry:
+    """A fresh registry holding one :class:`DaemonCollector` for the decoder that
+    ``get_link()`` returns at scrape time."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(DaemonCollector(daemon))
+    registry.register(DaemonCollector(get_link))
     return registry
 
 
@@ -200,73 +218,56 @@ def _labelled_counter(
     return family
 
 
-def _inlet_metrics(daemon: Daemon) -> Iterator[Metric]:
-    inlet = daemon.inlet
-    assert inlet is not None
-    counters = inlet.counters()
+def _inlet_metrics(stream: dict[str, Any]) -> Iterator[Metric]:
+    counters = stream["counters"]
     yield _state_gauge(
-        "bci_stream_state", "Neural LSL inlet state (1 = current).", INLET_STATES, inlet.state
+        "bci_stream_state", "Neural LSL inlet state (1 = current).", INLET_STATES, stream["state"]
     )
     yield _counter(
-        "bci_stream_samples_received", "Samples pulled from liblsl.", counters.samples_received
+        "bci_stream_samples_received", "Samples pulled from liblsl.", counters["samples_received"]
     )
     yield _counter(
         "bci_stream_samples_written",
         "Samples written into the inlet ring.",
-        counters.samples_written,
+        counters["samples_written"],
     )
     yield _labelled_counter(
         "bci_stream_samples_rejected",
         "Samples not written, by reason: non_finite (NaN/Inf in a channel) or refused "
         "(schema changed or unchecked after a reconnect).",
         "reason",
-        {"non_finite": counters.non_finite_rejected, "refused": counters.samples_refused},
+        {"non_finite": counters["non_finite_rejected"], "refused": counters["samples_refused"]},
     )
     yield _counter(
-        "bci_stream_gaps", "Timestamp steps above gap_factor sample periods.", counters.gaps
+        "bci_stream_gaps", "Timestamp steps above gap_factor sample periods.", counters["gaps"]
     )
     yield _counter(
         "bci_stream_gap_missing_samples",
         "Samples estimated missing in gaps.",
-        counters.gap_missing_samples,
+        counters["gap_missing_samples"],
     )
-    yield _counter("bci_stream_gap_seconds", "Summed duration of the gaps.", counters.gap_total_s)
-    yield _counter("bci_stream_reconnects", "Connections after the first.", counters.reconnects)
-    yield _counter("bci_stream_stalls", "Times no sample came for watchdog_s.", counters.stalls)
-    yield _counter("bci_stream_lost", "Times the stream was declared lost.", counters.lost)
+    yield _counter(
+        "bci_stream_gap_seconds", "Summed duration of the gaps.", counters["gap_total_s"]
+    )
+    yield _counter("bci_stream_reconnects", "Connections after the first.", counters["reconnects"])
+    yield _counter("bci_stream_stalls", "Times no sample came for watchdog_s.", counters["stalls"])
+    yield _counter("bci_stream_lost", "Times the stream was declared lost.", counters["lost"])
     yield _counter(
         "bci_stream_overflowed_samples",
         "Unread ring samples dropped because the decoding loop fell behind.",
-        counters.overflowed,
+        counters["overflowed"],
     )
-    if inlet.clock_offset is not None:
+    if stream.get("clock_offset") is not None:
         yield _gauge(
             "bci_stream_clock_offset_seconds",
             "Latest LSL time_correction() offset.",
-            inlet.clock_offset,
+            stream["clock_offset"],
         )
 
 
-def _input_events_per_s(daemon: Daemon, bin_s: float, window_s: float) -> float | None:
-    """Non-zero input channel values per second over the newest ``window_s`` of the inlet
-    ring (None before the first sample)."""
-    inlet = daemon.inlet
-    assert inlet is not None
-    ring = inlet.counters().ring
-    if ring is None or ring.written == 0:
-        return None
-    data, _ = inlet.read_last(min(ring.capacity, max(1, round(window_s / bin_s))))
-    return synaptic_operations(data, 1) / bin_s
-
-
-def _engine_metrics(daemon: Daemon) -> Iterator[Metric]:
-    engine = daemon.engine
-    assert engine is not None
-    status = engine.status()
-    activity = engine.activity()
-    yield _counter(
-        "bci_bins_decoded", "Bins decoded since start (across swaps).", status["bins_decoded"]
-    )
+def _engine_metrics(status_doc: dict[str, Any], bins_decoded: int) -> Iterator[Metric]:
+    status = status_doc["engine"]
+    yield _counter("bci_bins_decoded", "Bins decoded since start (across swaps).", bins_decoded)
     info = GaugeMetricFamily("bci_model", "Model decoding now (1).", labels=["model_id"])
     info.add_metric([status["model_id"]], 1.0)
     yield info
@@ -281,15 +282,14 @@ def _engine_metrics(daemon: Daemon) -> Iterator[Metric]:
     yield _gauge(
         "bci_model_swap_pending", "1 while a swap waits for the next bin.", float(swaps["pending"])
     )
-    yield from _activity_metrics(daemon, activity)
+    yield from _activity_metrics(status_doc)
     yield from _adaptation_metrics(status["adaptation"])
 
 
-def _activity_metrics(daemon: Daemon, activity: dict[str, Any]) -> Iterator[Metric]:
-    engine = daemon.engine
-    assert engine is not None
+def _activity_metrics(status_doc: dict[str, Any]) -> Iterator[Metric]:
+    activity = status_doc["activity"]
     rates = np.asarray(activity["firing_rates_hz"], dtype=np.float64)
-    n_hidden, n_out = len(rates), len(daemon.kinematics_labels)
+    n_hidden, n_out = len(rates), len(status_doc["labels"])
     mean_rate = activity["mean_rate_hz"]
     yield _gauge(
         "bci_hidden_mean_firing_rate_hertz",
@@ -305,10 +305,10 @@ def _activity_metrics(daemon: Daemon, activity: dict[str, Any]) -> Iterator[Metr
     yield _gauge(
         "bci_hidden_activation_sparsity_ratio",
         "Expected fraction of (neuron, bin) pairs without a spike: 1 - mean rate x bin width.",
-        max(0.0, 1.0 - mean_rate * engine.bin_s),
+        max(0.0, 1.0 - mean_rate * status_doc["bin_s"]),
     )
-    events = _input_events_per_s(daemon, engine.bin_s, activity["rate_tau_s"])
-    if events is None:
+    events = activity["input_events_hz"]
+    if status_doc["engine"]["bins_decoded"] == 0:  # no input seen yet
         return
     yield _gauge("bci_input_events_per_second", "Non-zero input channel values per second.", events)
     synops = float(rates.sum()) * (n_hidden + n_out) + events * n_hidden

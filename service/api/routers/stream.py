@@ -1,14 +1,13 @@
-"""``GET /stream``: the neural inlet's state, schema and every counter."""
+"""``GET /stream``: the neural inlet's state, schema, input front-end and every counter."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from service.api.deps import DaemonDep
+from service.api.deps import LinkDep
 
 router = APIRouter(tags=["stream"])
 
@@ -20,23 +19,28 @@ class StreamStatus(BaseModel):
     info: dict[str, Any] | None = None
     counters: dict[str, Any] | None
     clock_offset: float | None
+    input: str | None = None
+    frontend: dict[str, Any] | None = None
     outlet: str | None
     pushed: int
     push_errors: int
 
 
 @router.get("/stream", response_model=StreamStatus)
-def get_stream(daemon: DaemonDep) -> StreamStatus:
-    inlet, outlet = daemon.inlet, daemon.outlet
-    info = None if inlet is None else inlet.info
+def get_stream(link: LinkDep) -> StreamStatus:
+    status = link.status()
+    stream = status.get("stream") or {"name": link.settings.stream}
+    outlet = status.get("outlet") or {}
     return StreamStatus(
-        name=daemon.settings.stream,
-        state=None if inlet is None else inlet.state,
-        message=None if inlet is None else inlet.state_message,
-        info=None if info is None else dataclasses.asdict(info),
-        counters=None if inlet is None else dataclasses.asdict(inlet.counters()),
-        clock_offset=None if inlet is None else inlet.clock_offset,
-        outlet=None if outlet is None else outlet.name,
-        pushed=0 if outlet is None else outlet.pushed,
-        push_errors=daemon.push_errors,
+        name=stream.get("name", link.settings.stream),
+        state=stream.get("state"),
+        message=stream.get("message"),
+        info=stream.get("info"),
+        counters=stream.get("counters"),
+        clock_offset=stream.get("clock_offset"),
+        input=stream.get("input"),
+        frontend=stream.get("frontend"),
+        outlet=outlet.get("name"),
+        pushed=outlet.get("pushed", 0),
+        push_errors=outlet.get("push_errors", 0),
     )
