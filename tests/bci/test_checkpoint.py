@@ -26,6 +26,7 @@ import safetensors.numpy
 import torch
 
 import bci.checkpoint as ckpt
+import bci.rsnn
 from bci.checkpoint import (
     FORMAT_VERSION,
     Checkpoint,
@@ -35,6 +36,7 @@ from bci.checkpoint import (
     read_manifest,
     save_checkpoint,
 )
+from bci.online import OnlineRSNN
 from bci.rsnn import RSNN, RSNNConfig
 from bci.training import TrainConfig, TrainResult
 
@@ -294,7 +296,8 @@ def test_read_manifest_builds_no_model(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("read_manifest built a model")
 
-    monkeypatch.setattr(ckpt, "RSNN", refuse)
+    monkeypatch.setattr(bci.rsnn, "RSNN", refuse)
+    monkeypatch.setattr(OnlineRSNN, "from_arrays", refuse)
     monkeypatch.setattr(safetensors.numpy, "load", refuse)
     assert read_manifest(path)["n_channels"] == N_IN
     assert read_manifest(str(path))["model"]["n_hidden"] == N_HIDDEN
