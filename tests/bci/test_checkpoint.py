@@ -33,6 +33,7 @@ from bci.checkpoint import (
     CheckpointError,
     expected_tensor_shapes,
     load_checkpoint,
+    load_decoder,
     read_manifest,
     save_checkpoint,
 )
@@ -135,10 +136,10 @@ def _edit_manifest(path: Path, edit) -> None:
 
 
 def _error(path: Path, *fragments: str, header: bool = False) -> str:
-    """Assert load_checkpoint (and read_manifest too when ``header``: defects visible without
-    reading tensor values) raises CheckpointError naming the file and each fragment; returns
-    load_checkpoint's message."""
-    readers = [load_checkpoint, read_manifest] if header else [load_checkpoint]
+    """Assert load_checkpoint and load_decoder (and read_manifest too when ``header``: defects
+    visible without reading tensor values) raise CheckpointError naming the file and each
+    fragment; returns the last reader's message."""
+    readers = [load_checkpoint, load_decoder] + ([read_manifest] if header else [])
     message = ""
     for reader in readers:
         with pytest.raises(CheckpointError) as info:
