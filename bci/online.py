@@ -155,7 +155,7 @@ class OnlineRSNN:
         w_rec = f64["w_rec"].copy()
         np.fill_diagonal(w_rec, 0.0)
         self.weights = np.concatenate([f64["w_in"], w_rec], axis=1).astype(dtype)
-        self.w_out = f64["w_out"].astype(dtype)
+        self.w_out = f64["w_out"].astype(dtype, order="C")  # astype copies: a snapshot
         alpha = np.exp(-config.dt_s / _positive(f64["raw_tau_mem"], TAU_MIN_S))
         threshold = _positive(f64["raw_threshold"], THRESHOLD_MIN)
         rho = f64["rho"]
