@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from bci.metrics import r2_score
-from bci.runtime import torch_threads
+from bci.torch_threads import torch_threads
 from bci.validation import check_finite, check_shape, to_numpy
 
 __all__ = [

@@ -28,7 +28,9 @@ The file format is a contract shared with other tools:
 Files are written atomically (temporary file in the same directory, fsync, ``os.replace``,
 directory fsync) and read with safetensors and ``json`` only: nothing is ever unpickled.
 Loading checks everything above and raises :class:`CheckpointError` naming the file, the
-problem and the fix.
+problem and the fix. :func:`load_checkpoint` builds the torch model (training, calibration,
+export); :func:`load_decoder` runs the same checks and builds the online decoder from the
+NumPy arrays, without importing torch (the decoder process).
 """
 
 from __future__ import annotations
@@ -44,22 +46,33 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import safetensors
 import safetensors.numpy
-import torch
 
-from bci.rsnn import RSNN, RSNNConfig
+from bci.config import RSNNConfig, expected_tensor_shapes
+from bci.online import OnlineRSNN
 from streams.atomic import fsync_directory
+
+if TYPE_CHECKING:
+    from bci.rsnn import RSNN
+
+# torch is imported inside the functions that save or build a torch model (save_checkpoint,
+# _neuron_summary, load_checkpoint): the decoder process imports this module for load_decoder
+# and must not import torch, and splitting those functions into another module would split
+# the file format's one home (its writer, its checks and its readers) in two.
 
 __all__ = [
     "FORMAT_VERSION",
     "Checkpoint",
     "CheckpointError",
+    "DecoderFile",
     "expected_tensor_shapes",
     "load_checkpoint",
+    "load_decoder",
+    "model_id",
     "read_manifest",
     "save_checkpoint",
     "tensor_sha256",
@@ -104,27 +117,31 @@ class Checkpoint:
     manifest: dict
     path: Path
 
+    @property
+    def model_id(self) -> str:
+        return model_id(self.manifest)
+
+
+@dataclass(frozen=True)
+class DecoderFile:
+    """A checkpoint loaded for decoding without torch: its manifest, the online decoder
+    (float32) and its file."""
+
+    manifest: dict
+    decoder: OnlineRSNN
+    path: Path
+
+    @property
+    def model_id(self) -> str:
+        return model_id(self.manifest)
+
 
 # -- public helpers -------------------------------------------------------------------------
 
 
-def expected_tensor_shapes(config: RSNNConfig) -> dict[str, tuple[int, ...]]:
-    """Names and shapes of the tensors ``RSNN(config).state_dict()`` holds, without building it."""
-    c, h, k = config.n_in, config.n_hidden, config.n_out
-    return {
-        "w_in": (h, c),
-        "w_rec": (h, h),
-        "w_out": (k, h),
-        "b_out": (k,),
-        "raw_tau_mem": (h,),
-        "raw_threshold": (h,),
-        "beta": (h,),
-        "rho": (h,),
-        "input_mean": (c,),
-        "input_scale": (c,),
-        "output_mean": (k,),
-        "output_scale": (k,),
-    }
+def model_id(manifest: Mapping[str, Any]) -> str:
+    """Short identity of a checkpoint: the first 12 hex digits of its tensors' SHA-256."""
+    return str(manifest["sha256"])[:12]
 
 
 def tensor_sha256(tensors: Mapping[str, np.ndarray]) -> str:
@@ -159,6 +176,10 @@ def save_checkpoint(
     Raises :class:`CheckpointError` for a model or labels that would make an invalid file and
     ``FileNotFoundError`` if the directory does not exist.
     """
+    import torch  # see the note on torch at the imports
+
+    from bci.rsnn import RSNN
+
     path = Path(path)
     if not isinstance(model, RSNN):
         raise TypeError(f"save_checkpoint expects a bci.rsnn.RSNN, got {type(model).__name__}")
@@ -192,7 +213,7 @@ def save_checkpoint(
     if set(tensors) != set(expected):  # pragma: no cover - guards RSNN changing under us
         raise CheckpointError(
             f"{where}: the model's tensors {sorted(tensors)} differ from the checkpoint format's "
-            f"{sorted(expected)}; update bci.checkpoint.expected_tensor_shapes"
+            f"{sorted(expected)}; update bci.config.expected_tensor_shapes"
         )
 
     manifest = {
@@ -252,6 +273,8 @@ def _current_umask() -> int:
 
 
 def _neuron_summary(model: RSNN) -> dict[str, Any]:
+    import torch
+
     config = model.config
 
     def stats(tensor: torch.Tensor) -> dict[str, float]:
@@ -350,7 +373,60 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     Raises ``CheckpointError`` naming the file, the problem and the fix for any departure
     from the format (see the module docstring).
     """
+    import torch  # see the note on torch at the imports
+
+    from bci.rsnn import RSNN
+
     path = Path(path)
+    manifest, config, arrays = _read_checkpoint(path)
+    try:
+        model = RSNN(config)
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(
+            f"checkpoint file {path}: cannot build RSNN from manifest model config: {exc}; "
+            f"{_RESAVE}"
+        ) from None
+    state = model.state_dict()
+    _check_names(path, set(arrays), set(state), "RSNN(config) expects")
+    for name, tensor in state.items():
+        if tuple(tensor.shape) != arrays[name].shape:  # pragma: no cover - expected_tensor_shapes
+            raise CheckpointError(
+                f"checkpoint file {path}: tensor {name!r} has shape {arrays[name].shape}, "
+                f"RSNN(config) expects {tuple(tensor.shape)}; {_RESAVE}"
+            )
+    model.load_state_dict(
+        {name: torch.from_numpy(arrays[name].copy()) for name in state}, strict=True
+    )
+    model.float().eval()  # float32 even under a float64 torch default dtype
+    logger.info("loaded checkpoint %s (sha256 %s)", path, manifest["sha256"])
+    return Checkpoint(model=model, manifest=manifest, path=path)
+
+
+def load_decoder(path: str | os.PathLike[str]) -> DecoderFile:
+    """Load and fully validate the checkpoint at ``path`` as a float32 online decoder.
+
+    The same checks as :func:`load_checkpoint`, without torch. Also raises
+    ``CheckpointError`` when a derived decoder constant is not finite (e.g. a zero
+    ``input_scale``).
+    """
+    path = Path(path)
+    manifest, config, arrays = _read_checkpoint(path)
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):  # checked just below
+        decoder = OnlineRSNN.from_arrays(config, arrays)
+    for name in ("weights", "w_out", "neuron", "normalisation", "readout"):
+        if not np.isfinite(getattr(decoder, name)).all():
+            raise CheckpointError(
+                f"checkpoint file {path}: decoder constant {name!r} is not finite (e.g. a zero "
+                f"input_scale); retrain or {_RESAVE}"
+            )
+    logger.info("loaded decoder %s (sha256 %s)", path, manifest["sha256"])
+    return DecoderFile(manifest=manifest, decoder=decoder, path=path)
+
+
+def _read_checkpoint(path: Path) -> tuple[dict, RSNNConfig, dict[str, np.ndarray]]:
+    """Read the checkpoint at ``path`` with safetensors' NumPy API and validate everything
+    (header, manifest, checksum, finiteness, normalisation); returns the manifest, the model
+    config and the float32 arrays by name."""
     _require_file(path)
     try:
         data = path.read_bytes()
@@ -392,28 +468,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
                 f"{key!r} at index {bad} (manifest {float(listed[bad])!r}, tensor "
                 f"{float(arrays[key][bad])!r}); the manifest was edited by hand: {_RESAVE}"
             )
-
-    try:
-        model = RSNN(config)
-    except (ValueError, TypeError) as exc:
-        raise CheckpointError(
-            f"checkpoint file {path}: cannot build RSNN from manifest model config: {exc}; "
-            f"{_RESAVE}"
-        ) from None
-    state = model.state_dict()
-    _check_names(path, set(arrays), set(state), "RSNN(config) expects")
-    for name, tensor in state.items():
-        if tuple(tensor.shape) != arrays[name].shape:  # pragma: no cover - expected_tensor_shapes
-            raise CheckpointError(
-                f"checkpoint file {path}: tensor {name!r} has shape {arrays[name].shape}, "
-                f"RSNN(config) expects {tuple(tensor.shape)}; {_RESAVE}"
-            )
-    model.load_state_dict(
-        {name: torch.from_numpy(arrays[name].copy()) for name in state}, strict=True
-    )
-    model.float().eval()  # float32 even under a float64 torch default dtype
-    logger.info("loaded checkpoint %s (sha256 %s)", path, actual)
-    return Checkpoint(model=model, manifest=manifest, path=path)
+    return manifest, config, arrays
 
 
 def _require_file(path: Path) -> None:

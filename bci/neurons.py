@@ -29,16 +29,16 @@ A neuron that spiked stays silent for ``refractory_steps`` steps (no spike, no g
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal, NamedTuple, TypeVar
+from typing import NamedTuple, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from bci.config import RESET_MODES, ResetMode
+from bci.spike import spike
 from bci.surrogates import FastSigmoid, Surrogate
 
-ResetMode = Literal["subtract", "zero"]
-RESET_MODES: tuple[str, ...] = ("subtract", "zero")
 Scalar = float | Tensor
 
 
@@ -152,7 +152,7 @@ def _fire(
     x: Tensor, refractory: Tensor, refractory_steps: int, surrogate: Surrogate
 ) -> tuple[Tensor, Tensor]:
     """Spike where ``x > 0`` unless refractory; returns ``(z, refractory_left)``."""
-    z = surrogate.spike(x)
+    z = spike(x, surrogate)
     if refractory_steps <= 0:
         return z, refractory
     z = z * (refractory <= 0).to(z.dtype)

@@ -6,17 +6,45 @@ matrix-vector product ``W [x~; z]``; the O(H) neuron updates and the spike-drive
 (``W_out`` columns of the neurons that spiked are accumulated) run in one compiled Numba
 kernel. At batch 1 each NumPy ufunc call costs about half a microsecond and each torch op
 several, more than the arithmetic itself: see ``benchmarks/step_latency.py``.
+
+The per-bin constants are derived here, in NumPy, from the stored weights (the state dict of
+:class:`bci.rsnn.RSNN`), whether they come from a checkpoint file or a torch model, so the
+decoder process needs no torch. The derivation mirrors the RSNN's properties::
+
+    tau_mem = TAU_MIN_S + softplus(raw_tau_mem)        seconds; softplus linear above 20
+    alpha   = exp(-dt / tau_mem)
+    theta   = THRESHOLD_MIN + softplus(raw_threshold)
+    W_rec   = w_rec with its diagonal zeroed           no self-connections
+    kappa   = exp(-dt / tau_out)
+
+evaluated in float64 and rounded once to the decoder's dtype.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numba
 import numpy as np
 
-from bci.rsnn import RSNN
+from bci.config import TAU_MIN_S, THRESHOLD_MIN, RSNNConfig, expected_tensor_shapes
+from bci.surrogates import get_surrogate
 from bci.validation import check_shape
+
+if TYPE_CHECKING:
+    from bci.rsnn import RSNN
+
+_SOFTPLUS_LINEAR_ABOVE = 20.0  # torch.nn.functional.softplus's default threshold
+
+
+def _positive(raw: np.ndarray, minimum: float) -> np.ndarray:
+    """``minimum + softplus(raw)`` in float64, as :func:`bci.neurons.positive` computes it."""
+    raw = np.asarray(raw, dtype=np.float64)
+    linear = raw > _SOFTPLUS_LINEAR_ABOVE
+    soft = np.log1p(np.exp(np.where(linear, 0.0, raw)))
+    return minimum + np.where(linear, raw, soft)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -85,31 +113,59 @@ class OnlineState:
 
 
 class OnlineRSNN:
-    """Frozen snapshot of an :class:`RSNN`'s weights for bin-by-bin decoding."""
+    """Frozen snapshot of an RSNN's weights for bin-by-bin decoding.
+
+    ``OnlineRSNN(model)`` snapshots a torch :class:`bci.rsnn.RSNN`;
+    :meth:`from_arrays` builds the same decoder from NumPy arrays (e.g. a checkpoint file's,
+    see :func:`bci.checkpoint.load_decoder`). Both run one derivation, :meth:`_derive`.
+    """
 
     def __init__(self, model: RSNN, dtype: type = np.float32) -> None:
-        def arr(t) -> np.ndarray:
-            # Always a copy: later in-place training of ``model`` must not reach the snapshot.
-            return np.array(t.detach().cpu().numpy(), dtype=dtype, order="C", copy=True)
+        """Snapshot ``model`` (a copy: later in-place training does not reach it)."""
+        arrays = {name: t.detach().cpu().numpy() for name, t in model.state_dict().items()}
+        self._derive(model.config, arrays, dtype)
 
-        cfg = model.config
-        self.n_in, self.n_hidden, self.n_out = cfg.n_in, cfg.n_hidden, cfg.n_out
+    @classmethod
+    def from_arrays(
+        cls, config: RSNNConfig, arrays: Mapping[str, np.ndarray], dtype: type = np.float32
+    ) -> OnlineRSNN:
+        """Decoder from the state dict of ``RSNN(config)`` as arrays (names and shapes as
+        :func:`bci.config.expected_tensor_shapes`; extra names are ignored). The arrays are
+        copied. Raises ``ValueError`` for a missing or misshapen array."""
+        decoder = cls.__new__(cls)
+        decoder._derive(config, arrays, dtype)
+        return decoder
+
+    def _derive(self, config: RSNNConfig, arrays: Mapping[str, np.ndarray], dtype: type) -> None:
+        """Pack the per-bin constants (see the module docstring) and allocate the buffers."""
+        shapes = expected_tensor_shapes(config)
+        missing = sorted(set(shapes) - set(arrays))
+        if missing:
+            raise ValueError(f"decoder arrays lack {missing}; pass the model's whole state dict")
+        for name, shape in shapes.items():
+            check_shape(f"decoder array {name!r}", arrays[name], shape)
+        f64 = {name: np.asarray(arrays[name], dtype=np.float64) for name in shapes}
+
+        self.config = config
+        self.n_in, self.n_hidden, self.n_out = config.n_in, config.n_hidden, config.n_out
         self.dtype = dtype
-        self.reset_zero = cfg.reset == "zero"
-        self.dt_s = cfg.dt_s
-        self.recurrent = cfg.recurrent
-        self.weights = np.concatenate([arr(model.w_in), arr(model.recurrent_weights)], axis=1)
-        self.w_out = arr(model.w_out)
-        rho = arr(model.rho)
-        self.neuron = np.stack(
-            [arr(model.alpha), arr(model.threshold), arr(model.beta), rho, 1 - rho]
-        )
-        self.normalisation = np.stack([arr(model.input_mean), 1 / arr(model.input_scale)])
-        kappa = np.full(self.n_out, cfg.kappa, dtype=dtype)
+        self.reset_zero = config.reset == "zero"
+        self.dt_s = config.dt_s
+        self.recurrent = config.recurrent
+        w_rec = f64["w_rec"].copy()
+        np.fill_diagonal(w_rec, 0.0)
+        self.weights = np.concatenate([f64["w_in"], w_rec], axis=1).astype(dtype)
+        self.w_out = f64["w_out"].astype(dtype, order="C")  # astype copies: a snapshot
+        alpha = np.exp(-config.dt_s / _positive(f64["raw_tau_mem"], TAU_MIN_S))
+        threshold = _positive(f64["raw_threshold"], THRESHOLD_MIN)
+        rho = f64["rho"]
+        self.neuron = np.stack([alpha, threshold, f64["beta"], rho, 1 - rho]).astype(dtype)
+        self.normalisation = np.stack([f64["input_mean"], 1 / f64["input_scale"]]).astype(dtype)
+        kappa = np.full(self.n_out, config.kappa)
         self.readout = np.stack(
-            [kappa, arr(model.b_out), arr(model.output_scale), arr(model.output_mean)]
-        )
-        self.surrogate = model.surrogate
+            [kappa, f64["b_out"], f64["output_scale"], f64["output_mean"]]
+        ).astype(dtype)
+        self.surrogate = get_surrogate(config.surrogate, **config.surrogate_params)
         self._xz = np.zeros(self.n_in + self.n_hidden, dtype=dtype)  # [x~; z] of the matvec
         self._current = np.zeros(self.n_hidden, dtype=dtype)
         self._scaled = np.zeros(self.n_hidden, dtype=dtype)

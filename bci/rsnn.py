@@ -11,76 +11,24 @@ Per bin ``t`` (``dt`` = bin width, seconds)::
 The first ``n_hidden - n_alif`` hidden neurons are LIF (``beta = 0``), the rest ALIF.
 Membrane time constants and thresholds are learnable per neuron, kept positive by a softplus.
 The module holds weights only; the caller owns the :class:`RSNNState`. The online face over the
-same weights is :class:`bci.online.OnlineRSNN`.
+same weights is :class:`bci.online.OnlineRSNN`. :class:`RSNNConfig` and the softplus bounds
+live in the torch-free :mod:`bci.config` and are re-exported here.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from bci.neurons import RESET_MODES, positive, positive_inverse
+from bci.config import TAU_MIN_S, THRESHOLD_MIN, RSNNConfig
+from bci.neurons import positive, positive_inverse
 from bci.recurrent import RecurrentState, leaky_readout, recurrent_alif
 from bci.surrogates import Surrogate, get_surrogate
 from bci.validation import check_finite, check_shape
-
-TAU_MIN_S = 1e-3
-THRESHOLD_MIN = 1e-2
-
-
-@dataclass(frozen=True)
-class RSNNConfig:
-    """Architecture and neuron constants of the decoder (times in seconds)."""
-
-    n_in: int
-    n_hidden: int = 256
-    n_out: int = 2
-    alif_fraction: float = 0.5
-    dt_s: float = 0.05
-    tau_mem_s: float = 0.1
-    tau_adapt_s: float = 0.5
-    beta_adapt: float = 1.0
-    tau_out_s: float = 0.1
-    threshold: float = 1.0
-    reset: str = "subtract"
-    surrogate: str = "triangle"
-    surrogate_params: dict[str, float] = field(default_factory=dict)
-    recurrent: bool = True
-    learn_tau: bool = True
-    learn_threshold: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("n_in", "n_hidden", "n_out"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer; got {getattr(self, name)}")
-        if not 0.0 <= self.alif_fraction <= 1.0:
-            raise ValueError(f"alif_fraction must lie in [0, 1]; got {self.alif_fraction}")
-        for name in ("dt_s", "tau_mem_s", "tau_adapt_s", "tau_out_s", "threshold"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be positive and finite; got {value}")
-        if self.reset not in RESET_MODES:
-            raise ValueError(
-                f"unknown reset mode {self.reset!r}; valid modes: {', '.join(RESET_MODES)}"
-            )
-        get_surrogate(self.surrogate, **self.surrogate_params)
-
-    @property
-    def n_alif(self) -> int:
-        return round(self.alif_fraction * self.n_hidden)
-
-    @property
-    def kappa(self) -> float:
-        """Readout decay per bin, ``exp(-dt / tau_out)``."""
-        return math.exp(-self.dt_s / self.tau_out_s)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class RSNNState(NamedTuple):

@@ -1,7 +1,7 @@
-"""Process settings: torch and BLAS thread counts, and the C allocator's trimming.
+"""Process settings without torch: BLAS thread counts and the C allocator's trimming.
 
-Decoder matrices are small: a second torch thread buys little, and on a machine whose cores
-are busy OpenMP barriers stall training up to ten-fold (measured on the 2-core dev machine).
+Torch's own thread count is :func:`bci.torch_threads.torch_threads` (the decoder process
+imports this module and must not import torch).
 
 A training step allocates and frees some twenty (T, B, H) buffers (megabytes each). By
 default glibc hands such blocks back to the kernel on free, so every step page-faults them in
@@ -14,10 +14,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 
-import torch
 from threadpoolctl import threadpool_limits
 
 logger = logging.getLogger(__name__)
@@ -25,19 +22,6 @@ logger = logging.getLogger(__name__)
 _M_TRIM_THRESHOLD = -1  # glibc mallopt parameter numbers (malloc.h)
 _M_MMAP_THRESHOLD = -3
 _RETAIN_BYTES = 1 << 30
-
-
-@contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Use ``n`` torch intra-op threads inside the block (``None``: leave as is)."""
-    previous = torch.get_num_threads()
-    if n is not None and n != previous:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != previous:
-            torch.set_num_threads(previous)
 
 
 def retain_freed_memory() -> bool:

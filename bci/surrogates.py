@@ -4,28 +4,37 @@ Every surrogate has the same forward pass, the Heaviside step ``z = H(x)`` with 
 applied to the scaled distance to threshold ``x = (v - threshold) / threshold`` (dimensionless).
 They differ only in the pseudo-derivative ``dz/dx`` used in place of the Dirac delta during
 learning. ``pseudo_derivative`` is a plain function of ``x`` (NumPy array or torch tensor, no
-autograd), so online learners such as e-prop call it directly; ``spike`` wraps it in an
-autograd Function for BPTT.
+autograd), so online learners such as e-prop call it directly; :func:`bci.spike.spike` wraps
+it in an autograd Function for BPTT.
+
+This module does not import torch (the decoder process runs without it): a tensor argument is
+recognised by its ``detach`` method, and its own module (``torch``, already imported since
+the tensor exists) does the arithmetic.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
 
 Array = Any  # np.ndarray or torch.Tensor
 
 
+def _is_tensor(x: Array) -> bool:
+    return hasattr(x, "detach")
+
+
 def _backend(x: Array) -> Any:
-    return torch if isinstance(x, torch.Tensor) else np
+    return sys.modules["torch"] if _is_tensor(x) else np
 
 
-def _clip_min0(x: Array) -> Array:
-    return x.clamp(min=0.0) if isinstance(x, torch.Tensor) else np.maximum(x, 0.0)
+def _cast(mask: Array, like: Array) -> Array:
+    """Boolean ``mask`` as numbers in the dtype of ``like``."""
+    return mask.to(like.dtype) if _is_tensor(like) else mask.astype(like.dtype)
 
 
 @dataclass(frozen=True)
@@ -40,26 +49,7 @@ class Surrogate:
 
     def heaviside(self, x: Array) -> Array:
         """Return ``H(x)``: 1.0 where ``x > 0``, else 0.0, in the dtype of ``x``."""
-        if isinstance(x, torch.Tensor):
-            return (x > 0).to(x.dtype)
-        return (x > 0).astype(x.dtype)
-
-    def spike(self, x: torch.Tensor) -> torch.Tensor:
-        """Differentiable spike: ``H(x)`` forward, ``pseudo_derivative(x)`` backward."""
-        return _SpikeFunction.apply(x, self)
-
-
-class _SpikeFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, surrogate: Surrogate) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        ctx.surrogate = surrogate
-        return surrogate.heaviside(x)
-
-    @staticmethod
-    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
-        (x,) = ctx.saved_tensors
-        return grad_output * ctx.surrogate.pseudo_derivative(x), None
+        return _cast(x > 0, x)
 
 
 @dataclass(frozen=True)
@@ -93,7 +83,7 @@ class Triangle(Surrogate):
     width: float = 1.0
 
     def pseudo_derivative(self, x: Array) -> Array:
-        return self.gamma * _clip_min0(1.0 - abs(x) / self.width)
+        return self.gamma * (1.0 - abs(x) / self.width).clip(min=0.0)
 
 
 @dataclass(frozen=True)
@@ -131,10 +121,7 @@ class Boxcar(Surrogate):
     width: float = 1.0
 
     def pseudo_derivative(self, x: Array) -> Array:
-        inside = abs(x) < self.width / 2.0
-        if isinstance(x, torch.Tensor):
-            return inside.to(x.dtype) / self.width
-        return inside.astype(x.dtype) / self.width
+        return _cast(abs(x) < self.width / 2.0, x) / self.width
 
 
 SURROGATES: dict[str, type[Surrogate]] = {

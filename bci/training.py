@@ -26,7 +26,8 @@ import torch
 
 from bci.metrics import r2_score
 from bci.rsnn import RSNN
-from bci.runtime import retain_freed_memory, torch_threads
+from bci.runtime import retain_freed_memory
+from bci.torch_threads import torch_threads
 from bci.validation import check_finite, check_shape
 
 logger = logging.getLogger(__name__)
@@ -97,8 +98,8 @@ def train_rsnn(
     """Train ``model`` in place on (neural, kinematics) pairs; keeps the best-validation weights.
 
     ``callback`` receives each evaluation record (step, loss, mse, rate_hz, val_r2). Runs with
-    ``config.num_threads`` torch threads (see :func:`bci.runtime.torch_threads`) and with freed
-    buffers kept in the heap (:func:`bci.runtime.retain_freed_memory`).
+    ``config.num_threads`` torch threads (see :func:`bci.torch_threads.torch_threads`) and with
+    freed buffers kept in the heap (:func:`bci.runtime.retain_freed_memory`).
     """
     retain_freed_memory()
     with torch_threads(config.num_threads):

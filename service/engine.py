@@ -50,8 +50,8 @@ Sink = Callable[[DecodedBin], None]
 
 
 def model_id_of(checkpoint: Checkpoint) -> str:
-    """Short identity of a checkpoint: the first 12 hex digits of its tensors' SHA-256."""
-    return str(checkpoint.manifest["sha256"])[:12]
+    """Short identity of a checkpoint (:func:`bci.checkpoint.model_id`)."""
+    return checkpoint.model_id
 
 
 @dataclass

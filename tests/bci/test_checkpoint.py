@@ -26,15 +26,18 @@ import safetensors.numpy
 import torch
 
 import bci.checkpoint as ckpt
+import bci.rsnn
 from bci.checkpoint import (
     FORMAT_VERSION,
     Checkpoint,
     CheckpointError,
     expected_tensor_shapes,
     load_checkpoint,
+    load_decoder,
     read_manifest,
     save_checkpoint,
 )
+from bci.online import OnlineRSNN
 from bci.rsnn import RSNN, RSNNConfig
 from bci.training import TrainConfig, TrainResult
 
@@ -133,10 +136,10 @@ def _edit_manifest(path: Path, edit) -> None:
 
 
 def _error(path: Path, *fragments: str, header: bool = False) -> str:
-    """Assert load_checkpoint (and read_manifest too when ``header``: defects visible without
-    reading tensor values) raises CheckpointError naming the file and each fragment; returns
-    load_checkpoint's message."""
-    readers = [load_checkpoint, read_manifest] if header else [load_checkpoint]
+    """Assert load_checkpoint and load_decoder (and read_manifest too when ``header``: defects
+    visible without reading tensor values) raise CheckpointError naming the file and each
+    fragment; returns the last reader's message."""
+    readers = [load_checkpoint, load_decoder] + ([read_manifest] if header else [])
     message = ""
     for reader in readers:
         with pytest.raises(CheckpointError) as info:
@@ -294,7 +297,8 @@ def test_read_manifest_builds_no_model(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("read_manifest built a model")
 
-    monkeypatch.setattr(ckpt, "RSNN", refuse)
+    monkeypatch.setattr(bci.rsnn, "RSNN", refuse)
+    monkeypatch.setattr(OnlineRSNN, "from_arrays", refuse)
     monkeypatch.setattr(safetensors.numpy, "load", refuse)
     assert read_manifest(path)["n_channels"] == N_IN
     assert read_manifest(str(path))["model"]["n_hidden"] == N_HIDDEN

@@ -1,29 +1,12 @@
-"""Process settings: torch threads for a block, glibc trimming."""
+"""Process settings: glibc trimming, single-threaded BLAS."""
 
 from __future__ import annotations
 
 import platform
 
 import pytest
-import torch
 
-from bci.runtime import retain_freed_memory, torch_threads
-
-
-def test_sets_and_restores_even_on_error() -> None:
-    before = torch.get_num_threads()
-    target = 1 if before != 1 else 2
-    with pytest.raises(RuntimeError, match="boom"), torch_threads(target):
-        assert torch.get_num_threads() == target
-        raise RuntimeError("boom")
-    assert torch.get_num_threads() == before
-
-
-def test_none_leaves_the_setting_alone() -> None:
-    before = torch.get_num_threads()
-    with torch_threads(None):
-        assert torch.get_num_threads() == before
-    assert torch.get_num_threads() == before
+from bci.runtime import retain_freed_memory
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, HTTPException, Request, UploadFile, status
 from pydantic import BaseModel, model_validator
 
+from bci.checkpoint import model_id as manifest_model_id
 from bci.checkpoint import read_manifest
 from service.api.deps import Authorized, LinkDep, SettingsDep, StatusDep, problems
 from service.api.link import ControlRefused, DecoderLink
@@ -123,7 +124,7 @@ def available(status_doc: StatusDep, settings: SettingsDep) -> AvailableModels:
                 AvailableModel(
                     name=path.name,
                     size_bytes=path.stat().st_size,
-                    model_id=str(manifest["sha256"])[:12] if "sha256" in manifest else None,
+                    model_id=manifest_model_id(manifest) if "sha256" in manifest else None,
                     created=manifest.get("created"),
                     n_channels=manifest.get("n_channels"),
                     bin_s=manifest.get("bin_s"),
