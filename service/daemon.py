@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 import pylsl
 
-from bci.checkpoint import load_checkpoint
+from bci.checkpoint import load_decoder
 from bci.runtime import single_threaded_blas
 from service.decoding import BinDecoder
 from service.engine import STATES, Engine, Sink
@@ -168,8 +168,8 @@ class Daemon:
         settings = self.settings
         if settings.model is None:
             raise ValueError("no model to decode with: set BCI_MODEL or pass --model PATH")
-        checkpoint = load_checkpoint(settings.model)
-        n_out = checkpoint.model.config.n_out
+        checkpoint = load_decoder(settings.model)
+        n_out = checkpoint.decoder.n_out
         if self._shared is None:  # a private block, readable after stop(), freed with self
             self._shared = SharedState.create(n_out)
             weakref.finalize(self, self._shared.close)

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from bci.checkpoint import Checkpoint, load_checkpoint
+from bci.checkpoint import DecoderFile, load_decoder
 from bci.eprop import EpropConfig, EpropLearner
 from bci.online import OnlineRSNN, OnlineState
 from service.shared_state import DecodedBin
@@ -49,16 +49,11 @@ STATES: tuple[str, ...] = (
 Sink = Callable[[DecodedBin], None]
 
 
-def model_id_of(checkpoint: Checkpoint) -> str:
-    """Short identity of a checkpoint (:func:`bci.checkpoint.model_id`)."""
-    return checkpoint.model_id
-
-
 @dataclass
 class _Slot:
-    """A loaded model ready to decode: checkpoint, decoder and (when adapting) its learner."""
+    """A loaded model ready to decode: its file, decoder and (when adapting) its learner."""
 
-    checkpoint: Checkpoint
+    file: DecoderFile
     decoder: OnlineRSNN
     learner: EpropLearner | None
     model_id: str
@@ -91,7 +86,7 @@ class Engine:
 
     def __init__(
         self,
-        checkpoint: Checkpoint,
+        checkpoint: DecoderFile,
         adapt: bool = False,
         eprop: EpropConfig | None = None,
         *,
@@ -112,7 +107,7 @@ class Engine:
         self.rate_tau_s = float(rate_tau_s)
         self.adapt = bool(adapt)
         self.eprop = eprop if eprop is not None else EpropConfig()
-        config = checkpoint.model.config
+        config = checkpoint.decoder.config
         self.n_channels = config.n_in if n_channels is None else int(n_channels)
         self.bin_s = config.dt_s if bin_s is None else float(bin_s)
         self.sinks: list[Sink] = list(sinks)
@@ -245,7 +240,7 @@ class Engine:
         """
         path = Path(checkpoint_path)
         try:
-            slot = self._prepare(load_checkpoint(path))
+            slot = self._prepare(load_decoder(path))
         except ValueError as error:  # CheckpointError is a ValueError
             with self._lock:
                 self._swaps_refused += 1
@@ -372,7 +367,7 @@ class Engine:
             "state": self._lifecycle,
             "bins_decoded": self._seq,
             "model_id": current.model_id,
-            "model_path": str(current.checkpoint.path),
+            "model_path": str(current.file.path),
             "previous_model_id": None if previous is None else previous.model_id,
             "adaptation": None if learner is None else dataclasses.asdict(learner.status),
             "last_swap": last_swap,
@@ -380,9 +375,10 @@ class Engine:
         }
 
     # -- validation ------------------------------------------------------------------------
-    def _prepare(self, checkpoint: Checkpoint) -> _Slot:
-        """Build and check a decoder for ``checkpoint`` (runs on the caller's thread)."""
-        config = checkpoint.model.config
+    def _prepare(self, checkpoint: DecoderFile) -> _Slot:
+        """Check a loaded model against the stream (runs on the caller's thread)."""
+        decoder = checkpoint.decoder
+        config = decoder.config
         where = f"model {checkpoint.path}"
         if config.n_in != self.n_channels:
             raise ValueError(
@@ -399,14 +395,6 @@ class Engine:
                 f"{where} decodes {config.n_out} kinematics but this stream's output carries "
                 f"{self.n_out}; use a model with the same kinematics"
             )
-        with np.errstate(all="ignore"):  # e.g. a zero input scale; caught just below
-            decoder = OnlineRSNN(checkpoint.model)
-        for name in ("weights", "w_out", "neuron", "normalisation", "readout"):
-            if not np.all(np.isfinite(getattr(decoder, name))):
-                raise ValueError(
-                    f"{where}: decoder array {name!r} holds non-finite values (e.g. a zero "
-                    "input or output scale); retrain or fix the model"
-                )
         warm = decoder.step(np.zeros(decoder.n_in, dtype=decoder.dtype), decoder.initial_state())
         if not np.all(np.isfinite(warm)):
             raise ValueError(
@@ -414,4 +402,4 @@ class Engine:
                 "the model is broken: retrain it"
             )
         learner = EpropLearner(decoder, self.eprop) if self.adapt else None
-        return _Slot(checkpoint, decoder, learner, model_id_of(checkpoint))
+        return _Slot(checkpoint, decoder, learner, checkpoint.model_id)

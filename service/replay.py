@@ -2,8 +2,9 @@
 
 Two ways, one result format:
 
-* :func:`replay_session` (``bci replay --fast``) drives the :class:`~service.engine.Engine`
-  directly, bin after bin, as fast as possible;
+* :func:`replay_session` (``bci replay --fast``) runs the one decode loop
+  (:class:`~service.decoding.BinDecoder`) over the session's bins as fast as possible,
+  learning, when adapting, from the session's kinematics as the live path does;
 * :func:`replay_live` (``bci replay --speed X``) plays the session over LSL from a
   :class:`~streams.player.SessionPlayer` process at X times real time into a
   :class:`~service.daemon.Daemon`, the live path of ``bci serve`` (learning, when adapting,
@@ -23,11 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from bci.checkpoint import Checkpoint, load_checkpoint
+from bci.checkpoint import DecoderFile, load_decoder
 from bci.eprop import EpropConfig, EpropLearner
 from bci.metrics import r2_score, windowed_r2
 from bci.runtime import single_threaded_blas
 from service.daemon import Daemon
+from service.decoding import ArrayTargets, BinDecoder
 from service.engine import DecodedBin, Engine
 from service.settings import Settings
 from streams.files import load_any_session
@@ -61,23 +63,16 @@ def replay_session(
     :class:`bci.checkpoint.CheckpointError` for an unusable checkpoint.
     """
     session, checkpoint, truth = _load(session_path, model_path, window_s)
-    engine = Engine(
-        checkpoint, adapt=adapt, eprop=eprop, n_channels=session.n_channels, bin_s=session.bin_s
-    )
+    engine = Engine(checkpoint, adapt=adapt, eprop=eprop, n_channels=session.n_channels,
+                    bin_s=session.bin_s, defer_updates=True)  # fmt: skip
+    loop = BinDecoder(engine, ArrayTargets(truth) if adapt else None)
     neural = np.ascontiguousarray(session.neural, dtype=np.float32)
     timestamps = np.asarray(session.timestamps, dtype=np.float64)
-    n_bins = neural.shape[0]
     decoded = np.empty_like(truth)
-    process = engine.process
     limiter = single_threaded_blas()
     try:
         start = time.perf_counter()
-        if adapt:
-            for t in range(n_bins):
-                decoded[t] = process(neural[t], truth[t], timestamps[t]).values
-        else:
-            for t in range(n_bins):
-                decoded[t] = process(neural[t], None, timestamps[t]).values
+        loop.run(neural, timestamps, decoded)
         elapsed = time.perf_counter() - start
     finally:
         limiter.restore_original_limits()
@@ -176,7 +171,7 @@ def _wait_for_bins(engine: Engine, n_bins: int, idle_timeout_s: float) -> None:
 
 def _load(
     session_path: str | os.PathLike[str], model_path: str | os.PathLike[str], window_s: float
-) -> tuple[Session, Checkpoint, np.ndarray]:
+) -> tuple[Session, DecoderFile, np.ndarray]:
     """The session, the checkpoint and the true kinematics (T, K) float32, all checked."""
     session_path, model_path = Path(session_path), Path(model_path)
     if not session_path.is_file():
@@ -184,8 +179,8 @@ def _load(
     if not (math.isfinite(window_s) and window_s > 0):
         raise ValueError(f"window_s must be a positive number of seconds; got {window_s}")
     session = load_any_session(session_path)
-    checkpoint = load_checkpoint(model_path)
-    config = checkpoint.model.config
+    checkpoint = load_decoder(model_path)
+    config = checkpoint.decoder.config
     if session.kinematics is None:
         raise ValueError(
             f"session {session_path} has no kinematics: R² (and adaptation) need the true "

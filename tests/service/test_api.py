@@ -18,12 +18,11 @@ import pylsl
 import pytest
 from serving import N_CHANNELS, Served, run_server, train_checkpoint, wait_for
 
-from bci.checkpoint import load_checkpoint, save_checkpoint
+from bci.checkpoint import load_decoder, save_checkpoint
 from bci.rsnn import RSNN, RSNNConfig
 from service.api import create_app
 from service.cli import main
 from service.daemon import Daemon
-from service.engine import model_id_of
 from service.settings import Settings, resolve_token
 from streams.player import SessionPlayer, simulate_stream
 from streams.synthetic import SyntheticConfig
@@ -48,7 +47,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     models = tmp_path_factory.mktemp("models")
     paths = {name: train_checkpoint(models / f"{name}.safetensors", s) for name, s in
              (("a", 0), ("b", 1))}  # fmt: skip
-    ids = {name: model_id_of(load_checkpoint(p)) for name, p in paths.items()}
+    ids = {name: load_decoder(p).model_id for name, p in paths.items()}
     (models / "corrupt.safetensors").write_bytes(b"\x00not a checkpoint" * 10)
     small = RSNN(RSNNConfig(n_in=8, n_hidden=8, n_out=2, dt_s=0.05), seed=0)
     small.fit_normalisation(np.ones((10, 8), np.float32), np.zeros((10, 2), np.float32))

@@ -14,10 +14,9 @@ import pytest
 from playwright.sync_api import ConsoleMessage, Page, expect, sync_playwright
 from serving import N_CHANNELS, run_server, train_checkpoint, wait_for
 
-from bci.checkpoint import load_checkpoint, save_checkpoint
+from bci.checkpoint import load_checkpoint, load_decoder, save_checkpoint
 from service.api import create_app
 from service.daemon import Daemon
-from service.engine import model_id_of
 from service.settings import Settings
 from streams.player import SessionPlayer, simulate_stream
 from streams.synthetic import SyntheticConfig
@@ -52,7 +51,7 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
         checkpoint = load_checkpoint(path)  # re-saved with test metrics for the page to show
         metrics = {"test": {"snn": {"r2": 0.5 + seed / 10}}}
         save_checkpoint(path, checkpoint.model, kinematics_labels=("vx", "vy"), metrics=metrics)
-        ids[name] = model_id_of(load_checkpoint(path))
+        ids[name] = load_decoder(path).model_id
     name = f"bci-test-dash-{uuid.uuid4().hex[:8]}"
     settings = Settings(
         stream=name,

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from bci.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from bci.checkpoint import CheckpointError, load_checkpoint, load_decoder, save_checkpoint
 from bci.eprop import EpropConfig
 from bci.online import OnlineRSNN
 from bci.rsnn import RSNN, RSNNConfig
-from service.engine import DecodedBin, Engine, RecentBins, model_id_of
+from service.engine import Engine
+from service.shared_state import DecodedBin, SharedState
 
 N_IN = 6
 
@@ -49,9 +50,9 @@ def paths(tmp_path: Path) -> dict[str, Path]:
 
 
 def test_process_matches_online_decoder_and_feeds_sinks(paths: dict[str, Path]) -> None:
-    ring = RecentBins(capacity=5)
+    ring = SharedState.create(2, bins_capacity=5)
     seen: list[DecodedBin] = []
-    engine = Engine(load_checkpoint(paths["a"]), sinks=[ring, seen.append])
+    engine = Engine(load_decoder(paths["a"]), sinks=[ring.write_bin, seen.append])
     x = bins(40)
     out = [engine.process(row, None, 10.0 + 0.05 * i) for i, row in enumerate(x)]
     np.testing.assert_array_equal(np.stack([b.values for b in out]), reference(paths["a"], x))
@@ -59,18 +60,21 @@ def test_process_matches_online_decoder_and_feeds_sinks(paths: dict[str, Path]) 
     assert seen == out
     assert out[3].timestamp == pytest.approx(10.15)
     assert out[0].values is not out[1].values  # private copies, not the decoder's buffer
-    assert ring.latest() is out[-1]
-    assert ring.recent(3) == out[-3:] and ring.recent() == out[-5:] and len(ring) == 5
+    assert ring.latest().seq == out[-1].seq
+    np.testing.assert_array_equal(ring.latest().values, out[-1].values)
+    assert [b.seq for b in ring.recent(3)] == [b.seq for b in out[-3:]]
+    assert [b.seq for b in ring.recent()] == [b.seq for b in out[-5:]] and len(ring) == 5
     assert ring.recent(0) == []
+    ring.close()
     status = engine.status()
     assert status["state"] == "decoding" and status["bins_decoded"] == 40
-    assert status["model_id"] == model_id_of(load_checkpoint(paths["a"])) == out[0].model_id
+    assert status["model_id"] == load_decoder(paths["a"]).model_id == out[0].model_id
     assert status["previous_model_id"] is None and status["adaptation"] is None
     assert status["last_swap"] is None
 
 
 def test_swap_happens_between_bins_with_fresh_state_and_rollback(paths: dict[str, Path]) -> None:
-    engine = Engine(load_checkpoint(paths["a"]))
+    engine = Engine(load_decoder(paths["a"]))
     x = bins(30)
     first = [engine.process(row, None, i) for i, row in enumerate(x[:10])]
     new_id = engine.request_swap(paths["b"])
@@ -97,7 +101,7 @@ def test_swap_happens_between_bins_with_fresh_state_and_rollback(paths: dict[str
 
 
 def test_rollback_without_previous_model_is_refused(paths: dict[str, Path]) -> None:
-    engine = Engine(load_checkpoint(paths["a"]))
+    engine = Engine(load_decoder(paths["a"]))
     with pytest.raises(ValueError, match="no previous model"):
         engine.rollback()
 
@@ -105,9 +109,9 @@ def test_rollback_without_previous_model_is_refused(paths: dict[str, Path]) -> N
 def test_fifty_swaps_from_another_thread_keep_sequence_contiguous(
     tmp_path: Path, paths: dict[str, Path]
 ) -> None:
-    ring = RecentBins(capacity=100_000)
-    engine = Engine(load_checkpoint(paths["a"]), sinks=[ring])
-    ids = {name: model_id_of(load_checkpoint(p)) for name, p in paths.items()}
+    decoded: list[DecodedBin] = []
+    engine = Engine(load_decoder(paths["a"]), sinks=[decoded.append])
+    ids = {name: load_decoder(p).model_id for name, p in paths.items()}
     x = bins(512, seed=3)
     stop = threading.Event()
     processed: list[int] = []
@@ -135,7 +139,6 @@ def test_fifty_swaps_from_another_thread_keep_sequence_contiguous(
         stop.set()
         worker.join(10)
     assert not worker.is_alive()
-    decoded = ring.recent()
     seqs = [b.seq for b in decoded]
     assert seqs == list(range(len(decoded))) == processed  # no gaps, no duplicates
     # split into runs of one model: 51 runs, in the order requested
@@ -162,7 +165,7 @@ def test_fifty_swaps_from_another_thread_keep_sequence_contiguous(
 def test_truncated_checkpoint_is_refused_and_old_model_keeps_decoding(
     tmp_path: Path, paths: dict[str, Path]
 ) -> None:
-    engine = Engine(load_checkpoint(paths["a"]))
+    engine = Engine(load_decoder(paths["a"]))
     x = bins(10)
     before = engine.process(x[0], None, 0.0)
     broken = tmp_path / "broken.safetensors"
@@ -187,7 +190,7 @@ def test_truncated_checkpoint_is_refused_and_old_model_keeps_decoding(
 def test_channel_count_and_bin_width_mismatch_are_refused(
     tmp_path: Path, paths: dict[str, Path]
 ) -> None:
-    engine = Engine(load_checkpoint(paths["a"]))
+    engine = Engine(load_decoder(paths["a"]))
     wide = make_checkpoint(tmp_path / "wide.safetensors", 3, n_in=N_IN + 2)
     with pytest.raises(ValueError, match=f"expects {N_IN + 2} input channels .* has {N_IN}"):
         engine.request_swap(wide)
@@ -198,7 +201,7 @@ def test_channel_count_and_bin_width_mismatch_are_refused(
     assert engine.status()["previous_model_id"] is None
     # the stream's channel count, not only the model's, is checked at construction
     with pytest.raises(ValueError, match="the stream has 9"):
-        Engine(load_checkpoint(paths["a"]), n_channels=9)
+        Engine(load_decoder(paths["a"]), n_channels=9)
 
 
 def test_model_with_non_finite_output_is_refused(tmp_path: Path, paths: dict[str, Path]) -> None:
@@ -209,18 +212,16 @@ def test_model_with_non_finite_output_is_refused(tmp_path: Path, paths: dict[str
     bad = save_checkpoint(
         tmp_path / "zero_scale.safetensors", model, kinematics_labels=("vx", "vy")
     )
-    engine = Engine(load_checkpoint(paths["a"]))
-    with pytest.raises(ValueError, match="non-finite"):
+    engine = Engine(load_decoder(paths["a"]))
+    with pytest.raises(ValueError, match="not finite"):
         engine.request_swap(bad)
     assert engine.status()["swaps"]["refused"] == 1
-    assert engine.process(bins(1)[0], None, 0.0).model_id == model_id_of(
-        load_checkpoint(paths["a"])
-    )
+    assert engine.process(bins(1)[0], None, 0.0).model_id == load_decoder(paths["a"]).model_id
 
 
 def test_adaptation_changes_weights_and_counts(paths: dict[str, Path]) -> None:
     config = EpropConfig(lr=1e-2, update_every=5)
-    engine = Engine(load_checkpoint(paths["a"]), adapt=True, eprop=config)
+    engine = Engine(load_decoder(paths["a"]), adapt=True, eprop=config)
     learner = engine.learner
     assert learner is not None
     w_out, b_out = learner.decoder.w_out.copy(), learner.decoder.readout[1].copy()
@@ -234,9 +235,9 @@ def test_adaptation_changes_weights_and_counts(paths: dict[str, Path]) -> None:
     assert not np.array_equal(learner.decoder.readout[1], b_out)
     assert not np.array_equal(learner.decoder.w_out, w_out)
     # a frozen engine on the same bins decodes differently once weights moved
-    frozen = Engine(load_checkpoint(paths["a"]))
+    frozen = Engine(load_decoder(paths["a"]))
     plain = np.stack([frozen.process(row, None, 0.0).values for row in x])
-    engine2 = Engine(load_checkpoint(paths["a"]), adapt=True, eprop=config)
+    engine2 = Engine(load_decoder(paths["a"]), adapt=True, eprop=config)
     adapted = np.stack([engine2.process(row, targets[i], 0.0).values for i, row in enumerate(x)])
     np.testing.assert_array_equal(adapted[:5], plain[:5])  # first update after bin 5
     assert not np.allclose(adapted[10:], plain[10:])
@@ -248,10 +249,10 @@ def test_late_targets_with_deferred_updates_learn_as_on_time(paths: dict[str, Pa
     config = EpropConfig(lr=1e-2, update_every=5)
     x = bins(40)
     targets = np.random.default_rng(5).standard_normal((40, 2)).astype(np.float32)
-    on_time = Engine(load_checkpoint(paths["a"]), adapt=True, eprop=config)
+    on_time = Engine(load_decoder(paths["a"]), adapt=True, eprop=config)
     want = [on_time.process(row, targets[i], float(i)).values for i, row in enumerate(x)]
-    ring = RecentBins(capacity=8)
-    late = Engine(load_checkpoint(paths["a"]), adapt=True, eprop=config, sinks=[ring],
+    ring = SharedState.create(2, bins_capacity=8)
+    late = Engine(load_decoder(paths["a"]), adapt=True, eprop=config, sinks=[ring.write_bin],
                   defer_updates=True)  # fmt: skip
     got = []
     for i, row in enumerate(x):
@@ -269,37 +270,7 @@ def test_late_targets_with_deferred_updates_learn_as_on_time(paths: dict[str, Pa
     assert late.status()["adaptation"] == on_time.status()["adaptation"]
     np.testing.assert_array_equal(ring.latest().target, targets[-1])
     assert not ring.set_target(0, targets[0])  # no longer held
-    frozen = Engine(load_checkpoint(paths["a"]), defer_updates=True)
+    ring.close()
+    frozen = Engine(load_decoder(paths["a"]), defer_updates=True)
     assert not frozen.provide_target(frozen.process(x[0], None, 0.0).seq, targets[0])
     assert not frozen.update_due
-
-
-def test_recent_bins_since_copies_only_newer_bins() -> None:
-    ring = RecentBins(capacity=5)
-    assert ring.since(None) == [] and ring.since(3) == []
-    for seq in range(8):
-        ring(DecodedBin(seq, 0.0, np.zeros(2), "m"))
-    assert [b.seq for b in ring.since(None)] == [3, 4, 5, 6, 7]
-    assert [b.seq for b in ring.since(5)] == [6, 7]
-    assert [b.seq for b in ring.since(0)] == [3, 4, 5, 6, 7]  # older than held: all held
-    assert ring.since(7) == [] and ring.since(100) == []
-
-
-def test_recent_bins_is_thread_safe_and_bounded() -> None:
-    ring = RecentBins(capacity=64)
-    n_threads, per_thread = 4, 2000
-
-    def writer(k: int) -> None:
-        for i in range(per_thread):
-            ring(DecodedBin(k * per_thread + i, 0.0, np.zeros(2), "m"))
-
-    threads = [threading.Thread(target=writer, args=(k,)) for k in range(n_threads)]
-    for t in threads:
-        t.start()
-    while any(t.is_alive() for t in threads):
-        assert len(ring.recent(10)) <= 10
-    for t in threads:
-        t.join()
-    assert len(ring) == 64
-    with pytest.raises(ValueError, match="capacity"):
-        RecentBins(0)
