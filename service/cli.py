@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -466,9 +467,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from service.api.app import create_app
-    from service.api.server import listen, serve
+    from service.api.server import listen
     from service.settings import Settings, resolve_token
+    from service.supervisor import Supervisor
 
     overrides = {
         key: value
@@ -485,6 +486,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             ("host", args.host),
             ("port", args.port),
             ("token", args.token),
+            ("input", args.input),
+            ("bin_grace_ms", args.bin_grace_ms),
+            ("realtime", True if args.realtime else None),
         )
         if value is not None
     }
@@ -493,17 +497,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ValueError("no model to decode with: pass --model PATH or set BCI_MODEL")
     if not Path(settings.model).is_file():
         raise FileNotFoundError(f"model {settings.model} does not exist")
-    app = create_app(settings)
     listener = listen(settings.host, settings.port)  # bound here: --port 0 prints its port
-    port = listener.getsockname()[1]
-    print(
-        f"serving http://{settings.host}:{port}/api/v1 (docs at /docs): decoding "
-        f"stream {settings.stream!r} with {settings.model} -> "
-        f"{settings.output_base}-kinematics; Ctrl-C to stop",
-        flush=True,
-    )
-    print(f"token{' (generated)' if generated else ''}: {settings.token}", flush=True)
-    serve(app, listener)
+    supervisor = Supervisor(settings, listener)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        supervisor.start()  # the decoder has loaded its model and opened its streams
+        port = listener.getsockname()[1]
+        print(
+            f"serving http://{settings.host}:{port}/api/v1 (docs at /docs): decoding "
+            f"stream {settings.stream!r} with {settings.model} -> "
+            f"{settings.output_base}-kinematics; Ctrl-C to stop",
+            flush=True,
+        )
+        print(f"token{' (generated)' if generated else ''}: {settings.token}", flush=True)
+        supervisor.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        supervisor.stop()
+        listener.close()
     return 0
 
 
@@ -847,6 +859,24 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="HTTP port (default 8000)")
     serve.add_argument("--token", help="bearer token for POSTs (default: generated, printed)")
+    serve.add_argument(
+        "--input",
+        choices=("auto", "counts", "events", "broadband"),
+        help="what the neural stream carries: per-channel counts (one sample per bin or "
+        "faster, e.g. 1 kHz), spike events (channel index per sample) or broadband voltage "
+        "(threshold crossings); default auto: from the stream's metadata",
+    )
+    serve.add_argument(
+        "--bin-grace-ms",
+        type=float,
+        help="a bin closes this long after its end when no later sample came (default 5)",
+    )
+    serve.add_argument(
+        "--realtime",
+        action="store_true",
+        help="decoder process at SCHED_FIFO priority on a pinned core (needs CAP_SYS_NICE); "
+        "says so when the system does not allow it",
+    )
     serve.set_defaults(func=cmd_serve)
     return parser
 

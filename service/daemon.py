@@ -40,6 +40,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import socket
 import threading
 import time
 import weakref
@@ -63,7 +64,7 @@ from streams.frontend import FrontEnd, input_kind_of
 from streams.lsl_inlet import LslInlet, StreamSchema
 from streams.lsl_outlet import KINEMATICS_SUFFIX, KinematicsOutlet
 
-__all__ = ["DAEMON_STATES", "Daemon", "latency_stats"]
+__all__ = ["DAEMON_STATES", "Daemon", "latency_stats", "output_source_id"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,8 +89,9 @@ class Daemon:
     a restarted decoder continues its sequence numbers and skips bins it already decoded.
     ``controls`` / ``replies``: the API's request and answer queues (see :data:`Control`).
     ``before_outlet`` is called right before the outlet opens (the supervisor closes its
-    zero-velocity stand-in then). ``sinks`` get every decoded bin on the loop thread, after
-    the outlet (keep them fast).
+    zero-velocity stand-in then). ``output_source_id`` is the outlet's LSL source_id
+    (default: :func:`output_source_id`); ``realtime`` says what scheduling the process got.
+    ``sinks`` get every decoded bin on the loop thread, after the outlet (keep them fast).
     """
 
     def __init__(
@@ -105,6 +107,8 @@ class Daemon:
         deadline_s: float | None = None,
         status_period_s: float = 0.2,
         sinks: Iterable[Sink] = (),
+        output_source_id: str | None = None,
+        realtime: str = "off",
     ) -> None:
         if deadline_s is not None and not deadline_s > 0:
             raise ValueError(f"deadline_s must be positive seconds; got {deadline_s!r}")
@@ -117,6 +121,8 @@ class Daemon:
         self._shared = state
         self._controls, self._replies = controls, replies
         self._before_outlet = before_outlet
+        self._output_source_id = output_source_id
+        self.realtime = realtime
         self.engine: Engine | None = None
         self.decoder: BinDecoder | None = None
         self.inlet: LslInlet | None = None
@@ -200,6 +206,7 @@ class Daemon:
             labels=self.kinematics_labels,
             units=["" for _ in self.kinematics_labels],
             nominal_srate=1.0 / self.engine.bin_s,
+            source_id=self._output_source_id or output_source_id(settings, checkpoint.model_id),
             model="bci serve",
         )
         if settings.target_stream:
@@ -329,6 +336,7 @@ class Daemon:
         engine_status = None if engine is None else engine.status()
         return {
             "pid": os.getpid(),
+            "realtime": self.realtime,
             "state": self.state,
             "message": self.state_message,
             "holding": self.holding,
@@ -640,6 +648,12 @@ class Daemon:
         if outlet is not None and outlet.running and self.kinematics_labels:
             outlet.push(np.zeros(len(self.kinematics_labels), dtype=np.float32))
             self.hold_pushes += 1
+
+
+def output_source_id(settings: Settings, model_id: str) -> str:
+    """The decoded stream's LSL source_id: host, output name and the first model's id; the
+    supervisor keeps it across decoder restarts so consumers recover to the new decoder."""
+    return f"bci-decoder@{socket.gethostname()}/{settings.output_base}/{model_id}"
 
 
 def _stream_bin_s(info: StreamSchema, description: dict[str, str], engine: Engine) -> float:
