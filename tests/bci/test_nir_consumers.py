@@ -58,13 +58,17 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarr
     return path, neural[STRETCH], kinematics[STRETCH]
 
 
-def _norse(graph: nir.NIRGraph, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+def _norse_module(graph: nir.NIRGraph, dt: float) -> torch.nn.Module:
     with warnings.catch_warnings():  # Norse 1.1 uses torch.jit.script and nirtorch.load
         warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", DeprecationWarning)
         warnings.filterwarnings("ignore", "nirtorch.load is being deprecated", DeprecationWarning)
         from norse.torch import from_nir
 
-        module, state = from_nir(graph, dt=float(graph.metadata["dt"])), None
+        return from_nir(graph, dt=dt)
+
+
+def _norse(graph: nir.NIRGraph, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    module, state = _norse_module(graph, float(graph.metadata["dt"])), None
     outputs, spikes = [], []
     for bin_ in x:
         y, state = module(bin_[None], state)
@@ -111,3 +115,40 @@ def test_consumer_decodes_the_session_like_the_checkpoint(
     r2_model, r2_consumer = r2_score(truth, decoded)[0], r2_score(truth, outputs)[0]
     assert r2_model > 0.3  # trained, not noise
     assert abs(r2_consumer - r2_model) < 1e-3
+
+
+# -- the importer bugs the dialects work around (docs/nir_consumers.md) ------------------------
+
+
+def _graph(nodes: dict[str, nir.NIRNode], edges: list[tuple[str, str]]) -> nir.NIRGraph:
+    ends = {"input": nir.Input(np.array([2])), "output": nir.Output(np.array([2]))}
+    return nir.NIRGraph(nodes={**ends, **nodes}, edges=edges)
+
+
+def test_norse_still_drops_li_nodes() -> None:
+    li = nir.LI(tau=np.full(2, 0.02), r=np.ones(2), v_leak=np.zeros(2))
+    graph = _graph(
+        {"w": nir.Linear(np.eye(2)), "li": li}, [("input", "w"), ("w", "li"), ("li", "output")]
+    )
+    with torch.no_grad():
+        outputs, _ = _norse_module(graph, dt=0.001)(torch.full((1, 2), 3.0))
+    np.testing.assert_array_equal(outputs, [[3.0, 3.0]])  # one LI step from rest gives 0.15
+
+
+def test_snntorch_still_routes_the_input_through_w_rec() -> None:
+    lif = nir.LIF(
+        tau=np.full(2, 2e-4),
+        r=np.full(2, 2.0),
+        v_leak=np.zeros(2),
+        v_threshold=np.ones(2),
+        v_reset=np.zeros(2),
+    )
+    graph = _graph(
+        {"lif": lif, "w_rec": nir.Linear(np.zeros((2, 2)))},
+        [("input", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "output")],
+    )
+    from snntorch.import_nir import import_from_nir
+
+    with torch.no_grad():
+        spikes, _ = import_from_nir(graph)(torch.full((1, 2), 2.0))
+    np.testing.assert_array_equal(spikes, [[0.0, 0.0]])  # input 2 > threshold 1 must spike
