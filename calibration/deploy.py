@@ -15,14 +15,16 @@ from pathlib import Path
 
 from bci.checkpoint import load_checkpoint
 from bci.hardware import HardwareBudget, hardware_budget, quantized_model
+from bci.rsnn import RSNN
 from calibration.calibrate import (
     CalibrationOptions,
     load_calibration_session,
     score_snn,
     split_session,
 )
+from streams.session import Session
 
-__all__ = ["DeploymentReport", "deployment_report"]
+__all__ = ["DeploymentReport", "deployment_report", "quantized_r2"]
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,17 @@ def deployment_report(
     options = CalibrationOptions(split=split)
     _, val, test = split_session(load_calibration_session(path, options), options.split)
     model = checkpoint.model
+    return DeploymentReport(
+        hardware_budget(model), path, test.n_bins, quantized_r2(model, val, test, bits)
+    )
+
+
+def quantized_r2(
+    model: RSNN, val: Session, test: Session, bits: tuple[int, ...] = (8, 4)
+) -> dict[str, float]:
+    """Test R² of ``model`` as it is (``"float32"``) and with weights quantized to each of
+    ``bits`` (``"8-bit"``, ...), validation and test decoded as one causal run."""
     r2 = {"float32": score_snn(model, val, test)[0]["r2"]}
     for b in bits:
         r2[f"{b}-bit"] = score_snn(quantized_model(model, b), val, test)[0]["r2"]
-    return DeploymentReport(hardware_budget(model), path, test.n_bins, r2)
+    return r2
