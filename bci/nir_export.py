@@ -85,7 +85,7 @@ import nir
 import numpy as np
 import torch
 
-from bci.rsnn import RSNN
+from bci.rsnn import RSNN, RSNNConfig
 
 __all__ = [
     "DIALECTS",
@@ -104,8 +104,8 @@ SNNTORCH_DT_S = 1e-4  # the step snnTorch's NIR importer integrates every LIF at
 DISCRETISATION = (
     "forward Euler at step dt: v[t] = v[t-1] + dt/tau * (v_leak - v[t-1] + r * I[t]); "
     "LIF: z[t] = v[t] > v_threshold, then v[t] = v_reset where z[t]; an edge closing a cycle "
-    "(the recurrent loop through w_rec) carries the previous step's value; spikes are 0/1 per "
-    "step"
+    "(the recurrent loop through w_rec, and the readout loop through readout_leak in the norse "
+    "and snntorch dialects) carries the previous step's value; spikes are 0/1 per step"
 )
 
 
@@ -183,6 +183,21 @@ def _hidden_constants(
     return clock, tau, r, threshold, gain
 
 
+def _readout(config: RSNNConfig, dialect: str) -> tuple[dict[str, nir.NIRNode], list]:
+    """The leaky readout ``y[t] = kappa y[t-1] + W_out z[t]``: an ``LI`` node in the ``nir``
+    dialect, else the discrete recurrence ``readout`` <-> ``readout_leak``."""
+    n_out, kappa = config.n_out, config.kappa
+    meta = {"tau_out_s": np.full(n_out, config.tau_out_s), "kappa": np.full(n_out, kappa)}
+    if dialect == "nir":
+        tau, r = euler_constants(meta["tau_out_s"], config.dt_s)
+        return {"readout": nir.LI(tau=tau, r=r, v_leak=np.zeros(n_out), metadata=meta)}, []
+    nodes = {
+        "readout": nir.Linear(weight=np.eye(n_out), metadata=meta),
+        "readout_leak": nir.Linear(weight=kappa * np.eye(n_out)),
+    }
+    return nodes, [("readout", "readout_leak"), ("readout_leak", "readout")]
+
+
 @torch.no_grad()
 def export_nir(model: RSNN, *, subtract_reset: str = "error", dialect: str = "nir") -> nir.NIRGraph:
     """Translate ``model`` into a :class:`nir.NIRGraph` (see the module docstring).
@@ -242,19 +257,9 @@ def export_nir(model: RSNN, *, subtract_reset: str = "error", dialect: str = "ni
         nodes["w_rec"] = nir.Linear(weight=w_rec)
         edges += [("hidden", "w_rec"), ("w_rec", into_hidden)]
     nodes["w_out"] = nir.Linear(weight=_array(model.w_out))
-    readout_meta = {
-        "tau_out_s": np.full(n_out, config.tau_out_s),
-        "kappa": np.full(n_out, config.kappa),
-    }
-    if dialect == "nir":
-        tau_readout, r_readout = euler_constants(readout_meta["tau_out_s"], dt)
-        nodes["readout"] = nir.LI(
-            tau=tau_readout, r=r_readout, v_leak=np.zeros(n_out), metadata=readout_meta
-        )
-    else:
-        nodes["readout"] = nir.Linear(weight=np.eye(n_out), metadata=readout_meta)
-        nodes["readout_leak"] = nir.Linear(weight=config.kappa * np.eye(n_out))
-        edges += [("readout", "readout_leak"), ("readout_leak", "readout")]
+    readout_nodes, readout_edges = _readout(config, dialect)
+    nodes.update(readout_nodes)
+    edges += readout_edges
     out_scale, out_mean = _array(model.output_scale), _array(model.output_mean)
     b_out = _array(model.b_out)
     nodes["denorm"] = nir.Affine(weight=np.diag(out_scale), bias=b_out * out_scale + out_mean)
