@@ -51,6 +51,25 @@ Discrete-time reading. The recurrent edge ``hidden -> w_rec -> hidden`` closes a
 discrete simulator delays such an edge by one step, which is the model's ``W_rec z[t-1]``.
 All other edges act within the step (the readout sees ``z[t]``). Spikes are 0/1 per step.
 
+Dialects. The graph above (``dialect="nir"``) is the exact continuous-time form; the NIR
+importers of Norse 1.1 and snnTorch 1.0 cannot run it (neither maps ``nir.LI``; Norse reads
+``r`` as 1, snnTorch integrates every LIF at 1e-4 s with one threshold per layer). Reset to
+zero, ``v_leak = 0`` and ``v_reset = 0`` make the hidden layer invariant to two rescalings,
+which the dialects use so that each importer computes the model's spikes exactly:
+
+    norse     r = 1; each hidden neuron's incoming weights (w_in rows and bias, w_rec rows)
+              times 1/(1 - alpha). Load with ``norse.torch.from_nir(graph, dt=metadata["dt"])``.
+    snntorch  the graph's clock is ``dt = 1e-4`` s per bin (``metadata["dt"]``; the bin width
+              stays in ``metadata["bin_s"]``): tau = 1e-4/(1 - alpha), r = 1/(1 - alpha);
+              v_threshold = 1 with each neuron's incoming weights divided by its theta.
+
+In both, the readout is a discrete recurrence instead of ``nir.LI``: ``readout`` (nir.Linear,
+identity) sums ``w_out`` and ``readout_leak`` (nir.Linear, ``kappa I``) which feeds back from
+``readout``; with the one-step delay on the cycle it computes ``y[t] = kappa y[t-1] + W_out
+z[t]``, exactly the model's readout. That loop has no dynamics of its own, so it means the
+model only to a discrete-time simulator that delays cycles by one step (both importers do).
+Only reset to zero exports in a dialect.
+
 Only LIF neurons export: ALIF neurons (nonzero ``beta``) have an adaptive threshold that NIR
 cannot express, and the model is refused with a message naming them.
 """
@@ -66,18 +85,27 @@ import nir
 import numpy as np
 import torch
 
-from bci.rsnn import RSNN
+from bci.rsnn import RSNN, RSNNConfig
 
-__all__ = ["SUBTRACT_RESET_MODES", "euler_constants", "export_nir", "write_nir"]
+__all__ = [
+    "DIALECTS",
+    "SNNTORCH_DT_S",
+    "SUBTRACT_RESET_MODES",
+    "euler_constants",
+    "export_nir",
+    "write_nir",
+]
 
 logger = logging.getLogger(__name__)
 
 SUBTRACT_RESET_MODES: tuple[str, ...] = ("error", "threshold")
+DIALECTS: tuple[str, ...] = ("nir", "norse", "snntorch")
+SNNTORCH_DT_S = 1e-4  # the step snnTorch's NIR importer integrates every LIF at (seconds)
 DISCRETISATION = (
     "forward Euler at step dt: v[t] = v[t-1] + dt/tau * (v_leak - v[t-1] + r * I[t]); "
     "LIF: z[t] = v[t] > v_threshold, then v[t] = v_reset where z[t]; an edge closing a cycle "
-    "(the recurrent loop through w_rec) carries the previous step's value; spikes are 0/1 per "
-    "step"
+    "(the recurrent loop through w_rec, and the readout loop through readout_leak in the norse "
+    "and snntorch dialects) carries the previous step's value; spikes are 0/1 per step"
 )
 
 
@@ -98,7 +126,7 @@ def _array(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().cpu().to(torch.float64).numpy().copy()
 
 
-def _check_exportable(model: RSNN, subtract_reset: str) -> None:
+def _check_exportable(model: RSNN, subtract_reset: str, dialect: str) -> None:
     if not isinstance(model, RSNN):
         raise TypeError(f"export_nir expects a bci.rsnn.RSNN, got {type(model).__name__}")
     if subtract_reset not in SUBTRACT_RESET_MODES:
@@ -106,19 +134,25 @@ def _check_exportable(model: RSNN, subtract_reset: str) -> None:
             f"unknown subtract_reset {subtract_reset!r}; valid values: "
             f"{', '.join(SUBTRACT_RESET_MODES)}"
         )
+    if dialect not in DIALECTS:
+        raise ValueError(f"unknown NIR dialect {dialect!r}; valid dialects: {', '.join(DIALECTS)}")
     problems = []
     n_alif = int((model.beta != 0).sum())
     if n_alif:
         problems.append(
-            f"RSNN has {n_alif} ALIF (adaptive-threshold) neurons; NIR export supports LIF "
-            "only; train with alif_fraction=0"
+            f"the model has {n_alif} ALIF (adaptive-threshold) neurons, which NIR cannot "
+            "express: recalibrate with --alif-fraction 0"
         )
-    if model.config.reset == "subtract" and subtract_reset == "error":
+    if model.config.reset == "subtract" and dialect != "nir":
         problems.append(
-            "RSNN resets by subtraction (reset='subtract'), which NIR's LIF cannot express "
-            "(a NIR LIF neuron resets to v_reset); train with reset='zero', or export with "
-            "subtract_reset='threshold' (exact LI + Threshold form, which fewer NIR back ends "
-            "accept)"
+            f"the model resets by subtraction, which the {dialect} dialect cannot express: "
+            "recalibrate with --reset zero"
+        )
+    elif model.config.reset == "subtract" and subtract_reset == "error":
+        problems.append(
+            "the model resets by subtraction, which NIR's LIF cannot express (it resets to "
+            "v_reset): recalibrate with --reset zero, or export with --subtract-reset threshold "
+            "(LI + Threshold, which fewer NIR consumers load)"
         )
     if problems:
         raise ValueError("cannot export to NIR: " + "; ".join(problems))
@@ -130,35 +164,65 @@ def _check_exportable(model: RSNN, subtract_reset: str) -> None:
             )
 
 
+def _hidden_constants(
+    tau_mem: np.ndarray, threshold: np.ndarray, dt: float, dialect: str
+) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(clock, tau, r, v_threshold, gain)`` of the hidden layer in ``dialect``.
+
+    ``clock`` is the graph's step (seconds); ``gain`` (H,) multiplies each hidden neuron's
+    incoming weights. Every dialect keeps ``1 - clock/tau = alpha`` and ``r clock/tau gain /
+    v_threshold = 1/theta``, so the spikes are the model's (see the module docstring).
+    """
+    clock = SNNTORCH_DT_S if dialect == "snntorch" else dt
+    tau, r = euler_constants(tau_mem * (clock / dt), clock)
+    gain = np.ones_like(tau)
+    if dialect == "norse":  # Norse's importer reads r as 1
+        gain, r = r, np.ones_like(r)
+    elif dialect == "snntorch":  # snnTorch's importer takes one threshold per layer
+        gain, threshold = 1.0 / threshold, np.ones_like(threshold)
+    return clock, tau, r, threshold, gain
+
+
+def _readout(config: RSNNConfig, dialect: str) -> tuple[dict[str, nir.NIRNode], list]:
+    """The leaky readout ``y[t] = kappa y[t-1] + W_out z[t]``: an ``LI`` node in the ``nir``
+    dialect, else the discrete recurrence ``readout`` <-> ``readout_leak``."""
+    n_out, kappa = config.n_out, config.kappa
+    meta = {"tau_out_s": np.full(n_out, config.tau_out_s), "kappa": np.full(n_out, kappa)}
+    if dialect == "nir":
+        tau, r = euler_constants(meta["tau_out_s"], config.dt_s)
+        return {"readout": nir.LI(tau=tau, r=r, v_leak=np.zeros(n_out), metadata=meta)}, []
+    nodes = {
+        "readout": nir.Linear(weight=np.eye(n_out), metadata=meta),
+        "readout_leak": nir.Linear(weight=kappa * np.eye(n_out)),
+    }
+    return nodes, [("readout", "readout_leak"), ("readout_leak", "readout")]
+
+
 @torch.no_grad()
-def export_nir(model: RSNN, *, subtract_reset: str = "error") -> nir.NIRGraph:
+def export_nir(model: RSNN, *, subtract_reset: str = "error", dialect: str = "nir") -> nir.NIRGraph:
     """Translate ``model`` into a :class:`nir.NIRGraph` (see the module docstring).
 
     All arrays are float64 copies of the model's values. ``subtract_reset``: ``"error"``
     (default) refuses a model with reset "subtract"; ``"threshold"`` writes it exactly as
-    LI + Threshold with the reset on the recurrent edge. Raises ``ValueError`` for ALIF
-    neurons, a refused reset or non-finite weights, ``TypeError`` for a non-RSNN model.
+    LI + Threshold with the reset on the recurrent edge. ``dialect``: ``"nir"`` (default),
+    ``"norse"`` or ``"snntorch"``, the shape those importers run. Raises ``ValueError`` for
+    ALIF neurons, a refused reset or non-finite weights, ``TypeError`` for a non-RSNN model.
     """
-    _check_exportable(model, subtract_reset)
+    _check_exportable(model, subtract_reset, dialect)
     config = model.config
     dt = float(config.dt_s)
     n_in, n_hidden, n_out = config.n_in, config.n_hidden, config.n_out
 
     w_in = _array(model.w_in)
     mean, scale = _array(model.input_mean), _array(model.input_scale)
-    w_in_norm = w_in / scale[None, :]
-    b_in = -(w_in @ (mean / scale))
-
     tau_mem = _array(model.tau_mem_s)
-    tau_hidden, r_hidden = euler_constants(tau_mem, dt)
-    threshold = _array(model.threshold)
+    clock, tau_hidden, r_hidden, threshold, gain = _hidden_constants(
+        tau_mem, _array(model.threshold), dt, dialect
+    )
+    w_in_norm = gain[:, None] * w_in / scale[None, :]
+    b_in = -gain * (w_in @ (mean / scale))
     zeros_h = np.zeros(n_hidden)
-    w_rec = _array(model.recurrent_weights)
-
-    tau_out = np.full(n_out, float(config.tau_out_s))
-    tau_readout, r_readout = euler_constants(tau_out, dt)
-    out_scale, out_mean = _array(model.output_scale), _array(model.output_mean)
-    b_out = _array(model.b_out)
+    w_rec = gain[:, None] * _array(model.recurrent_weights)
 
     hidden_meta = {"tau_mem_s": tau_mem, "alpha": np.exp(-dt / tau_mem)}
     nodes: dict[str, nir.NIRNode] = {
@@ -185,16 +249,19 @@ def export_nir(model: RSNN, *, subtract_reset: str = "error") -> nir.NIRGraph:
         )
         edges = [("input", "w_in"), ("w_in", "hidden")]
         into_hidden = "hidden"
+        if dialect == "snntorch":  # a 3-cycle: snnTorch rewires a LIF <-> Linear 2-cycle
+            nodes["hidden_in"] = nir.Linear(weight=np.eye(n_hidden))
+            edges = [("input", "w_in"), ("w_in", "hidden_in"), ("hidden_in", "hidden")]
+            into_hidden = "hidden_in"
     if np.any(w_rec != 0):
         nodes["w_rec"] = nir.Linear(weight=w_rec)
         edges += [("hidden", "w_rec"), ("w_rec", into_hidden)]
     nodes["w_out"] = nir.Linear(weight=_array(model.w_out))
-    nodes["readout"] = nir.LI(
-        tau=tau_readout,
-        r=r_readout,
-        v_leak=np.zeros(n_out),
-        metadata={"tau_out_s": tau_out, "kappa": np.full(n_out, float(config.kappa))},
-    )
+    readout_nodes, readout_edges = _readout(config, dialect)
+    nodes.update(readout_nodes)
+    edges += readout_edges
+    out_scale, out_mean = _array(model.output_scale), _array(model.output_mean)
+    b_out = _array(model.b_out)
     nodes["denorm"] = nir.Affine(weight=np.diag(out_scale), bias=b_out * out_scale + out_mean)
     nodes["output"] = nir.Output(output_type=np.array([n_out]))
     edges += [
@@ -205,9 +272,11 @@ def export_nir(model: RSNN, *, subtract_reset: str = "error") -> nir.NIRGraph:
     ]
     metadata = {
         "source": "bci.rsnn.RSNN",
-        "dt": dt,
+        "dt": clock,
+        "bin_s": dt,
         "time_unit": "s",
         "discretisation": DISCRETISATION,
+        "dialect": dialect,
         "reset": config.reset,
         "hidden_form": "LI+Threshold" if subtract else "LIF",
         "n_in": n_in,
@@ -223,14 +292,16 @@ def write_nir(
     out_path: str | os.PathLike[str],
     *,
     subtract_reset: str = "error",
+    dialect: str = "nir",
     overwrite: bool = False,
 ) -> Path:
     """Load the checkpoint at ``checkpoint_path`` and write its NIR graph to ``out_path``.
 
-    The graph is :func:`export_nir`'s plus metadata from the checkpoint manifest
-    (``kinematics_labels`` and ``channel_labels`` as JSON strings, ``checkpoint`` file name,
-    ``checkpoint_sha256``). The file (HDF5, read it with ``nir.read``) is written to a temporary
-    file in the same directory and renamed, so it is never seen half written. Raises
+    The graph is :func:`export_nir`'s (same ``subtract_reset`` and ``dialect``) plus metadata
+    from the checkpoint manifest (``kinematics_labels`` and ``channel_labels`` as JSON strings,
+    ``checkpoint`` file name, ``checkpoint_sha256``). The file (HDF5, read it with
+    ``nir.read``) is written to a temporary file in the same directory and renamed, so it is
+    never seen half written. Raises
     ``bci.checkpoint.CheckpointError`` (a ``ValueError``) for a bad checkpoint, ``ValueError``
     for a model NIR cannot express, ``FileExistsError`` if ``out_path`` exists and not
     ``overwrite``, ``FileNotFoundError`` if its directory does not exist. Returns ``out_path``.
@@ -247,7 +318,7 @@ def write_nir(
             f"cannot write {out}: directory {out.parent} does not exist; create it first"
         )
     checkpoint = load_checkpoint(checkpoint_path)
-    graph = export_nir(checkpoint.model, subtract_reset=subtract_reset)
+    graph = export_nir(checkpoint.model, subtract_reset=subtract_reset, dialect=dialect)
     manifest = checkpoint.manifest
     graph.metadata.update(
         {
@@ -265,9 +336,10 @@ def write_nir(
         tmp.unlink(missing_ok=True)
         raise
     logger.info(
-        "wrote NIR graph %s from %s (%d hidden %s neurons, dt %g s)",
+        "wrote NIR graph %s from %s (%s dialect, %d hidden %s neurons, dt %g s)",
         out,
         checkpoint.path,
+        dialect,
         graph.metadata["n_hidden"],
         graph.metadata["hidden_form"],
         graph.metadata["dt"],

@@ -40,7 +40,7 @@ from bci.metrics import (
     r2_score,
     synaptic_operations,
 )
-from bci.rsnn import RSNN
+from bci.rsnn import RSNN, RSNNConfig
 from bci.training import TrainConfig, TrainResult, train_rsnn
 from calibration.evaluate import EvaluationConfig, evaluate_decoders
 from calibration.report import ReportInputs, write_report
@@ -69,7 +69,9 @@ class CalibrationOptions:
     """Inputs, split, model and training options of one calibration (times in the names).
 
     ``steps`` is the BPTT step budget of the final training; ``trial_steps`` that of each
-    search trial (default ``min(steps, 300)``).
+    search trial (default ``min(steps, 300)``). ``reset`` and ``surrogate`` are the neuron
+    choices of :class:`bci.rsnn.RSNNConfig`, used by the search trials too; a LIF model
+    (``alif_fraction=0``) with ``reset="zero"`` exports to NIR exactly (:mod:`bci.nir_export`).
     """
 
     neural: str | None = None
@@ -79,6 +81,8 @@ class CalibrationOptions:
     split: tuple[float, float, float] = (0.7, 0.1, 0.2)
     hidden: int = 256
     alif_fraction: float = 0.5
+    reset: str = RSNNConfig.reset
+    surrogate: str = RSNNConfig.surrogate
     steps: int = 1500
     lr: float = 3e-3
     rate_hz: float = 2.0
@@ -294,9 +298,11 @@ def run_calibration(
     session = load_calibration_session(Path(session_path), options)
     train, val, test = split_session(session, options.split)
     init_model = None if options.init is None else _load_init(Path(options.init), session)
+    neuron = {"reset": options.reset, "surrogate": options.surrogate}
     snn_params: dict[str, Any] = {
         "n_hidden": options.hidden,
         "alif_fraction": options.alif_fraction,
+        **neuron,
     }
     train_config = options.train_config()
     search: SearchResult | None = None
@@ -308,6 +314,7 @@ def run_calibration(
             val.kinematics,
             session.bin_s,
             train=options.train_config(options.trial_steps or min(options.steps, 300)),
+            snn=neuron,
             seed=options.seed,
         )
         params = sample_trials(options.trials, options.hidden, options.seed, options.search_space)
@@ -319,7 +326,8 @@ def run_calibration(
             search = local_search(
                 params, data, (lambda r: progress("trial", r)) if progress else None
             )
-        snn_params, best_train = split_params(search.best_params)
+        best_snn, best_train = split_params(search.best_params)
+        snn_params = {**neuron, **best_snn}
         train_config = TrainConfig(**{**asdict(train_config), **best_train})
         logger.info("search: best trial %d %s", search.best, search.best_params)
 

@@ -22,6 +22,11 @@ if TYPE_CHECKING:
     from streams.synthetic import SyntheticConfig
 
 EPILOG = "Run 'bci COMMAND --help' for the inputs, outputs and defaults of each command."
+# Choices spelled out so that building the parser imports no torch; a test holds them equal
+# to bci.neurons.RESET_MODES, bci.surrogates.SURROGATES and bci.nir_export.DIALECTS.
+RESET_CHOICES = ("subtract", "zero")
+SURROGATE_CHOICES = ("arctan", "boxcar", "fast_sigmoid", "gaussian", "sigmoid", "triangle")
+DIALECT_CHOICES = ("nir", "norse", "snntorch")
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -347,7 +352,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from calibration.search import SearchError
 
     if args.init is not None:
-        from_checkpoint = _given(args, "--hidden", "--alif-fraction")
+        from_checkpoint = _given(args, "--hidden", "--alif-fraction", "--reset", "--surrogate")
         if from_checkpoint:
             raise ValueError(
                 f"{', '.join(from_checkpoint)} cannot change a model fine-tuned with --init "
@@ -362,6 +367,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         split=_split_fractions(args.split),
         hidden=defaults.hidden if args.hidden is None else args.hidden,
         alif_fraction=defaults.alif_fraction if args.alif_fraction is None else args.alif_fraction,
+        reset=defaults.reset if args.reset is None else args.reset,
+        surrogate=defaults.surrogate if args.surrogate is None else args.surrogate,
         steps=args.steps,
         lr=args.lr,
         rate_hz=args.rate_hz,
@@ -459,11 +466,37 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from bci.nir_export import write_nir
 
+    if args.session is not None and not args.report:
+        raise ValueError("--session picks the session --report scores on: add --report")
     path = write_nir(
-        args.model, args.out, subtract_reset=args.subtract_reset, overwrite=args.overwrite
+        args.model,
+        args.out,
+        subtract_reset=args.subtract_reset,
+        dialect=args.dialect,
+        overwrite=args.overwrite,
     )
-    print(f"wrote {path}: NIR graph of {args.model}")
+    print(f"wrote {path}: NIR graph ({args.dialect} dialect) of {args.model}")
+    if args.report:
+        _print_deployment_report(args.model, args.session)
     return 0
+
+
+def _print_deployment_report(checkpoint: str, session: str | None) -> None:
+    from calibration.deploy import deployment_report
+
+    report = deployment_report(checkpoint, session)
+    budget = report.budget
+    synapses = budget.synapses
+    print(
+        f"neurons: {budget.hidden_neurons} LIF hidden + {budget.readout_neurons} LI readout\n"
+        f"synapses: {budget.total_synapses} (w_in {synapses['w_in']}, w_rec "
+        f"{synapses['w_rec']}, w_out {synapses['w_out']})\n"
+        f"fan-in per hidden neuron: max {budget.fan_in_max}, mean {budget.fan_in_mean:.1f}\n"
+        "weight range: "
+        + ", ".join(f"{k} [{lo:.4g}, {hi:.4g}]" for k, (lo, hi) in budget.weight_range.items())
+    )
+    print(f"test part of {report.session}: {report.test_bins} bins")
+    _print_table(["weights", "test R2"], [[k, f"{v:.4f}"] for k, v in report.r2.items()])
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -740,7 +773,9 @@ def build_parser() -> argparse.ArgumentParser:
             "example: bci calibrate session.npz --out model.safetensors --report report/\n"
             "example: bci calibrate rec.xdf --neural bci-sim --bin-ms 50 --out m.safetensors\n"
             "example: bci calibrate day2.npz --init day1.safetensors --out day2.safetensors\n"
-            "example: bci calibrate session.npz --trials 8 --ray --out m.safetensors"
+            "example: bci calibrate session.npz --trials 8 --ray --out m.safetensors\n"
+            "example (exports to NIR as is): bci calibrate session.npz --alif-fraction 0 "
+            "--reset zero --out lif.safetensors"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -763,6 +798,16 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--hidden", type=int, help="hidden neurons (default 256)")
     calibrate.add_argument(
         "--alif-fraction", type=float, help="fraction of adaptive (ALIF) neurons (default 0.5)"
+    )
+    calibrate.add_argument(
+        "--reset",
+        choices=RESET_CHOICES,
+        help="membrane reset after a spike: by subtraction (default) or to zero (exports to NIR)",
+    )
+    calibrate.add_argument(
+        "--surrogate",
+        choices=SURROGATE_CHOICES,
+        help="surrogate gradient of the spike (default triangle)",
     )
     calibrate.add_argument(
         "--steps", type=int, default=1500, help="max BPTT steps, early stopping (default 1500)"
@@ -798,8 +843,16 @@ def build_parser() -> argparse.ArgumentParser:
             "Linear W_rec, the readout as Linear W_out then LI, and the output scaling as an "
             "Affine. Time constants are for forward Euler at the model's bin width, stored as "
             "metadata dt. Models with ALIF neurons are refused; so are models with reset by "
-            "subtraction unless --subtract-reset threshold.\n\n"
-            "example: bci export --nir model.safetensors model.nir"
+            "subtraction unless --subtract-reset threshold. A model calibrated with "
+            "--alif-fraction 0 --reset zero exports as is.\n\n"
+            "--dialect writes the shape one importer runs exactly: norse (norse.torch.from_nir "
+            "with dt = the graph's metadata dt) or snntorch (snntorch.import_nir); both write "
+            "the readout as a discrete recurrence instead of an LI node.\n\n"
+            "--report prints what a chip budgets (neurons, synapses, fan-in, weight ranges) "
+            "and the test R2 with weights quantized to 8 and 4 bits, on the test part of the "
+            "session the checkpoint was calibrated on (or --session).\n\n"
+            "example: bci export --nir model.safetensors model.nir --report\n"
+            "example: bci export --nir model.safetensors norse.nir --dialect norse"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -811,6 +864,18 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("error", "threshold"),
         default="error",
         help="a model with reset by subtraction: refuse (default) or write it as LI + Threshold",
+    )
+    export.add_argument(
+        "--dialect",
+        choices=DIALECT_CHOICES,
+        default="nir",
+        help="graph shape: nir (default, exact continuous time), norse or snntorch",
+    )
+    export.add_argument(
+        "--report", action="store_true", help="print hardware budgets and quantized test R2"
+    )
+    export.add_argument(
+        "--session", help="report: score on this session (default: the calibration session)"
     )
     export.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     export.set_defaults(func=cmd_export)

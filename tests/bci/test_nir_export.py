@@ -229,13 +229,20 @@ def test_model_without_recurrence_has_no_recurrent_edge() -> None:
 
 
 @pytest.mark.parametrize(
-    ("reset", "subtract_reset"), [("zero", "error"), ("subtract", "threshold")]
+    ("reset", "subtract_reset", "dialect"),
+    [
+        ("zero", "error", "nir"),
+        ("subtract", "threshold", "nir"),
+        ("zero", "error", "norse"),
+        ("zero", "error", "snntorch"),
+    ],
 )
 def test_simulated_graph_reproduces_model_spikes_and_outputs(
-    tmp_path: Path, reset: str, subtract_reset: str
+    tmp_path: Path, reset: str, subtract_reset: str, dialect: str
 ) -> None:
     model = _model(seed=2, reset=reset)
-    graph = _write_read(export_nir(model, subtract_reset=subtract_reset), tmp_path / "sim.nir")
+    graph = export_nir(model, subtract_reset=subtract_reset, dialect=dialect)
+    graph = _write_read(graph, tmp_path / "sim.nir")
     x = _counts(80, N_IN, seed=5)
     with torch.no_grad():
         trace = model.run(torch.as_tensor(x)[:, None, :])
@@ -252,6 +259,42 @@ def test_simulated_graph_reproduces_model_spikes_and_outputs(
     membrane = "hidden" if reset == "zero" else "hidden_v"
     graph.nodes[membrane].tau = graph.nodes[membrane].metadata["tau_mem_s"]
     assert not np.array_equal(simulate_nir(graph, x)["hidden"], spikes)
+
+
+def test_dialects_rescale_the_hidden_layer_and_unroll_the_readout() -> None:
+    model = _model()
+    dt, alpha, theta = model.config.dt_s, _np(model.alpha), _np(model.threshold)
+    plain = export_nir(model).nodes
+    norse = export_nir(model, dialect="norse")
+    snn = export_nir(model, dialect="snntorch")
+    for graph in (norse, snn):
+        nodes = graph.nodes
+        assert graph.metadata["bin_s"] == dt
+        assert isinstance(nodes["readout"], nir.Linear)
+        np.testing.assert_array_equal(nodes["readout"].weight, np.eye(N_OUT))
+        np.testing.assert_allclose(nodes["readout_leak"].weight, model.config.kappa * np.eye(N_OUT))
+        assert {("readout", "readout_leak"), ("readout_leak", "readout")} <= set(graph.edges)
+    # Norse reads r as 1: the gain 1/(1 - alpha) moves into the incoming weights
+    lif, gain = norse.nodes["hidden"], 1.0 / (1.0 - alpha)
+    assert norse.metadata["dt"] == dt
+    np.testing.assert_array_equal(lif.r, 1.0)
+    np.testing.assert_allclose(1.0 - dt / lif.tau, alpha, rtol=1e-12)
+    np.testing.assert_array_equal(lif.v_threshold, theta)
+    for name in ("w_in", "w_rec"):
+        np.testing.assert_allclose(norse.nodes[name].weight, gain[:, None] * plain[name].weight)
+    np.testing.assert_allclose(norse.nodes["w_in"].bias, gain * plain["w_in"].bias)
+    # snnTorch integrates at 1e-4 s with one threshold: 1/theta moves into the weights, and the
+    # recurrent loop passes through hidden_in (a 3-cycle)
+    lif, clock = snn.nodes["hidden"], 1e-4
+    assert snn.metadata["dt"] == clock
+    np.testing.assert_allclose(1.0 - clock / lif.tau, alpha, rtol=1e-9)
+    np.testing.assert_allclose(lif.r * clock / lif.tau, 1.0, rtol=1e-12)
+    np.testing.assert_array_equal(lif.v_threshold, 1.0)
+    np.testing.assert_allclose(snn.nodes["w_rec"].weight, plain["w_rec"].weight / theta[:, None])
+    np.testing.assert_array_equal(snn.nodes["hidden_in"].weight, np.eye(N_HIDDEN))
+    assert {("w_in", "hidden_in"), ("hidden_in", "hidden"), ("w_rec", "hidden_in")} <= set(
+        snn.edges
+    )
 
 
 def test_subtract_reset_threshold_form(tmp_path: Path) -> None:
@@ -279,8 +322,8 @@ def test_subtract_reset_threshold_form(tmp_path: Path) -> None:
 def test_alif_model_is_refused_naming_the_neurons() -> None:
     model = _model(alif_fraction=0.25)
     message = (
-        "RSNN has 6 ALIF (adaptive-threshold) neurons; NIR export supports LIF only; "
-        "train with alif_fraction=0"
+        "cannot export to NIR: the model has 6 ALIF (adaptive-threshold) neurons, which NIR "
+        "cannot express: recalibrate with --alif-fraction 0"
     )
     with pytest.raises(ValueError, match=re.escape(message)):
         export_nir(model)
@@ -292,12 +335,17 @@ def test_alif_fraction_with_zero_beta_is_plain_lif() -> None:
 
 
 def test_subtract_reset_is_refused_by_default() -> None:
-    with pytest.raises(ValueError, match=r"reset='subtract'.*train with reset='zero'") as info:
+    with pytest.raises(ValueError, match=r"resets by subtraction.*recalibrate with --reset zero"):
         export_nir(_model(reset="subtract"))
-    assert "subtract_reset='threshold'" in str(info.value)
-    # both problems at once
-    with pytest.raises(ValueError, match=r"12 ALIF .*; RSNN resets by subtraction"):
+    with pytest.raises(ValueError, match="or export with --subtract-reset threshold"):
+        export_nir(_model(reset="subtract"))
+    # both problems at once, on one line
+    with pytest.raises(ValueError, match=r"12 ALIF .*; the model resets by subtraction") as info:
         export_nir(_model(reset="subtract", alif_fraction=0.5))
+    assert "\n" not in str(info.value)
+    # a dialect cannot carry the LI + Threshold form
+    with pytest.raises(ValueError, match="which the norse dialect cannot express: recalibrate"):
+        export_nir(_model(reset="subtract"), subtract_reset="threshold", dialect="norse")
 
 
 def test_bad_arguments_are_refused() -> None:
@@ -305,6 +353,8 @@ def test_bad_arguments_are_refused() -> None:
         export_nir(torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="unknown subtract_reset 'maybe'; valid values: error"):
         export_nir(_model(), subtract_reset="maybe")
+    with pytest.raises(ValueError, match="unknown NIR dialect 'lava'; valid dialects: nir, norse"):
+        export_nir(_model(), dialect="lava")
     model = _model()
     with torch.no_grad():
         model.w_out[0, 3] = float("nan")
