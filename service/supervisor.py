@@ -52,6 +52,7 @@ logger = logging.getLogger(__name__)
 _CTX = multiprocessing.get_context("spawn")
 _START_TIMEOUT_S = 60.0  # a decoder that is not ready by then failed to start
 _RESTART_PAUSE_S = 0.5  # least time between two restarts of the same process
+_HANDOVER_S = 1.0  # longest wait for a consumer to reach the stand-in before it closes
 
 
 @dataclass(frozen=True)
@@ -138,8 +139,8 @@ class Supervisor:
                 if process.is_alive():
                     process.kill()
                 raise ValueError(message or f"the decoder process ended (exit {process.exitcode})")
-        if stand_in is not None:
-            stand_in.close()  # the new decoder's outlet takes over the stream
+        if stand_in is not None:  # the new decoder's outlet takes over the stream
+            stand_in.handover(_HANDOVER_S)
         outlet_free.set()
         self.shared.set_supervisor("running", self.restarts["decoder"])
         return process
@@ -215,6 +216,17 @@ class _StandIn:
         zeros = np.zeros(len(self.outlet.labels), dtype=np.float32)
         while not self._stop.wait(self.bin_s):
             self.outlet.push(zeros)
+
+    def handover(self, wait_s: float) -> None:
+        """Close once a consumer has received zeros, or after ``wait_s`` without one: liblsl
+        consumers take a moment to recover to a replaced outlet, and meanwhile they should
+        see the hold rather than nothing."""
+        deadline = time.monotonic() + wait_s
+        while not self.outlet.have_consumers and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if self.outlet.have_consumers:
+            time.sleep(2 * self.bin_s)  # at least one zero sample reaches it
+        self.close()
 
     def close(self) -> None:
         self._stop.set()

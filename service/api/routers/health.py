@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from service.api.deps import LinkDep
 
@@ -18,7 +19,12 @@ class Health(BaseModel):
     model_id: str | None
     bins_decoded: int
     stream_state: str | None
-    decoder: dict[str, Any] | None = None
+    decoder: dict[str, Any] | None = Field(
+        None,
+        description="the decoder process: pid, heartbeat_age_s, restarts, supervisor "
+        "(running / restarting / stopped)",
+    )
+    api_pid: int = Field(description="pid of the process serving this answer")
 
 
 @router.get("/health", response_model=Health)
@@ -33,4 +39,5 @@ def get_health(link: LinkDep) -> Health:
         bins_decoded=link.shared.bins_written,
         stream_state=(status.get("stream") or {}).get("state"),
         decoder=status["decoder"],
+        api_pid=os.getpid(),
     )
