@@ -166,3 +166,69 @@ def render_broadband(
     shapes = (np.asarray(amplitudes_uv)[c, None] * wave[None, :]).reshape(-1)
     np.add.at(voltage, (rows, cols), shapes.astype(np.float32))
     return Broadband(voltage, sub_sample_stamps(end_times, bin_s, per_bin), injected)
+
+
+class Rendered(NamedTuple):
+    """Samples of some bins in a published input kind."""
+
+    data: np.ndarray
+    """(n, stream channels): float32 counts or voltage, or int32 channel indices (events)."""
+    stamps: np.ndarray
+    """(n,) float64 seconds, in time order."""
+    push: np.ndarray
+    """(n,) bool: push everything up to and including this sample once it is due."""
+
+
+class Renderer:
+    """Render bins one block at a time as a publisher sends them (see the module docstring).
+
+    ``kind="counts"`` at ``rate_hz == 1 / bin_s`` passes each bin's values through as one
+    sample (any values: the per-bin stream). Regular kinds push every ``push_interval_s``,
+    counted back from each bin's last sample, so a bin's last sample is pushed when due.
+    Events push each event when due (a publisher coalesces them to ``push_interval_s``).
+
+    Args:
+        kind: ``"counts"``, ``"events"`` or ``"broadband"``.
+        bin_s: bin width on the publishing clock, seconds.
+        n_channels: neural channels.
+        rate_hz: sample rate on the publishing clock (ignored for events).
+        seed: seeds the spike times, noise and per-channel spike amplitudes.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        bin_s: float,
+        n_channels: int,
+        rate_hz: float,
+        seed: int = 0,
+        push_interval_s: float = 0.001,
+    ) -> None:
+        self.kind = kind
+        self.bin_s = bin_s
+        self.rate_hz = rate_hz
+        self._rng = np.random.default_rng(seed)
+        self.per_bin = kind != "events" and samples_per_bin(rate_hz, bin_s) == 1
+        if kind == "broadband":
+            self.amplitudes_uv = spike_amplitudes(n_channels, self._rng)
+        if kind != "events":
+            per_bin = samples_per_bin(rate_hz, bin_s)
+            every = max(1, round(push_interval_s * rate_hz))
+            self._push_mask = (per_bin - 1 - np.arange(per_bin)) % every == 0
+
+    def render(self, counts: np.ndarray, end_times: np.ndarray) -> Rendered:
+        """Samples of the bins ``counts`` (B, C) ending at ``end_times`` (B,) seconds."""
+        if self.per_bin:
+            data = np.asarray(counts, dtype=np.float32)
+            stamps = np.asarray(end_times, dtype=np.float64)
+        elif self.kind == "counts":
+            data, stamps = render_counts(counts, end_times, self.bin_s, self.rate_hz, self._rng)
+        elif self.kind == "events":
+            data, stamps = render_events(counts, end_times, self.bin_s, self._rng)
+            return Rendered(data, stamps, np.ones(stamps.shape[0], dtype=bool))
+        else:
+            rendered = render_broadband(
+                counts, end_times, self.bin_s, self.rate_hz, self.amplitudes_uv, self._rng
+            )
+            data, stamps = rendered.voltage, rendered.stamps
+        return Rendered(data, stamps, np.tile(self._push_mask, len(end_times)))
