@@ -18,9 +18,13 @@ def _session_counts() -> tuple[np.ndarray, np.ndarray]:
     return session.neural, 1234.0 + BIN_S * np.arange(session.n_bins)
 
 
-def _bins(front: FrontEnd, data: np.ndarray, stamps: np.ndarray, last_end: float, seed: int):
+def _bins(
+    front: FrontEnd, data: np.ndarray, stamps: np.ndarray, last_end: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     cuts = np.sort(np.random.default_rng(seed).choice(stamps.shape[0], 25, replace=False))
-    parts = [front.feed(data[a:b], stamps[a:b]) for a, b in zip([0, *cuts], [*cuts, None])]
+    parts = [
+        front.feed(data[a:b], stamps[a:b]) for a, b in zip([0, *cuts], [*cuts, None], strict=True)
+    ]
     parts.append(front.flush(last_end + front.grace_s))  # events: the last bin, gone quiet
     return np.concatenate([p.data for p in parts]), np.concatenate([p.end_times for p in parts])
 
