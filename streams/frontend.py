@@ -24,7 +24,8 @@ closes its own bin, so a publisher that stamps a bin's last sample at the bin en
 latency), or through :meth:`FrontEnd.flush` at its end plus ``grace_s`` when the stream goes
 quiet. A sample stamped in a closed bin is *late*: counted, never added. Bins without samples
 are emitted too (``n_samples == 0``; zeros for events and broadband, a gap for counts).
-Accounting: ``samples_in == samples_binned + late (+ out_of_range) (+ calibration_samples)``.
+Accounting: ``samples_in == samples_binned + late + buffered (+ out_of_range)
+(+ calibration_samples)``.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ INPUT_KIND_KEY = "input_kind"
 
 BROADBAND_MIN_RATE_HZ = 5000.0
 _EDGE_TOLERANCE = 1e-6  # in bins
+_MAX_BUFFERED = 8192  # samples held before they are processed anyway
 
 
 class Bins(NamedTuple):
@@ -158,6 +160,8 @@ class FrontEnd:
         self._sums = np.zeros((0, self.n_channels))  # open bins _next_k, _next_k + 1, ...
         self._counts = np.zeros(0, dtype=np.int64)
         self._last_stamp = -math.inf  # per-sample bins: newest emitted
+        self._buffer: list[tuple[np.ndarray, np.ndarray]] = []  # chunks not yet processed
+        self._buffered = 0
         self._counters = dict.fromkeys(
             ("samples_in", "samples_binned", "late", "bins_emitted", "empty_bins"), 0
         )
@@ -182,13 +186,21 @@ class FrontEnd:
         return self._next_k * self.bin_s + self.grace_s
 
     def counters(self) -> dict[str, int]:
-        """Samples in, binned and late; bins emitted and empty; per kind ``out_of_range``
-        (events), ``crossings`` and ``calibration_samples`` (broadband)."""
-        return dict(self._counters)
+        """Samples in, binned, late and ``buffered`` (not yet processed, see :meth:`feed`);
+        bins emitted and empty; per kind ``out_of_range`` (events), ``crossings`` and
+        ``calibration_samples`` (broadband)."""
+        return {**self._counters, "buffered": self._buffered}
 
     def feed(self, data: np.ndarray, timestamps: np.ndarray) -> Bins:
         """Add a chunk (``data`` (n, stream channels), ``timestamps`` (n,) seconds, arrival
-        order); return the bins it closed, oldest first."""
+        order); return the bins it closed, oldest first.
+
+        The chunk is copied. Samples are processed once a bin can close (a sample stamped at
+        or after the oldest open bin's end), a sample is late, at :meth:`flush`, or every
+        ``_MAX_BUFFERED`` samples: no bin closes later, and small chunks (e.g. 1 ms of
+        30 kHz) cost one filter call per bin, not one per chunk. The bins do not depend on
+        the chunking.
+        """
         data, stamps = self._checked(data, timestamps)
         n = stamps.shape[0]
         self._counters["samples_in"] += n
@@ -196,37 +208,28 @@ class FrontEnd:
             return self._no_bins()
         if self.per_sample_bins:
             return self._feed_per_sample(data, stamps)
-        if self._detector is not None:
-            found = self._detector.process(data)
-            start = found.first_detecting
-            self._counters["calibration_samples"] += start
-            stamps = stamps[start:]
-            if stamps.shape[0] == 0:
-                return self._no_bins()
-            rows, channels = found.sample - start, found.channel
-        else:
-            rows, channels = None, None
-        k, closes = self._bin_index(stamps)
+        self._buffer.append((data.copy(), stamps.copy()))
+        self._buffered += n
         if self._next_k is None:
-            self._next_k = int(k[0])
-        reached = np.maximum.accumulate(np.r_[self._next_k, closes[:-1]])
-        late = k < reached
-        n_late = int(late.sum())
-        if n_late:
-            self._counters["late"] += n_late
-            logger.debug("%d late samples (bins up to %d closed)", n_late, self._next_k - 1)
-        self._add(k, late, data, rows, channels)
-        return self._emit_before(max(self._next_k, int(closes.max())))
+            ready = self._detector is None  # the first sample opens the first bin
+        else:  # a bin can close, or a sample is late (counted at once)
+            newest, oldest = stamps.max() / self.bin_s, stamps.min() / self.bin_s
+            ready = newest >= self._next_k - _EDGE_TOLERANCE
+            ready |= oldest <= self._next_k - 1 + _EDGE_TOLERANCE
+        if ready or self._buffered >= _MAX_BUFFERED:
+            return self._process_buffer()
+        return self._no_bins()
 
     def flush(self, now: float) -> Bins:
         """Close every open bin whose end + ``grace_s`` <= ``now`` (stream-clock seconds)."""
         now = float(now)
         if not math.isfinite(now):
             raise ValueError(f"now={now!r} must be a finite time in seconds")
+        closed = self._process_buffer()
         if self._next_k is None:
-            return self._no_bins()
+            return closed
         last = math.floor((now - self.grace_s) / self.bin_s + _EDGE_TOLERANCE)
-        return self._emit_before(last + 1)
+        return _joined(closed, self._emit_before(last + 1))
 
     # --- internals ------------------------------------------------------------------------
 
@@ -244,6 +247,39 @@ class FrontEnd:
         if not np.isfinite(stamps).all():
             raise ValueError("timestamps must be finite (got NaN or inf)")
         return data, stamps
+
+    def _process_buffer(self) -> Bins:
+        """Bin the buffered samples; return the bins they closed."""
+        if not self._buffer:
+            return self._no_bins()
+        if len(self._buffer) == 1:
+            data, stamps = self._buffer[0]
+        else:
+            data = np.concatenate([d for d, _ in self._buffer])
+            stamps = np.concatenate([t for _, t in self._buffer])
+        self._buffer.clear()
+        self._buffered = 0
+        if self._detector is not None:
+            found = self._detector.process(data)
+            start = found.first_detecting
+            self._counters["calibration_samples"] += start
+            stamps = stamps[start:]
+            if stamps.shape[0] == 0:
+                return self._no_bins()
+            rows, channels = found.sample - start, found.channel
+        else:
+            rows, channels = None, None
+        k, closes = self._bin_index(stamps)
+        if self._next_k is None:
+            self._next_k = int(k[0])
+        reached = np.maximum.accumulate(np.concatenate([[self._next_k], closes[:-1]]))
+        late = k < reached
+        n_late = int(late.sum())
+        if n_late:
+            self._counters["late"] += n_late
+            logger.debug("%d late samples (bins up to %d closed)", n_late, self._next_k - 1)
+        self._add(k, late, data, rows, channels)
+        return self._emit_before(max(self._next_k, int(closes.max())))
 
     def _bin_index(self, stamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Bin ``k`` of each stamp (``t`` in ``(t_k - bin_s, t_k]``) and the first bin still
@@ -317,7 +353,7 @@ class FrontEnd:
 
     def _feed_per_sample(self, data: np.ndarray, stamps: np.ndarray) -> Bins:
         """One sample per bin: emit each at once; a stamp not after the newest is late."""
-        newest = np.maximum.accumulate(np.r_[self._last_stamp, stamps[:-1]])
+        newest = np.maximum.accumulate(np.concatenate([[self._last_stamp], stamps[:-1]]))
         keep = stamps > newest
         n_late = int((~keep).sum())
         if n_late:
@@ -339,3 +375,12 @@ class FrontEnd:
             end_times=np.zeros(0),
             n_samples=np.zeros(0, dtype=np.int64),
         )
+
+
+def _joined(first: Bins, second: Bins) -> Bins:
+    """``first`` then ``second`` as one batch."""
+    if not first.n_bins:
+        return second
+    if not second.n_bins:
+        return first
+    return Bins(*(np.concatenate(pair) for pair in zip(first, second, strict=True)))

@@ -51,12 +51,15 @@ def test_counts_hand_computed_late_and_grace_flush() -> None:
         "late": 2,
         "bins_emitted": 4,
         "empty_bins": 1,
+        "buffered": 0,
     }
 
 
 def test_a_sample_at_the_bin_end_closes_its_bin_at_once() -> None:
     front = FrontEnd("counts", 1.0, 1, sample_rate_hz=4.0)
-    assert front.feed(np.ones((3, 1)), np.array([0.25, 0.5, 0.75])).n_bins == 0
+    assert front.feed(np.ones((1, 1)), np.array([0.25])).n_bins == 0
+    assert front.feed(np.ones((2, 1)), np.array([0.5, 0.75])).n_bins == 0
+    assert front.counters()["buffered"] == 2  # held until a bin can close
     out = front.feed(np.ones((1, 1)), np.array([1.0]))
     np.testing.assert_array_equal(out.end_times, [1.0])
     np.testing.assert_array_equal(out.data, [[4.0]])
@@ -136,6 +139,7 @@ def test_events_are_counted_per_channel() -> None:
         "bins_emitted": 4,
         "empty_bins": 1,
         "out_of_range": 2,
+        "buffered": 0,
     }
 
 
