@@ -16,6 +16,7 @@ import pytest
 
 from streams.frontend import Bins, FrontEnd, input_kind_of
 from streams.player import SessionPlayer
+from streams.session import Session
 from streams.synthetic import SyntheticConfig, simulate_session
 
 TIMEOUT = 30.0
@@ -95,3 +96,22 @@ def test_broadband_crossings_match_the_session_counts_live() -> None:
     found = bins.data[k < session.n_bins]
     assert np.minimum(found, counts).sum() >= 0.95 * counts.sum()
     assert np.maximum(found - counts, 0).sum() <= 0.05 * found.sum()
+
+
+def test_native_rate_arguments_are_checked_before_start() -> None:
+    config = SyntheticConfig(n_channels=4, bin_s=0.05, duration_s=1.0)
+    with pytest.raises(ValueError, match="does not apply to events"):
+        SessionPlayer(config, input_kind="events", input_rate_hz=1000.0)
+    with pytest.raises(ValueError, match="multiple of the bin rate"):
+        SessionPlayer(config, input_kind="counts", input_rate_hz=1234.0)
+    with pytest.raises(ValueError, match="unknown"):
+        SessionPlayer(config, input_kind="lfp")  # type: ignore[arg-type]
+    session = simulate_session(config)
+    rates = Session(neural=session.neural * 0.5 + 0.25, timestamps=session.timestamps, bin_s=0.05)
+    with pytest.raises(ValueError, match="integer spike counts"):
+        SessionPlayer(rates, input_kind="events")
+    SessionPlayer(rates)  # per bin: any values
+    shifted = session.timestamps + np.r_[np.zeros(10), np.full(10, 0.01)]  # a 10 ms step
+    gappy = Session(neural=session.neural, timestamps=shifted, bin_s=0.05)
+    with pytest.raises(ValueError, match="not whole bins apart"):
+        SessionPlayer(gappy, input_kind="counts", input_rate_hz=1000.0)
