@@ -126,7 +126,7 @@ class CrossingDetector:
             if self._seen + start == self.calibration_samples:
                 rms = np.median(np.abs(self._calibration), axis=0) / _MAD_TO_SD
                 self.thresholds = (-self.threshold_k * rms).astype(np.float32)
-                self._calibration = self._calibration[:0]  # free it
+                self._calibration = np.empty((0, self.n_channels), np.float32)  # free it
         offset = self._seen
         self._seen += n
         if start == n:
@@ -151,8 +151,6 @@ class CrossingDetector:
         happened before it; the rest (rare) are resolved in order.
         """
         if row.size == 0 or self.refractory == 0:
-            if row.size:
-                self._last_crossing[channel] = row + offset
             return row, channel
         order = np.lexsort((row, channel))  # by channel, then time
         r, c = row[order] + offset, channel[order]
