@@ -788,6 +788,9 @@ def session_from_xdf_with_report(
             "that the streams overlap in time"
         )
 
+    # an events stream's one channel (the channel index) labels no column of the bins
+    same_channels = binned.counts.shape[1] == neural_stream.channel_count
+    channel_labels = _unique_labels(neural_stream) if same_channels else None
     kinematics_labels = None
     if "kinematics" in streams:
         kin = streams["kinematics"]
@@ -800,7 +803,7 @@ def session_from_xdf_with_report(
             kinematics=resampled["kinematics"][keep] if "kinematics" in resampled else None,
             kinematics_labels=kinematics_labels,
             targets=resampled["targets"][keep] if "targets" in resampled else None,
-            channel_labels=_unique_labels(neural_stream),
+            channel_labels=channel_labels,
         )
     except SessionError as exc:
         raise SessionError(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pylsl
@@ -16,8 +17,10 @@ import pytest
 
 from streams.frontend import Bins, FrontEnd, input_kind_of
 from streams.player import SessionPlayer
+from streams.recorder import Recorder
 from streams.session import Session
 from streams.synthetic import SyntheticConfig, simulate_session
+from streams.xdf import session_from_xdf
 
 TIMEOUT = 30.0
 BIN_S = 0.02
@@ -115,3 +118,25 @@ def test_native_rate_arguments_are_checked_before_start() -> None:
     gappy = Session(neural=session.neural, timestamps=shifted, bin_s=0.05)
     with pytest.raises(ValueError, match="not whole bins apart"):
         SessionPlayer(gappy, input_kind="counts", input_rate_hz=1000.0)
+
+
+def test_a_recorded_events_stream_gives_the_same_bins_offline(tmp_path: Path) -> None:
+    """Player -> LSL -> recorder -> XDF -> session_from_xdf: the desc survives (the channel
+    count of an events stream, here with a silent last channel) and the bins are the
+    session's."""
+    sim = simulate_session(SyntheticConfig(n_channels=12, bin_s=BIN_S, duration_s=0.6, seed=4))
+    neural = sim.neural.copy()
+    neural[:, -1] = 0
+    session = Session(neural=neural, timestamps=sim.timestamps, bin_s=BIN_S)
+    name = f"native-rec-{uuid.uuid4().hex[:12]}"
+    path = tmp_path / "events.xdf"
+    player = SessionPlayer(session, name=name, input_kind="events", wait_for_consumers=TIMEOUT)
+    with player, Recorder(path, [name], resolve_timeout=TIMEOUT) as recorder:
+        assert player.wait(TIMEOUT)
+        assert recorder.wait_samples({name: player.counters()["pushed"][name]}, TIMEOUT)
+        start = player.start_time
+    binned = session_from_xdf(path, name, bin_s=BIN_S)
+    assert binned.n_channels == 12
+    k = np.rint((binned.timestamps - start) / BIN_S).astype(int)
+    np.testing.assert_array_equal(binned.neural, neural[k])
+    assert k[-1] == session.n_bins - 2  # the last bin: the recording ends inside it
