@@ -44,6 +44,8 @@ InputKind = Literal["counts", "events", "broadband"]
 INPUT_KINDS: tuple[str, ...] = get_args(InputKind)
 INPUT_KIND_KEY = "input_kind"
 """``desc`` key in which our publishers name the input kind of a neural stream."""
+NEURAL_CHANNELS_KEY = "neural_channels"
+"""``desc`` key giving the population size of an events stream (its one channel is an index)."""
 
 BROADBAND_MIN_RATE_HZ = 5000.0
 _EDGE_TOLERANCE = 1e-6  # in bins

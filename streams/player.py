@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 import pylsl
 
-from streams.frontend import INPUT_KIND_KEY, INPUT_KINDS, InputKind
+from streams.frontend import INPUT_KIND_KEY, INPUT_KINDS, NEURAL_CHANNELS_KEY, InputKind
 from streams.lsl_outlet import (
     KINEMATICS_SUFFIX,
     KINEMATICS_TYPE,
@@ -96,7 +96,7 @@ class SessionPlayer:
         input_kind: how the neural stream carries the population: ``"counts"`` (default),
             ``"events"`` or ``"broadband"`` (see the module docstring).
         input_rate_hz: native sample rate (before ``speed``): counts default to one sample
-            per bin (today's per-bin stream), broadband to 30 kHz; not for events.
+            per bin (the per-bin stream), broadband to 30 kHz; not for events.
 
     Lifecycle: :meth:`start` (returns once the outlets are discoverable), :meth:`wait`,
     :meth:`stop`; also a context manager. ``running`` is True while the process is alive.
@@ -423,7 +423,7 @@ def _open_outlets(session: Session, config: _PlayConfig) -> list[tuple[int, Any,
     units, channel_format = "counts", "float32"
     if config.input_kind == "events":
         labels, units, channel_format = ("channel",), "index", "int32"
-        neural_extra["neural_channels"] = str(session.n_channels)
+        neural_extra[NEURAL_CHANNELS_KEY] = str(session.n_channels)
     elif config.input_kind == "broadband":
         units = "uV"
     outlets = [

@@ -37,7 +37,14 @@ from typing import Any, NamedTuple
 import numpy as np
 import pyxdf
 
-from streams.frontend import INPUT_KIND_KEY, Bins, FrontEnd, InputKind, input_kind_of
+from streams.frontend import (
+    INPUT_KIND_KEY,
+    NEURAL_CHANNELS_KEY,
+    Bins,
+    FrontEnd,
+    InputKind,
+    input_kind_of,
+)
 from streams.session import Session, SessionError
 from streams.xdf_writer import (
     CHANNEL_FORMATS,
@@ -978,7 +985,7 @@ def _model_channels(path: Path, stream: XdfStream, kind: InputKind) -> int:
             f"neural stream {stream.describe()} in {path} has {stream.channel_count} channels; "
             "an events stream has one (the channel index of each spike)"
         )
-    named = stream.description.get("neural_channels", "")
+    named = stream.description.get(NEURAL_CHANNELS_KEY, "")
     if named.isdigit() and int(named) > 0:
         return int(named)
     return max(int(np.max(stream.time_series, initial=0)) + 1, 1)
