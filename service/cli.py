@@ -75,7 +75,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     )
     if args.out is None:
         return _stream_simulation(config, args)
-    streaming_only = _given(args, "--seconds", "--name", "--speed")
+    streaming_only = _given(args, "--seconds", "--name", "--speed", "--input", "--input-rate-hz")
     if streaming_only:
         raise ValueError(
             f"{', '.join(streaming_only)} only apply when streaming over LSL; drop them or "
@@ -96,16 +96,31 @@ def _positive_seconds(value: float | None, flag: str) -> None:
 
 
 def _stream_simulation(config: SyntheticConfig, args: argparse.Namespace) -> int:
+    from streams.native_rate import samples_per_bin
     from streams.player import simulate_stream
 
     _positive_seconds(args.seconds, "--seconds")
+    kind = args.input or "counts"
+    if args.input_rate_hz is not None:
+        if kind == "events":
+            raise ValueError("--input-rate-hz does not apply to --input events; drop it")
+        try:
+            samples_per_bin(args.input_rate_hz, config.bin_s)
+        except ValueError:
+            raise ValueError(
+                f"--input-rate-hz {args.input_rate_hz:g} is not a whole multiple of the bin "
+                f"rate ({1 / config.bin_s:g} Hz for --bin-ms {args.bin_ms:g}); e.g. 1000 or "
+                "30000"
+            ) from None
     player = simulate_stream(
         config,
         name=args.name or "bci-sim",
         speed=1.0 if args.speed is None else args.speed,
         loop=True,
+        input_kind=kind,
+        input_rate_hz=args.input_rate_hz,
     )
-    _play_until_done(player, args.seconds, describe="synthetic population (looping)")
+    _play_until_done(player, args.seconds, describe=f"synthetic population as {kind} (looping)")
     return 0
 
 
@@ -122,9 +137,10 @@ def _play_until_done(player: SessionPlayer, seconds: float | None, describe: str
         started = time.monotonic()
         total = player.n_bins if not player.loop else None
         bar = tqdm(total=total, desc="bins pushed", unit="bin", leave=False)
+        per_bin = player.stream_names[-1]  # kinematics and targets: one sample per bin
         try:
             while True:
-                pushed = player.counters()["pushed"][player.name]
+                pushed = player.counters()["pushed"][per_bin]
                 bar.update(pushed - bar.n)
                 if player.finished:
                     time.sleep(1.0)  # let consumers drain before the outlets close
@@ -606,9 +622,16 @@ def build_parser() -> argparse.ArgumentParser:
             "Without --out: stream the population live over LSL until Ctrl-C (or --seconds): "
             "outlet NAME (type Neural, spike counts per bin), NAME-kinematics (vx, vy in "
             "cm/s) and NAME-targets (x, y in cm), one sample per bin at 1000 / bin-ms Hz; "
-            "the simulated --minutes loop.\n\n"
+            "the simulated --minutes loop.\n"
+            "--input sets how NAME carries the population: counts (default: one sample per "
+            "bin, or per-channel counts at --input-rate-hz, e.g. 1000), events (an irregular "
+            "int32 stream, one channel index per spike) or broadband (voltage in µV at "
+            "--input-rate-hz, default 30000: spike waveforms on noise). Each bin's samples or "
+            "events sum to the simulated counts; the stream's desc names the input kind "
+            "(input_kind) and the bin width (session_bin_s).\n\n"
             "example: bci simulate --out session.npz --minutes 12\n"
-            "example: bci simulate --name bci-sim --seconds 60"
+            "example: bci simulate --name bci-sim --seconds 60\n"
+            "example: bci simulate --input counts --input-rate-hz 1000 --bin-ms 20"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -635,6 +658,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     simulate.add_argument(
         "--speed", type=float, help="streaming: speed factor over real time (default 1)"
+    )
+    simulate.add_argument(
+        "--input",
+        choices=("counts", "events", "broadband"),
+        help="streaming: what NAME carries (default counts, one sample per bin)",
+    )
+    simulate.add_argument(
+        "--input-rate-hz",
+        type=float,
+        help="streaming: native rate of counts or broadband, a multiple of the bin rate "
+        "(default: the bin rate for counts, 30000 for broadband)",
     )
     simulate.set_defaults(func=cmd_simulate)
 

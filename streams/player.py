@@ -10,15 +10,25 @@ stream name        type           channels
 ``<name>-targets`` ``Targets``    target x, y (cm), when the session has targets
 ================== ============== ==================================================
 
-One sample per session bin, all three streams stamped alike. The nominal rate is
-``speed / bin_s`` (the rate at which samples really arrive), and ``desc`` records the replay
-speed and the session's bin width.
+By default one neural sample per session bin, all three streams stamped alike. With
+``input_kind`` the neural stream carries the population at a rig's native rate instead (see
+:mod:`streams.native_rate`): ``"counts"`` at ``input_rate_hz`` (e.g. 1 kHz), ``"events"``
+(an irregular int32 stream, one channel index per spike, ``desc/neural_channels`` giving the
+population size) or ``"broadband"`` (e.g. 30 kHz voltage in µV, spike waveforms on noise). Their
+sub-samples or events sum to the session's counts exactly, and the session's bin ``k`` ends at
+``t0 + k * bin`` with ``t0`` a whole multiple of the bin width on ``local_clock()`` and the
+bin's last sample stamped at its end, so :class:`streams.frontend.FrontEnd` recovers the
+session's bins. Kinematics and targets stay one sample per bin, stamped at the bin end times.
+The nominal rate is the rate at which samples really arrive (``speed`` x the native rate, 0
+for events), and ``desc`` records the input kind, the replay speed and the session's bin width.
 
-Pacing: bin ``k`` is due at ``t_start + (timestamps[k] - timestamps[0]) / speed`` on
-``pylsl.local_clock()`` (plus one session duration per completed loop). The player pushes every
-due bin, stamped with its *scheduled* time, then sleeps until the next one is due. The
-schedule is fixed at the start, so sleep overshoot never accumulates into drift: a late wake-up
-just pushes a larger chunk. Gaps in the session's timestamps are replayed as gaps.
+Pacing: bin ``k`` ends at ``t_start + (timestamps[k] - timestamps[0]) / speed`` on
+``pylsl.local_clock()`` (plus one session duration per completed loop). Each bin is rendered
+when it starts; the player pushes every sample that is due, stamped with its *scheduled* time,
+then sleeps until the next push point (every bin end for per-bin streams, every millisecond
+counted back from each bin end at native rates, each event). The schedule is fixed at the
+start, so sleep overshoot never accumulates into drift: a late wake-up just pushes a larger
+chunk. Gaps in the session's timestamps are replayed as gaps.
 
 The player runs in a separate process (``multiprocessing`` spawn context) so that the GIL and
 the consumer's work cannot disturb its timing. After the last bin (``loop=False``) the outlets
@@ -41,6 +51,7 @@ from typing import Any
 import numpy as np
 import pylsl
 
+from streams.frontend import INPUT_KIND_KEY, INPUT_KINDS, NEURAL_CHANNELS_KEY, InputKind
 from streams.lsl_outlet import (
     KINEMATICS_SUFFIX,
     KINEMATICS_TYPE,
@@ -49,6 +60,7 @@ from streams.lsl_outlet import (
     TARGETS_TYPE,
     open_outlet,
 )
+from streams.native_rate import Rendered, Renderer, integer_counts, samples_per_bin
 from streams.session import Session
 from streams.synthetic import SyntheticConfig, simulate_session
 
@@ -56,6 +68,9 @@ logger = logging.getLogger(__name__)
 
 _CTX = multiprocessing.get_context("spawn")
 _STREAMS = ("neural", "kinematics", "targets")
+BROADBAND_RATE_HZ = 30_000.0
+_EVENTS_PUSH_INTERVAL_S = 0.001  # events due within this are pushed together
+_GRID_TOLERANCE = 1e-6  # in bins
 
 
 class SessionPlayer:
@@ -77,7 +92,11 @@ class SessionPlayer:
         wait_for: which outlets ``wait_for_consumers`` waits on, by role: ``"neural"``,
             ``"kinematics"``, ``"targets"`` (default: all three; absent streams are skipped).
         kinematics_units: unit of each kinematics channel (one string for all).
-        chunk_max: most bins pushed in one chunk when the player catches up.
+        chunk_max: most bins rendered at once when the player catches up.
+        input_kind: how the neural stream carries the population: ``"counts"`` (default),
+            ``"events"`` or ``"broadband"`` (see the module docstring).
+        input_rate_hz: native sample rate (before ``speed``): counts default to one sample
+            per bin (the per-bin stream), broadband to 30 kHz; not for events.
 
     Lifecycle: :meth:`start` (returns once the outlets are discoverable), :meth:`wait`,
     :meth:`stop`; also a context manager. ``running`` is True while the process is alive.
@@ -95,6 +114,8 @@ class SessionPlayer:
         wait_for: tuple[str, ...] = _STREAMS,
         kinematics_units: str | tuple[str, ...] = "cm/s",
         chunk_max: int = 256,
+        input_kind: InputKind = "counts",
+        input_rate_hz: float | None = None,
     ) -> None:
         if not isinstance(session, (Session, SyntheticConfig)):
             raise TypeError(
@@ -113,6 +134,8 @@ class SessionPlayer:
             raise ValueError(f"wait_for={tuple(wait_for)!r}: name one or more of {_STREAMS}")
         if int(chunk_max) < 1:
             raise ValueError(f"chunk_max={chunk_max!r} must be >= 1")
+        self.input_kind = input_kind
+        self.input_rate_hz = _input_rate(session, input_kind, input_rate_hz)
         self.source = session
         self.name = name
         self.speed = speed
@@ -176,6 +199,8 @@ class SessionPlayer:
             if isinstance(self.kinematics_units, str)
             else tuple(self.kinematics_units),
             chunk_max=self.chunk_max,
+            input_kind=self.input_kind,
+            input_rate_hz=self.input_rate_hz,
         )
         self._process = _CTX.Process(
             target=_run_player,
@@ -353,6 +378,8 @@ class _PlayConfig:
     wait_for: tuple[int, ...]
     kinematics_units: str | tuple[str, ...]
     chunk_max: int
+    input_kind: InputKind
+    input_rate_hz: float  # native rate before speed; 0 for events
 
 
 @dataclass(frozen=True)
@@ -386,13 +413,19 @@ def _run_player(
 
 
 def _open_outlets(session: Session, config: _PlayConfig) -> list[tuple[int, Any, np.ndarray]]:
-    srate = config.speed / session.bin_s
     extra = {
         "replay_speed": f"{config.speed:g}",
         "session_bin_s": f"{session.bin_s:g}",
         "session_bins": str(session.n_bins),
     }
     labels = session.channel_labels or tuple(f"ch{c:03d}" for c in range(session.n_channels))
+    neural_extra = {**extra, INPUT_KIND_KEY: config.input_kind}
+    units, channel_format = "counts", "float32"
+    if config.input_kind == "events":
+        labels, units, channel_format = ("channel",), "index", "int32"
+        neural_extra[NEURAL_CHANNELS_KEY] = str(session.n_channels)
+    elif config.input_kind == "broadband":
+        units = "uV"
     outlets = [
         (
             0,
@@ -400,15 +433,17 @@ def _open_outlets(session: Session, config: _PlayConfig) -> list[tuple[int, Any,
                 config.name,
                 NEURAL_TYPE,
                 labels,
-                "counts",
-                srate,
+                units,
+                config.input_rate_hz * config.speed,
+                channel_format,
                 source_id=config.source_id,
                 model="session player",
-                extra=extra,
+                extra=neural_extra,
             ),
             session.neural,
         )
     ]
+    srate = config.speed / session.bin_s
     if session.kinematics is not None:
         assert session.kinematics_labels is not None
         outlets.append(
@@ -447,6 +482,50 @@ def _open_outlets(session: Session, config: _PlayConfig) -> list[tuple[int, Any,
     return outlets
 
 
+class _Pending:
+    """Rendered samples of one outlet, pushed once their push point is due."""
+
+    def __init__(self, index: int, outlet: Any) -> None:
+        self.index = index
+        self.outlet = outlet
+        self._data: np.ndarray | None = None
+        self._stamps = np.zeros(0)
+        self._push = np.zeros(0, dtype=bool)
+
+    def add(self, rendered: Rendered) -> None:
+        if self._data is None or self._stamps.shape[0] == 0:
+            self._data, self._stamps, self._push = rendered
+            return
+        self._data = np.concatenate([self._data, rendered.data])
+        self._stamps = np.concatenate([self._stamps, rendered.stamps])
+        self._push = np.concatenate([self._push, rendered.push])
+
+    @property
+    def empty(self) -> bool:
+        return self._stamps.shape[0] == 0
+
+    def next_push(self) -> float:
+        """Stamp of the next push point (inf when nothing is pending)."""
+        points = np.flatnonzero(self._push)
+        return float(self._stamps[points[0]]) if points.size else math.inf
+
+    def push_due(self, now: float, shared: _Shared) -> None:
+        """Push every sample up to the last due push point; record the push lag."""
+        due = np.flatnonzero(self._push & (self._stamps <= now))
+        if due.size == 0:
+            return
+        stop = int(due[-1]) + 1
+        assert self._data is not None
+        self.outlet.push_chunk(self._data[:stop], self._stamps[:stop].tolist())
+        shared.pushed[self.index] += stop
+        lag = now - float(self._stamps[due[0]])
+        if lag > shared.max_lag.value:
+            shared.max_lag.value = lag
+        self._data = self._data[stop:]
+        self._stamps = self._stamps[stop:]
+        self._push = self._push[stop:]
+
+
 def _play(source: Session | SyntheticConfig, config: _PlayConfig, shared: _Shared) -> None:
     session = simulate_session(source) if isinstance(source, SyntheticConfig) else source
     outlets = _open_outlets(session, config)
@@ -467,39 +546,81 @@ def _play(source: Session | SyntheticConfig, config: _PlayConfig, shared: _Share
                 break
             time.sleep(0.01)
 
+    bin_clock = session.bin_s / config.speed
+    renderer = Renderer(
+        config.input_kind,
+        bin_clock,
+        session.n_channels,
+        config.input_rate_hz * config.speed,
+        seed=source.seed if isinstance(source, SyntheticConfig) else 0,
+    )
+    coalesce_s = _EVENTS_PUSH_INTERVAL_S if config.input_kind == "events" else 0.0
     offsets = (session.timestamps - session.timestamps[0]) / config.speed
     period = session.duration_s / config.speed
     n = offsets.shape[0]
     clock = pylsl.local_clock
-    t_start = clock()
-    shared.start_time.value = t_start
+    now = clock()
+    # Bin 0 ends at `base`: at once for a per-bin stream; at native rates on the bin grid
+    # (a whole multiple of the bin width), one whole bin ahead.
+    base = now if renderer.per_bin else (math.floor(now / bin_clock) + 2) * bin_clock
+    shared.start_time.value = base
     shared.playing.set()
-    k = 0  # next bin
-    base = t_start  # start of the current loop
-    pushed = shared.pushed
+    pending = [_Pending(index, outlet) for index, outlet, _ in outlets]
+    sources = [data for _, _, data in outlets]
+    k = 0  # next bin to render
+    rendered_all = False
     while not shared.stop.is_set():
         now = clock()
-        due = int(np.searchsorted(offsets, now - base, side="right"))
-        due = min(due, k + config.chunk_max)
-        if due > k:
-            stamps = (base + offsets[k:due]).tolist()
-            for index, outlet, data in outlets:
-                outlet.push_chunk(data[k:due], stamps)
-                pushed[index] += due - k
-            lag = now - stamps[0]
-            if lag > shared.max_lag.value:
-                shared.max_lag.value = lag
-            k = due
-            if k == n:
-                if not config.loop:
-                    shared.finished.set()
-                    break
-                k = 0
-                base += period
-                shared.loops.value += 1
-            continue
-        wait_s = base + offsets[k] - clock()
+        if not rendered_all:  # render the bins that have started
+            started = int(np.searchsorted(offsets, now - base + bin_clock, side="right"))
+            stop_k = min(started, k + config.chunk_max)
+            if stop_k > k:
+                ends = base + offsets[k:stop_k]
+                pending[0].add(renderer.render(sources[0][k:stop_k], ends))
+                for queue, data in zip(pending[1:], sources[1:], strict=True):
+                    queue.add(Rendered(data[k:stop_k], ends, np.ones(stop_k - k, dtype=bool)))
+                k = stop_k
+                if k == n:
+                    if config.loop:
+                        k, base = 0, base + period
+                        shared.loops.value += 1
+                    else:
+                        rendered_all = True
+        for queue in pending:
+            queue.push_due(now, shared)
+        if rendered_all and all(queue.empty for queue in pending):
+            shared.finished.set()
+            break
+        wake = min(queue.next_push() for queue in pending)
+        if not rendered_all:
+            wake = min(wake, base + offsets[k] - bin_clock)
+        wait_s = max(wake, now + coalesce_s) - clock()
         if wait_s > 0:
             time.sleep(min(wait_s, 0.05))  # wake at least every 50 ms to honour stop
     shared.stop.wait()  # keep the outlets open until stopped, so consumers can drain
     del outlets
+
+
+def _input_rate(source: Session | SyntheticConfig, kind: InputKind, rate_hz: float | None) -> float:
+    """The native rate to publish at (0 for events); ValueError naming the fix."""
+    if kind not in INPUT_KINDS:
+        raise ValueError(f"input_kind={kind!r} is unknown; use one of {', '.join(INPUT_KINDS)}")
+    if kind == "events":
+        if rate_hz is not None:
+            raise ValueError("input_rate_hz does not apply to events (an irregular stream)")
+        rate = 0.0
+    else:
+        default = BROADBAND_RATE_HZ if kind == "broadband" else 1.0 / source.bin_s
+        rate = default if rate_hz is None else float(rate_hz)
+        per_bin = samples_per_bin(rate, source.bin_s)
+        if kind == "counts" and per_bin == 1:
+            return rate  # the per-bin stream: any values, any timestamps
+    if isinstance(source, Session):
+        integer_counts(source.neural)
+        steps = (source.timestamps - source.timestamps[0]) / source.bin_s
+        if np.abs(steps - np.round(steps)).max() > _GRID_TOLERANCE:
+            raise ValueError(
+                "the session's timestamps are not whole bins apart, so its bins cannot be "
+                "placed on a bin grid; play it per bin (input_kind='counts', no input_rate_hz)"
+            )
+    return rate

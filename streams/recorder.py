@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import pylsl
 
+from streams.lsl_inlet import _desc_texts
 from streams.xdf_writer import XdfWriter
 
 logger = logging.getLogger(__name__)
@@ -324,6 +325,7 @@ class Recorder:
             source_id=full.source_id(),
             channel_labels=labels,
             channel_units=units,
+            description=_desc_texts(full),  # e.g. the input kind a publisher declares
         )
         return _Track(stream_id, full.name(), full.type(), fmt, inlet)
 

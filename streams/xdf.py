@@ -30,13 +30,21 @@ import os
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import pyxdf
 
+from streams.frontend import (
+    INPUT_KIND_KEY,
+    NEURAL_CHANNELS_KEY,
+    Bins,
+    FrontEnd,
+    InputKind,
+    input_kind_of,
+)
 from streams.session import Session, SessionError
 from streams.xdf_writer import (
     CHANNEL_FORMATS,
@@ -71,6 +79,7 @@ _PYXDF_LOGGER = "pyxdf.pyxdf"
 
 # A bin edge closer than this fraction of a bin to a timestamp counts as on the edge.
 _EDGE_TOLERANCE = 1e-6
+_FEED_CHUNK = 1 << 16  # samples per front-end call when binning a recording
 
 
 class XdfStreamNotFoundError(XdfError):
@@ -98,6 +107,8 @@ class XdfStream:
             (empty when clocks were not synchronized or the stream has no offsets).
         has_footer: whether the file holds the stream's StreamFooter.
         footer_sample_count: the footer's sample_count, None without footer.
+        description: text elements directly under ``desc`` (e.g. our publishers'
+            ``input_kind`` and ``session_bin_s``).
     """
 
     stream_id: int
@@ -117,6 +128,7 @@ class XdfStream:
     clock_segments: tuple[tuple[int, int], ...]
     has_footer: bool
     footer_sample_count: int | None
+    description: dict[str, str] = field(default_factory=dict)
 
     @property
     def n_samples(self) -> int:
@@ -430,7 +442,19 @@ def _to_stream(raw: dict[str, Any], stamp_chunks: list[np.ndarray]) -> XdfStream
         clock_segments=tuple((int(a), int(b)) for a, b in info.get("clock_segments", [])),
         has_footer=isinstance(footer, dict),
         footer_sample_count=footer_count,
+        description=_desc_texts(info),
     )
+
+
+def _desc_texts(info: dict[str, Any]) -> dict[str, str]:
+    desc = (info.get("desc") or [None])[0]
+    if not isinstance(desc, dict):
+        return {}
+    return {
+        key: values[0]
+        for key, values in desc.items()
+        if isinstance(values, list) and values and isinstance(values[0], str)
+    }
 
 
 # --- inspection ---------------------------------------------------------------------------
@@ -620,7 +644,8 @@ class XdfSessionReport:
         n_neural_samples: samples in the neural stream.
         n_bins: bins in the session.
         dropped_empty: bins without any neural sample (gaps in a regular neural stream).
-        dropped_incomplete: the trailing bin the neural stream ends before the end of.
+        dropped_incomplete: bins the neural stream ends inside of (the last) or, for a
+            regular stream, starts inside of (the first, unless full).
         dropped_outside: bins outside the kinematics or targets stream's time range (never
             extrapolated).
         dropped_in_gaps: bins inside a gap of the kinematics or targets stream longer than
@@ -661,6 +686,7 @@ def session_from_xdf(
     max_gap_s: float | None = None,
     synchronize_clocks: bool = True,
     allow_truncated: bool = False,
+    input_kind: InputKind | None = None,
 ) -> Session:
     """Build a Session from streams of an XDF file (see :func:`session_from_xdf_with_report`)."""
     session, _ = session_from_xdf_with_report(
@@ -672,6 +698,7 @@ def session_from_xdf(
         max_gap_s=max_gap_s,
         synchronize_clocks=synchronize_clocks,
         allow_truncated=allow_truncated,
+        input_kind=input_kind,
     )
     return session
 
@@ -686,6 +713,7 @@ def session_from_xdf_with_report(
     max_gap_s: float | None = None,
     synchronize_clocks: bool = True,
     allow_truncated: bool = False,
+    input_kind: InputKind | None = None,
 ) -> tuple[Session, XdfSessionReport]:
     """Build a Session from XDF streams chosen by name or type; also say what was dropped.
 
@@ -693,12 +721,17 @@ def session_from_xdf_with_report(
 
     - ``bin_s=None``: each sample is a bin (timestamps = the sample timestamps, bin width
       1 / nominal rate; the stream must be regular).
-    - ``bin_s`` given: samples are summed into causal bins ``(t0 + k bin_s, t0 + (k+1)
-      bin_s]`` stamped with their end time. ``t0`` is the first timestamp minus one nominal
-      sample period (minus ``bin_s`` for irregular streams), so a regular stream's first
-      bin holds exactly its first ``bin_s * rate`` samples. Timestamps within 1e-6 bins of
-      an edge count as on the edge. A trailing bin the stream ends inside is dropped, and
-      for regular streams so are bins with no sample (data gaps, not silence).
+    - ``bin_s`` given: the samples go through the live input front-end
+      (:class:`streams.frontend.FrontEnd`), so a model calibrated here sees the same bins
+      live: causal bins ``(t - bin_s, t]`` ending at whole multiples of ``bin_s``, stamped
+      with their end time. ``input_kind`` (default: from the stream's metadata, see
+      :func:`streams.frontend.input_kind_of`) says what the samples are: ``counts`` summed,
+      ``events`` (one channel index per sample; ``desc/neural_channels`` or the largest
+      index + 1 channels) counted, ``broadband`` voltage turned into threshold crossings
+      (the first 2 s calibrate the thresholds). The bin the stream ends inside is dropped,
+      and for regular streams so are the first bin unless full (the stream started inside
+      it) and bins with no sample (data gaps, not silence). A stream at exactly one sample
+      per bin is binned one sample per bin, as with ``bin_s=None``.
 
     ``kinematics`` (K channels) and ``targets`` (2 channels: x, y) are linearly
     interpolated to the bin times. Bins outside their time range are dropped, never
@@ -740,7 +773,7 @@ def session_from_xdf_with_report(
             f"{streams['targets'].channel_count} channels; targets need 2 (x, y)"
         )
 
-    binned = _bin_neural(path, neural_stream, bin_s)
+    binned = _bin_neural(path, neural_stream, bin_s, input_kind)
     bin_t = binned.times
     keep = binned.keep.copy()
     dropped_outside = 0
@@ -762,6 +795,9 @@ def session_from_xdf_with_report(
             "that the streams overlap in time"
         )
 
+    # an events stream's one channel (the channel index) labels no column of the bins
+    same_channels = binned.counts.shape[1] == neural_stream.channel_count
+    channel_labels = _unique_labels(neural_stream) if same_channels else None
     kinematics_labels = None
     if "kinematics" in streams:
         kin = streams["kinematics"]
@@ -774,7 +810,7 @@ def session_from_xdf_with_report(
             kinematics=resampled["kinematics"][keep] if "kinematics" in resampled else None,
             kinematics_labels=kinematics_labels,
             targets=resampled["targets"][keep] if "targets" in resampled else None,
-            channel_labels=_unique_labels(neural_stream),
+            channel_labels=channel_labels,
         )
     except SessionError as exc:
         raise SessionError(
@@ -844,9 +880,10 @@ class _Binned(NamedTuple):
     dropped_incomplete: int
 
 
-def _bin_neural(path: Path, stream: XdfStream, bin_s: float | None) -> _Binned:
+def _bin_neural(
+    path: Path, stream: XdfStream, bin_s: float | None, input_kind: InputKind | None
+) -> _Binned:
     ts = stream.time_stamps
-    values = np.asarray(stream.time_series, dtype=np.float64)
     n = ts.shape[0]
     backward = np.flatnonzero(np.diff(ts) < 0)
     if backward.size:
@@ -862,72 +899,96 @@ def _bin_neural(path: Path, stream: XdfStream, bin_s: float | None) -> _Binned:
                 f"neural stream {stream.describe()} in {path} is irregular (nominal_srate 0); "
                 "pass bin_s to bin its samples"
             )
+        named = input_kind or stream.description.get(INPUT_KIND_KEY, "counts")
+        if named != "counts":
+            raise XdfError(
+                f"neural stream {stream.describe()} in {path} carries {named} input; pass "
+                "bin_s to bin it"
+            )
         none = np.zeros(n, dtype=bool)
+        values = np.asarray(stream.time_series, dtype=np.float64)
         return _Binned(ts, values, 1.0 / stream.nominal_srate, ~none, none, 0, 0)
 
     width = float(bin_s)
     if not math.isfinite(width) or width <= 0:
         raise XdfError(f"bin_s must be a finite number of seconds > 0, got {bin_s!r}")
-    last = float(ts[-1])
-    if not stream.is_regular:
-        # Event-like stream: a bin without samples is a true zero, so keep the full grid.
-        t0 = float(ts[0]) - width
-        index = _bin_index(ts, t0, width)
-        n_bins = int(index[-1]) + 1
-        counts = np.column_stack(
-            [
-                np.bincount(index, weights=values[:, c], minlength=n_bins)
-                for c in range(values.shape[1])
-            ]
-        )
-        ends = t0 + (np.arange(n_bins) + 1) * width
-        complete = ends <= last + _EDGE_TOLERANCE * width
-        none = np.zeros(n_bins, dtype=bool)
-        return _Binned(ends, counts, width, complete, none, 0, int((~complete).sum()))
-
-    period = 1.0 / stream.nominal_srate
-    ratio = width / period
-    if ratio < 1 - _EDGE_TOLERANCE:
+    ratio = width * stream.nominal_srate  # samples per bin (0 for irregular streams)
+    if stream.is_regular and ratio < 1 - _EDGE_TOLERANCE:
+        period = 1.0 / stream.nominal_srate
         raise XdfError(
             f"bin_s={width:g} s is shorter than the {period:g} s sample period of neural "
             f"stream {stream.describe()}; use bin_s >= {period:g} or bin_s=None"
         )
+    try:
+        kind = input_kind or input_kind_of(
+            stream.nominal_srate,
+            stream.channel_format,
+            stream.channel_count,
+            stream.description,
+            width,
+        )
+    except ValueError as exc:
+        raise XdfError(f"neural stream {stream.describe()} in {path}: {exc}") from None
+    front = FrontEnd(
+        kind,
+        width,
+        _model_channels(path, stream, kind),
+        sample_rate_hz=stream.nominal_srate,
+        grace_s=0.0,
+    )
+    values = np.asarray(stream.time_series)
+    parts = [
+        front.feed(values[a : a + _FEED_CHUNK], ts[a : a + _FEED_CHUNK])
+        for a in range(0, n, _FEED_CHUNK)
+    ]
+    bins = Bins(*(np.concatenate([getattr(p, f) for p in parts]) for f in Bins._fields))
+    # The open bin the stream ends inside is incomplete (a sample at a bin end closes it).
+    dropped_incomplete = int(front.counters()["samples_binned"] > bins.n_samples.sum())
+    keep = np.ones(bins.n_bins, dtype=bool)
+    if kind == "events" or not stream.is_regular or front.per_sample_bins:
+        # events and irregular counts: a bin without samples is a true zero
+        return _Binned(bins.end_times, bins.data, width, keep, ~keep, 0, dropped_incomplete)
     if abs(ratio - round(ratio)) > _EDGE_TOLERANCE:
         logger.warning(
             "bin_s=%g s is not a multiple of the %g s sample period of %s; bins hold "
             "unequal numbers of samples",
             width,
-            period,
+            1.0 / stream.nominal_srate,
             stream.name,
         )
-    # Regular stream: a bin without samples is missing data. Only occupied bins are built
-    # (memory stays O(samples) across long breaks); the others are counted as dropped.
-    t0 = float(ts[0]) - period
-    index = _bin_index(ts, t0, width)
-    starts = np.flatnonzero(np.r_[True, index[1:] != index[:-1]])
-    bins = index[starts]
-    counts = np.add.reduceat(values, starts, axis=0)
-    occupancy = np.diff(np.r_[starts, n])
-    ends = t0 + (bins + 1) * width
-    # Every bin before the last occupied one ends before the last sample; only the last
-    # can be incomplete.
-    keep = np.ones(bins.shape[0], dtype=bool)
-    keep[-1] = ends[-1] <= last + _EDGE_TOLERANCE * width
+    # A regular stream: a bin without samples is missing data, and the first bin (the stream
+    # started inside it) is incomplete unless full.
+    full = math.floor(ratio + _EDGE_TOLERANCE)
+    empty = bins.n_samples == 0
+    keep &= ~empty
+    if bins.n_bins and bins.n_samples[0] < full:
+        keep[0] = False
+        dropped_incomplete += 1
     return _Binned(
-        times=ends,
-        counts=counts,
+        times=bins.end_times,
+        counts=bins.data,
         bin_s=width,
         keep=keep,
-        short=occupancy < math.floor(ratio + _EDGE_TOLERANCE),
-        dropped_empty=int(bins[-1]) + 1 - bins.shape[0],
-        dropped_incomplete=int(not keep[-1]),
+        short=keep & (bins.n_samples < full),
+        dropped_empty=int(empty.sum()),
+        dropped_incomplete=dropped_incomplete,
     )
 
 
-def _bin_index(ts: np.ndarray, t0: float, width: float) -> np.ndarray:
-    """Index k of the bin (t0 + k width, t0 + (k+1) width] holding each timestamp."""
-    index = np.ceil((ts - t0) / width - _EDGE_TOLERANCE).astype(np.int64) - 1
-    return np.maximum(index, 0)
+def _model_channels(path: Path, stream: XdfStream, kind: InputKind) -> int:
+    """Channels of the binned data: the stream's, or for events the population's (the desc
+    key ``neural_channels``, else the largest channel index + 1)."""
+    if kind != "events":
+        return stream.channel_count
+    if stream.channel_count != 1:
+        raise XdfError(
+            f"neural stream {stream.describe()} in {path} has {stream.channel_count} channels; "
+            "an events stream has one (the channel index of each spike)"
+        )
+    named = stream.description.get(NEURAL_CHANNELS_KEY, "")
+    if named.isdigit() and int(named) > 0:
+        return int(named)
+    return max(int(np.max(stream.time_series, initial=0)) + 1, 1)
 
 
 def _resample(

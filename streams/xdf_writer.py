@@ -40,7 +40,7 @@ import threading
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -210,11 +210,13 @@ class XdfWriter:
         source_id: str = "",
         channel_labels: Sequence[str] | None = None,
         channel_units: Sequence[str] | None = None,
+        description: Mapping[str, str] | None = None,
     ) -> None:
         """Declare a stream and write its StreamHeader chunk.
 
         ``nominal_srate`` is in Hz (0 for irregular streams such as markers);
-        ``channel_format`` is one of :data:`CHANNEL_FORMATS`.
+        ``channel_format`` is one of :data:`CHANNEL_FORMATS`; ``description`` adds text
+        elements ``desc/<key>`` (e.g. a publisher's ``input_kind``).
         """
         if isinstance(stream_id, bool) or not isinstance(stream_id, (int, np.integer)):
             raise TypeError(f"stream_id must be an int, got {stream_id!r}")
@@ -251,6 +253,8 @@ class XdfWriter:
         _sub(info, "created_at", format_float(time.monotonic()))
         _sub(info, "uid", str(uuid.uuid4()))
         desc = ET.SubElement(info, "desc")
+        for key, text in (description or {}).items():
+            _sub(desc, str(key), str(text))
         if labels is not None or units is not None:
             channels = ET.SubElement(desc, "channels")
             for i in range(int(channel_count)):

@@ -320,3 +320,35 @@ def test_simulate_help_describes_both_modes(capsys: pytest.CaptureFixture[str]) 
     assert "example: bci simulate --out" in text
     assert "example: bci simulate --name" in text
     assert "NAME-kinematics" in text
+
+
+# --- simulate --input ----------------------------------------------------------------------
+
+
+def test_simulate_streams_spike_events_with_the_input_kind_in_desc() -> None:
+    name = unique_name("sim-events")
+    argv = ["--name", name, "--input", "events", "--seconds", "1.5", "--minutes", "0.1"]
+    run = InThread(["simulate", *argv])
+    inlet = open_inlet(name)
+    info = inlet.info(timeout=TIMEOUT)
+    assert info.nominal_srate() == 0 and info.channel_format() == pylsl.cf_int32
+    assert info.desc().child_value("input_kind") == "events"
+    assert info.desc().child_value("neural_channels") == "96"
+    data, _ = pull_until(inlet, lambda n: n >= 200)
+    assert data.shape[1] == 1 and 0 <= data.min() and data.max() < 96
+    assert run.result() == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--input", "events", "--input-rate-hz", "1000"], "--input-rate-hz does not apply"),
+        (["--input", "counts", "--input-rate-hz", "1234", "--bin-ms", "50"], "--bin-ms 50"),
+        (["--out", "x.npz", "--input", "broadband"], "--input only apply when streaming"),
+    ],
+)
+def test_simulate_input_flags_refuse_bad_combinations(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["simulate", "--seconds", "1", *argv]) == 2
+    assert message in capsys.readouterr().err

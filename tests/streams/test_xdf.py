@@ -20,7 +20,10 @@ import numpy as np
 import pytest
 import pyxdf
 
+from streams.frontend import FrontEnd
+from streams.native_rate import Renderer
 from streams.session import Session
+from streams.synthetic import SyntheticConfig, simulate_session
 from streams.xdf import (
     XdfError,
     XdfStreamNotFoundError,
@@ -627,7 +630,8 @@ def test_session_rebinning_sums_pairs(tmp_path: Path) -> None:
 
 
 def _counter_stream_file(path: Path, keep: np.ndarray, srate: float = 100.0) -> np.ndarray:
-    ts = regular_times(keep.size, srate)[keep]
+    # the first sample right after 100.00 s, a bin start, as a publisher on the bin grid has it
+    ts = regular_times(keep.size, srate, start=100.01)[keep]
     counter = np.flatnonzero(keep)
     with XdfWriter(path) as writer:
         writer.add_stream(1, "spikes", "neural", 2, srate, "int16")
@@ -646,7 +650,7 @@ def test_binning_is_causal_and_counts_gaps(tmp_path: Path) -> None:
     # bin k sums samples 5k .. 5k+4 and ends at the time of its last sample
     starts = np.r_[np.arange(0, 250, 5), np.arange(350, 1000, 5)]
     np.testing.assert_array_equal(session.neural[:, 0], 5 * starts + 10)
-    np.testing.assert_allclose(session.timestamps, regular_times(1003, 100.0)[starts + 4])
+    np.testing.assert_allclose(session.timestamps, regular_times(1003, 100.0, 100.01)[starts + 4])
     assert session.timestamps[0] == pytest.approx(ts[4], abs=1e-9)
 
 
@@ -660,17 +664,70 @@ def test_binning_reports_short_bins(tmp_path: Path) -> None:
     assert session.neural[:, 1].sum() == keep.sum()
 
 
-def test_binning_irregular_stream_keeps_empty_bins(tmp_path: Path) -> None:
-    path = tmp_path / "events.xdf"
+def test_binning_drops_a_first_bin_the_stream_starts_inside(tmp_path: Path) -> None:
+    path = tmp_path / "n.xdf"
+    with XdfWriter(path) as writer:
+        writer.add_stream(1, "spikes", "neural", 1, 100.0, "int16")
+        writer.write_samples(1, regular_times(23, 100.0, start=100.03), np.ones((23, 1)))
+    session, report = session_from_xdf_with_report(path, "spikes", bin_s=0.05)
+    # (100.0, 100.05] holds 100.03 and 100.04 only; (100.05, 100.1], (100.1, 100.15] are full;
+    # the stream ends inside (100.2, 100.25] after 100.21 .. 100.25: that bin is complete
+    np.testing.assert_allclose(session.timestamps, [100.1, 100.15, 100.2, 100.25])
+    np.testing.assert_array_equal(session.neural[:, 0], [5, 5, 5, 5])
+    assert report.dropped_incomplete == 1 and report.n_short_bins == 0
+
+
+def test_binning_irregular_counts_keep_empty_bins(tmp_path: Path) -> None:
+    path = tmp_path / "irregular.xdf"
     with XdfWriter(path) as writer:
         writer.add_stream(1, "counts", "neural", 1, 0.0, "int32")
-        writer.write_samples(1, [100.01, 100.02, 100.13, 100.5], [[1], [2], [3], [4]])
-    session, report = session_from_xdf_with_report(path, "counts", bin_s=0.1)
-    # bins (99.91, 100.01], (100.01, 100.11], ...: events are counts, so empty bins are zeros;
-    # the bin holding the last event ends after it (100.51 s) and is dropped as incomplete
-    np.testing.assert_array_equal(session.neural[:, 0], [1, 2, 3, 0, 0])
-    np.testing.assert_allclose(session.timestamps, 100.01 + 0.1 * np.arange(5), atol=1e-9)
+        writer.write_samples(1, [100.01, 100.02, 100.13, 100.5, 100.52], [[1], [2], [3], [4], [5]])
+    session, report = session_from_xdf_with_report(path, "counts", bin_s=0.1, input_kind="counts")
+    # irregular counts are summed; a bin without samples is a true zero; the sample at 100.5
+    # closes (100.4, 100.5]; the stream ends inside (100.5, 100.6]: dropped as incomplete
+    np.testing.assert_array_equal(session.neural[:, 0], [3, 3, 0, 0, 4])
+    np.testing.assert_allclose(session.timestamps, 100.1 + 0.1 * np.arange(5), atol=1e-9)
     assert report.dropped_incomplete == 1 and report.dropped_empty == 0
+
+
+def test_binning_spike_events_counts_them_per_channel(tmp_path: Path) -> None:
+    path = tmp_path / "events.xdf"
+    with XdfWriter(path) as writer:  # nominal rate 0, one int32 channel: events by default
+        writer.add_stream(1, "spikes", "neural", 1, 0.0, "int32")
+        writer.write_samples(1, [100.01, 100.02, 100.13, 100.2], [[2], [0], [2], [2]])
+    session = session_from_xdf(path, "spikes", bin_s=0.1)
+    # three channels (largest index + 1); the event at 100.2 closes (100.1, 100.2]
+    np.testing.assert_array_equal(session.neural, [[1, 0, 1], [0, 0, 2]])
+    np.testing.assert_allclose(session.timestamps, [100.1, 100.2])
+    assert session.channel_labels is None
+
+
+@pytest.mark.parametrize("kind", ["counts", "events", "broadband"])
+def test_recording_bins_equal_the_live_front_ends_bins(tmp_path: Path, kind: str) -> None:
+    """A recording binned by session_from_xdf gives the bins a live front-end fed the same
+    samples in chunks gives, bin for bin (and for counts and events the simulated counts)."""
+    bin_s, n_channels = 0.02, 6
+    sim = simulate_session(SyntheticConfig(n_channels=n_channels, bin_s=bin_s, duration_s=3.0))
+    renderer = Renderer(kind, bin_s, n_channels, 30_000.0 if kind == "broadband" else 1000.0)
+    ends = 700.0 + bin_s * np.arange(1, sim.n_bins + 1)
+    data, stamps, _ = renderer.render(sim.neural, ends)
+    rate = {"counts": 1000.0, "events": 0.0, "broadband": 30_000.0}[kind]
+    path = tmp_path / f"{kind}.xdf"
+    with XdfWriter(path) as writer:
+        fmt = "int32" if kind == "events" else "float32"
+        writer.add_stream(1, "rig", "neural", data.shape[1], rate, fmt)
+        writer.write_samples(1, stamps, data)
+    session, report = session_from_xdf_with_report(path, "rig", bin_s=bin_s)
+    live = FrontEnd(kind, bin_s, n_channels, sample_rate_hz=rate)
+    parts = [live.feed(data[a : a + 333], stamps[a : a + 333]) for a in range(0, len(stamps), 333)]
+    end_times = np.concatenate([p.end_times for p in parts])
+    np.testing.assert_array_equal(session.neural, np.concatenate([p.data for p in parts]))
+    np.testing.assert_allclose(session.timestamps, end_times, rtol=0, atol=1e-9)
+    # events: the recording ends inside the last bin (live, the grace period closes it)
+    assert report.dropped_total == (kind == "events") and report.n_short_bins == 0
+    if kind != "broadband":  # events: from the bin of the first event on
+        k = np.rint((session.timestamps - 700.0) / bin_s).astype(int) - 1
+        np.testing.assert_array_equal(session.neural, sim.neural[k])
 
 
 def test_kinematics_interpolated_never_extrapolated(tmp_path: Path) -> None:
@@ -739,14 +796,16 @@ def test_real_recording_to_session() -> None:
     assert np.all(np.diff(session.timestamps) > 0)
     # the 273.6 s break across the clock reset is dropped, not filled with zeros
     assert report.dropped_empty == pytest.approx(273.5 / 0.05, rel=0.01)
-    # every sample lands in exactly one kept bin, except those of the incomplete last bin
+    # every sample lands in exactly one kept bin, except those of the incomplete first and
+    # last bins
+    head = eeg.time_stamps <= session.timestamps[0] - 0.05 + 1e-9
     tail = eeg.time_stamps > session.timestamps[-1]
     np.testing.assert_allclose(
         session.neural.sum(axis=0),
-        eeg.time_series[~tail].astype(np.float64).sum(axis=0),
+        eeg.time_series[~head & ~tail].astype(np.float64).sum(axis=0),
         rtol=1e-5,
     )
-    assert report.dropped_incomplete == (1 if tail.any() else 0)
+    assert report.dropped_incomplete == int(head.any()) + int(tail.any())
     with pytest.raises(XdfError, match="channel_format 'string'"):
         session_from_xdf(path, neural="MyMarkerStream", bin_s=0.05)
     # unsynchronized, the raw clock jumps back by ~653,000 s at the reset
