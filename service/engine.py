@@ -29,6 +29,7 @@ import numpy as np
 from bci.checkpoint import Checkpoint, load_checkpoint
 from bci.eprop import EpropConfig, EpropLearner
 from bci.online import OnlineRSNN, OnlineState
+from bci.plausibility import check_warm_up
 
 __all__ = ["STATES", "DecodedBin", "Engine", "RecentBins", "Sink"]
 
@@ -463,11 +464,9 @@ class Engine:
                     f"{where}: decoder array {name!r} holds non-finite values (e.g. a zero "
                     "input or output scale); retrain or fix the model"
                 )
-        warm = decoder.step(np.zeros(decoder.n_in, dtype=decoder.dtype), decoder.initial_state())
-        if not np.all(np.isfinite(warm)):
-            raise ValueError(
-                f"{where}: a warm-up step on an all-zero bin gave non-finite output {warm}; "
-                "the model is broken: retrain it"
-            )
+        try:
+            check_warm_up(decoder, checkpoint.manifest)
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from None
         learner = EpropLearner(decoder, self.eprop) if self.adapt else None
         return _Slot(checkpoint, decoder, learner, model_id_of(checkpoint))
