@@ -5,6 +5,9 @@ is only touched by the loop thread. ``enable`` starts a fresh learner for the cu
 (later swaps keep adapting) and ``disable`` stops learning, keeping the weights learned so far;
 ``pause`` / ``resume`` / ``reset`` / ``learning-rate`` act on a running learner (409 when
 adaptation is off).
+
+The learning rate refuses ``NaN``, ``Infinity`` and ``1e999`` with 422 naming ``lr``
+(:class:`service.api.finite_errors.FiniteErrorsRoute` keeps that answer valid JSON).
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, Field
 
 from service.api.deps import Authorized, DaemonDep, EngineDep, problems
+from service.api.finite_errors import FiniteErrorsRoute
 from service.engine import Engine
 
-router = APIRouter(prefix="/adaptation", tags=["adaptation"])
+router = APIRouter(prefix="/adaptation", tags=["adaptation"], route_class=FiniteErrorsRoute)
 
 _CONTROL = problems(401, 409, 503)
 

@@ -1,0 +1,186 @@
+"""Abuse cases for models, files and child processes, reproduced with real servers, files,
+processes and signals. Each case asserts the one-line answer and that nothing already
+accepted was lost (the decoding model, the models folder, existing files)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import safetensors.numpy
+import torch
+from serving import N_CHANNELS, run_server
+
+from bci.checkpoint import MAX_MANIFEST_BYTES, save_checkpoint, tensor_sha256
+from bci.rsnn import RSNN, RSNNConfig
+from service.api import create_app
+from service.daemon import Daemon
+from service.settings import Settings
+
+TOKEN = "abuse-token-123"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def small_model(seed: int) -> RSNN:
+    model = RSNN(RSNNConfig(n_in=N_CHANNELS, n_hidden=16, n_out=2, dt_s=0.05), seed=seed)
+    rng = np.random.default_rng(seed)
+    model.fit_normalisation(
+        rng.poisson(3.0, size=(100, N_CHANNELS)).astype(np.float64), rng.normal(size=(100, 2))
+    )
+    return model
+
+
+def rewrite(source: Path, out: Path, *, manifest: str | None = None, **tensors: tuple) -> Path:
+    """A copy of checkpoint ``source`` with ``manifest`` as its manifest text, or with tensor
+    entries set (``w_out=((0, 0), 1e38)``) and the checksum recomputed: only the intended
+    defect remains."""
+    raw = source.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    arrays = dict(safetensors.numpy.load(raw))
+    for name, (index, value) in tensors.items():
+        arrays[name][index] = value
+    text = header["__metadata__"]["manifest"]
+    if manifest is None:
+        parsed = json.loads(text)
+        parsed["sha256"] = tensor_sha256(arrays)
+        manifest = json.dumps(parsed)
+    safetensors.numpy.save_file(arrays, str(out), metadata={"manifest": manifest})
+    return out
+
+
+@dataclass
+class Api:
+    client: httpx.Client
+    daemon: Daemon
+    models: Path
+    first: Path
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    """A daemon serving the HTTP API (no stream needed: model controls work while waiting)."""
+    models = tmp_path_factory.mktemp("models")
+    first = save_checkpoint(
+        models / "first.safetensors", small_model(0), kinematics_labels=("vx", "vy")
+    )
+    name = f"bci-test-abuse-{uuid.uuid4().hex[:8]}"
+    settings = Settings(
+        stream=name, model=first, models_dir=models, token=TOKEN, port=0, adapt=True,
+        output_name=f"{name}-decoded",
+    )  # fmt: skip
+    daemon = Daemon(settings)
+    with run_server(create_app(settings, daemon)) as port:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1", timeout=30.0) as client:
+            yield Api(client, daemon, models, first)
+
+
+def test_bad_models_are_refused_everywhere_and_never_kept(api: Api, tmp_path: Path) -> None:
+    client = api.client
+    current = client.get("/model").json()["model_id"]
+    huge = small_model(1)
+    with torch.no_grad():
+        huge.b_out.fill_(5000.0)  # finite, within the weight limit, but 5000 output scales off
+    beyond = save_checkpoint(tmp_path / "beyond.safetensors", huge, kinematics_labels=("vx", "vy"))
+    bad = {
+        "deep": (
+            rewrite(
+                api.first, tmp_path / "deep.safetensors", manifest="[" * 100_000 + "]" * 100_000
+            ),
+            "the manifest is nested 100,000 levels deep, more than the 32 allowed",
+        ),
+        "huge-weights": (
+            rewrite(api.first, tmp_path / "w.safetensors", w_out=((0, 0), 1e38)),
+            "weight w_out[0, 0] is 1e+38, beyond the 10000",
+        ),
+        "beyond-bound": (
+            beyond,
+            "warm-up decode of the stored input means gave vx = 4.",
+        ),
+    }
+    for path, _ in bad.values():  # in the models folder too: the listing must survive them
+        (api.models / path.name).write_bytes(path.read_bytes())
+    folder = sorted(p.name for p in api.models.iterdir())
+    for case, (path, reason) in bad.items():
+        by_name = client.post("/model/swap", json={"name": path.name}, headers=AUTH)
+        files = {"file": (path.name, path.read_bytes())}
+        upload = client.post("/model/upload", files=files, headers=AUTH)
+        for response in (by_name, upload):
+            assert response.status_code == 422, (case, response.text)
+            detail = response.json()["detail"]
+            assert reason in detail and "\n" not in detail, (case, detail)
+            assert f"model {current} keeps decoding" in detail
+    assert sorted(p.name for p in api.models.iterdir()) == folder  # no upload left behind
+    assert client.get("/model").json()["model_id"] == current
+    listing = client.get("/model/available")
+    assert listing.status_code == 200
+    errors = {m["name"]: m["error"] for m in listing.json()["models"]}
+    assert "nested 100,000 levels deep" in errors["deep.safetensors"]
+    assert errors["first.safetensors"] is None
+
+
+def test_refused_upload_never_deletes_an_accepted_file(
+    api: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = api.client
+    model = small_model(2)
+    good = save_checkpoint(tmp_path / "good.safetensors", model, kinematics_labels=("vx", "vy"))
+    files = {"file": ("good.safetensors", good.read_bytes())}
+    assert client.post("/model/upload", files=files, headers=AUTH).status_code == 200
+    (kept,) = [p for p in api.models.iterdir() if p.name.startswith("upload-")]
+
+    def refuse(path: Path) -> str:
+        raise ValueError("refused for this test")
+
+    monkeypatch.setattr(api.daemon, "swap", refuse)  # the same bytes, refused this time
+    response = client.post("/model/upload", files=files, headers=AUTH)
+    assert response.status_code == 422 and "refused for this test" in response.json()["detail"]
+    assert kept.read_bytes() == good.read_bytes()  # the accepted file stays
+    kept.unlink()  # leave the folder as the other cases expect
+
+
+def test_listing_never_returns_a_large_manifest(api: Api, tmp_path: Path) -> None:
+    blob = {"blob": "x" * (MAX_MANIFEST_BYTES // 2)}
+    save_checkpoint(
+        api.models / "big.safetensors", small_model(3), kinematics_labels=("vx", "vy"), metrics=blob
+    )
+    over = rewrite(
+        api.first,
+        api.models / "over.safetensors",
+        manifest=json.dumps({"x": "y" * MAX_MANIFEST_BYTES}),
+    )
+    try:
+        response = api.client.get("/model/available")
+        assert response.status_code == 200 and len(response.content) < 64 * 1024
+        by_name = {m["name"]: m for m in response.json()["models"]}
+        big = by_name["big.safetensors"]
+        assert big["metrics"] is None and big["model_id"] is not None
+        assert big["omitted"] == [
+            f"metrics: {len(json.dumps(blob)):,} bytes of JSON, more than the 65,536 shown"
+        ]
+        assert "bytes, more than the 4,194,304 allowed" in by_name["over.safetensors"]["error"]
+    finally:
+        (api.models / "big.safetensors").unlink()
+        over.unlink()
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_non_finite_numbers_are_422_naming_the_field(api: Api, literal: str) -> None:
+    headers = {**AUTH, "Content-Type": "application/json"}
+    for path, body in (
+        ("/adaptation/learning-rate", f'{{"lr": {literal}}}'),
+        ("/model/swap", f'{{"name": {literal}}}'),
+    ):
+        response = api.client.post(path, content=body, headers=headers)
+        assert response.status_code == 422, (path, response.text)
+        (error,) = response.json()["detail"]
+        assert error["loc"][-1] in ("lr", "name") and isinstance(error["input"], str)
+    assert api.client.get("/health").status_code == 200
