@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 if TYPE_CHECKING:
     from streams.player import SessionPlayer
+    from streams.recorder import Recorder
     from streams.synthetic import SyntheticConfig
 
 EPILOG = "Run 'bci COMMAND --help' for the inputs, outputs and defaults of each command."
@@ -104,8 +105,10 @@ def _stream_simulation(config: SyntheticConfig, args: argparse.Namespace) -> int
 
 
 def _play_until_done(player: SessionPlayer, seconds: float | None, describe: str) -> None:
-    """Start ``player`` and run it until it finishes, ``seconds`` pass, or Ctrl-C."""
-    with player:
+    """Start ``player`` and run it until it finishes, ``seconds`` pass, Ctrl-C or SIGTERM."""
+    from streams.lifetime import sigterm_as_interrupt
+
+    with sigterm_as_interrupt(), player:
         print(
             f"streaming {describe} over LSL as {', '.join(player.stream_names)} at "
             f"{player.speed:g}x real time"
@@ -241,13 +244,19 @@ def _replay_model(path: Path, args: argparse.Namespace) -> int:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
+    from streams.lifetime import sigterm_as_interrupt
     from streams.recorder import Recorder
 
     _positive_seconds(args.seconds, "--seconds")
     recorder = Recorder(
         args.out, args.stream, resolve_timeout=args.resolve_timeout, overwrite=args.overwrite
     )
-    recorder.start()
+    with sigterm_as_interrupt():  # kill PID finishes the file as Ctrl-C does
+        recorder.start()
+        return _record_until_done(recorder, args)
+
+
+def _record_until_done(recorder: Recorder, args: argparse.Namespace) -> int:
     print(
         f"recording {', '.join(recorder.stream_names)} to {args.out}"
         + (f" for {args.seconds:g} s" if args.seconds is not None else "")

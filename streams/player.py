@@ -21,8 +21,9 @@ schedule is fixed at the start, so sleep overshoot never accumulates into drift:
 just pushes a larger chunk. Gaps in the session's timestamps are replayed as gaps.
 
 The player runs in a separate process (``multiprocessing`` spawn context) so that the GIL and
-the consumer's work cannot disturb its timing. After the last bin (``loop=False``) the outlets
-stay open until :meth:`SessionPlayer.stop`, so consumers can drain what was sent.
+the consumer's work cannot disturb its timing. It dies with the process that started it, even
+a SIGKILLed one (:func:`streams.lifetime.die_with_parent`). After the last bin (``loop=False``)
+the outlets stay open until :meth:`SessionPlayer.stop`, so consumers can drain what was sent.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import logging
 import math
 import multiprocessing
 import multiprocessing.connection
+import os
 import signal
 import time
 import traceback
@@ -41,6 +43,7 @@ from typing import Any
 import numpy as np
 import pylsl
 
+from streams.lifetime import die_with_parent
 from streams.lsl_outlet import (
     KINEMATICS_SUFFIX,
     KINEMATICS_TYPE,
@@ -193,6 +196,7 @@ class SessionPlayer:
                     start_time=self._start_time,
                 ),
                 child_end,
+                os.getpid(),
             ),
             name=f"player-{self.name}",
             daemon=True,
@@ -374,7 +378,9 @@ def _run_player(
     config: _PlayConfig,
     shared: _Shared,
     errors: multiprocessing.connection.Connection,
+    parent_pid: int,
 ) -> None:
+    die_with_parent(parent_pid)  # even a SIGKILLed parent leaves no player streaming
     # The handle in the parent decides when to stop; Ctrl-C in a terminal reaches the whole
     # process group, so ignore it here and let the parent stop the player cleanly.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -5,6 +5,10 @@ accepted was lost (the decoding model, the models folder, existing files)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,10 +16,11 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pylsl
 import pytest
 import safetensors.numpy
 import torch
-from serving import N_CHANNELS, run_server
+from serving import N_CHANNELS, run_server, wait_for
 
 from bci.checkpoint import MAX_MANIFEST_BYTES, save_checkpoint, tensor_sha256
 from bci.rsnn import RSNN, RSNNConfig
@@ -184,3 +189,56 @@ def test_non_finite_numbers_are_422_naming_the_field(api: Api, literal: str) -> 
         (error,) = response.json()["detail"]
         assert error["loc"][-1] in ("lr", "name") and isinstance(error["input"], str)
     assert api.client.get("/health").status_code == 200
+
+
+# -- no orphans: real processes, real signals -------------------------------------------------
+
+
+def children_of(pid: int) -> list[int]:
+    """Pids whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has ended; only its parent's wait is missing
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_simulate_killed_leaves_no_player_streaming(sig: signal.Signals) -> None:
+    name = f"bci-test-orphan-{uuid.uuid4().hex[:8]}"
+    command = [sys.executable, "-m", "service.cli", "simulate", "--name", name, "--channels", "4",
+               "--minutes", "0.5", "--seconds", "120"]  # fmt: skip
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as parent:
+        players: list[int] = []
+        try:
+            assert "streaming" in parent.stdout.readline()  # printed once the outlets exist
+            assert pylsl.resolve_byprop("name", name, 1, 10.0), "the player's stream is not visible"
+            players += children_of(parent.pid)
+            assert players, "the player process was not found"
+            parent.send_signal(sig)
+            out, err = parent.communicate(timeout=15.0)
+            assert wait_for(lambda: not any(alive(pid) for pid in players), 10.0)
+            assert pylsl.resolve_byprop("name", name, 1, 1.0) == []
+        finally:
+            for pid in filter(alive, players):  # only if the test failed: never leave them
+                os.kill(pid, signal.SIGKILL)
+            parent.kill()
+    if sig == signal.SIGTERM:  # stopped as Ctrl-C stops it: cleanly, with its summary
+        assert parent.returncode == 0
+        assert "interrupted" in err and "Traceback" not in err and "pushed for" in out
+    else:
+        assert parent.returncode == -signal.SIGKILL
