@@ -16,7 +16,16 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
+from service.cli_checks import (
+    CommandFailed,
+    UsageError,
+    out_path,
+    runtime_failures,
+    session_path,
+)
+
 if TYPE_CHECKING:
+    from calibration.calibrate import CalibrationOptions
     from streams.player import SessionPlayer
     from streams.recorder import Recorder
     from streams.synthetic import SyntheticConfig
@@ -69,15 +78,19 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         task=args.task,
     )
     if args.out is None:
+        if args.force:
+            raise UsageError("--force only applies with --out (it replaces an existing file)")
         return _stream_simulation(config, args)
     streaming_only = _given(args, "--seconds", "--name", "--speed")
     if streaming_only:
-        raise ValueError(
+        raise UsageError(
             f"{', '.join(streaming_only)} only apply when streaming over LSL; drop them or "
             "drop --out"
         )
-    session = simulate_session(config)
-    path = save_session(args.out, session)
+    out = out_path(args.out, args.force)
+    with runtime_failures():
+        session = simulate_session(config)
+        path = save_session(out, session)
     print(
         f"wrote {path}: {session.n_bins} bins x {session.n_channels} channels, "
         f"{session.bin_s * 1e3:g} ms bins, {session.duration_s / 60:.1f} min"
@@ -87,7 +100,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def _positive_seconds(value: float | None, flag: str) -> None:
     if value is not None and not value > 0:
-        raise ValueError(f"{flag} must be a positive number of seconds, got {value:g}")
+        raise UsageError(f"{flag} must be a positive number of seconds, got {value:g}")
 
 
 def _stream_simulation(config: SyntheticConfig, args: argparse.Namespace) -> int:
@@ -147,9 +160,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         args.replay_parser.error(
             "one of the arguments --inspect --play is required, or --model MODEL"
         )
-    path = Path(args.session)
-    if not path.is_file():
-        raise FileNotFoundError(f"session file {path} does not exist")
+    path = session_path(args.session)
     model_only = _given(args, "--adapt", "--fast", "--out")
     if args.model is None and model_only:
         raise ValueError(f"{', '.join(model_only)} only apply with --model MODEL")
@@ -159,7 +170,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         from streams.files import inspect_session_file
         from streams.xdf import format_inspection
 
-        summaries = inspect_session_file(path)
+        with runtime_failures():
+            summaries = inspect_session_file(path)
+        _note_partial(path)
         print(f"{path}: {len(summaries)} stream(s)")
         print(format_inspection(summaries))
         return 0
@@ -248,10 +261,11 @@ def cmd_record(args: argparse.Namespace) -> int:
     from streams.recorder import Recorder
 
     _positive_seconds(args.seconds, "--seconds")
-    recorder = Recorder(
-        args.out, args.stream, resolve_timeout=args.resolve_timeout, overwrite=args.overwrite
-    )
-    with sigterm_as_interrupt():  # kill PID finishes the file as Ctrl-C does
+    out = out_path(args.out, args.force)
+    with sigterm_as_interrupt(), runtime_failures():  # kill PID finishes the file as Ctrl-C
+        recorder = Recorder(
+            out, args.stream, resolve_timeout=args.resolve_timeout, overwrite=args.force
+        )
         recorder.start()
         return _record_until_done(recorder, args)
 
@@ -290,8 +304,14 @@ def cmd_convert_limblab(args: argparse.Namespace) -> int:
     from streams.limblab import load_limblab_session
     from streams.session import save_session
 
-    session = load_limblab_session(args.mat)
-    path = save_session(args.out, session)
+    mat = Path(args.mat)
+    if not mat.is_file():
+        what = "a directory" if mat.is_dir() else "not found"
+        raise UsageError(f"MAT {mat} is {what}; give a limblab binned-data .mat file")
+    out = out_path(args.out, args.force, flag="OUT")
+    with runtime_failures():
+        session = load_limblab_session(mat)
+        path = save_session(out, session)
     print(
         f"wrote {path}: {session.n_bins} bins x {session.n_channels} channels, "
         f"kinematics {session.kinematics_labels}"
@@ -343,44 +363,76 @@ def _split_fractions(text: str) -> tuple[float, float, float]:
     except ValueError:
         parts = ()
     if len(parts) != 3:
-        raise ValueError(
+        raise UsageError(
             f"--split takes three comma-separated fractions train,validation,test (e.g. "
             f"0.7,0.1,0.2); got {text!r}"
+        )
+    if not all(0 < p < 1 for p in parts) or abs(sum(parts) - 1) > 1e-6:
+        raise UsageError(
+            f"--split fractions {text} must each lie in (0, 1) and sum to 1 (they sum to "
+            f"{sum(parts):g}); e.g. 0.7,0.1,0.2"
         )
     return parts  # type: ignore[return-value]
 
 
+def _calibration_options(args: argparse.Namespace) -> CalibrationOptions:
+    from calibration.calibrate import CalibrationOptions
+
+    defaults = CalibrationOptions()
+    try:
+        return CalibrationOptions(
+            neural=args.neural,
+            kinematics=args.kinematics,
+            targets=args.targets,
+            bin_ms=args.bin_ms,
+            split=_split_fractions(args.split),
+            hidden=defaults.hidden if args.hidden is None else args.hidden,
+            alif_fraction=defaults.alif_fraction
+            if args.alif_fraction is None
+            else args.alif_fraction,
+            steps=args.steps,
+            lr=args.lr,
+            rate_hz=args.rate_hz,
+            seed=args.seed,
+            gru=args.gru,
+            init=None if args.init is None else Path(args.init),
+            trials=args.trials,
+            trial_steps=args.trial_steps,
+            ray=args.ray is not None,
+            ray_address=None if args.ray in (None, "local") else args.ray,
+        )
+    except ValueError as error:  # its messages name the flags
+        raise UsageError(str(error)) from None
+
+
+def _note_partial(path: Path) -> None:
+    """Say that an unfinished recording (``.xdf.part``) is read as far as it goes."""
+    from streams.files import is_partial
+
+    if is_partial(path):
+        print(
+            f"note: {path} is an unfinished recording (.part, no footers): truncated, read "
+            "as far as it goes",
+            file=sys.stderr,
+        )
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from calibration.calibrate import CalibrationOptions, run_calibration
+    from calibration.calibrate import run_calibration
     from calibration.search import SearchError
 
+    session = session_path(args.session)
+    out = out_path(args.out, args.force)
     if args.init is not None:
+        if not Path(args.init).is_file():
+            raise UsageError(f"--init {args.init} is not a checkpoint file (.safetensors)")
         from_checkpoint = _given(args, "--hidden", "--alif-fraction")
         if from_checkpoint:
-            raise ValueError(
+            raise UsageError(
                 f"{', '.join(from_checkpoint)} cannot change a model fine-tuned with --init "
                 "(its config comes from the checkpoint); drop them"
             )
-    defaults = CalibrationOptions()
-    options = CalibrationOptions(
-        neural=args.neural,
-        kinematics=args.kinematics,
-        targets=args.targets,
-        bin_ms=args.bin_ms,
-        split=_split_fractions(args.split),
-        hidden=defaults.hidden if args.hidden is None else args.hidden,
-        alif_fraction=defaults.alif_fraction if args.alif_fraction is None else args.alif_fraction,
-        steps=args.steps,
-        lr=args.lr,
-        rate_hz=args.rate_hz,
-        seed=args.seed,
-        gru=args.gru,
-        init=None if args.init is None else Path(args.init),
-        trials=args.trials,
-        trial_steps=args.trial_steps,
-        ray=args.ray is not None,
-        ray_address=None if args.ray in (None, "local") else args.ray,
-    )
+    options = _calibration_options(args)
     bars: dict[str, tqdm] = {}
 
     def on_progress(kind: str, record: dict) -> None:
@@ -405,12 +457,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             bar.update(int(record["step"]) - bar.n)
             bar.set_postfix(loss=f"{record['loss']:.4f}", val_r2=f"{record['val_r2']:.3f}")
 
+    _note_partial(session)
     try:
-        result = run_calibration(
-            Path(args.session), Path(args.out), args.report, options, on_progress
-        )
+        with runtime_failures():
+            result = run_calibration(session, out, args.report, options, on_progress)
     except KeyboardInterrupt:
-        print(f"bci calibrate: interrupted; no checkpoint written to {args.out}", file=sys.stderr)
+        print(f"bci calibrate: interrupted; no checkpoint written to {out}", file=sys.stderr)
         return 130
     except SearchError as error:
         print(f"bci calibrate: error: {error}", file=sys.stderr)
@@ -580,6 +632,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", help="output session file (.npz); without it the session is streamed"
     )
     simulate.add_argument(
+        "--force", action="store_true", help="replace an existing --out (default: refuse)"
+    )
+    simulate.add_argument(
         "--minutes", type=float, default=12.0, help="duration (default 12; looped when streaming)"
     )
     simulate.add_argument("--channels", type=int, default=96, help="channels (default 96)")
@@ -616,6 +671,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     convert.add_argument("mat", help="input .mat file")
     convert.add_argument("out", help="output session file (.npz)")
+    convert.add_argument("--force", action="store_true", help="replace an existing OUT")
     convert.set_defaults(func=cmd_convert_limblab)
 
     replay = sub.add_parser(
@@ -708,7 +764,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=10.0,
         help="seconds to wait for each stream to appear (default 10)",
     )
-    record.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    record.add_argument(
+        "--force", "--overwrite", action="store_true", help="replace an existing --out"
+    )
     record.set_defaults(func=cmd_record)
 
     calibrate = sub.add_parser(
@@ -743,6 +801,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     calibrate.add_argument("session", help="session file (.npz) or XDF recording (.xdf)")
     calibrate.add_argument("--out", required=True, help="checkpoint to write (.safetensors)")
+    calibrate.add_argument(
+        "--force", action="store_true", help="replace an existing --out (default: refuse)"
+    )
     calibrate.add_argument("--report", help="write the report (metrics, figures) to this folder")
     calibrate.add_argument("--neural", help="neural stream name or type (default: type Neural)")
     calibrate.add_argument(
@@ -865,9 +926,16 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging(args.verbose)
     try:
         return args.func(args)
+    except CommandFailed as error:  # the work failed (see service.cli_checks)
+        print(f"bci {args.command}: error: {_one_line(error)}", file=sys.stderr)
+        return 1
     except (ValueError, FileNotFoundError, FileExistsError, TimeoutError) as error:
-        print(f"bci {args.command}: error: {error}", file=sys.stderr)
+        print(f"bci {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split("\n"))
 
 
 if __name__ == "__main__":

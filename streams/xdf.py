@@ -354,8 +354,7 @@ def _load(
         if not allow_truncated:
             raise XdfError(
                 f"XDF file {path} is truncated or corrupt ({detail}): the recording was "
-                "interrupted or the file damaged; pass allow_truncated=True to read the "
-                "samples that survive"
+                "interrupted or the file damaged"
             )
         logger.warning("XDF file %s is truncated or corrupt: %s", path, detail)
     return streams
