@@ -22,11 +22,15 @@ import safetensors.numpy
 import torch
 from serving import N_CHANNELS, run_server, wait_for
 
-from bci.checkpoint import MAX_MANIFEST_BYTES, save_checkpoint, tensor_sha256
+from bci.checkpoint import MAX_MANIFEST_BYTES, load_checkpoint, save_checkpoint, tensor_sha256
 from bci.rsnn import RSNN, RSNNConfig
 from service.api import create_app
+from service.cli import main
 from service.daemon import Daemon
 from service.settings import Settings
+from streams.session import load_session, save_session
+from streams.synthetic import SyntheticConfig, simulate_session
+from streams.xdf_writer import XdfWriter
 
 TOKEN = "abuse-token-123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -242,3 +246,113 @@ def test_simulate_killed_leaves_no_player_streaming(sig: signal.Signals) -> None
         assert "interrupted" in err and "Traceback" not in err and "pushed for" in out
     else:
         assert parent.returncode == -signal.SIGKILL
+
+
+# -- files: refuse to clobber, read .part, name directories and .mat files, name flags -------
+
+PYTHON_ARGUMENTS = ("=True", "=False", "=None", "allow_truncated", "overwrite=", "struct_name")
+SPIKE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "neural" / "spike_wf"
+
+
+def fails(argv: list[str], capsys: pytest.CaptureFixture[str], status: int) -> str:
+    """``bci ARGV`` exits with ``status`` and one error line naming no Python argument."""
+    assert main(argv) == status
+    err = capsys.readouterr().err
+    assert err.startswith(f"bci {argv[0]}: error: ") and err.count("\n") == 1, err
+    assert not any(text in err for text in PYTHON_ARGUMENTS), err
+    return err
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A session (NPZ), the same as an unfinished recording (.xdf.part) and a .mat file."""
+    root = tmp_path_factory.mktemp("files")
+    session = simulate_session(SyntheticConfig(n_channels=8, duration_s=40.0, seed=4))
+    npz = save_session(root / "session.npz", session)
+    part = root / "rec.xdf.part"
+    with pytest.raises(KeyboardInterrupt), XdfWriter(root / "rec.xdf") as writer:
+        for stream_id, name, kind, data in (
+            (1, "sim", "Neural", session.neural),
+            (2, "sim-kinematics", "Kinematics", session.kinematics),
+        ):
+            writer.add_stream(stream_id, name, kind, data.shape[1], 1 / session.bin_s, "float32")
+            writer.write_samples(stream_id, session.timestamps, data)
+        raise KeyboardInterrupt  # the recorder was stopped hard: no footers, still .part
+    assert part.is_file()
+    mat = root / "day1.mat"
+    mat.write_bytes(b"MATLAB 5.0 MAT-file")
+    return {"npz": npz, "part": part, "mat": mat, "root": root}
+
+
+def test_outputs_are_never_replaced_without_force(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kept = tmp_path / "kept"
+    kept.write_bytes(b"accepted earlier")
+    for argv in (
+        ["simulate", "--out", str(kept), "--minutes", "0.1"],
+        ["calibrate", str(files["npz"]), "--out", str(kept), "--steps", "1"],
+        ["record", "--out", str(kept), "--stream", "never-resolved"],
+        ["convert-limblab", str(files["mat"]), str(kept)],
+    ):
+        err = fails(argv, capsys, 2)
+        assert f"{kept} exists; pass --force to replace it" in err
+        assert kept.read_bytes() == b"accepted earlier"
+    assert main(["simulate", "--out", str(kept), "--minutes", "0.1", "--force"]) == 0
+    assert load_session(kept).n_bins == 120
+
+
+def test_directories_and_mat_files_are_named(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder, mat = str(files["root"]), str(files["mat"])
+    out = str(tmp_path / "m.safetensors")
+    for argv in (["replay", "--inspect", folder], ["calibrate", folder, "--out", out]):
+        assert f"session {folder} is a directory; give a session file" in fails(argv, capsys, 2)
+    for argv in (["replay", "--inspect", mat], ["calibrate", mat, "--out", out]):
+        err = fails(argv, capsys, 2)
+        assert (
+            f"is a MATLAB file, not a session: convert it first with 'bci convert-limblab {mat}"
+            in err
+        )
+    err = fails(["simulate", "--out", folder], capsys, 2)
+    assert f"--out {folder} is a directory" in err
+    assert "is a directory" in fails(["convert-limblab", folder, out], capsys, 2)
+
+
+def test_unfinished_recordings_are_read_as_truncated(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["replay", "--inspect", str(files["part"])]) == 0
+    captured = capsys.readouterr()
+    assert "unfinished recording (.part, no footers): truncated" in captured.err
+    assert "no StreamFooter" in captured.out and " 800 " in captured.out
+    out = tmp_path / "m.safetensors"
+    argv = ["calibrate", str(files["part"]), "--out", str(out), "--steps", "2", "--hidden", "8"]
+    assert main(argv) == 0
+    assert "truncated" in capsys.readouterr().err
+    assert load_checkpoint(out).manifest["n_channels"] == 8
+
+
+def test_runtime_failures_are_one_line_and_exit_1(
+    api: Api, files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    deep = rewrite(api.first, tmp_path / "deep.safetensors", manifest="[" * 100_000 + "]" * 100_000)
+    argv = ["calibrate", str(files["npz"]), "--out", str(tmp_path / "m.safetensors")]
+    err = fails([*argv, "--init", str(deep)], capsys, 1)
+    assert "the manifest is nested 100,000 levels deep" in err
+    truncated = tmp_path / "cut.xdf"  # an unfinished recording renamed by hand
+    truncated.write_bytes(files["part"].read_bytes())
+    err = fails(["calibrate", str(truncated), "--out", str(tmp_path / "m.safetensors")], capsys, 1)
+    assert "is truncated or corrupt" in err
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_convert_limblab_reads_a_spike_day(tmp_path: Path) -> None:
+    day = SPIKE / "Spike_07-18-12_WF_001.mat"
+    if not day.is_file():
+        pytest.skip(f"recorded file {day} is absent")
+    out = tmp_path / "spike.npz"
+    assert main(["convert-limblab", str(day), str(out)]) == 0  # struct binnedData, float32 times
+    session = load_session(out)
+    assert (session.n_bins, session.n_channels, session.bin_s) == (24000, 96, 0.05)
