@@ -392,7 +392,7 @@ def test_part_file_until_close_and_abort_keeps_part(tmp_path: Path) -> None:
 def test_writer_refuses_to_clobber(tmp_path: Path) -> None:
     path = tmp_path / "rec.xdf"
     path.write_bytes(b"precious")
-    with pytest.raises(FileExistsError, match="already exists; choose another name or remove it first"):
+    with pytest.raises(FileExistsError, match="already exists; choose another name"):
         XdfWriter(path)
     with XdfWriter(path, overwrite=True) as writer:
         writer.add_stream(1, "s", "EEG", 1, 10.0, "float32")
