@@ -19,7 +19,12 @@ from tqdm import tqdm
 from service.cli_checks import (
     CommandFailed,
     UsageError,
+    fraction,
+    nonnegative_float,
+    nonnegative_int,
     out_path,
+    positive_float,
+    positive_int,
     runtime_failures,
     session_path,
 )
@@ -106,7 +111,6 @@ def _positive_seconds(value: float | None, flag: str) -> None:
 def _stream_simulation(config: SyntheticConfig, args: argparse.Namespace) -> int:
     from streams.player import simulate_stream
 
-    _positive_seconds(args.seconds, "--seconds")
     player = simulate_stream(
         config,
         name=args.name or "bci-sim",
@@ -260,7 +264,6 @@ def cmd_record(args: argparse.Namespace) -> int:
     from streams.lifetime import sigterm_as_interrupt
     from streams.recorder import Recorder
 
-    _positive_seconds(args.seconds, "--seconds")
     out = out_path(args.out, args.force)
     with sigterm_as_interrupt(), runtime_failures():  # kill PID finishes the file as Ctrl-C
         recorder = Recorder(
@@ -635,25 +638,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="replace an existing --out (default: refuse)"
     )
     simulate.add_argument(
-        "--minutes", type=float, default=12.0, help="duration (default 12; looped when streaming)"
+        "--minutes",
+        type=positive_float,
+        default=12.0,
+        help="duration (default 12; looped when streaming)",
     )
-    simulate.add_argument("--channels", type=int, default=96, help="channels (default 96)")
-    simulate.add_argument("--bin-ms", type=float, default=50.0, help="bin width (default 50)")
+    simulate.add_argument("--channels", type=positive_int, default=96, help="channels (default 96)")
+    simulate.add_argument(
+        "--bin-ms", type=positive_float, default=50.0, help="bin width (default 50)"
+    )
     simulate.add_argument(
         "--task",
         default="mixed",
         choices=("center_out", "random_target", "mixed"),
         help="reach task (default mixed)",
     )
-    simulate.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    simulate.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (default 0)")
     simulate.add_argument(
         "--name", help="streaming: LSL stream name (default bci-sim; also NAME-kinematics ...)"
     )
     simulate.add_argument(
-        "--seconds", type=float, help="streaming: stop after this many seconds (default: Ctrl-C)"
+        "--seconds",
+        type=positive_float,
+        help="streaming: stop after this many seconds (default: Ctrl-C)",
     )
     simulate.add_argument(
-        "--speed", type=float, help="streaming: speed factor over real time (default 1)"
+        "--speed", type=positive_float, help="streaming: speed factor over real time (default 1)"
     )
     simulate.set_defaults(func=cmd_simulate)
 
@@ -756,11 +766,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="stream to record (repeat for several)",
     )
     record.add_argument(
-        "--seconds", type=float, help="stop after this many seconds (default: Ctrl-C)"
+        "--seconds", type=positive_float, help="stop after this many seconds (default: Ctrl-C)"
     )
     record.add_argument(
         "--resolve-timeout",
-        type=float,
+        type=positive_float,
         default=10.0,
         help="seconds to wait for each stream to appear (default 10)",
     )
@@ -811,32 +821,47 @@ def build_parser() -> argparse.ArgumentParser:
     )
     calibrate.add_argument("--targets", help="targets stream name or type (default: type Targets)")
     calibrate.add_argument(
-        "--bin-ms", type=float, help="XDF: sum neural samples into bins this wide (default: none)"
+        "--bin-ms",
+        type=positive_float,
+        help="XDF: sum neural samples into bins this wide (default: none)",
     )
     calibrate.add_argument(
         "--split",
         default="0.7,0.1,0.2",
         help="train,validation,test fractions in time order (default 0.7,0.1,0.2)",
     )
-    calibrate.add_argument("--hidden", type=int, help="hidden neurons (default 256)")
+    calibrate.add_argument("--hidden", type=positive_int, help="hidden neurons (default 256)")
     calibrate.add_argument(
-        "--alif-fraction", type=float, help="fraction of adaptive (ALIF) neurons (default 0.5)"
+        "--alif-fraction", type=fraction, help="fraction of adaptive (ALIF) neurons (default 0.5)"
     )
     calibrate.add_argument(
-        "--steps", type=int, default=1500, help="max BPTT steps, early stopping (default 1500)"
+        "--steps",
+        type=positive_int,
+        default=1500,
+        help="max BPTT steps, early stopping (default 1500)",
     )
-    calibrate.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (3e-3)")
     calibrate.add_argument(
-        "--rate-hz", type=float, default=2.0, help="target hidden firing rate, Hz (default 2)"
+        "--lr", type=positive_float, default=3e-3, help="Adam learning rate (3e-3)"
     )
-    calibrate.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    calibrate.add_argument(
+        "--rate-hz",
+        type=nonnegative_float,
+        default=2.0,
+        help="target hidden firing rate, Hz (default 2)",
+    )
+    calibrate.add_argument(
+        "--seed", type=nonnegative_int, default=0, help="random seed (default 0)"
+    )
     calibrate.add_argument("--gru", action="store_true", help="also fit the GRU baseline (slow)")
     calibrate.add_argument("--init", help="fine-tune this checkpoint instead of a new model")
     calibrate.add_argument(
-        "--trials", type=int, default=0, help="hyperparameter search trials (default 0: none)"
+        "--trials",
+        type=nonnegative_int,
+        default=0,
+        help="hyperparameter search trials (default 0: none)",
     )
     calibrate.add_argument(
-        "--trial-steps", type=int, help="BPTT steps per trial (default min(--steps, 300))"
+        "--trial-steps", type=positive_int, help="BPTT steps per trial (default min(--steps, 300))"
     )
     calibrate.add_argument(
         "--ray",

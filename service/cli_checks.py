@@ -7,6 +7,10 @@ stream that never appeared). :func:`runtime_failures` turns the expected errors 
 (``ValueError``, ``OSError``, ``TimeoutError``) into :class:`CommandFailed`; ``bci.main``
 prints either as one line.
 
+Number arguments are checked by argparse with the ``type=`` functions here (a usage error
+naming the flag): :func:`positive_int`, :func:`nonnegative_int`, :func:`positive_float`,
+:func:`nonnegative_float`, :func:`fraction`; NaN and infinities are refused.
+
 File arguments: an input session must be a file (not a directory), and a ``.mat`` file
 points to ``bci convert-limblab``; an output must not be a directory, its folder must exist,
 and an existing file is only replaced with ``--force``.
@@ -14,11 +18,24 @@ and an existing file is only replaced with ``--force``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import argparse
+import math
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["CommandFailed", "UsageError", "out_path", "runtime_failures", "session_path"]
+__all__ = [
+    "CommandFailed",
+    "UsageError",
+    "fraction",
+    "nonnegative_float",
+    "nonnegative_int",
+    "out_path",
+    "positive_float",
+    "positive_int",
+    "runtime_failures",
+    "session_path",
+]
 
 SESSION_KINDS = "a session file (.npz) or an XDF recording (.xdf, .xdf.part)"
 
@@ -70,3 +87,27 @@ def out_path(text: str, force: bool, flag: str = "--out") -> Path:
     if path.exists() and not force:
         raise UsageError(f"{flag} {path} exists; pass --force to replace it")
     return path
+
+
+def _number(
+    parse: Callable[[str], float], accept: Callable[[float], bool], what: str
+) -> Callable[[str], float]:
+    """An argparse ``type=``: ``parse(text)``, refused unless finite and ``accept``-ed."""
+
+    def check(text: str) -> float:
+        try:
+            value = parse(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and accept(value)):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return value
+
+    return check
+
+
+positive_int = _number(int, lambda v: v > 0, "an integer > 0")
+nonnegative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
+positive_float = _number(float, lambda v: v > 0, "a finite number > 0")
+nonnegative_float = _number(float, lambda v: v >= 0, "a finite number >= 0")
+fraction = _number(float, lambda v: 0 <= v <= 1, "a number from 0 to 1")

@@ -356,3 +356,23 @@ def test_convert_limblab_reads_a_spike_day(tmp_path: Path) -> None:
     assert main(["convert-limblab", str(day), str(out)]) == 0  # struct binnedData, float32 times
     session = load_session(out)
     assert (session.n_bins, session.n_channels, session.bin_s) == (24000, 96, 0.05)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "rule"),
+    [
+        ("--lr", "nan", "a finite number > 0"),
+        ("--lr", "1e999", "a finite number > 0"),
+        ("--rate-hz", "-1", "a finite number >= 0"),
+        ("--alif-fraction", "2", "a number from 0 to 1"),
+        ("--steps", "0", "an integer > 0"),
+    ],
+)
+def test_bad_numbers_are_usage_errors_naming_the_flag(
+    files: dict[str, Path], capsys: pytest.CaptureFixture[str], flag: str, value: str, rule: str
+) -> None:
+    argv = ["calibrate", str(files["npz"]), "--out", "unused.safetensors", flag, value]
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert f"argument {flag}: must be {rule}, got '{value}'" in capsys.readouterr().err

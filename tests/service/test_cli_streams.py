@@ -206,8 +206,10 @@ def test_simulate_streaming_flags_conflict_with_out(
     assert main(["simulate", "--out", str(out), "--seconds", "3"]) == 2
     assert "--seconds only apply when streaming" in capsys.readouterr().err
     assert not out.exists()
-    assert main(["simulate", "--seconds", "0"]) == 2
-    assert "--seconds must be a positive number" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:  # argparse: a usage error
+        main(["simulate", "--seconds", "0"])
+    assert info.value.code == 2
+    assert "argument --seconds: must be a finite number > 0, got '0'" in capsys.readouterr().err
 
 
 # --- record ------------------------------------------------------------------------------
