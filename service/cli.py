@@ -309,8 +309,8 @@ def cmd_convert_limblab(args: argparse.Namespace) -> int:
 
     mat = Path(args.mat)
     if not mat.is_file():
-        what = "a directory" if mat.is_dir() else "not found"
-        raise UsageError(f"MAT {mat} is {what}; give a limblab binned-data .mat file")
+        what = "is a directory" if mat.is_dir() else "does not exist"
+        raise UsageError(f"MAT {mat} {what}; give a limblab binned-data .mat file")
     out = out_path(args.out, args.force, flag="OUT")
     with runtime_failures():
         session = load_limblab_session(mat)
