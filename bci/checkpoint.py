@@ -23,14 +23,21 @@ The file format is a contract shared with other tools:
   ``tensors``          name -> ``{"shape": [...], "dtype": "float32"}``
   ``sha256``           hex SHA-256 over the tensors: for each name in sorted order, the
                        name in UTF-8, then the tensor's little-endian bytes
+  ``max_speed``        optional: the largest plausible magnitude of any output, in the
+                       kinematics' units (e.g. cm/s); see :mod:`bci.plausibility`
   ==================== ==================================================================
 
 Files are written atomically (temporary file in the same directory, fsync, ``os.replace``,
 directory fsync) and read with safetensors and ``json`` only: nothing is ever unpickled.
 Loading checks everything above and raises :class:`CheckpointError` naming the file, the
-problem and the fix. :func:`load_checkpoint` builds the torch model (training, calibration,
-export); :func:`load_decoder` runs the same checks and builds the online decoder from the
-NumPy arrays, without importing torch (the decoder process).
+problem and the fix. Before the header is read, its length is checked against
+:data:`MAX_HEADER_BYTES`, and before the manifest is parsed its size and nesting against
+:data:`MAX_MANIFEST_BYTES` and :data:`MAX_MANIFEST_DEPTH`; after the values are read, the
+weights' magnitudes against :data:`bci.plausibility.MAX_ABS_WEIGHT` and the output
+normalisation (:func:`bci.plausibility.check_weight_magnitudes`). :func:`load_checkpoint`
+builds the torch model (training, calibration, export); :func:`load_decoder` runs the same
+checks and builds the online decoder from the NumPy arrays, without importing torch (the
+decoder process).
 """
 
 from __future__ import annotations
@@ -53,7 +60,9 @@ import safetensors
 import safetensors.numpy
 
 from bci.config import RSNNConfig, expected_tensor_shapes
+from bci.json_bounds import check_json_bounds
 from bci.online import OnlineRSNN
+from bci.plausibility import check_weight_magnitudes
 from streams.atomic import fsync_directory
 
 if TYPE_CHECKING:
@@ -66,6 +75,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FORMAT_VERSION",
+    "MAX_HEADER_BYTES",
+    "MAX_MANIFEST_BYTES",
+    "MAX_MANIFEST_DEPTH",
     "Checkpoint",
     "CheckpointError",
     "DecoderFile",
@@ -98,6 +110,10 @@ MANIFEST_FIELDS: tuple[str, ...] = (
     "tensors",
     "sha256",
 )
+OPTIONAL_FIELDS: tuple[str, ...] = ("max_speed",)
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # a 1,500-step training history is ~0.3 MB
+MAX_MANIFEST_DEPTH = 32  # ours is 5 deep (training.history[i].field)
+MAX_HEADER_BYTES = MAX_MANIFEST_BYTES + 64 * 1024  # the manifest, escaped, and the tensor table
 NORMALISATION_FIELDS: tuple[str, ...] = ("input_mean", "input_scale", "output_mean", "output_scale")
 _DTYPE = "float32"
 _HEADER_DTYPE = "F32"  # safetensors' name for float32
@@ -167,12 +183,15 @@ def save_checkpoint(
     channel_labels: Sequence[str] | None = None,
     metrics: dict | None = None,
     training: dict | None = None,
+    max_speed: float | None = None,
 ) -> Path:
     """Write ``model`` and its manifest to ``path`` (exactly that name) atomically.
 
     Tensors are stored as float32 (a float64 model is rounded). ``metrics`` and ``training``
     must be JSON-serialisable (NumPy scalars and arrays, dataclasses, tuples and paths are
-    converted; NaN and infinities are refused, as JSON has none). Returns the path written.
+    converted; NaN and infinities are refused, as JSON has none). ``max_speed`` (> 0, the
+    kinematics' units) bounds every output (see :mod:`bci.plausibility`); without it the
+    bound follows from the output normalisation. Returns the path written.
     Raises :class:`CheckpointError` for a model or labels that would make an invalid file and
     ``FileNotFoundError`` if the directory does not exist.
     """
@@ -209,6 +228,7 @@ def save_checkpoint(
         array = np.ascontiguousarray(tensor.detach().cpu().to(torch.float32).numpy())
         _check_finite_tensor(where, name, array, fix="fix the model before saving it")
         tensors[name] = array
+    _check_magnitudes(where, tensors, config, fix="fix the model before saving it")
     expected = expected_tensor_shapes(config)
     if set(tensors) != set(expected):  # pragma: no cover - guards RSNN changing under us
         raise CheckpointError(
@@ -234,8 +254,11 @@ def save_checkpoint(
         },
         "sha256": tensor_sha256(tensors),
     }
+    if max_speed is not None:
+        manifest["max_speed"] = max_speed
     _validate_manifest(path, manifest)  # what we write must be what we accept
     text = json.dumps(manifest, allow_nan=False, sort_keys=False)
+    _check_manifest_bounds(where, text, fix="store less in metrics or training")
     data = _serialize(tensors, {MANIFEST_KEY: text})
 
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
@@ -353,6 +376,11 @@ def read_manifest(path: str | os.PathLike[str]) -> dict:
     path = Path(path)
     _require_file(path)
     try:
+        with path.open("rb") as fh:
+            _check_header_length(path, fh.read(8), os.fstat(fh.fileno()).st_size)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint file {path}: {exc}") from None
+    try:
         with safetensors.safe_open(path, framework="numpy") as fh:
             metadata = fh.metadata()
             header = {
@@ -432,6 +460,7 @@ def _read_checkpoint(path: Path) -> tuple[dict, RSNNConfig, dict[str, np.ndarray
         data = path.read_bytes()
     except OSError as exc:
         raise CheckpointError(f"cannot read checkpoint file {path}: {exc}") from None
+    _check_header_length(path, data[:8], len(data))
     try:
         arrays = safetensors.numpy.load(data)
     except (safetensors.SafetensorError, ValueError, TypeError) as exc:
@@ -459,6 +488,7 @@ def _read_checkpoint(path: Path) -> tuple[dict, RSNNConfig, dict[str, np.ndarray
         _check_finite_tensor(
             f"checkpoint file {path}", name, arrays[name], fix=f"retrain or {_RESAVE}"
         )
+    _check_magnitudes(f"checkpoint file {path}", arrays, config, fix="retrain the model")
     for key in NORMALISATION_FIELDS:
         listed = np.asarray(manifest["normalisation"][key], dtype=np.float32)
         if not np.array_equal(listed, arrays[key]):
@@ -490,6 +520,35 @@ def _not_safetensors(path: Path, exc: BaseException) -> CheckpointError:
     )
 
 
+def _check_header_length(path: Path, prefix: bytes, file_size: int) -> None:
+    """Refuse a safetensors header longer than :data:`MAX_HEADER_BYTES` before reading it (a
+    length the file cannot hold is left to the reader: not safetensors at all)."""
+    length = int.from_bytes(prefix[:8], "little") if len(prefix) >= 8 else 0
+    if MAX_HEADER_BYTES < length <= file_size - 8:
+        raise CheckpointError(
+            f"checkpoint file {path}: its header is {length:,} bytes, more than the "
+            f"{MAX_HEADER_BYTES:,} a checkpoint needs; not read: {_RESAVE}"
+        )
+
+
+def _check_manifest_bounds(where: str, text: str, *, fix: str) -> None:
+    try:
+        check_json_bounds(
+            text, "the manifest", max_bytes=MAX_MANIFEST_BYTES, max_depth=MAX_MANIFEST_DEPTH
+        )
+    except ValueError as exc:
+        raise CheckpointError(f"{where}: {exc}; {fix}") from None
+
+
+def _check_magnitudes(
+    where: str, tensors: dict[str, np.ndarray], config: RSNNConfig, *, fix: str
+) -> None:
+    try:
+        check_weight_magnitudes(tensors, config.kappa)
+    except ValueError as exc:
+        raise CheckpointError(f"{where}: {exc}; {fix}") from None
+
+
 def _manifest_from_metadata(path: Path, metadata: Any) -> dict:
     if not isinstance(metadata, dict) or MANIFEST_KEY not in metadata:
         raise CheckpointError(
@@ -502,8 +561,11 @@ def _manifest_from_metadata(path: Path, metadata: Any) -> dict:
             f"checkpoint file {path}: unexpected safetensors metadata keys {extra}; the format "
             f"holds only {MANIFEST_KEY!r}: {_RESAVE}"
         )
+    text = metadata[MANIFEST_KEY]
+    if isinstance(text, str):
+        _check_manifest_bounds(f"checkpoint file {path}", text, fix=_RESAVE)
     try:
-        manifest = json.loads(metadata[MANIFEST_KEY])
+        manifest = json.loads(text)
     except (json.JSONDecodeError, TypeError) as exc:
         raise CheckpointError(
             f"checkpoint file {path}: the manifest is not valid JSON ({exc}); {_RESAVE}"
@@ -529,11 +591,22 @@ def _validate_manifest(path: Path, manifest: dict) -> RSNNConfig:
     missing = [key for key in MANIFEST_FIELDS if key not in manifest]
     if missing:
         raise CheckpointError(f"{where}: manifest lacks {missing}; {_RESAVE}")
-    extra = sorted(set(manifest) - set(MANIFEST_FIELDS))
+    extra = sorted(set(manifest) - set(MANIFEST_FIELDS) - set(OPTIONAL_FIELDS))
     if extra:
         raise CheckpointError(
             f"{where}: manifest has unknown keys {extra} (format_version {version} has exactly "
-            f"{list(MANIFEST_FIELDS)}); {_RESAVE}"
+            f"{list(MANIFEST_FIELDS)}, and optionally {list(OPTIONAL_FIELDS)}); {_RESAVE}"
+        )
+    max_speed = manifest.get("max_speed")
+    if max_speed is not None and (
+        isinstance(max_speed, bool)
+        or not isinstance(max_speed, (int, float))
+        or not math.isfinite(max_speed)
+        or max_speed <= 0
+    ):
+        raise CheckpointError(
+            f"{where}: max_speed must be a finite number > 0 (the kinematics' units), got "
+            f"{max_speed!r:.50}; {_RESAVE}"
         )
 
     config = _config_from_manifest(where, manifest["model"])

@@ -66,7 +66,8 @@ Progress = Callable[[str, dict[str, Any]], None]
 
 @dataclass(frozen=True)
 class CalibrationOptions:
-    """Inputs, split, model and training options of one calibration (times in the names).
+    """Inputs, split, model and training options of one calibration (times in the names);
+    each is a flag of ``bci calibrate``, and errors name it as such (``--trial-steps``).
 
     ``steps`` is the BPTT step budget of the final training; ``trial_steps`` that of each
     search trial (default ``min(steps, 300)``). ``reset`` and ``surrogate`` are the neuron
@@ -98,24 +99,26 @@ class CalibrationOptions:
     def __post_init__(self) -> None:
         if len(self.split) != 3:
             raise ValueError(
-                f"split must have three fractions (train, validation, test); got {self.split}"
+                f"--split must have three fractions (train, validation, test); got {self.split}"
             )
         for name in ("hidden", "steps"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer; got {getattr(self, name)}")
+                raise ValueError(f"--{name} must be a positive integer; got {getattr(self, name)}")
         if self.trials < 0:
-            raise ValueError(f"trials must be zero (no search) or more; got {self.trials}")
+            raise ValueError(f"--trials must be zero (no search) or more; got {self.trials}")
         if self.trial_steps is not None and self.trial_steps < 1:
-            raise ValueError(f"trial_steps must be a positive integer; got {self.trial_steps}")
+            raise ValueError(f"--trial-steps must be a positive integer; got {self.trial_steps}")
         if self.bin_ms is not None and not (math.isfinite(self.bin_ms) and self.bin_ms > 0):
-            raise ValueError(f"bin_ms must be a positive number of milliseconds; got {self.bin_ms}")
+            raise ValueError(
+                f"--bin-ms must be a positive number of milliseconds; got {self.bin_ms}"
+            )
         if self.init is not None and self.trials:
             raise ValueError(
-                "a hyperparameter search (trials) trains new models; it cannot fine-tune a "
-                "checkpoint (init): drop one of the two"
+                "a hyperparameter search (--trials) trains new models; it cannot fine-tune a "
+                "checkpoint (--init): drop one of the two"
             )
         if self.ray and not self.trials:
-            raise ValueError("ray runs the hyperparameter search on Ray Tune; set trials >= 1")
+            raise ValueError("--ray runs the hyperparameter search on Ray Tune; give --trials N")
 
     def train_config(self, max_steps: int | None = None) -> TrainConfig:
         return TrainConfig(

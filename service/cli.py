@@ -17,8 +17,23 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
+from service.cli_checks import (
+    CommandFailed,
+    UsageError,
+    fraction,
+    nonnegative_float,
+    nonnegative_int,
+    out_path,
+    positive_float,
+    positive_int,
+    runtime_failures,
+    session_path,
+)
+
 if TYPE_CHECKING:
+    from calibration.calibrate import CalibrationOptions
     from streams.player import SessionPlayer
+    from streams.recorder import Recorder
     from streams.synthetic import SyntheticConfig
 
 EPILOG = "Run 'bci COMMAND --help' for the inputs, outputs and defaults of each command."
@@ -74,15 +89,19 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         task=args.task,
     )
     if args.out is None:
+        if args.force:
+            raise UsageError("--force only applies with --out (it replaces an existing file)")
         return _stream_simulation(config, args)
     streaming_only = _given(args, "--seconds", "--name", "--speed", "--input", "--input-rate-hz")
     if streaming_only:
-        raise ValueError(
+        raise UsageError(
             f"{', '.join(streaming_only)} only apply when streaming over LSL; drop them or "
             "drop --out"
         )
-    session = simulate_session(config)
-    path = save_session(args.out, session)
+    out = out_path(args.out, args.force)
+    with runtime_failures():
+        session = simulate_session(config)
+        path = save_session(out, session)
     print(
         f"wrote {path}: {session.n_bins} bins x {session.n_channels} channels, "
         f"{session.bin_s * 1e3:g} ms bins, {session.duration_s / 60:.1f} min"
@@ -92,14 +111,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def _positive_seconds(value: float | None, flag: str) -> None:
     if value is not None and not value > 0:
-        raise ValueError(f"{flag} must be a positive number of seconds, got {value:g}")
+        raise UsageError(f"{flag} must be a positive number of seconds, got {value:g}")
 
 
 def _stream_simulation(config: SyntheticConfig, args: argparse.Namespace) -> int:
     from streams.native_rate import samples_per_bin
     from streams.player import simulate_stream
 
-    _positive_seconds(args.seconds, "--seconds")
     kind = args.input or "counts"
     if args.input_rate_hz is not None:
         if kind == "events":
@@ -125,8 +143,10 @@ def _stream_simulation(config: SyntheticConfig, args: argparse.Namespace) -> int
 
 
 def _play_until_done(player: SessionPlayer, seconds: float | None, describe: str) -> None:
-    """Start ``player`` and run it until it finishes, ``seconds`` pass, or Ctrl-C."""
-    with player:
+    """Start ``player`` and run it until it finishes, ``seconds`` pass, Ctrl-C or SIGTERM."""
+    from streams.lifetime import sigterm_as_interrupt
+
+    with sigterm_as_interrupt(), player:
         print(
             f"streaming {describe} over LSL as {', '.join(player.stream_names)} at "
             f"{player.speed:g}x real time"
@@ -166,9 +186,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         args.replay_parser.error(
             "one of the arguments --inspect --play is required, or --model MODEL"
         )
-    path = Path(args.session)
-    if not path.is_file():
-        raise FileNotFoundError(f"session file {path} does not exist")
+    path = session_path(args.session)
     model_only = _given(args, "--adapt", "--fast", "--out")
     if args.model is None and model_only:
         raise ValueError(f"{', '.join(model_only)} only apply with --model MODEL")
@@ -178,7 +196,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         from streams.files import inspect_session_file
         from streams.xdf import format_inspection
 
-        summaries = inspect_session_file(path)
+        with runtime_failures():
+            summaries = inspect_session_file(path)
+        _note_partial(path)
         print(f"{path}: {len(summaries)} stream(s)")
         print(format_inspection(summaries))
         return 0
@@ -263,13 +283,19 @@ def _replay_model(path: Path, args: argparse.Namespace) -> int:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
+    from streams.lifetime import sigterm_as_interrupt
     from streams.recorder import Recorder
 
-    _positive_seconds(args.seconds, "--seconds")
-    recorder = Recorder(
-        args.out, args.stream, resolve_timeout=args.resolve_timeout, overwrite=args.overwrite
-    )
-    recorder.start()
+    out = out_path(args.out, args.force)
+    with sigterm_as_interrupt(), runtime_failures():  # kill PID finishes the file as Ctrl-C
+        recorder = Recorder(
+            out, args.stream, resolve_timeout=args.resolve_timeout, overwrite=args.force
+        )
+        recorder.start()
+        return _record_until_done(recorder, args)
+
+
+def _record_until_done(recorder: Recorder, args: argparse.Namespace) -> int:
     print(
         f"recording {', '.join(recorder.stream_names)} to {args.out}"
         + (f" for {args.seconds:g} s" if args.seconds is not None else "")
@@ -303,8 +329,14 @@ def cmd_convert_limblab(args: argparse.Namespace) -> int:
     from streams.limblab import load_limblab_session
     from streams.session import save_session
 
-    session = load_limblab_session(args.mat)
-    path = save_session(args.out, session)
+    mat = Path(args.mat)
+    if not mat.is_file():
+        what = "is a directory" if mat.is_dir() else "does not exist"
+        raise UsageError(f"MAT {mat} {what}; give a limblab binned-data .mat file")
+    out = out_path(args.out, args.force, flag="OUT")
+    with runtime_failures():
+        session = load_limblab_session(mat)
+        path = save_session(out, session)
     print(
         f"wrote {path}: {session.n_bins} bins x {session.n_channels} channels, "
         f"kinematics {session.kinematics_labels}"
@@ -356,46 +388,78 @@ def _split_fractions(text: str) -> tuple[float, float, float]:
     except ValueError:
         parts = ()
     if len(parts) != 3:
-        raise ValueError(
+        raise UsageError(
             f"--split takes three comma-separated fractions train,validation,test (e.g. "
             f"0.7,0.1,0.2); got {text!r}"
+        )
+    if not all(0 < p < 1 for p in parts) or abs(sum(parts) - 1) > 1e-6:
+        raise UsageError(
+            f"--split fractions {text} must each lie in (0, 1) and sum to 1 (they sum to "
+            f"{sum(parts):g}); e.g. 0.7,0.1,0.2"
         )
     return parts  # type: ignore[return-value]
 
 
+def _calibration_options(args: argparse.Namespace) -> CalibrationOptions:
+    from calibration.calibrate import CalibrationOptions
+
+    defaults = CalibrationOptions()
+    try:
+        return CalibrationOptions(
+            neural=args.neural,
+            kinematics=args.kinematics,
+            targets=args.targets,
+            bin_ms=args.bin_ms,
+            split=_split_fractions(args.split),
+            hidden=defaults.hidden if args.hidden is None else args.hidden,
+            alif_fraction=defaults.alif_fraction
+            if args.alif_fraction is None
+            else args.alif_fraction,
+            reset=defaults.reset if args.reset is None else args.reset,
+            surrogate=defaults.surrogate if args.surrogate is None else args.surrogate,
+            steps=args.steps,
+            lr=args.lr,
+            rate_hz=args.rate_hz,
+            seed=args.seed,
+            gru=args.gru,
+            init=None if args.init is None else Path(args.init),
+            trials=args.trials,
+            trial_steps=args.trial_steps,
+            ray=args.ray is not None,
+            ray_address=None if args.ray in (None, "local") else args.ray,
+        )
+    except ValueError as error:  # its messages name the flags
+        raise UsageError(str(error)) from None
+
+
+def _note_partial(path: Path) -> None:
+    """Say that an unfinished recording (``.xdf.part``) is read as far as it goes."""
+    from streams.files import is_partial
+
+    if is_partial(path):
+        print(
+            f"note: {path} is an unfinished recording (.part, no footers): truncated, read "
+            "as far as it goes",
+            file=sys.stderr,
+        )
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from calibration.calibrate import CalibrationOptions, run_calibration
+    from calibration.calibrate import run_calibration
     from calibration.search import SearchError
 
+    session = session_path(args.session)
+    out = out_path(args.out, args.force)
     if args.init is not None:
+        if not Path(args.init).is_file():
+            raise UsageError(f"--init {args.init} is not a checkpoint file (.safetensors)")
         from_checkpoint = _given(args, "--hidden", "--alif-fraction", "--reset", "--surrogate")
         if from_checkpoint:
-            raise ValueError(
+            raise UsageError(
                 f"{', '.join(from_checkpoint)} cannot change a model fine-tuned with --init "
                 "(its config comes from the checkpoint); drop them"
             )
-    defaults = CalibrationOptions()
-    options = CalibrationOptions(
-        neural=args.neural,
-        kinematics=args.kinematics,
-        targets=args.targets,
-        bin_ms=args.bin_ms,
-        split=_split_fractions(args.split),
-        hidden=defaults.hidden if args.hidden is None else args.hidden,
-        alif_fraction=defaults.alif_fraction if args.alif_fraction is None else args.alif_fraction,
-        reset=defaults.reset if args.reset is None else args.reset,
-        surrogate=defaults.surrogate if args.surrogate is None else args.surrogate,
-        steps=args.steps,
-        lr=args.lr,
-        rate_hz=args.rate_hz,
-        seed=args.seed,
-        gru=args.gru,
-        init=None if args.init is None else Path(args.init),
-        trials=args.trials,
-        trial_steps=args.trial_steps,
-        ray=args.ray is not None,
-        ray_address=None if args.ray in (None, "local") else args.ray,
-    )
+    options = _calibration_options(args)
     bars: dict[str, tqdm] = {}
 
     def on_progress(kind: str, record: dict) -> None:
@@ -420,12 +484,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             bar.update(int(record["step"]) - bar.n)
             bar.set_postfix(loss=f"{record['loss']:.4f}", val_r2=f"{record['val_r2']:.3f}")
 
+    _note_partial(session)
     try:
-        result = run_calibration(
-            Path(args.session), Path(args.out), args.report, options, on_progress
-        )
+        with runtime_failures():
+            result = run_calibration(session, out, args.report, options, on_progress)
     except KeyboardInterrupt:
-        print(f"bci calibrate: interrupted; no checkpoint written to {args.out}", file=sys.stderr)
+        print(f"bci calibrate: interrupted; no checkpoint written to {out}", file=sys.stderr)
         return 130
     except SearchError as error:
         print(f"bci calibrate: error: {error}", file=sys.stderr)
@@ -639,25 +703,35 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", help="output session file (.npz); without it the session is streamed"
     )
     simulate.add_argument(
-        "--minutes", type=float, default=12.0, help="duration (default 12; looped when streaming)"
+        "--force", action="store_true", help="replace an existing --out (default: refuse)"
     )
-    simulate.add_argument("--channels", type=int, default=96, help="channels (default 96)")
-    simulate.add_argument("--bin-ms", type=float, default=50.0, help="bin width (default 50)")
+    simulate.add_argument(
+        "--minutes",
+        type=positive_float,
+        default=12.0,
+        help="duration (default 12; looped when streaming)",
+    )
+    simulate.add_argument("--channels", type=positive_int, default=96, help="channels (default 96)")
+    simulate.add_argument(
+        "--bin-ms", type=positive_float, default=50.0, help="bin width (default 50)"
+    )
     simulate.add_argument(
         "--task",
         default="mixed",
         choices=("center_out", "random_target", "mixed"),
         help="reach task (default mixed)",
     )
-    simulate.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    simulate.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (default 0)")
     simulate.add_argument(
         "--name", help="streaming: LSL stream name (default bci-sim; also NAME-kinematics ...)"
     )
     simulate.add_argument(
-        "--seconds", type=float, help="streaming: stop after this many seconds (default: Ctrl-C)"
+        "--seconds",
+        type=positive_float,
+        help="streaming: stop after this many seconds (default: Ctrl-C)",
     )
     simulate.add_argument(
-        "--speed", type=float, help="streaming: speed factor over real time (default 1)"
+        "--speed", type=positive_float, help="streaming: speed factor over real time (default 1)"
     )
     simulate.add_argument(
         "--input",
@@ -666,7 +740,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     simulate.add_argument(
         "--input-rate-hz",
-        type=float,
+        type=positive_float,
         help="streaming: native rate of counts or broadband, a multiple of the bin rate "
         "(default: the bin rate for counts, 30000 for broadband)",
     )
@@ -686,6 +760,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     convert.add_argument("mat", help="input .mat file")
     convert.add_argument("out", help="output session file (.npz)")
+    convert.add_argument("--force", action="store_true", help="replace an existing OUT")
     convert.set_defaults(func=cmd_convert_limblab)
 
     replay = sub.add_parser(
@@ -770,15 +845,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="stream to record (repeat for several)",
     )
     record.add_argument(
-        "--seconds", type=float, help="stop after this many seconds (default: Ctrl-C)"
+        "--seconds", type=positive_float, help="stop after this many seconds (default: Ctrl-C)"
     )
     record.add_argument(
         "--resolve-timeout",
-        type=float,
+        type=positive_float,
         default=10.0,
         help="seconds to wait for each stream to appear (default 10)",
     )
-    record.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    record.add_argument(
+        "--force", "--overwrite", action="store_true", help="replace an existing --out"
+    )
     record.set_defaults(func=cmd_record)
 
     calibrate = sub.add_parser(
@@ -815,6 +892,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     calibrate.add_argument("session", help="session file (.npz) or XDF recording (.xdf)")
     calibrate.add_argument("--out", required=True, help="checkpoint to write (.safetensors)")
+    calibrate.add_argument(
+        "--force", action="store_true", help="replace an existing --out (default: refuse)"
+    )
     calibrate.add_argument("--report", help="write the report (metrics, figures) to this folder")
     calibrate.add_argument("--neural", help="neural stream name or type (default: type Neural)")
     calibrate.add_argument(
@@ -822,16 +902,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     calibrate.add_argument("--targets", help="targets stream name or type (default: type Targets)")
     calibrate.add_argument(
-        "--bin-ms", type=float, help="XDF: sum neural samples into bins this wide (default: none)"
+        "--bin-ms",
+        type=positive_float,
+        help="XDF: sum neural samples into bins this wide (default: none)",
     )
     calibrate.add_argument(
         "--split",
         default="0.7,0.1,0.2",
         help="train,validation,test fractions in time order (default 0.7,0.1,0.2)",
     )
-    calibrate.add_argument("--hidden", type=int, help="hidden neurons (default 256)")
+    calibrate.add_argument("--hidden", type=positive_int, help="hidden neurons (default 256)")
     calibrate.add_argument(
-        "--alif-fraction", type=float, help="fraction of adaptive (ALIF) neurons (default 0.5)"
+        "--alif-fraction", type=fraction, help="fraction of adaptive (ALIF) neurons (default 0.5)"
     )
     calibrate.add_argument(
         "--reset",
@@ -844,20 +926,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="surrogate gradient of the spike (default triangle)",
     )
     calibrate.add_argument(
-        "--steps", type=int, default=1500, help="max BPTT steps, early stopping (default 1500)"
+        "--steps",
+        type=positive_int,
+        default=1500,
+        help="max BPTT steps, early stopping (default 1500)",
     )
-    calibrate.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (3e-3)")
     calibrate.add_argument(
-        "--rate-hz", type=float, default=2.0, help="target hidden firing rate, Hz (default 2)"
+        "--lr", type=positive_float, default=3e-3, help="Adam learning rate (3e-3)"
     )
-    calibrate.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    calibrate.add_argument(
+        "--rate-hz",
+        type=nonnegative_float,
+        default=2.0,
+        help="target hidden firing rate, Hz (default 2)",
+    )
+    calibrate.add_argument(
+        "--seed", type=nonnegative_int, default=0, help="random seed (default 0)"
+    )
     calibrate.add_argument("--gru", action="store_true", help="also fit the GRU baseline (slow)")
     calibrate.add_argument("--init", help="fine-tune this checkpoint instead of a new model")
     calibrate.add_argument(
-        "--trials", type=int, default=0, help="hyperparameter search trials (default 0: none)"
+        "--trials",
+        type=nonnegative_int,
+        default=0,
+        help="hyperparameter search trials (default 0: none)",
     )
     calibrate.add_argument(
-        "--trial-steps", type=int, help="BPTT steps per trial (default min(--steps, 300))"
+        "--trial-steps", type=positive_int, help="BPTT steps per trial (default min(--steps, 300))"
     )
     calibrate.add_argument(
         "--ray",
@@ -985,9 +1080,16 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging(args.verbose)
     try:
         return args.func(args)
+    except CommandFailed as error:  # the work failed (see service.cli_checks)
+        print(f"bci {args.command}: error: {_one_line(error)}", file=sys.stderr)
+        return 1
     except (ValueError, FileNotFoundError, FileExistsError, TimeoutError) as error:
-        print(f"bci {args.command}: error: {error}", file=sys.stderr)
+        print(f"bci {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split("\n"))
 
 
 if __name__ == "__main__":

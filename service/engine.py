@@ -28,6 +28,7 @@ import numpy as np
 from bci.checkpoint import DecoderFile, load_decoder
 from bci.eprop import EpropConfig, EpropLearner
 from bci.online import OnlineRSNN, OnlineState
+from bci.plausibility import check_warm_up
 from service.shared_state import DecodedBin
 
 __all__ = ["STATES", "DecodedBin", "Engine", "Sink"]
@@ -395,11 +396,9 @@ class Engine:
                 f"{where} decodes {config.n_out} kinematics but this stream's output carries "
                 f"{self.n_out}; use a model with the same kinematics"
             )
-        warm = decoder.step(np.zeros(decoder.n_in, dtype=decoder.dtype), decoder.initial_state())
-        if not np.all(np.isfinite(warm)):
-            raise ValueError(
-                f"{where}: a warm-up step on an all-zero bin gave non-finite output {warm}; "
-                "the model is broken: retrain it"
-            )
+        try:
+            check_warm_up(decoder, checkpoint.manifest)
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from None
         learner = EpropLearner(decoder, self.eprop) if self.adapt else None
         return _Slot(checkpoint, decoder, learner, checkpoint.model_id)

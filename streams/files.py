@@ -1,4 +1,9 @@
-"""Session files of either format: NPZ sessions and XDF recordings, behind one interface."""
+"""Session files of either format: NPZ sessions and XDF recordings, behind one interface.
+
+An XDF recording still named ``FILE.xdf.part`` is one a recorder did not finish (see
+:class:`streams.xdf.XdfWriter`): it is read as far as it goes, without footers. Errors name
+the command-line flags (``--neural``, ``--bin-ms`` ...) that choose streams and bins.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +15,23 @@ from streams.lsl_outlet import KINEMATICS_TYPE, NEURAL_TYPE, TARGETS_TYPE
 from streams.session import Session, load_session
 from streams.xdf import StreamSummary, XdfStream, inspect_xdf, session_from_xdf, summarize_stream
 
-__all__ = ["inspect_session_file", "is_xdf", "load_any_session"]
+__all__ = ["inspect_session_file", "is_partial", "is_xdf", "load_any_session"]
+
+PARTIAL_SUFFIX = ".part"
+
+
+def is_partial(path: Path) -> bool:
+    """True for an unfinished XDF recording (``FILE.xdf.part``)."""
+    return Path(path).suffix.lower() == PARTIAL_SUFFIX and is_xdf(path)
 
 
 def is_xdf(path: Path) -> bool:
-    """True for an XDF recording (by extension), False for an NPZ session file."""
-    return Path(path).suffix.lower() in (".xdf", ".xdfz")
+    """True for an XDF recording (by extension, finished or ``.part``), False for an NPZ
+    session file."""
+    path = Path(path)
+    if path.suffix.lower() == PARTIAL_SUFFIX:
+        path = path.with_suffix("")
+    return path.suffix.lower() in (".xdf", ".xdfz")
 
 
 def inspect_session_file(path: Path) -> list[StreamSummary]:
@@ -89,10 +105,33 @@ def load_any_session(
             f"{path} has no stream of type {NEURAL_TYPE!r}; name the neural stream with "
             f"--neural (streams: {present})"
         )
+    named = [s for s in summaries if s.name == neural_name]  # by name, else by type
+    _check_bins(path, named or [s for s in summaries if s.type == neural_name], bin_s)
     return session_from_xdf(
         path,
         neural_name,
         kinematics=_pick_stream(summaries, kinematics, KINEMATICS_TYPE, "kinematics"),
         targets=_pick_stream(summaries, targets, TARGETS_TYPE, "targets"),
         bin_s=bin_s,
+        allow_truncated=is_partial(path),
     )
+
+
+def _check_bins(path: Path, neural: list[StreamSummary], bin_s: float | None) -> None:
+    """A bin width the neural stream can be binned at (``--bin-ms``), before reading it."""
+    if len(neural) != 1:
+        return  # none or several: session_from_xdf names the streams
+    stream = neural[0]
+    if stream.nominal_srate <= 0 and bin_s is None:
+        raise ValueError(
+            f"neural stream '{stream.name}' in {path} is irregular (no nominal rate); give "
+            "the bin width to sum its samples into with --bin-ms"
+        )
+    if stream.nominal_srate > 0 and bin_s is not None:
+        period_ms = 1e3 / stream.nominal_srate
+        if bin_s * 1e3 < period_ms * (1 - 1e-6):
+            raise ValueError(
+                f"--bin-ms {bin_s * 1e3:g} is shorter than the {period_ms:g} ms sample period "
+                f"of neural stream '{stream.name}' in {path}; use --bin-ms {period_ms:g} or "
+                "more, or drop --bin-ms for one bin per sample"
+            )

@@ -49,6 +49,8 @@ NEURAL_CHANNELS_KEY = "neural_channels"
 
 BROADBAND_MIN_RATE_HZ = 5000.0
 _EDGE_TOLERANCE = 1e-6  # in bins
+_ONE_SAMPLE = np.ones(1, dtype=np.int64)  # n_samples of a one-sample bin (read only)
+_ONE_SAMPLE.flags.writeable = False
 _MAX_BUFFERED = 8192  # samples held before they are processed anyway
 
 
@@ -355,6 +357,11 @@ class FrontEnd:
 
     def _feed_per_sample(self, data: np.ndarray, stamps: np.ndarray) -> Bins:
         """One sample per bin: emit each at once; a stamp not after the newest is late."""
+        if stamps.shape[0] == 1 and stamps[0] > self._last_stamp:  # the live case, in order
+            self._last_stamp = float(stamps[0])
+            self._counters["samples_binned"] += 1
+            self._counters["bins_emitted"] += 1
+            return Bins(data.astype(np.float64), stamps, _ONE_SAMPLE)
         newest = np.maximum.accumulate(np.concatenate([[self._last_stamp], stamps[:-1]]))
         keep = stamps > newest
         n_late = int((~keep).sum())

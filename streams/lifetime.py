@@ -5,6 +5,10 @@ Call :func:`die_with_parent` first thing in a child process (the target of a
 ``SIGTERM`` when the thread that created it exits (``prctl(PR_SET_PDEATHSIG)``); if the parent
 is already gone by the time the child asks, the child exits at once. Elsewhere a daemon thread
 watches the parent's pid and terminates the child within ``poll_s`` of the parent's death.
+
+The parent's side: a command that owns children runs its work inside
+:func:`sigterm_as_interrupt`, so ``kill PID`` unwinds it as Ctrl-C does (``with`` blocks
+exit, children are stopped) instead of ending the process on the spot.
 """
 
 from __future__ import annotations
@@ -17,8 +21,11 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
 
-__all__ = ["die_with_parent"]
+__all__ = ["die_with_parent", "sigterm_as_interrupt"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,3 +62,22 @@ def _watch_parent(expected: int, poll_s: float) -> None:  # pragma: no cover - n
     while os.getppid() == expected:
         time.sleep(poll_s)
     os.kill(os.getpid(), signal.SIGTERM)
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM raises ``KeyboardInterrupt`` in the main thread (as Ctrl-C
+    does); the previous handler is restored on exit. Elsewhere than in the main thread (where
+    Python delivers signals) it changes nothing."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

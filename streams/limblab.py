@@ -1,8 +1,9 @@
 """Loader for the Miller lab (limblab) binned-data ``.mat`` files.
 
-These MATLAB v5 files hold one struct (``train_data`` in the ``limblab/bmi`` default data)
-with, per 50 ms bin, ``timeframe`` (s), ``spikeratedata`` (Hz, one column per channel) and
-``velocbin`` (x velocity, y velocity, speed), among other fields.
+These MATLAB v5 files hold one struct (``train_data`` in the ``limblab/bmi`` default data,
+``binnedData`` in the lab's analysis files) with, per 50 ms bin, ``timeframe`` (s),
+``spikeratedata`` (Hz, one column per channel) and ``velocbin`` (x velocity, y velocity,
+speed), among other fields.
 
 Time convention: ``timeframe`` holds bin *start* times (the published file starts at 0.0 and
 its last entry is one bin before the recording's end), so session ``timestamps`` are
@@ -26,10 +27,14 @@ logger = logging.getLogger(__name__)
 
 _REQUIRED_FIELDS = ("timeframe", "spikeratedata", "velocbin")
 _UNIFORM_RTOL = 1e-6  # allowed relative deviation of a bin step from the median step
+STRUCT_NAMES = ("train_data", "binnedData")  # the binned-data structs, in the order looked for
 
 
-def load_limblab_session(path: str | os.PathLike[str], struct_name: str = "train_data") -> Session:
+def load_limblab_session(path: str | os.PathLike[str], struct_name: str | None = None) -> Session:
     """Load a limblab binned-data file as a :class:`Session`.
+
+    ``struct_name`` names the binned-data struct; by default the first of
+    :data:`STRUCT_NAMES` the file holds.
 
     ``neural`` = ``spikeratedata * bin_s`` (counts per bin, float32); ``bin_s`` = the uniform
     spacing of ``timeframe`` (rounded to 1 ns); ``timestamps`` = ``timeframe + bin_s`` (bin
@@ -63,17 +68,21 @@ def load_limblab_session(path: str | os.PathLike[str], struct_name: str = "train
         ) from None
 
     variables = sorted(k for k in contents if not k.startswith("__"))
-    if struct_name not in contents:
+    wanted = STRUCT_NAMES if struct_name is None else (struct_name,)
+    found = [name for name in wanted if name in contents]
+    if not found:
+        names = " or ".join(f"'{name}'" for name in wanted)
         raise SessionError(
-            f"{path} has no struct '{struct_name}' (variables present: {variables}); pass "
-            "struct_name= with the right variable"
+            f"{path} has no struct {names} (variables present: {variables}); it is not a "
+            "limblab binned-data file"
         )
+    struct_name = found[0]
     struct = contents[struct_name]
     fields = list(getattr(struct, "_fieldnames", None) or [])
     if not fields:
         raise SessionError(
             f"'{struct_name}' in {path} is not a MATLAB struct (got {type(struct).__name__}); "
-            "pass struct_name= naming the binned-data struct"
+            "it is not a limblab binned-data file"
         )
     for field in _REQUIRED_FIELDS:
         if field not in fields:
@@ -140,7 +149,12 @@ def _uniform_bin_s(timeframe: np.ndarray, path: Path) -> float:
     typical = float(np.median(steps))
     if typical <= 0:
         raise SessionError(f"field 'timeframe' in {path} is not increasing")
-    off = np.flatnonzero(np.abs(steps - typical) > _UNIFORM_RTOL * typical)
+    # float32 times (the Spike files) are rounded to their storage precision: a step may be
+    # off by one unit in the last place at either end
+    stored = (
+        2.0 * float(np.spacing(np.abs(timeframe).max())) if timeframe.dtype.kind == "f" else 0.0
+    )
+    off = np.flatnonzero(np.abs(steps - typical) > _UNIFORM_RTOL * typical + stored)
     if off.size:
         i = int(off[0])
         raise SessionError(
@@ -148,8 +162,11 @@ def _uniform_bin_s(timeframe: np.ndarray, path: Path) -> float:
             f"{steps[i]:.9g} s against a typical {typical:.9g} s ({off.size} irregular "
             "steps); the file has gaps, so split it at the gaps or re-bin it"
         )
-    mean_step = (timeframe[-1] - timeframe[0]) / (len(timeframe) - 1)
-    return float(round(mean_step, 9))
+    n_steps = len(timeframe) - 1
+    mean_step = (float(timeframe[-1]) - float(timeframe[0])) / n_steps
+    # rounded to 1 ns, or to what the stored times determine (float32: ~10 ns over 20 min)
+    decimals = 9 if stored == 0 else min(9, int(-np.log10(stored / n_steps)))
+    return float(round(mean_step, decimals))
 
 
 def _check_velocity_labels(struct: Any, fields: list[str], path: Path) -> None:

@@ -384,6 +384,7 @@ class LslInlet:
         # per-connection pump state (see _begin_pump)
         self._last_data = self._alive_since = self._next_clock = 0.0
         self._clock_known = False
+        self._accepted = 0  # samples written by the current pull (caller mode)
 
         self._lock = threading.Lock()  # state, counters, schema; taken before the ring's lock
         self._state_changed = threading.Condition(self._lock)
@@ -863,11 +864,11 @@ class LslInlet:
             if self._inlet is None and not self._connect(timeout):
                 return 0
             assert self._inlet is not None
-            before = self._written()
+            self._accepted = 0
             if not self._pump_step(self._inlet, timeout):
                 self._close_caller_inlet()
                 self._retry_at = time.monotonic() + _RETRY_S
-            return self._written() - before
+            return self._accepted
         except _Unsupported as exc:
             self._close_caller_inlet()
             self._set_state("error", str(exc))
@@ -917,10 +918,6 @@ class LslInlet:
             inlet.close_stream()
             del inlet  # destroys the liblsl inlet (and its recovery threads)
 
-    def _written(self) -> int:
-        ring = self._ring
-        return 0 if ring is None else ring.counters().written
-
     def _pull(self, inlet: pylsl.StreamInlet, buffer: np.ndarray, wait_s: float) -> np.ndarray:
         """Pull what is buffered into ``buffer``; when nothing is, block up to ``wait_s``
         for one sample (liblsl wakes us as it arrives) and take what followed it,
@@ -929,8 +926,10 @@ class LslInlet:
         early = self._last_take + self._coalesce_s - time.monotonic()
         if early > 0:  # samples come fast: let a chunk gather
             self._stop_event.wait(early)
-        _, stamps = inlet.pull_chunk(timeout=0.0, max_samples=self._max_chunk, dest_obj=buffer)
-        if stamps:
+        if inlet.samples_available():
+            _, stamps = inlet.pull_chunk(
+                timeout=0.0, max_samples=self._max_chunk, dest_obj=buffer
+            )
             self._last_take = time.monotonic()
             return np.asarray(stamps, dtype=np.float64)
         if not self._wake_on_sample:
@@ -941,7 +940,7 @@ class LslInlet:
             return np.empty(0, dtype=np.float64)
         buffer[0] = sample
         rest: list[float] = []
-        if self._max_chunk > 1:
+        if self._max_chunk > 1 and inlet.samples_available():
             _, rest = inlet.pull_chunk(
                 timeout=0.0, max_samples=self._max_chunk - 1, dest_obj=buffer[1:]
             )
@@ -1007,12 +1006,17 @@ class LslInlet:
                 timestamps = timestamps[finite]
             assert self._ring is not None
             self._ring.write(data, timestamps)
+            self._accepted += len(timestamps)
         self._data_event.set()
         if n_bad:
             logger.debug("LslInlet: rejected %d sample(s) with NaN/Inf", n_bad)
 
     def _check_timestamps(self, timestamps: np.ndarray, rate: float) -> None:
         """Count gaps, jumps, duplicates and backwards steps (caller holds the lock)."""
+        if len(timestamps) == 1 and self._last_ts is not None:  # the live case: no numpy
+            self._check_step(float(timestamps[0]) - self._last_ts, rate)
+            self._last_ts = float(timestamps[0])
+            return
         if self._last_ts is None:
             steps = np.diff(timestamps)
         else:
@@ -1036,6 +1040,22 @@ class LslInlet:
                 n["gap_total_s"] += float(durations.sum())
                 n["last_gap_s"] = float(durations[-1])
                 logger.debug("LslInlet: gap(s) of %s s", np.round(durations, 4).tolist())
+
+    def _check_step(self, step: float, rate: float) -> None:
+        """:meth:`_check_timestamps` for one step (s), without numpy."""
+        n = self._n
+        if step <= 0:
+            n["timestamps_backwards" if step < 0 else "duplicates"] += 1
+            return
+        if step > self._jump_s:
+            n["jumps"] += 1
+            logger.warning("LslInlet: timestamp jump(s) of %s s", [round(step, 3)])
+        if rate > 0 and step > self._gap_factor / rate:
+            n["gaps"] += 1
+            n["gap_missing_samples"] += round(step * rate) - 1
+            n["gap_total_s"] += step - 1.0 / rate
+            n["last_gap_s"] = step - 1.0 / rate
+            logger.debug("LslInlet: gap(s) of %s s", [round(step - 1.0 / rate, 4)])
 
     # --- helpers -----------------------------------------------------------------------------
 

@@ -31,8 +31,9 @@ start, so sleep overshoot never accumulates into drift: a late wake-up just push
 chunk. Gaps in the session's timestamps are replayed as gaps.
 
 The player runs in a separate process (``multiprocessing`` spawn context) so that the GIL and
-the consumer's work cannot disturb its timing. After the last bin (``loop=False``) the outlets
-stay open until :meth:`SessionPlayer.stop`, so consumers can drain what was sent.
+the consumer's work cannot disturb its timing. It dies with the process that started it, even
+a SIGKILLed one (:func:`streams.lifetime.die_with_parent`). After the last bin (``loop=False``)
+the outlets stay open until :meth:`SessionPlayer.stop`, so consumers can drain what was sent.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import logging
 import math
 import multiprocessing
 import multiprocessing.connection
+import os
 import signal
 import time
 import traceback
@@ -52,6 +54,7 @@ import numpy as np
 import pylsl
 
 from streams.frontend import INPUT_KIND_KEY, INPUT_KINDS, NEURAL_CHANNELS_KEY, InputKind
+from streams.lifetime import die_with_parent
 from streams.lsl_outlet import (
     KINEMATICS_SUFFIX,
     KINEMATICS_TYPE,
@@ -218,6 +221,7 @@ class SessionPlayer:
                     start_time=self._start_time,
                 ),
                 child_end,
+                os.getpid(),
             ),
             name=f"player-{self.name}",
             daemon=True,
@@ -401,7 +405,9 @@ def _run_player(
     config: _PlayConfig,
     shared: _Shared,
     errors: multiprocessing.connection.Connection,
+    parent_pid: int,
 ) -> None:
+    die_with_parent(parent_pid)  # even a SIGKILLed parent leaves no player streaming
     # The handle in the parent decides when to stop; Ctrl-C in a terminal reaches the whole
     # process group, so ignore it here and let the parent stop the player cleanly.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

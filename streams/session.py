@@ -465,9 +465,9 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         raise
     except ValueError as exc:
         if "pickle" in str(exc):
-            raise SessionError(
+            raise SessionError(  # numpy's own text names a Python argument: not shown
                 f"session file {path} is not an NPZ archive, or holds pickled objects, which are "
-                f"refused for safety ({exc}); {fix}"
+                f"refused for safety; {fix}"
             ) from None
         raise SessionError(f"cannot read session file {path}: {exc}; {fix}") from None
     except (OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as exc:

@@ -30,7 +30,7 @@ import os
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -46,6 +46,7 @@ from streams.frontend import (
     input_kind_of,
 )
 from streams.session import Session, SessionError
+from streams.timestamps import analyse_timing, restamp
 from streams.xdf_writer import (
     CHANNEL_FORMATS,
     XdfError,
@@ -365,8 +366,7 @@ def _load(
         if not allow_truncated:
             raise XdfError(
                 f"XDF file {path} is truncated or corrupt ({detail}): the recording was "
-                "interrupted or the file damaged; pass allow_truncated=True to read the "
-                "samples that survive"
+                "interrupted or the file damaged"
             )
         logger.warning("XDF file %s is truncated or corrupt: %s", path, detail)
     return streams
@@ -464,11 +464,13 @@ def _desc_texts(info: dict[str, Any]) -> dict[str, str]:
 class StreamSummary:
     """What :func:`inspect_xdf` reports for one stream (clock-synchronized timestamps).
 
-    Gaps (regular streams only; None for irregular ones): inter-sample intervals longer
-    than 1.5 nominal sample periods. ``gap_s`` is the time they add beyond one nominal
-    period each (roughly missing samples / nominal rate). The effective rate of a regular
-    stream is measured over its other (positive) intervals, so breaks do not bias it; for
-    irregular streams it is (n - 1) / (last - first), the mean event rate.
+    Gaps, effective rate and chunking of regular streams come from
+    :func:`streams.timestamps.analyse_timing`: gaps are inter-sample intervals longer than
+    1.5 nominal periods, or for a chunk-stamped stream (``chunk_size``: median samples per
+    chunk, else None) lasting steps of its per-chunk lag; ``gap_s`` is the time they add
+    beyond the nominal interval. The effective rate is measured over the other intervals,
+    so breaks do not bias it. Irregular streams have no gaps (None) and an effective rate
+    of (n - 1) / (last - first), the mean event rate.
     """
 
     stream_id: int
@@ -489,6 +491,7 @@ class StreamSummary:
     clock_resets: int
     has_footer: bool
     footer_sample_count: int | None
+    chunk_size: float | None = None
 
     @property
     def duration_s(self) -> float:
@@ -509,6 +512,11 @@ class StreamSummary:
             )
         if self.n_samples == 0:
             out.append("empty stream (no samples)")
+        if self.chunk_size is not None:
+            out.append(
+                f"chunk-stamped: samples arrive in chunks of ~{self.chunk_size:g} sharing one "
+                "timestamp; rate and gaps are measured per chunk"
+            )
         if self.n_gaps:
             out.append(
                 f"{self.n_gaps} gap(s) adding {self.gap_s:.3f} s beyond the nominal interval "
@@ -535,22 +543,13 @@ def summarize_stream(stream: XdfStream) -> StreamSummary:
     """Sample counts, rates, gaps and timing of one stream (see :class:`StreamSummary`)."""
     ts = stream.time_stamps
     n = ts.shape[0]
-    intervals = np.diff(ts)
-    n_gaps: int | None = None
-    gap_s: float | None = None
-    longest: float | None = None
+    timing = analyse_timing(ts, stream.nominal_srate) if stream.is_regular else None
     effective: float | None = None
-    if stream.is_regular:
-        period = 1.0 / stream.nominal_srate
-        gap = intervals > 1.5 * period
-        n_gaps = int(gap.sum())
-        gap_s = float((intervals[gap] - period).sum())
-        longest = float(intervals[gap].max()) if n_gaps else None
-        regular = intervals[(intervals > 0) & ~gap]
-        if regular.size and regular.sum() > 0:
-            effective = float(regular.size / regular.sum())
+    if timing is not None:
+        effective = timing.effective_rate
     elif n >= 2 and ts[-1] > ts[0]:
         effective = float((n - 1) / (ts[-1] - ts[0]))
+    gaps = None if timing is None else timing.gaps
     return StreamSummary(
         stream_id=stream.stream_id,
         name=stream.name,
@@ -560,12 +559,13 @@ def summarize_stream(stream: XdfStream) -> StreamSummary:
         nominal_srate=stream.nominal_srate,
         n_samples=n,
         effective_srate=effective,
-        n_gaps=n_gaps,
-        gap_s=gap_s,
-        longest_gap_s=longest,
+        n_gaps=None if gaps is None else gaps.count,
+        gap_s=None if gaps is None else float(gaps.seconds.sum()),
+        longest_gap_s=float(gaps.intervals.max()) if gaps is not None and gaps.count else None,
         first_timestamp=float(ts[0]) if n else None,
         last_timestamp=float(ts[-1]) if n else None,
-        n_backward_steps=int((intervals < 0).sum()),
+        n_backward_steps=int((np.diff(ts) < 0).sum()),
+        chunk_size=None if timing is None or not timing.chunk_stamped else timing.median_chunk,
         n_clock_offsets=stream.n_clock_offsets,
         clock_resets=max(len(stream.clock_segments) - 1, 0),
         has_footer=stream.has_footer,
@@ -652,6 +652,9 @@ class XdfSessionReport:
             ``max_gap_s`` (never interpolated across).
         n_short_bins: kept bins with fewer neural samples than ``bin_s`` holds (part of the
             bin fell into a gap; their counts are low).
+        restamped: chunk-stamped streams whose timestamps were replaced by even ones
+            (:func:`streams.timestamps.restamp`), name -> largest shift in seconds; the
+            raw timestamps stay in :attr:`XdfStream.raw_time_stamps`.
     """
 
     neural_stream: str
@@ -665,6 +668,7 @@ class XdfSessionReport:
     dropped_outside: int
     dropped_in_gaps: int
     n_short_bins: int
+    restamped: dict[str, float] = field(default_factory=dict)
 
     @property
     def dropped_total(self) -> int:
@@ -766,6 +770,11 @@ def session_from_xdf_with_report(
     streams = {role: loaded[h.stream_id] for role, h in chosen.items()}
     for role, stream in streams.items():
         _check_usable(path, role, stream)
+    corrections = {role: _restamped(stream) for role, stream in streams.items()}
+    streams = {role: stream for role, (stream, _) in corrections.items()}
+    restamped = {
+        streams[role].name: shift for role, (_, shift) in corrections.items() if shift is not None
+    }
     neural_stream = streams["neural"]
     if "targets" in streams and streams["targets"].channel_count != 2:
         raise XdfError(
@@ -829,6 +838,7 @@ def session_from_xdf_with_report(
         dropped_outside=dropped_outside,
         dropped_in_gaps=dropped_in_gaps,
         n_short_bins=int((binned.short & keep).sum()),
+        restamped=restamped,
     )
     if report.dropped_total or report.n_short_bins:
         logger.warning(
@@ -844,6 +854,22 @@ def session_from_xdf_with_report(
         )
     logger.info("XDF %s -> %r", path, session)
     return session, report
+
+
+def _restamped(stream: XdfStream) -> tuple[XdfStream, float | None]:
+    """``stream`` with even timestamps if it is regular and chunk-stamped, and the largest
+    shift applied in seconds (None when unchanged)."""
+    if not stream.is_regular:
+        return stream, None
+    fixed = restamp(stream.time_stamps, stream.nominal_srate)
+    if not fixed.changed:
+        return stream, None
+    logger.info(
+        "stream %s is chunk-stamped: timestamps re-stamped evenly (largest shift %.4f s)",
+        stream.describe(),
+        fixed.max_shift_s,
+    )
+    return replace(stream, time_stamps=fixed.stamps), fixed.max_shift_s
 
 
 def _span(ts: np.ndarray) -> str:

@@ -161,7 +161,7 @@ class XdfWriter:
             )
         if self._path.exists() and not overwrite:
             raise FileExistsError(
-                f"XDF file {self._path} already exists; choose another name or pass overwrite=True"
+                f"XDF file {self._path} already exists; choose another name or remove it first"
             )
         try:
             self._file = open(self._part_path, "xb")  # closed by close() or abort()

@@ -607,6 +607,65 @@ def test_non_finite_weights(tmp_path, bad):
     read_manifest(path)  # values are not read by the cheap reader
 
 
+def test_huge_finite_weights_are_refused(tmp_path):
+    manifest, tensors = _load_parts(_save(tmp_path))
+    tensors["w_out"][1, 3] = 1e38
+    path = tmp_path / "huge.safetensors"
+    _write_raw(path, manifest, tensors)
+    _error(path, "weight w_out[1, 3] is 1e+38", "beyond the 10000")
+    read_manifest(path)  # values are not read by the cheap reader
+    model = _trained_model()
+    with torch.no_grad():
+        model.w_in[0, 0] = -2e4
+    with pytest.raises(CheckpointError, match=r"weight w_in\[0, 0\] is 2e\+04"):
+        _save(tmp_path, model, name="saved.safetensors")
+    assert not (tmp_path / "saved.safetensors").exists()
+
+
+def test_output_normalisation_that_overflows_is_refused(tmp_path):
+    manifest, tensors = _load_parts(_save(tmp_path))
+    tensors["output_scale"][0] = 3e38
+    manifest["normalisation"]["output_scale"][0] = float(tensors["output_scale"][0])
+    path = tmp_path / "scale.safetensors"
+    _write_raw(path, manifest, tensors)
+    _error(path, "output 0 can reach", "beyond float32")
+
+
+def test_deep_or_large_manifest_is_refused_before_parsing(tmp_path):
+    path = _save(tmp_path)
+    deep = "[" * 100_000 + "]" * 100_000
+    header, data = _parse(path)
+    header["__metadata__"]["manifest"] = deep
+    _write_header(path, header, data)
+    _error(path, "the manifest is nested 100,000 levels deep, more than the 32", header=True)
+
+    path = _save(tmp_path, name="large.safetensors")
+    _edit_manifest(path, lambda m: m["metrics"].update(blob="x" * ckpt.MAX_MANIFEST_BYTES))
+    _error(path, "the manifest is 4,19", "bytes, more than the 4,194,304 allowed", header=True)
+    with pytest.raises(CheckpointError, match="the manifest is 4,19"):
+        _save(tmp_path, name="c.safetensors", metrics={"blob": "x" * ckpt.MAX_MANIFEST_BYTES})
+
+
+def test_oversized_header_is_not_read(tmp_path, monkeypatch):
+    path = _save(tmp_path)
+    header, data = _parse(path)
+    header["__metadata__"]["manifest"] += " " * ckpt.MAX_HEADER_BYTES
+    _write_header(path, header, data)
+    calls = []
+    monkeypatch.setattr(ckpt.safetensors, "safe_open", lambda *a, **k: calls.append(a))
+    _error(path, "its header is", "more than the 4,259,840 a checkpoint needs", header=True)
+    assert calls == []
+
+
+def test_max_speed_is_optional_and_checked(tmp_path):
+    path = _save(tmp_path, max_speed=120.0)
+    assert read_manifest(path)["max_speed"] == 120.0
+    assert "max_speed" not in read_manifest(_save(tmp_path, name="plain.safetensors"))
+    for bad in (0, -1.0, "fast", True):
+        _edit_manifest(path, lambda m, bad=bad: m.update(max_speed=bad))
+        _error(path, "max_speed must be a finite number > 0", header=True)
+
+
 def test_checksum_mismatch(tmp_path):
     path = _save(tmp_path)
     original = path.read_bytes()

@@ -262,10 +262,12 @@ def test_interrupt_from_progress_propagates_and_writes_nothing(session, tmp_path
 # -- bad input ------------------------------------------------------------------------------
 
 
-def _fails(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
-    assert main(argv) == 2
+def _fails(argv: list[str], capsys: pytest.CaptureFixture[str], status: int = 1) -> str:
+    """Run ``bci calibrate``; it must exit with ``status`` (1: the work failed, 2: the command
+    line is wrong) and one error line."""
+    assert main(argv) == status
     err = capsys.readouterr().err
-    assert err.startswith("bci calibrate: error: ")
+    assert err.startswith("bci calibrate: error: ") and err.count("\n") == 1, err
     return err
 
 
@@ -363,25 +365,27 @@ def test_bad_init_checkpoint(calibrated, session, tmp_path: Path, capsys, damage
 def test_ray_missing_says_how_to_install(session, tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
     argv = ["calibrate", str(session[0]), "--out", str(tmp_path / "m.safetensors")]
-    err = _fails([*argv, "--trials", "2", "--ray"], capsys)
+    err = _fails([*argv, "--trials", "2", "--ray"], capsys, status=2)
     assert "pip install -e .[cluster]" in err
     assert _only(tmp_path) == []
 
 
 def test_ray_needs_trials(session, tmp_path: Path, capsys) -> None:
     argv = ["calibrate", str(session[0]), "--out", str(tmp_path / "m.safetensors"), "--ray"]
-    assert "set trials >= 1" in _fails(argv, capsys)
+    assert "--ray runs the hyperparameter search on Ray Tune; give --trials N" in _fails(
+        argv, capsys, status=2
+    )
 
 
 def test_bad_split_is_named(session, tmp_path: Path, capsys) -> None:
     argv = ["calibrate", str(session[0]), "--out", str(tmp_path / "m.safetensors")]
-    assert "--split takes three" in _fails([*argv, "--split", "0.8,0.2"], capsys)
-    assert "sum to 1.1" in _fails([*argv, "--split", "0.8,0.1,0.2"], capsys)
+    assert "--split takes three" in _fails([*argv, "--split", "0.8,0.2"], capsys, status=2)
+    assert "sum to 1.1" in _fails([*argv, "--split", "0.8,0.1,0.2"], capsys, status=2)
 
 
 def test_missing_output_directory_fails_before_training(session, tmp_path: Path, capsys) -> None:
     out = tmp_path / "missing" / "m.safetensors"
-    err = _fails(["calibrate", str(session[0]), "--out", str(out)], capsys)
+    err = _fails(["calibrate", str(session[0]), "--out", str(out)], capsys, status=2)
     assert "directory" in err and "does not exist" in err
 
 

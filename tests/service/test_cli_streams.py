@@ -206,8 +206,10 @@ def test_simulate_streaming_flags_conflict_with_out(
     assert main(["simulate", "--out", str(out), "--seconds", "3"]) == 2
     assert "--seconds only apply when streaming" in capsys.readouterr().err
     assert not out.exists()
-    assert main(["simulate", "--seconds", "0"]) == 2
-    assert "--seconds must be a positive number" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:  # argparse: a usage error
+        main(["simulate", "--seconds", "0"])
+    assert info.value.code == 2
+    assert "argument --seconds: must be a finite number > 0, got '0'" in capsys.readouterr().err
 
 
 # --- record ------------------------------------------------------------------------------
@@ -245,10 +247,10 @@ def test_record_the_simulated_streams(tmp_path: Path, capsys: pytest.CaptureFixt
     assert np.all(np.diff(neural["time_stamps"]) > 0)
 
 
-def test_record_missing_stream_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_record_missing_stream_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "x.xdf"
     argv = ["record", "--out", str(path), "--stream", unique_name("absent")]
-    assert main([*argv, "--resolve-timeout", "0.3", "--seconds", "1"]) == 2
+    assert main([*argv, "--resolve-timeout", "0.3", "--seconds", "1"]) == 1  # the work failed
     err = capsys.readouterr().err
     assert err.startswith("bci record: error: no LSL stream with name=absent-")
     assert list(tmp_path.iterdir()) == []

@@ -70,7 +70,12 @@ def scrape(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Cli
 
 def test_exposition_while_decoding(scrape: tuple[httpx.Client, Daemon]) -> None:
     client, daemon = scrape
-    assert wait_for(lambda: daemon.latency()["bins"] >= 40)
+
+    def published_samples() -> int:  # the status document the API reads, every 0.2 s
+        counters = (daemon.shared.status().get("stream") or {}).get("counters") or {}
+        return counters.get("samples_received", 0)
+
+    assert wait_for(lambda: daemon.latency()["bins"] >= 40 and published_samples() >= 40)
     response = client.get("/metrics/prometheus")
     assert response.status_code == 200
     assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"

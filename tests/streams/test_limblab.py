@@ -90,8 +90,27 @@ def test_synthetic_file_loads(tmp_path: Path) -> None:
 def test_struct_name_option(tmp_path: Path) -> None:
     path = _write_mat(tmp_path / "test.mat", struct_name="test_data")
     assert load_limblab_session(path, struct_name="test_data").n_bins == 50
-    with pytest.raises(SessionError, match=r"no struct 'train_data' \(variables present: \['test"):
+    with pytest.raises(
+        SessionError, match=r"no struct 'train_data' or 'binnedData' \(variables present: \['test"
+    ):
         load_limblab_session(path)
+
+
+def test_binned_data_struct_is_found(tmp_path: Path) -> None:
+    path = _write_mat(tmp_path / "spike.mat", struct_name="binnedData")
+    assert load_limblab_session(path).n_bins == 50
+
+
+def test_float32_timeframe_is_uniform_to_its_precision(tmp_path: Path) -> None:
+    n = 24000  # 20 min: float32 steps are off by up to 6e-5 s, as in the Spike files
+    path = _write_mat(
+        tmp_path / "f32.mat",
+        timeframe=(np.arange(n) * 0.05).astype(np.float32),
+        spikeratedata=np.full((n, 4), 20, dtype=np.uint16),
+        velocbin=np.zeros((n, 3)),
+    )
+    session = load_limblab_session(path)
+    assert session.bin_s == 0.05 and session.n_bins == n
 
 
 def test_missing_file(tmp_path: Path) -> None:

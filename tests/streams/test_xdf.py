@@ -175,6 +175,28 @@ def test_clock_resets_file() -> None:
     assert "clock reset" in table and "irregular" in table and "21 gap(s)" in table
 
 
+def test_chunk_stamped_ecg_file() -> None:
+    """A wearable pushes ~8 samples per ~62.5 ms, stamped microseconds apart: the stream is
+    128 Hz without a single lost sample, not 226 kHz with a gap per chunk."""
+    path = real_file("ECG_with_audio.xdf")
+    summaries = {s.name: s for s in inspect_xdf(path)}
+    ecg = summaries["HeartyPatch"]
+    assert (ecg.nominal_srate, ecg.n_samples, ecg.chunk_size) == (128.0, 8720, 8.0)
+    assert ecg.n_gaps == 0 and ecg.gap_s == 0.0 and ecg.longest_gap_s is None
+    assert ecg.effective_srate == pytest.approx(128.06, abs=0.01)
+    assert ecg.n_clock_offsets == 13 and summaries["Keep Talking Stream"].n_samples == 4
+    assert ecg.notes == (
+        "chunk-stamped: samples arrive in chunks of ~8 sharing one timestamp; rate and gaps "
+        "are measured per chunk",
+    )
+    session, report = session_from_xdf_with_report(path, "HeartyPatch", bin_s=8 / 128)
+    assert report.dropped_empty == 0 and report.n_short_bins == 0
+    assert 0.05 < report.restamped["HeartyPatch"] < 0.2  # the correction is recorded
+    # 8,720 samples span 1,090 bins of 8 on the bin grid; the first is partial (the stream
+    # started inside it) and the last still open: both are left out
+    assert session.n_bins == 8720 // 8 - 2
+
+
 def test_empty_streams_file() -> None:
     path = real_file("empty_streams.xdf")
     streams = {s.name: s for s in read_xdf_streams(path)}
@@ -375,7 +397,7 @@ def test_part_file_until_close_and_abort_keeps_part(tmp_path: Path) -> None:
 def test_writer_refuses_to_clobber(tmp_path: Path) -> None:
     path = tmp_path / "rec.xdf"
     path.write_bytes(b"precious")
-    with pytest.raises(FileExistsError, match="overwrite=True"):
+    with pytest.raises(FileExistsError, match="already exists; choose another name"):
         XdfWriter(path)
     with XdfWriter(path, overwrite=True) as writer:
         writer.add_stream(1, "s", "EEG", 1, 10.0, "float32")

@@ -5,6 +5,9 @@ touched by the loop. ``enable`` starts a fresh learner for the current model (la
 adapting) and ``disable`` stops learning, keeping the weights learned so far; ``pause`` /
 ``resume`` / ``reset`` / ``learning-rate`` act on a running learner (409 when adaptation is
 off).
+
+The learning rate refuses ``NaN``, ``Infinity`` and ``1e999`` with 422 naming ``lr``
+(:class:`service.api.finite_errors.FiniteErrorsRoute` keeps that answer valid JSON).
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, Field
 
 from service.api.deps import Authorized, LinkDep, StatusDep, problems
+from service.api.finite_errors import FiniteErrorsRoute
 from service.api.link import ControlRefused, DecoderLink
 
-router = APIRouter(prefix="/adaptation", tags=["adaptation"])
+router = APIRouter(prefix="/adaptation", tags=["adaptation"], route_class=FiniteErrorsRoute)
 
 _CONTROL = problems(401, 409, 503)
 

@@ -1,9 +1,19 @@
 """``/model``: the decoding model, its activity, the models folder, hot swap (by name, path
-or upload) and rollback (POSTs need the bearer token)."""
+or upload) and rollback (POSTs need the bearer token).
+
+Manifests come from files anyone may have put in the models folder: listing reads only the
+checkpoints' headers (:func:`bci.checkpoint.read_manifest`, bounded by
+:data:`bci.checkpoint.MAX_HEADER_BYTES`), and a manifest's free-form parts (``metrics``,
+``config``) are shown only up to :data:`MAX_SHOWN_BYTES` of JSON each; larger ones are
+replaced by null and the reason. An upload is written next to the models as a ``.part`` file,
+renamed to ``upload-<sha256 prefix>.safetensors``, and removed again if the swap is refused
+for any reason (unless that name already held an accepted file).
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -15,13 +25,15 @@ from pydantic import BaseModel, model_validator
 from bci.checkpoint import model_id as manifest_model_id
 from bci.checkpoint import read_manifest
 from service.api.deps import Authorized, LinkDep, SettingsDep, StatusDep, problems
+from service.api.finite_errors import FiniteErrorsRoute
 from service.api.link import ControlRefused, DecoderLink
 from service.settings import Settings
 from streams.atomic import fsync_directory
 
 MAX_UPLOAD_BYTES = 256 * 1024 * 1024
+MAX_SHOWN_BYTES = 64 * 1024  # JSON of one free-form manifest part in a response
 
-router = APIRouter(prefix="/model", tags=["model"])
+router = APIRouter(prefix="/model", tags=["model"], route_class=FiniteErrorsRoute)
 
 
 class ModelInfo(BaseModel):
@@ -36,6 +48,7 @@ class ModelInfo(BaseModel):
     metrics: dict[str, Any] | None
     swaps: dict[str, Any]
     last_swap: dict[str, Any] | None
+    omitted: list[str]
 
 
 class SwapRequest(BaseModel):
@@ -66,6 +79,7 @@ class AvailableModel(BaseModel):
     bin_s: float | None
     metrics: dict[str, Any] | None
     error: str | None
+    omitted: list[str]
 
 
 class AvailableModels(BaseModel):
@@ -84,10 +98,22 @@ class Activity(BaseModel):
     weight_norms: dict[str, float]
 
 
+def _shown(manifest: dict[str, Any], key: str, omitted: list[str]) -> Any:
+    """``manifest[key]`` if its JSON fits :data:`MAX_SHOWN_BYTES`, else None (and a note in
+    ``omitted``)."""
+    value = manifest.get(key)
+    size = len(json.dumps(value))
+    if size <= MAX_SHOWN_BYTES:
+        return value
+    omitted.append(f"{key}: {size:,} bytes of JSON, more than the {MAX_SHOWN_BYTES:,} shown")
+    return None
+
+
 @router.get("", response_model=ModelInfo)
 def get_model(status_doc: StatusDep) -> ModelInfo:
     engine_status = status_doc["engine"]
     manifest = _manifest(engine_status["model_path"], engine_status["model_id"])
+    omitted: list[str] = []
     return ModelInfo(
         model_id=engine_status["model_id"],
         path=engine_status["model_path"],
@@ -96,10 +122,11 @@ def get_model(status_doc: StatusDep) -> ModelInfo:
         bin_s=manifest.get("bin_s"),
         kinematics_labels=manifest.get("kinematics_labels"),
         created=manifest.get("created"),
-        config=manifest.get("model"),
-        metrics=manifest.get("metrics"),
+        config=_shown(manifest, "model", omitted),
+        metrics=_shown(manifest, "metrics", omitted),
         swaps=engine_status["swaps"],
         last_swap=engine_status["last_swap"],
+        omitted=omitted,
     )
 
 
@@ -120,6 +147,7 @@ def available(status_doc: StatusDep, settings: SettingsDep) -> AvailableModels:
                 manifest, error = read_manifest(path), None
             except (ValueError, OSError) as exc:  # CheckpointError is a ValueError
                 manifest, error = {}, str(exc)
+            omitted: list[str] = []
             found.append(
                 AvailableModel(
                     name=path.name,
@@ -128,8 +156,9 @@ def available(status_doc: StatusDep, settings: SettingsDep) -> AvailableModels:
                     created=manifest.get("created"),
                     n_channels=manifest.get("n_channels"),
                     bin_s=manifest.get("bin_s"),
-                    metrics=manifest.get("metrics"),
+                    metrics=_shown(manifest, "metrics", omitted),
                     error=error,
+                    omitted=omitted,
                 )
             )
     return AvailableModels(
@@ -162,7 +191,7 @@ def _manifest(path: str, model_id: str) -> dict[str, Any]:
         manifest = read_manifest(path)
     except (ValueError, OSError):  # replaced or removed since: summary only
         return {}
-    return manifest if str(manifest.get("sha256", ""))[:12] == model_id else {}
+    return manifest if manifest_model_id(manifest) == model_id else {}
 
 
 def _swap(link: DecoderLink, previous: str, path: Path, what: str) -> SwapResult:
@@ -231,15 +260,18 @@ def upload(
             part.flush()
             os.fsync(part.fileno())
         path = folder / f"upload-{digest.hexdigest()[:12]}.safetensors"
-        os.replace(part.name, path)
-        fsync_directory(folder)
+        known = path.is_file()  # the same bytes were uploaded (and accepted) before
+        if not known:
+            os.replace(part.name, path)
+            fsync_directory(folder)
     finally:
         Path(part.name).unlink(missing_ok=True)
     try:
         previous = status_doc["engine"]["model_id"]
         return _swap(link, previous, path, f"uploaded file {file.filename!r}")
-    except HTTPException:
-        path.unlink(missing_ok=True)
+    except BaseException:  # refused, or failed in any way: nothing new stays behind
+        if not known:
+            path.unlink(missing_ok=True)
         raise
 
 
