@@ -72,6 +72,7 @@ DAEMON_STATES = STATES  # the daemon reports the engine's lifecycle states
 _LOST = ("stalled", "lost")
 _HOLDING = ("stream-lost", "schema-mismatch")  # daemon states that push zero velocity
 _TARGET_POLL_S = 0.0005  # wait between looks while an update waits for late targets
+_PREWARM_LEAD_S = 0.0005  # prewarm the decoder this long before the next bin is due
 
 Control = tuple[int, str, tuple[Any, ...]]
 """A request from the API: ``(request id, command, arguments)``."""
@@ -146,6 +147,7 @@ class Daemon:
         self._ever_connected = False
         self._skip_until = -np.inf  # bins ending at or before this were decoded already
         self._next_hold = 0.0  # monotonic time of the next zero-velocity push while lost
+        self._prewarm_at: float | None = None  # local clock time to prewarm the decoder
         self._next_status = 0.0
         self._published_model: str | None = None  # model id in the latest status document
         self.push_errors = 0
@@ -397,7 +399,11 @@ class Daemon:
             assert inlet is not None and self.decoder is not None
             while not self._stop.is_set():
                 self._serve_controls()
-                inlet.pull(self._wait_s())
+                wait = self._wait_s()
+                if self._prewarm_at is not None and pylsl.local_clock() >= self._prewarm_at:
+                    self._prewarm_at = None
+                    self._require_engine().prewarm()
+                inlet.pull(wait)
                 self._decode_new()
                 self.decoder.learn()
                 self._between_bins()
@@ -425,6 +431,8 @@ class Daemon:
             wait = min(wait, max(0.0, local_close - pylsl.local_clock()))
         if self.holding:
             wait = min(wait, max(0.0, self._next_hold - time.monotonic()))
+        if self._prewarm_at is not None:
+            wait = min(wait, max(0.0, self._prewarm_at - pylsl.local_clock()))
         return wait
 
     def _between_bins(self) -> None:
@@ -547,6 +555,8 @@ class Daemon:
         if bins.n_bins == 0:
             return
         recording = self.recording
+        # the next bin is due one bin width after this batch's last: prewarm just before it
+        self._prewarm_at = bins.end_times[-1] + frontend.bin_s + offset - _PREWARM_LEAD_S
         for x, end in zip(bins.data.astype(np.float32), bins.end_times, strict=True):
             if end <= self._skip_until:
                 self.bins_skipped += 1

@@ -199,11 +199,12 @@ class FrontEnd:
         """Add a chunk (``data`` (n, stream channels), ``timestamps`` (n,) seconds, arrival
         order); return the bins it closed, oldest first.
 
-        The chunk is copied. Samples are processed once a bin can close (a sample stamped at
-        or after the oldest open bin's end), a sample is late, at :meth:`flush`, or every
-        ``_MAX_BUFFERED`` samples: no bin closes later, and small chunks (e.g. 1 ms of
-        30 kHz) cost one filter call per bin, not one per chunk. The bins do not depend on
-        the chunking.
+        The chunk is copied. Counts and events are summed as they come, so a bin's closing
+        sample costs one addition. Broadband samples are processed once a bin can close (a
+        sample stamped at or after the oldest open bin's end), a sample is late, at
+        :meth:`flush`, or every ``_MAX_BUFFERED`` samples: no bin closes later, and small
+        chunks (e.g. 1 ms of 30 kHz) cost one filter call per bin, not one per chunk. The
+        bins do not depend on the chunking.
         """
         data, stamps = self._checked(data, timestamps)
         n = stamps.shape[0]
@@ -214,8 +215,8 @@ class FrontEnd:
             return self._feed_per_sample(data, stamps)
         self._buffer.append((data.copy(), stamps.copy()))
         self._buffered += n
-        if self._next_k is None:
-            ready = self._detector is None  # the first sample opens the first bin
+        if self._detector is None or self._next_k is None:
+            ready = self._detector is None  # summed at once; broadband: the first sample
         else:  # a bin can close, or a sample is late (counted at once)
             newest, oldest = stamps.max() / self.bin_s, stamps.min() / self.bin_s
             ready = newest >= self._next_k - _EDGE_TOLERANCE
