@@ -197,9 +197,16 @@ def _push(
 # --- relay process -------------------------------------------------------------------------
 
 
-def _relay(neural: str, output: str, rate: float, ready: Any, stop: Any, results: Any) -> None:
-    """Pull each sample of ``neural`` and push its first two values on to ``output``."""
+def _relay(
+    neural: str, output: str, rate: float, realtime: bool, ready: Any, stop: Any, results: Any
+) -> None:
+    """Pull each sample of ``neural`` and push its first two values on to ``output`` (with
+    ``realtime``: at the decoder process's SCHED_FIFO priority on its core)."""
     _quiet_sigint()
+    if realtime:
+        from service.supervisor import request_realtime
+
+        request_realtime()
     outlet = open_outlet(output, KINEMATICS_TYPE, ["vx", "vy"], "cm/s", rate,
                          source_id=f"{output}-relay", model="e2e_latency relay")  # fmt: skip
     found = pylsl.resolve_byprop("name", neural, 1, 60.0)
@@ -495,8 +502,10 @@ def run_case(
     warmup: int,
     model: Path,
     logs: Path,
+    realtime: bool = False,
 ) -> dict[str, Any]:
-    """One pusher, reader and ``under_test`` ("relay" or "daemon", with dashboards) run."""
+    """One pusher, reader and ``under_test`` ("relay" or "daemon", with dashboards) run;
+    ``realtime``: the relay and the decoder process at SCHED_FIFO priority (``--realtime``)."""
     tag = uuid.uuid4().hex[:8]
     neural, output, source_id = f"e2e-{tag}", f"e2e-out-{tag}", f"e2e-src-{tag}"
     n_total = warmup + n_bins
@@ -532,7 +541,7 @@ def run_case(
     try:
         if under_test == "relay":
             spawn(_relay, neural, f"{output}{KINEMATICS_SUFFIX}", stream.sample_rate,
-                  relay_ready, stop)  # fmt: skip
+                  realtime, relay_ready, stop)  # fmt: skip
             pushed, _ = measure(None)
             stop.set()
             _take(results, "relay", 30.0, got)
@@ -541,6 +550,8 @@ def run_case(
             args += ["--port", "0", "--token", uuid.uuid4().hex]  # it prints the port it got
             if adapt:
                 args += ["--adapt", "--target-stream", f"{neural}{KINEMATICS_SUFFIX}"]
+            if realtime:
+                args += ["--realtime"]
             with Serve(args, source_id, case_logs) as serve:
                 try:
                     pushed, base = measure(serve.wait_url(60.0))
@@ -558,7 +569,8 @@ def run_case(
                 child.kill()
                 child.join()
     row = _summarise(stream, warmup, pushed, read, dash, daemon_latency)
-    return row | {"under_test": under_test, "adapt": adapt, "daemon_exit_code": exit_code}
+    return row | {"under_test": under_test, "adapt": adapt, "daemon_exit_code": exit_code,
+                  "realtime": realtime}  # fmt: skip
 
 
 def _match(sent: np.ndarray, stamps: np.ndarray, tolerance: float) -> np.ndarray:
@@ -694,6 +706,11 @@ def main() -> None:
         default="0,5",
         help="dashboard client counts to run each daemon case with (0,5)",
     )
+    parser.add_argument(
+        "--realtime",
+        action="store_true",
+        help="the decoder process (bci serve --realtime) and the relay at SCHED_FIFO priority",
+    )
     parser.add_argument("--json", help="write results to this JSON file")
     args = parser.parse_args()
     # SIGTERM unwinds like Ctrl-C, so every case's finally stops its daemon and children
@@ -712,7 +729,7 @@ def main() -> None:
                                              for n in args.dashboards]  # fmt: skip
             for under_test, adapt, n in cases:
                 row = run_case(stream, under_test, adapt, n, args.bins, args.warmup, model,
-                               folder)  # fmt: skip
+                               folder, args.realtime)  # fmt: skip
                 rows.append(row)
                 print(
                     f"{stream.label} {under_test} adapt {'on' if adapt else 'off'} "
@@ -724,7 +741,7 @@ def main() -> None:
     print(
         f"\nbin close (its last sample's stamp) -> output received over LSL, {args.bins} bins "
         f"per case after {args.warmup} warm-up; daemon = its /metrics/latency (push to its "
-        "outlet)"
+        "outlet)" + ("; decoder and relay at SCHED_FIFO priority" if args.realtime else "")
     )
     print_table(
         ["input", "under test", "adapt", "dash", "bins", "lost", "p50 ms", "p99 ms", "max ms",
@@ -757,6 +774,7 @@ def main() -> None:
             "load_average": {"start": load_at_start, "end": os.getloadavg()},  # 1, 5, 15 min
             "bins": args.bins,
             "warmup": args.warmup,
+            "realtime": args.realtime,
             "model": {
                 "n_in": N_IN,
                 "n_hidden": N_HIDDEN,

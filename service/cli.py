@@ -9,7 +9,6 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -582,7 +581,7 @@ def _print_deployment_report(checkpoint: str, session: str | None) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from service.api.server import listen
     from service.settings import Settings, resolve_token
-    from service.supervisor import Supervisor
+    from service.supervisor import serve_supervised
 
     overrides = {
         key: value
@@ -611,10 +610,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not Path(settings.model).is_file():
         raise FileNotFoundError(f"model {settings.model} does not exist")
     listener = listen(settings.host, settings.port)  # bound here: --port 0 prints its port
-    supervisor = Supervisor(settings, listener)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        supervisor.start()  # the decoder has loaded its model and opened its streams
+
+    def announce() -> None:
         port = listener.getsockname()[1]
         print(
             f"serving http://{settings.host}:{port}/api/v1 (docs at /docs): decoding "
@@ -623,11 +620,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             flush=True,
         )
         print(f"token{' (generated)' if generated else ''}: {settings.token}", flush=True)
-        supervisor.run()
-    except KeyboardInterrupt:
-        pass
+
+    try:
+        serve_supervised(settings, listener, announce)
     finally:
-        supervisor.stop()
         listener.close()
     return 0
 

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from calibration.calibrate import CalibrationOptions, run_calibration
-from service.api.app import create_app
-from service.api.server import listen, serve
+from service.api.server import listen
 from service.settings import Settings, resolve_token
+from service.supervisor import serve_supervised
 from streams.player import simulate_stream
 from streams.session import save_session
 from streams.synthetic import SyntheticConfig, simulate_session
@@ -85,8 +85,14 @@ def run_live_demo(
     simulator = simulate_stream(
         SyntheticConfig(duration_s=3600.0, seed=seed), name=DEMO_STREAM, loop=True
     )
-    with simulator:
-        print(f"simulator streaming {DEMO_STREAM!r} (96 channels, 50 ms bins)", flush=True)
+
+    def announce() -> None:
         print(f"dashboard: http://{host}:{port}/  (API under /api/v1; Ctrl-C to stop)", flush=True)
         print(f"token{' (generated)' if generated else ''}: {settings.token}", flush=True)
-        serve(create_app(settings), listener, seconds=seconds)
+
+    with simulator:
+        print(f"simulator streaming {DEMO_STREAM!r} (96 channels, 50 ms bins)", flush=True)
+        try:  # the decoder and the API in processes of their own, as bci serve runs them
+            serve_supervised(settings, listener, announce, seconds=seconds)
+        finally:
+            listener.close()

@@ -33,6 +33,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ from service.settings import Settings
 from service.shared_state import SharedState
 from streams.lsl_outlet import KinematicsOutlet
 
-__all__ = ["Supervisor"]
+__all__ = ["Supervisor", "request_realtime", "serve_supervised"]
 
 logger = logging.getLogger(__name__)
 
@@ -92,9 +93,12 @@ class Supervisor:
         self.api = self._start_api()
         return self
 
-    def run(self) -> None:
-        """Watch both processes; restart whichever dies, until :meth:`stop`."""
+    def run(self, seconds: float | None = None) -> None:
+        """Watch both processes; restart whichever dies, until :meth:`stop` (or ``seconds``)."""
+        deadline = None if seconds is None else time.monotonic() + seconds
         while not self._stop.is_set():
+            if deadline is not None and time.monotonic() >= deadline:
+                break
             sentinels = [p.sentinel for p in (self.decoder, self.api) if p is not None]
             multiprocessing.connection.wait(sentinels, timeout=0.2)
             if self._stop.is_set():
@@ -200,6 +204,29 @@ class Supervisor:
         self.api = self._start_api()
 
 
+def serve_supervised(
+    settings: Settings,
+    listener: socket.socket,
+    announce: Callable[[], None],
+    seconds: float | None = None,
+) -> None:
+    """Run a :class:`Supervisor` until SIGINT / SIGTERM (or ``seconds``), then stop it.
+
+    ``announce`` is called once the decoder has loaded its model and opened its streams
+    (print the URL there): a start that fails raises ``ValueError`` before it.
+    """
+    supervisor = Supervisor(settings, listener)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        supervisor.start()
+        announce()
+        supervisor.run(seconds)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        supervisor.stop()
+
+
 class _StandIn:
     """Zero velocity at the bin rate on the decoded stream while no decoder runs."""
 
@@ -250,7 +277,7 @@ def _decoder_main(
 
     die_with_parent(parent_pid)
     _child_logging(args.settings)
-    realtime = _realtime() if args.settings.realtime else "off"
+    realtime = request_realtime() if args.settings.realtime else "off"
     shared = SharedState.attach(args.shared_name, args.layout)
 
     def before_outlet() -> None:
@@ -304,7 +331,7 @@ def _child_logging(settings: Settings) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(processName)s %(name)s: %(message)s")
 
 
-def _realtime(priority: int = 50) -> str:
+def request_realtime(priority: int = 50) -> str:
     """Ask for SCHED_FIFO on the last core; returns what the system allowed, in words."""
     core = max(os.sched_getaffinity(0))
     try:

@@ -927,9 +927,7 @@ class LslInlet:
         if early > 0:  # samples come fast: let a chunk gather
             self._stop_event.wait(early)
         if inlet.samples_available():
-            _, stamps = inlet.pull_chunk(
-                timeout=0.0, max_samples=self._max_chunk, dest_obj=buffer
-            )
+            _, stamps = inlet.pull_chunk(timeout=0.0, max_samples=self._max_chunk, dest_obj=buffer)
             self._last_take = time.monotonic()
             return np.asarray(stamps, dtype=np.float64)
         if not self._wake_on_sample:

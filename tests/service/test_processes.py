@@ -163,8 +163,10 @@ def test_decoder_killed_output_holds_and_no_bin_is_decoded_twice(serve: Serve) -
 
     def recovered() -> bool:  # the client reached the new decoder's outlet (liblsl recovery)
         values = np.asarray(reader.values[-5:], np.float32)
-        return len(values) == 5 and bool(np.all(np.abs(values).sum(axis=1) > 0)) and (
-            len(reader.values) > 30
+        return (
+            len(values) == 5
+            and bool(np.all(np.abs(values).sum(axis=1) > 0))
+            and (len(reader.values) > 30)
         )
 
     assert wait_for(recovered, 20.0), "the client never reached the restarted decoder"
