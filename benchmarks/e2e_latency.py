@@ -197,6 +197,17 @@ def _push(
 # --- relay process -------------------------------------------------------------------------
 
 
+def _open_inlet(name: str, tag: str, results: Any) -> pylsl.StreamInlet | None:
+    """An open inlet of stream ``name``, or None after putting ``(tag, error)``."""
+    found = pylsl.resolve_byprop("name", name, 1, 60.0)
+    if not found:
+        results.put((tag, {"error": f"stream {name!r} not found within 60 s"}))
+        return None
+    inlet = pylsl.StreamInlet(found[0], max_buflen=60)
+    inlet.open_stream(10.0)
+    return inlet
+
+
 def _relay(
     neural: str, output: str, rate: float, realtime: bool, ready: Any, stop: Any, results: Any
 ) -> None:
@@ -209,12 +220,9 @@ def _relay(
         request_realtime()
     outlet = open_outlet(output, KINEMATICS_TYPE, ["vx", "vy"], "cm/s", rate,
                          source_id=f"{output}-relay", model="e2e_latency relay")  # fmt: skip
-    found = pylsl.resolve_byprop("name", neural, 1, 60.0)
-    if not found:
-        results.put(("relay", {"error": f"stream {neural!r} not found within 60 s"}))
+    inlet = _open_inlet(neural, "relay", results)
+    if inlet is None:
         return
-    inlet = pylsl.StreamInlet(found[0], max_buflen=60)
-    inlet.open_stream(10.0)
     ready.set()
     relayed = 0
     while not _stopped(stop):
@@ -231,12 +239,9 @@ def _relay(
 def _read(output: str, ready: Any, stop: Any, results: Any) -> None:
     """Pull ``output`` until ``stop``; put ``("reader", (stamps, received))`` (local clock, s)."""
     _quiet_sigint()
-    found = pylsl.resolve_byprop("name", output, 1, 30.0)
-    if not found:
-        results.put(("reader", {"error": f"stream {output!r} not found within 30 s"}))
+    inlet = _open_inlet(output, "reader", results)
+    if inlet is None:
         return
-    inlet = pylsl.StreamInlet(found[0], max_buflen=60)
-    inlet.open_stream(10.0)
     ready.set()
     stamps: list[float] = []
     received: list[float] = []

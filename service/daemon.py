@@ -12,7 +12,8 @@ the inlet's ring, with its loss counters; the :class:`~streams.frontend.FrontEnd
 into causal bins: per-channel counts (one sample per bin, or a faster stream summed into
 bins), spike events, or threshold crossings of broadband voltage (``Settings.input``; by
 default from the stream's metadata). A bin closes when a sample at or after its end arrives,
-or ``bin_grace_ms`` after its end when the stream is quiet.
+or ``bin_grace_ms`` after its end once the stream has been quiet that long (samples that keep
+coming, however late, close bins by their stamps).
 
 Nothing else runs on this thread but what the loop does between bins: controls from the
 queue (swaps are loaded and validated on a loader thread, then applied between two bins by
@@ -73,6 +74,7 @@ _LOST = ("stalled", "lost")
 _HOLDING = ("stream-lost", "schema-mismatch")  # daemon states that push zero velocity
 _TARGET_POLL_S = 0.0005  # wait between looks while an update waits for late targets
 _PREWARM_LEAD_S = 0.0005  # prewarm the decoder this long before the next bin is due
+_EVENTS_CAPACITY = 1 << 16  # ring rows for a spike-event stream (irregular rate)
 
 Control = tuple[int, str, tuple[Any, ...]]
 """A request from the API: ``(request id, command, arguments)``."""
@@ -148,6 +150,7 @@ class Daemon:
         self._skip_until = -np.inf  # bins ending at or before this were decoded already
         self._next_hold = 0.0  # monotonic time of the next zero-velocity push while lost
         self._prewarm_at: float | None = None  # local clock time to prewarm the decoder
+        self._last_arrival = 0.0  # local clock time samples last came
         self._next_status = 0.0
         self._published_model: str | None = None  # model id in the latest status document
         self.push_errors = 0
@@ -218,6 +221,7 @@ class Daemon:
             name=settings.stream,
             source_id=settings.source_id,
             pull_in_caller=True,
+            irregular_capacity=_EVENTS_CAPACITY,
             **self.inlet_options,
         ).start()
         self._set_state("waiting-for-stream", f"looking for stream {settings.stream!r}")
@@ -428,7 +432,8 @@ class Daemon:
         frontend, inlet = self.frontend, self.inlet
         if frontend is not None and frontend.next_close is not None and inlet is not None:
             local_close = frontend.next_close + (inlet.clock_offset or 0.0)
-            wait = min(wait, max(0.0, local_close - pylsl.local_clock()))
+            quiet = self._last_arrival + frontend.grace_s
+            wait = min(wait, max(0.0, max(local_close, quiet) - pylsl.local_clock()))
         if self.holding:
             wait = min(wait, max(0.0, self._next_hold - time.monotonic()))
         if self._prewarm_at is not None:
@@ -549,9 +554,12 @@ class Daemon:
         offset = inlet.clock_offset or 0.0
         if len(stamps):
             self._ever_connected = True
+            self._last_arrival = pylsl.local_clock()
             bins = frontend.feed(data, stamps)
+        elif pylsl.local_clock() - self._last_arrival >= frontend.grace_s:
+            bins = frontend.flush(pylsl.local_clock() - offset)  # the stream went quiet
         else:
-            bins = frontend.flush(pylsl.local_clock() - offset)
+            return
         if bins.n_bins == 0:
             return
         recording = self.recording

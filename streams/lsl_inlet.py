@@ -271,7 +271,9 @@ class LslInlet:
         resolve_timeout_s: time without a matching stream before the state turns ``lost``
             (the search continues); also bounds the schema check after a recovery.
         buffer_s: ring length in seconds of data (capacity = ``ceil(buffer_s * rate)``).
-        capacity: ring rows, overriding ``buffer_s`` (required for irregular-rate streams).
+        capacity: ring rows, overriding ``buffer_s``.
+        irregular_capacity: ring rows for an irregular-rate stream when ``capacity`` is not
+            given (without either, such a stream is refused: ``buffer_s`` cannot size it).
         watchdog_s: seconds without samples before the state turns ``stalled``.
         lost_after_s: seconds without samples before the stream is declared ``lost`` and
             re-resolved (must exceed ``watchdog_s``).
@@ -315,6 +317,7 @@ class LslInlet:
         coalesce_s: float = 2.5e-4,
         clock_refresh_s: float = 5.0,
         pull_in_caller: bool = False,
+        irregular_capacity: int | None = None,
     ) -> None:
         props = {"name": name, "type": type, "source_id": source_id}
         props = {k: v for k, v in props.items() if v is not None}
@@ -374,6 +377,9 @@ class LslInlet:
         self._last_take = 0.0  # monotonic time of the last pull that returned samples
         self._clock_refresh_s = float(clock_refresh_s)
         self._pull_in_caller = bool(pull_in_caller)
+        if irregular_capacity is not None and int(irregular_capacity) < 1:
+            raise ValueError(f"irregular_capacity must be positive, got {irregular_capacity!r}")
+        self._irregular_capacity = irregular_capacity
         # caller mode: the open pylsl inlet, the resolver looking for one, and the earliest
         # time of the next connection attempt after a refused or failed one
         self._inlet: pylsl.StreamInlet | None = None
@@ -745,6 +751,8 @@ class LslInlet:
             capacity = self._capacity
         elif schema.nominal_srate > 0:
             capacity = max(1, math.ceil(self._buffer_s * schema.nominal_srate))
+        elif self._irregular_capacity is not None:
+            capacity = int(self._irregular_capacity)
         else:
             raise _Unsupported(
                 f"stream {schema.describe()} has an irregular rate, so buffer_s cannot size "
