@@ -61,6 +61,7 @@ class _Immediate:
 
     matched = 0
     unmatched = 0
+    known_before_decoding = False  # True: the target does not depend on the decoded output
 
     def settled(self, local_stamp: float) -> bool:
         return True
@@ -73,7 +74,11 @@ class _Immediate:
 
 
 class ArrayTargets(_Immediate):
-    """Targets from a (T, K) array, one row per bin in order; a row with a NaN: no target."""
+    """Targets from a (T, K) array, one row per bin in order; a row with a NaN: no target.
+    Known before decoding, so each bin is given its target with it (as a late one would be
+    attached, bit for bit, at less cost)."""
+
+    known_before_decoding = True
 
     def __init__(self, targets: np.ndarray) -> None:
         self.targets = np.asarray(targets, dtype=np.float32)
@@ -144,9 +149,15 @@ class BinDecoder:
 
     def decode(self, x: np.ndarray, timestamp: float, local_stamp: float) -> DecodedBin:
         """Decode and publish one bin (``timestamp``: its end on the source clock)."""
-        decoded = self.engine.process(x, None, timestamp)
-        if self.targets is not None and self.engine.learner is not None:
-            self._awaiting.append((decoded.seq, self.index, local_stamp, decoded.values))
+        targets, learning = self.targets, self.engine.learner is not None
+        if learning and targets is not None and getattr(targets, "known_before_decoding", False):
+            target = targets.target_for(self.index, local_stamp, None)
+            decoded = self.engine.process(x, target, timestamp)
+            targets.record(target is not None)
+        else:
+            decoded = self.engine.process(x, None, timestamp)
+            if learning and targets is not None:
+                self._awaiting.append((decoded.seq, self.index, local_stamp, decoded.values))
         self.index += 1
         return decoded
 
