@@ -88,8 +88,9 @@ def serve(tmp_path: Path) -> Iterator[Serve]:
             with player:
                 assert wait_for(lambda: _state(api) == "decoding", 30.0), errors.read_text()
                 yield Serve(process, api, player, f"{name}-o-kinematics")
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(30.0) == 0, errors.read_text()
+        if process.poll() is None:  # a test may have killed it
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(30.0) == 0, errors.read_text()
     finally:
         if process.poll() is None:
             process.kill()
@@ -179,3 +180,21 @@ def test_decoder_killed_output_holds_and_no_bin_is_decoded_twice(serve: Serve) -
     last_before, first_after = stamps[~held][gap], stamps[~held][gap + 1]
     between = (stamps > last_before) & (stamps < first_after)
     assert between.sum() > 0 and np.all(held[between])  # zero velocity held meanwhile
+
+
+def _gone(pid: int) -> bool:
+    """True once ``pid`` has exited (a zombie awaiting its reaper counts as exited)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return any(line.split()[1] == "Z" for line in status if line.startswith("State:"))
+    except FileNotFoundError:
+        return True
+
+
+def test_children_die_with_a_killed_supervisor(serve: Serve) -> None:
+    health = _health(serve.api)
+    children = (health["decoder"]["pid"], health["api_pid"])
+    assert not any(_gone(pid) for pid in children)
+    serve.process.kill()  # SIGKILL: no chance to stop its children
+    serve.process.wait()
+    assert wait_for(lambda: all(_gone(pid) for pid in children), 10.0), children

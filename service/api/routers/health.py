@@ -25,6 +25,9 @@ class Health(BaseModel):
         "(running / restarting / stopped)",
     )
     api_pid: int = Field(description="pid of the process serving this answer")
+    realtime: str | None = Field(
+        None, description="the decoder process's scheduling: off, or what --realtime got"
+    )
 
 
 @router.get("/health", response_model=Health)
@@ -40,4 +43,5 @@ def get_health(link: LinkDep) -> Health:
         stream_state=(status.get("stream") or {}).get("state"),
         decoder=status["decoder"],
         api_pid=os.getpid(),
+        realtime=status.get("realtime"),
     )
