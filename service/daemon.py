@@ -46,7 +46,6 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -138,9 +137,6 @@ class Daemon:
         self._state = "starting"
         self._message = "not started"
         self._state_lock = threading.Lock()
-        self._local_controls: queue.SimpleQueue[tuple[Callable[[], Any], Future]] = (
-            queue.SimpleQueue()
-        )
         self._loader: queue.SimpleQueue[tuple[int, Path] | None] = queue.SimpleQueue()
         self._loader_thread: threading.Thread | None = None
         self._loaded: queue.SimpleQueue[tuple[int, bool, Any]] = queue.SimpleQueue()
@@ -376,18 +372,6 @@ class Daemon:
         reason; the current model keeps decoding."""
         return self._require_engine().request_swap(path)  # counts and logs refusals
 
-    def rollback(self) -> str:
-        return self._require_engine().rollback()
-
-    def call_in_loop(self, fn: Callable[[], Any], timeout: float = 5.0) -> Any:
-        """Run ``fn`` on the loop thread between bins and return its result.
-        ``TimeoutError`` if the loop is not running."""
-        if self._thread is None or not self._thread.is_alive():
-            raise TimeoutError(f"the decoding loop is not running (state {self.state})")
-        future: Future = Future()
-        self._local_controls.put((fn, future))
-        return future.result(timeout)
-
     def _require_engine(self) -> Engine:
         if self.engine is None:
             raise RuntimeError("the daemon is not started; call start() first")
@@ -451,18 +435,8 @@ class Daemon:
             self._publish_status()
 
     def _serve_controls(self, fail: bool = False) -> None:
-        while True:
-            try:
-                fn, future = self._local_controls.get_nowait()
-            except queue.Empty:
-                break
-            if fail:
-                future.set_exception(RuntimeError("the decoding loop has stopped"))
-                continue
-            try:
-                future.set_result(fn())
-            except Exception as error:
-                future.set_exception(error)
+        """Answer the API's requests (between bins); with ``fail`` leave them unanswered:
+        the API times out and says the loop stopped."""
         answers = []
         while True:  # swaps the loader thread has validated and staged (or refused)
             try:
