@@ -578,6 +578,17 @@ def _print_deployment_report(checkpoint: str, session: str | None) -> None:
     _print_table(["weights", "test R2"], [[k, f"{v:.4f}"] for k, v in report.r2.items()])
 
 
+def _read_token(path: str) -> str:
+    """The bearer token in the first line of ``path`` (``--token-file``: kept out of ``ps``)."""
+    try:
+        token = Path(path).read_text().strip().splitlines()
+    except OSError as error:
+        raise ValueError(f"--token-file {path}: {error.strerror}") from None
+    if not token or not token[0].strip():
+        raise ValueError(f"--token-file {path} is empty; write the token on its first line")
+    return token[0].strip()
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from service.api.server import listen
     from service.settings import Settings, resolve_token
@@ -597,7 +608,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             ("record", args.record),
             ("host", args.host),
             ("port", args.port),
-            ("token", args.token),
+            ("token", args.token if args.token_file is None else _read_token(args.token_file)),
             ("input", args.input),
             ("bin_grace_ms", args.bin_grace_ms),
             ("realtime", True if args.realtime else None),
@@ -619,7 +630,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"{settings.output_base}-kinematics; Ctrl-C to stop",
             flush=True,
         )
-        print(f"token{' (generated)' if generated else ''}: {settings.token}", flush=True)
+        if generated:  # a token given by flag, file or environment is never echoed
+            print(f"token (generated): {settings.token}", flush=True)
 
     try:
         serve_supervised(settings, listener, announce)
@@ -1048,7 +1060,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="HTTP port (default 8000)")
-    serve.add_argument("--token", help="bearer token for POSTs (default: generated, printed)")
+    token = serve.add_mutually_exclusive_group()
+    token.add_argument("--token", help="bearer token for POSTs (default: generated, printed)")
+    token.add_argument(
+        "--token-file", help="read the bearer token from this file's first line (not in ps)"
+    )
     serve.add_argument(
         "--input",
         choices=("auto", "counts", "events", "broadband"),

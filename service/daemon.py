@@ -64,7 +64,7 @@ from streams.frontend import FrontEnd, input_kind_of
 from streams.lsl_inlet import LslInlet, StreamSchema
 from streams.lsl_outlet import KINEMATICS_SUFFIX, KinematicsOutlet
 
-__all__ = ["DAEMON_STATES", "Daemon", "latency_stats", "output_source_id"]
+__all__ = ["DAEMON_STATES", "Daemon", "ensure_output_free", "latency_stats", "output_source_id"]
 
 logger = logging.getLogger(__name__)
 
@@ -191,6 +191,8 @@ class Daemon:
         )
         if self.deadline_s is None:
             self.deadline_s = float(self.engine.bin_s)
+        if self._before_outlet is None:  # supervised, the supervisor checked the name
+            ensure_output_free(settings)
         if settings.record is not None:  # before the outlet: an existing file stops here
             self.recording = DecodedRecording(
                 settings.record,
@@ -640,6 +642,19 @@ class Daemon:
         if outlet is not None and outlet.running and self.kinematics_labels:
             outlet.push(np.zeros(len(self.kinematics_labels), dtype=np.float32))
             self.hold_pushes += 1
+
+
+def ensure_output_free(settings: Settings, wait_s: float = 0.5) -> None:
+    """``ValueError`` naming the outlet when another one already publishes the decoded
+    stream's name (two daemons, one name: consumers would switch between them)."""
+    name = f"{settings.output_base}{KINEMATICS_SUFFIX}"
+    found = pylsl.resolve_byprop("name", name, 1, wait_s)
+    if found:
+        info = found[0]
+        raise ValueError(
+            f"an outlet named {name!r} already publishes (source_id {info.source_id()!r}, "
+            f"host {info.hostname()!r}): stop it, or choose another --output-name"
+        )
 
 
 def output_source_id(settings: Settings, model_id: str) -> str:

@@ -88,7 +88,8 @@ def run_live_demo(
 
     def announce() -> None:
         print(f"dashboard: http://{host}:{port}/  (API under /api/v1; Ctrl-C to stop)", flush=True)
-        print(f"token{' (generated)' if generated else ''}: {settings.token}", flush=True)
+        if generated:  # a token given by flag or environment is never echoed
+            print(f"token (generated): {settings.token}", flush=True)
 
     with simulator:
         print(f"simulator streaming {DEMO_STREAM!r} (96 channels, 50 ms bins)", flush=True)

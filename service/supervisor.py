@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from bci.checkpoint import read_manifest
-from service.daemon import output_source_id
+from service.daemon import ensure_output_free, output_source_id
 from service.settings import Settings
 from service.shared_state import SharedState
 from streams.lsl_outlet import KinematicsOutlet
@@ -89,6 +89,7 @@ class Supervisor:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> Supervisor:
+        ensure_output_free(self.settings)  # before any process starts
         self.decoder = self._start_decoder(self.settings, stand_in=None)
         self.api = self._start_api()
         return self

@@ -13,8 +13,9 @@ __all__ = ["listen", "serve"]
 
 
 def listen(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to ``host:port`` (0: any free port); ``ValueError`` naming the
-    fix when the address is taken or invalid."""
+    """A TCP socket bound to ``host:port`` (0: any free port) and listening, so a client may
+    connect as soon as the address is printed (a restarted API process takes over the same
+    backlog); ``ValueError`` naming the fix when the address is taken or invalid."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     listener = socket.socket(family, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -26,6 +27,7 @@ def listen(host: str, port: int) -> socket.socket:
             f"cannot listen on {host}:{port}: {error.strerror}; pick another port "
             "(0: any free port) or stop what uses it"
         ) from error
+    listener.listen(2048)  # connections wait in the backlog until the server accepts them
     return listener
 
 

@@ -222,6 +222,41 @@ def test_settings_read_bci_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert generated and len(settings.token or "") >= 32
 
 
+def test_serve_token_file_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n")
+    argv = ["serve", "--model", str(tmp_path / "none.safetensors")]
+    assert main([*argv, "--token-file", str(empty)]) == 2
+    assert f"--token-file {empty} is empty" in capsys.readouterr().err
+    assert main([*argv, "--token-file", str(tmp_path / "missing.txt")]) == 2
+    assert "--token-file" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:  # one or the other
+        main([*argv, "--token", "x", "--token-file", str(empty)])
+    assert stop.value.code == 2
+
+
+def test_serve_never_echoes_a_token_it_was_given(served: Served, tmp_path: Path) -> None:
+    secret = tmp_path / "token.txt"
+    secret.write_text("a-secret-token-kept-out-of-ps\n")
+    argv = [sys.executable, "-m", "service.cli", "serve", "--stream", f"{served.name}-none",
+            "--model", str(served.models / "a.safetensors"), "--port", "0",
+            "--output-name", f"{served.name}-tokfile", "--token-file", str(secret)]  # fmt: skip
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as p:
+        try:
+            url = p.stdout.readline()
+            port = int(re.search(r"http://127\.0\.0\.1:(\d+)/api/v1", url).group(1))
+            auth = {"Authorization": "Bearer a-secret-token-kept-out-of-ps"}
+            response = httpx.post(f"http://127.0.0.1:{port}/api/v1/model/rollback", headers=auth)
+            assert response.status_code == 409  # the file's token is the token
+            p.send_signal(signal.SIGTERM)
+            out, err = p.communicate(timeout=30)
+        finally:
+            if p.poll() is None:
+                p.kill()
+    assert p.returncode == 0, err
+    assert "a-secret-token" not in url + out + err and "token" not in url + out
+
+
 def test_serve_without_model_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--model", str(tmp_path / "none.safetensors"), "--token", "x"]) == 2
     assert "none.safetensors does not exist" in capsys.readouterr().err

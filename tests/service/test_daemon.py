@@ -349,3 +349,14 @@ def _adapt_while_pushing(
         stop.set()
         pusher.join(5.0)
         daemon.stop()
+
+
+@pytest.mark.timeout(60)
+def test_a_second_daemon_with_the_same_output_name_is_refused(tmp_path: Path) -> None:
+    name = f"bci-test-daemon-{uuid.uuid4().hex[:8]}"
+    model = make_checkpoint(tmp_path / "m.safetensors")
+    with Daemon(settings_for(name, model)):
+        second = Daemon(settings_for(f"{name}-other", model).model_copy(
+            update={"output_name": f"{name}-decoded"}))  # fmt: skip
+        with pytest.raises(ValueError, match=r"already publishes .* choose another --output-name"):
+            second.start()
