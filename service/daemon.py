@@ -149,7 +149,9 @@ class Daemon:
         self._last_arrival = 0.0  # local clock time samples last came
         self._next_status = 0.0
         self._published_model: str | None = None  # model id in the latest status document
-        self.push_errors = 0
+        self.outputs_refused = 0  # non-finite or implausible outputs, zero pushed instead
+        self.last_refusal = ""  # why the latest one was refused, and what was done
+        self._refused_models: set[str] = set()
         self.hold_pushes = 0  # zero-velocity samples pushed while the stream was lost
         self.bins_skipped = 0  # bins a previous decoder process had decoded already
 
@@ -354,7 +356,8 @@ class Daemon:
             "outlet": {
                 "name": None if outlet is None else outlet.name,
                 "pushed": 0 if outlet is None else outlet.pushed,
-                "push_errors": self.push_errors,
+                "push_errors": self.outputs_refused,  # the API's name for refused outputs
+                "last_refusal": self.last_refusal or None,
                 "hold_pushes": self.hold_pushes,
                 "bins_skipped": self.bins_skipped,
             },
@@ -548,7 +551,8 @@ class Daemon:
             decoded = decoder.decode(x, float(end), float(end) + offset)
             if recording is not None:
                 recording.add(float(end) + offset, x, decoded.values)
-        self._set_state("decoding", f"decoding {inlet.info.name if inlet.info else '?'}")
+        refused = f"; output refused at {self.last_refusal}" if self.last_refusal else ""
+        self._set_state("decoding", f"decoding {inlet.info.name if inlet.info else '?'}{refused}")
 
     def _stream_usable(self, inlet: LslInlet, engine: Engine) -> bool:
         """Check the inlet's state and schema (making the front-end on first contact);
@@ -617,17 +621,39 @@ class Daemon:
         inlet = self.inlet
         offset = None if inlet is None else inlet.clock_offset
         local_stamp = decoded.timestamp + (offset or 0.0)
-        try:
-            outlet.push(decoded.values, local_stamp)
-        except ValueError as error:  # non-finite output: counted, not fatal
-            self.push_errors += 1
-            logger.warning("bin %d not pushed: %s", decoded.seq, error)
-            return
+        values = decoded.values
+        if not (np.abs(values) <= self._require_engine().output_bound).all():  # NaN: refused
+            self._refuse_output(decoded)
+            values = np.zeros_like(values)  # the bin's slot holds zero velocity
+        outlet.push(values, local_stamp)
         latency = pylsl.local_clock() - local_stamp
         deadline = self.deadline_s
         self.shared.record_latency(
             latency, deadline is not None and latency > deadline, with_offset=offset is not None
         )
+
+    def _refuse_output(self, decoded: DecodedBin) -> None:
+        """A non-finite or implausible output is never pushed: count it, roll back to the
+        previous model unless it was refused too (else hold zero velocity), say why."""
+        engine = self._require_engine()
+        bound = engine.output_bound
+        k = int(np.flatnonzero(~(np.abs(decoded.values) <= bound))[0])
+        self.outputs_refused += 1
+        self._refused_models.add(decoded.model_id)
+        reason = (
+            f"bin {decoded.seq}: {self.kinematics_labels[k]} = {float(decoded.values[k]):.3g} "
+            f"beyond the bound {float(bound[k]):.3g} of model {decoded.model_id}"
+        )
+        previous = engine.previous_model_id
+        if previous is not None and previous not in self._refused_models:
+            engine.rollback()
+            self._refused_models.add(previous)  # rolled back to once; never ping-pong
+            reason += f"; rolled back to model {previous}"
+        else:
+            reason += "; holding zero velocity until a plausible model is swapped in"
+        if reason != self.last_refusal:
+            logger.error("output refused: %s", reason)
+        self.last_refusal = reason
 
     def _hold_tick(self) -> None:
         """While lost: push zero velocity once per bin."""

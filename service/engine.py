@@ -28,7 +28,7 @@ import numpy as np
 from bci.checkpoint import DecoderFile, load_decoder
 from bci.eprop import EpropConfig, EpropLearner
 from bci.online import OnlineRSNN, OnlineState
-from bci.plausibility import check_warm_up
+from bci.plausibility import check_warm_up, output_bound
 from service.shared_state import DecodedBin
 
 __all__ = ["STATES", "DecodedBin", "Engine", "Sink"]
@@ -58,6 +58,7 @@ class _Slot:
     decoder: OnlineRSNN
     learner: EpropLearner | None
     model_id: str
+    bound: np.ndarray  # (K,) largest plausible |output| (bci.plausibility.output_bound)
 
 
 @dataclass
@@ -359,6 +360,17 @@ class Engine:
         return self._current.model_id
 
     @property
+    def output_bound(self) -> np.ndarray:
+        """(K,) largest plausible ``|output|`` of the current model, its kinematics' units."""
+        return self._current.bound
+
+    @property
+    def previous_model_id(self) -> str | None:
+        """The model a rollback would bring back (None before the first swap)."""
+        previous = self._previous
+        return None if previous is None else previous.model_id
+
+    @property
     def bins_decoded(self) -> int:
         return self._seq
 
@@ -411,4 +423,5 @@ class Engine:
         except ValueError as error:
             raise ValueError(f"{where}: {error}") from None
         learner = EpropLearner(decoder, self.eprop) if self.adapt else None
-        return _Slot(checkpoint, decoder, learner, checkpoint.model_id)
+        bound = output_bound(checkpoint.manifest).astype(np.float32)
+        return _Slot(checkpoint, decoder, learner, checkpoint.model_id, bound)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import uuid
@@ -20,6 +21,7 @@ from bci.rsnn import RSNN, RSNNConfig
 from service.api.routers.kinematics import latest
 from service.daemon import Daemon
 from service.settings import Settings
+from service.shared_state import DecodedBin
 from streams.player import SessionPlayer, simulate_stream
 from streams.synthetic import SyntheticConfig
 
@@ -360,3 +362,38 @@ def test_a_second_daemon_with_the_same_output_name_is_refused(tmp_path: Path) ->
             update={"output_name": f"{name}-decoded"}))  # fmt: skip
         with pytest.raises(ValueError, match=r"already publishes .* choose another --output-name"):
             second.start()
+
+
+@pytest.mark.timeout(90)
+def test_an_implausible_output_is_never_pushed_and_rolls_back(tmp_path: Path) -> None:
+    """An output beyond the model's bound goes out as zero velocity, is counted, and the
+    daemon rolls back to the previous model; without one it holds zero velocity."""
+    name = f"bci-test-daemon-{uuid.uuid4().hex[:8]}"
+    first = make_checkpoint(tmp_path / "a.safetensors", seed=0)
+    second = make_checkpoint(tmp_path / "b.safetensors", seed=1)
+    daemon = Daemon(settings_for(name, first))
+    with player_for(name), daemon:
+        infos = pylsl.resolve_byprop("name", f"{name}-decoded-kinematics", 1, 10.0)
+        reader = pylsl.StreamInlet(infos[0])
+        reader.open_stream(10.0)
+        engine = daemon.engine
+        assert wait_for(lambda: engine.bins_decoded > 5), daemon.state_message
+        engine.request_swap(second)
+        assert wait_for(lambda: engine.model_id != engine.previous_model_id and
+                        engine.status()["swaps"]["applied"] == 1)  # fmt: skip
+        bad_model = engine.model_id
+        # what the loop's sink does with a bin whose output left the model's range (called
+        # here from the test thread: outlet pushes and rollback staging are thread-safe)
+        too_fast = float(engine.output_bound[0]) * 10
+        seq = engine.bins_decoded
+        bad = DecodedBin(seq, pylsl.local_clock(), np.array([too_fast, 0.0], np.float32),
+                         bad_model)  # fmt: skip
+        daemon._push(bad)
+        assert daemon.outputs_refused == 1
+        assert "rolled back to model" in daemon.last_refusal
+        assert wait_for(lambda: engine.model_id != bad_model)  # the rollback was applied
+        assert wait_for(lambda: "output refused" in daemon.state_message)
+        daemon._push(dataclasses.replace(bad, model_id=engine.model_id))
+        assert daemon.outputs_refused == 2 and "holding zero velocity" in daemon.last_refusal
+        samples, _ = reader.pull_chunk(timeout=2.0, max_samples=100_000)
+    assert samples and max(abs(v) for sample in samples for v in sample) < too_fast

@@ -111,7 +111,8 @@ class DaemonCollector(Collector):
             )
             yield _counter(
                 "bci_output_push_errors",
-                "Decoded bins not pushed to the outlet (non-finite output).",
+                "Decoded bins whose output was refused (non-finite or beyond the model's bound); "
+                "zero velocity went out instead.",
                 outlet["push_errors"],
             )
             yield _counter(

@@ -24,6 +24,7 @@ class StreamStatus(BaseModel):
     outlet: str | None
     pushed: int
     push_errors: int
+    last_refusal: str | None = None
 
 
 @router.get("/stream", response_model=StreamStatus)
@@ -43,4 +44,5 @@ def get_stream(link: LinkDep) -> StreamStatus:
         outlet=outlet.get("name"),
         pushed=outlet.get("pushed", 0),
         push_errors=outlet.get("push_errors", 0),
+        last_refusal=outlet.get("last_refusal"),
     )
