@@ -634,7 +634,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(f"token (generated): {settings.token}", flush=True)
 
     try:
-        serve_supervised(settings, listener, announce)
+        with runtime_failures():  # a model, recording or stream that fails: exit 1
+            serve_supervised(settings, listener, announce)
     finally:
         listener.close()
     return 0

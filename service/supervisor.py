@@ -217,7 +217,7 @@ def serve_supervised(
     (print the URL there): a start that fails raises ``ValueError`` before it.
     """
     supervisor = Supervisor(settings, listener)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         supervisor.start()
         announce()
@@ -226,6 +226,7 @@ def serve_supervised(
         pass
     finally:
         supervisor.stop()
+        signal.signal(signal.SIGTERM, previous)
 
 
 class _StandIn:

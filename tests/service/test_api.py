@@ -257,6 +257,25 @@ def test_serve_never_echoes_a_token_it_was_given(served: Served, tmp_path: Path)
     assert "a-secret-token" not in url + out + err and "token" not in url + out
 
 
+def test_serve_start_failures_are_one_line_exit_1_before_any_url(
+    served: Served, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"not a checkpoint")
+    existing = tmp_path / "run.xdf"
+    existing.write_bytes(b"")
+    good = str(served.models / "a.safetensors")
+    for argv, reason in (
+        (["--model", str(corrupt)], "not a valid safetensors file"),
+        (["--model", good, "--record", str(existing)], "already exists"),
+    ):
+        code = main(["serve", *argv, "--port", "0", "--output-name", f"{served.name}-fail"])
+        out, err = capsys.readouterr()
+        assert code == 1 and reason in err and len(err.strip().splitlines()) == 1, err
+        assert "serving" not in out and "token" not in out  # nothing announced
+    assert existing.read_bytes() == b""  # the existing recording is untouched
+
+
 def test_serve_without_model_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--model", str(tmp_path / "none.safetensors"), "--token", "x"]) == 2
     assert "none.safetensors does not exist" in capsys.readouterr().err
