@@ -612,6 +612,8 @@ class Daemon:
             "input %s from %s: %g Hz into %g ms bins", kind, info.describe(),
             info.nominal_srate, bin_s * 1e3,
         )  # fmt: skip
+        if self.targets is not None:
+            self.targets.use_bin_width(bin_s)
         return frontend
 
     def _push(self, decoded: DecodedBin) -> None:

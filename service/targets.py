@@ -65,6 +65,14 @@ class TargetFeed:
         self.inlet.start()
         return self
 
+    def use_bin_width(self, bin_s: float) -> None:
+        """Match within half of ``bin_s``, the neural stream's bin width on its own clock
+        (a player at 4x sends 50 ms bins 12.5 ms apart: half a session bin would reach the
+        previous bin's target while this bin's is still on its way)."""
+        if not bin_s > 0:
+            raise ValueError(f"bin_s must be positive seconds; got {bin_s!r}")
+        self.tolerance_s = 0.5 * float(bin_s)
+
     def stop(self) -> None:
         self.inlet.stop()
 
@@ -172,6 +180,10 @@ class IntentionTargets:
         self.goal.start()
         self.cursor.start()
         return self
+
+    def use_bin_width(self, bin_s: float) -> None:
+        self.goal.use_bin_width(bin_s)
+        self.cursor.use_bin_width(bin_s)
 
     def stop(self) -> None:
         self.goal.stop()

@@ -215,3 +215,17 @@ def test_cli_replay_model_at_speed_prints_live_figures(
     assert "over LSL at 50x" in printed and "bins lost" in printed and "latency p50" in printed
     result = json.loads(out.read_text())
     assert result["mode"] == "live" and result["bins"] == N_BINS
+
+
+def test_adapting_live_replay_learns_bit_for_bit_as_the_fast_path(
+    files: dict[str, Path],
+) -> None:
+    """Adapting, the live path (player, LSL, daemon, targets from the played kinematics
+    stream, attached after each bin) decodes and learns exactly as --fast, when every target
+    arrives within its bin's window (4x: 12.5 ms bins)."""
+    live = replay_live(files["session"], files["model"], speed=4.0, adapt=True)
+    fast = replay_session(files["session"], files["model"], adapt=True)
+    assert live["bins_lost"] == 0 and live["adaptation"]["bins_with_target"] == N_BINS
+    assert live["r2"] == fast["r2"] and live["r2_windows"] == fast["r2_windows"]
+    for key in ("updates_applied", "bins", "bins_with_target", "last_update_norm"):
+        assert live["adaptation"][key] == fast["adaptation"][key], key
