@@ -81,6 +81,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointError",
     "DecoderFile",
+    "decoder_of",
     "expected_tensor_shapes",
     "load_checkpoint",
     "load_decoder",
@@ -195,7 +196,6 @@ def save_checkpoint(
     Raises :class:`CheckpointError` for a model or labels that would make an invalid file and
     ``FileNotFoundError`` if the directory does not exist.
     """
-    import torch  # see the note on torch at the imports
 
     from bci.rsnn import RSNN
 
@@ -223,6 +223,42 @@ def save_checkpoint(
             f"{type(training).__name__}"
         )
 
+    tensors, manifest = _contents(where, model, kinematics, channels, metrics, training, max_speed)
+    _validate_manifest(path, manifest)  # what we write must be what we accept
+    text = json.dumps(manifest, allow_nan=False, sort_keys=False)
+    _check_manifest_bounds(where, text, fix="store less in metrics or training")
+    data = _serialize(tensors, {MANIFEST_KEY: text})
+
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            _write_all(fh, data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp_name, 0o666 & ~_current_umask())  # mkstemp creates 0600
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    fsync_directory(parent)
+    logger.info("saved checkpoint %s (%d bytes, sha256 %s)", path, len(data), manifest["sha256"])
+    return path
+
+
+def _contents(
+    where: str,
+    model: RSNN,
+    kinematics: list[str],
+    channels: list[str] | None,
+    metrics: Mapping | None,
+    training: Any,
+    max_speed: float | None,
+) -> tuple[dict[str, np.ndarray], dict]:
+    """The float32 tensors and the manifest of ``model`` (checked as :func:`save_checkpoint`
+    writes them)."""
+    import torch  # see the note on torch at the imports
+
+    config = model.config
     tensors: dict[str, np.ndarray] = {}
     for name, tensor in model.state_dict().items():
         array = np.ascontiguousarray(tensor.detach().cpu().to(torch.float32).numpy())
@@ -256,25 +292,19 @@ def save_checkpoint(
     }
     if max_speed is not None:
         manifest["max_speed"] = max_speed
-    _validate_manifest(path, manifest)  # what we write must be what we accept
-    text = json.dumps(manifest, allow_nan=False, sort_keys=False)
-    _check_manifest_bounds(where, text, fix="store less in metrics or training")
-    data = _serialize(tensors, {MANIFEST_KEY: text})
+    return tensors, manifest
 
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            _write_all(fh, data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp_name, 0o666 & ~_current_umask())  # mkstemp creates 0600
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    fsync_directory(parent)
-    logger.info("saved checkpoint %s (%d bytes, sha256 %s)", path, len(data), manifest["sha256"])
-    return path
+
+def decoder_of(model: RSNN, kinematics_labels: Sequence[str]) -> DecoderFile:
+    """``model`` as :func:`load_decoder` would return it after saving it (same tensors,
+    manifest and online decoder), without a file: ``path`` is ``<in memory>``."""
+    where = "cannot build a decoder"
+    config = model.config
+    kinematics = _labels(where, "kinematics_labels", kinematics_labels, config.n_out, "n_out")
+    tensors, manifest = _contents(where, model, kinematics, None, None, None, None)
+    path = Path("<in memory>")
+    _validate_manifest(path, manifest)
+    return DecoderFile(manifest, _online_decoder(path, config, tensors), path)
 
 
 def _serialize(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
@@ -439,6 +469,14 @@ def load_decoder(path: str | os.PathLike[str]) -> DecoderFile:
     """
     path = Path(path)
     manifest, config, arrays = _read_checkpoint(path)
+    decoder = _online_decoder(path, config, arrays)
+    logger.info("loaded decoder %s (sha256 %s)", path, manifest["sha256"])
+    return DecoderFile(manifest=manifest, decoder=decoder, path=path)
+
+
+def _online_decoder(path: Path, config: RSNNConfig, arrays: dict[str, np.ndarray]) -> OnlineRSNN:
+    """The online decoder of ``arrays``; ``CheckpointError`` for a derived constant that is
+    not finite (e.g. a zero ``input_scale``)."""
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):  # checked just below
         decoder = OnlineRSNN.from_arrays(config, arrays)
     for name in ("weights", "w_out", "neuron", "normalisation", "readout"):
@@ -447,8 +485,7 @@ def load_decoder(path: str | os.PathLike[str]) -> DecoderFile:
                 f"checkpoint file {path}: decoder constant {name!r} is not finite (e.g. a zero "
                 f"input_scale); retrain or {_RESAVE}"
             )
-    logger.info("loaded decoder %s (sha256 %s)", path, manifest["sha256"])
-    return DecoderFile(manifest=manifest, decoder=decoder, path=path)
+    return decoder
 
 
 def _read_checkpoint(path: Path) -> tuple[dict, RSNNConfig, dict[str, np.ndarray]]:

@@ -9,11 +9,12 @@ measured in 30 s windows; the *restored fraction* at 3 minutes after the change 
     (R²_eprop - R²_frozen) / (R²_before - R²_frozen)
 
 over the window [2.5, 3.0] min after the change, with R²_before over minute 7-8.
-Targets: the true velocity, or the ReFIT intention (decoded speed pointed from the cursor
-at the target, zero within 1 cm of it; the cursor is the simulated hand position, since the
-recorded population does not react to the decoder: no closed-loop feedback is simulated),
-and that intention turned into a rotation-only learning target
-(:func:`bci.intention.rotation_target`).
+Targets: the true velocity, or the ReFIT intention (the bin's own decoded speed pointed from
+the cursor at the target, zero within 1 cm of it; the cursor is the simulated hand position,
+since the recorded population does not react to the decoder: no closed-loop feedback is
+simulated), and that intention turned into a rotation-only learning target
+(:func:`bci.intention.rotation_target`, as the daemon's ``--target-kind intention`` learns).
+Every run goes through the daemon's decode loop (:func:`service.decoding.decode_recording`).
 
 Also (``--jango PATH.npz``): train on the first 40% of the Jango session, decode the
 remaining 60% with e-prop on (true velocity) and off, R² over the last 20%.
@@ -28,13 +29,14 @@ import argparse
 
 import numpy as np
 
+from bci.checkpoint import decoder_of
 from bci.eprop import EpropConfig
-from bci.intention import intended_velocity, rotation_target
+from bci.intention import intended_velocity
 from bci.metrics import r2_score, windowed_r2
 from bci.rsnn import RSNN, RSNNConfig
 from bci.runtime import single_threaded_blas
 from bci.training import TrainConfig, train_rsnn
-from calibration.adaptation import decode_online
+from service.decoding import ArrayTargets, FunctionTargets, IntentionArrays, decode_recording
 from streams.session import load_session
 from streams.synthetic import Nonstationarity, SyntheticConfig, simulate_population
 
@@ -74,17 +76,16 @@ def scenario(kind: str, value: float, eprop: EpropConfig, seed: int) -> dict:
     x, v = neural[online], velocity[online]
     position, target = truth.position_cm[online], session.targets[online]
 
-    def intention(t: int, decoded_prev: np.ndarray) -> np.ndarray:
-        return intended_velocity(decoded_prev, position[t], target[t], HOLD_RADIUS_CM)
+    def intention(t: int, decoded: np.ndarray) -> np.ndarray:
+        return intended_velocity(decoded, position[t], target[t], HOLD_RADIUS_CM)
 
-    def rotation_only(t: int, decoded_prev: np.ndarray) -> np.ndarray:
-        return rotation_target(decoded_prev, intention(t, decoded_prev))
-
+    file = decoder_of(model, ("vx", "vy"))
+    refit = IntentionArrays(target, position, HOLD_RADIUS_CM)  # rotation only, as live
     runs = {
-        "frozen": decode_online(model, x)[0],
-        "e-prop, true velocity": decode_online(model, x, v, eprop)[0],
-        "e-prop, intention": decode_online(model, x, intention, eprop)[0],
-        "e-prop, intention (rotation only)": decode_online(model, x, rotation_only, eprop)[0],
+        "frozen": decode_recording(file, x)[0],
+        "e-prop, true velocity": decode_recording(file, x, ArrayTargets(v), eprop)[0],
+        "e-prop, intention": decode_recording(file, x, FunctionTargets(intention), eprop)[0],
+        "e-prop, intention (rotation only)": decode_recording(file, x, refit, eprop)[0],
     }
     before = slice(0, _bins(CHANGE_S - VAL_END_S))
     t_eval = CHANGE_S - VAL_END_S + 180.0
@@ -115,8 +116,9 @@ def jango(path: str, eprop: EpropConfig, seed: int) -> dict:
         "val_bins": val_end - train_end,
         "scored_bins": n - score_start,
     }
-    for name, targets, config in (("frozen", None, None), ("e-prop", v, eprop)):
-        decoded, status = decode_online(model, x, targets, config)
+    file = decoder_of(model, ("vx", "vy"))
+    for name, config in (("frozen", None), ("e-prop", eprop)):
+        decoded, status = decode_recording(file, x, ArrayTargets(v), config)
         result[name] = {"r2_last_20pct": float(r2_score(v[score], decoded[score])[0])}
         if status is not None:
             result[name]["updates_applied"] = status.updates_applied

@@ -19,6 +19,7 @@ bin ``t``'s own decoded velocity toward the goal, from the cursor position stamp
 
 from __future__ import annotations
 
+import copy
 import time
 from collections import deque
 from collections.abc import Callable
@@ -26,7 +27,10 @@ from typing import Protocol
 
 import numpy as np
 
+from bci.checkpoint import DecoderFile
+from bci.eprop import EpropConfig, EpropStatus
 from bci.intention import intended_velocity, rotation_target
+from bci.runtime import single_threaded_blas
 from service.engine import Engine
 from service.shared_state import DecodedBin
 
@@ -36,6 +40,7 @@ __all__ = [
     "FunctionTargets",
     "IntentionArrays",
     "TargetSource",
+    "decode_recording",
 ]
 
 
@@ -192,3 +197,41 @@ class BinDecoder:
         for t in range(neural.shape[0]):
             out[t] = decode(neural[t], timestamps[t], timestamps[t]).values
             learn()
+
+
+def decode_recording(
+    model: DecoderFile,
+    neural: np.ndarray,
+    targets: TargetSource | None = None,
+    eprop: EpropConfig | None = None,
+    timestamps: np.ndarray | None = None,
+) -> tuple[np.ndarray, EpropStatus | None]:
+    """Decode a recording ``neural`` (T, C) bin by bin as the daemon would, frozen, or with
+    ``eprop`` adapting from ``targets``. Returns the outputs (T, K) and the learner's final
+    status (None when frozen). ``timestamps`` (T,) default to the bin ends from 0. The
+    model is copied: ``model.decoder`` is not changed."""
+    neural = np.ascontiguousarray(neural, dtype=np.float32)
+    n_bins = neural.shape[0]
+    if timestamps is None:
+        timestamps = (np.arange(n_bins) + 1) * model.decoder.dt_s
+    engine = Engine(
+        _private_copy(model),
+        adapt=eprop is not None,
+        eprop=eprop,
+        n_channels=neural.shape[1],
+        defer_updates=True,
+    )
+    out = np.empty((n_bins, model.decoder.n_out), dtype=np.float32)
+    limiter = single_threaded_blas()
+    try:
+        BinDecoder(engine, targets if eprop is not None else None).run(neural, timestamps, out)
+    finally:
+        limiter.restore_original_limits()
+    learner = engine.learner
+    return out, None if learner is None else learner.status
+
+
+def _private_copy(model: DecoderFile) -> DecoderFile:
+    """``model`` with a decoder of its own (learning changes a decoder's weights in place)."""
+    decoder = copy.deepcopy(model.decoder)
+    return DecoderFile(model.manifest, decoder, model.path)

@@ -25,11 +25,10 @@ from typing import Any
 import numpy as np
 
 from bci.checkpoint import DecoderFile, load_decoder
-from bci.eprop import EpropConfig, EpropLearner
+from bci.eprop import EpropConfig, EpropStatus
 from bci.metrics import r2_score, windowed_r2
-from bci.runtime import single_threaded_blas
 from service.daemon import Daemon
-from service.decoding import ArrayTargets, BinDecoder
+from service.decoding import ArrayTargets, decode_recording
 from service.engine import DecodedBin, Engine
 from service.settings import Settings
 from streams.files import load_any_session
@@ -63,21 +62,13 @@ def replay_session(
     :class:`bci.checkpoint.CheckpointError` for an unusable checkpoint.
     """
     session, checkpoint, truth = _load(session_path, model_path, window_s)
-    engine = Engine(checkpoint, adapt=adapt, eprop=eprop, n_channels=session.n_channels,
-                    bin_s=session.bin_s, defer_updates=True)  # fmt: skip
-    loop = BinDecoder(engine, ArrayTargets(truth) if adapt else None)
-    neural = np.ascontiguousarray(session.neural, dtype=np.float32)
-    timestamps = np.asarray(session.timestamps, dtype=np.float64)
-    decoded = np.empty_like(truth)
-    limiter = single_threaded_blas()
-    try:
-        start = time.perf_counter()
-        loop.run(neural, timestamps, decoded)
-        elapsed = time.perf_counter() - start
-    finally:
-        limiter.restore_original_limits()
-    engine.set_state("stopped")
-    result = _result(session, truth, decoded, elapsed, engine.learner, window_s)
+    config = (eprop or EpropConfig()) if adapt else None
+    start = time.perf_counter()
+    decoded, status = decode_recording(
+        checkpoint, session.neural, ArrayTargets(truth), config, session.timestamps
+    )
+    elapsed = time.perf_counter() - start
+    result = _result(session, truth, decoded, elapsed, status, window_s)
     logger.info("replayed %s with %s: %s", session_path, model_path, _summary(result))
     return result
 
@@ -135,9 +126,10 @@ def replay_live(
             _wait_for_bins(daemon.engine, n_bins, idle_timeout_s=1.0)
             elapsed = time.perf_counter() - start
         learner = daemon.engine.learner
+        status = None if learner is None else learner.status
         latency = daemon.latency()
     got = ~np.isnan(decoded[:, 0])
-    result = _result(session, truth[got], decoded[got], elapsed, learner, window_s)
+    result = _result(session, truth[got], decoded[got], elapsed, status, window_s)
     result.update(mode="live", speed=float(speed), bins_lost=int(n_bins - got.sum()))
     result["latency"] = latency
     logger.info("replayed %s live at %gx: %s", session_path, speed, _summary(result))
@@ -211,13 +203,13 @@ def _result(
     truth: np.ndarray,
     decoded: np.ndarray,
     elapsed_s: float,
-    learner: EpropLearner | None,
+    status: EpropStatus | None,
     window_s: float,
 ) -> dict[str, Any]:
     r2, per_dim = r2_score(truth, decoded)
     adaptation: dict[str, Any] = {"enabled": False}
-    if learner is not None:
-        adaptation = {"enabled": True, **dataclasses.asdict(learner.status)}
+    if status is not None:
+        adaptation = {"enabled": True, **dataclasses.asdict(status)}
         adaptation["frozen"] = list(adaptation["frozen"])
     n_bins = len(decoded)
     return {
