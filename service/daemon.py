@@ -440,8 +440,9 @@ class Daemon:
             self._publish_status()
 
     def _serve_controls(self, fail: bool = False) -> None:
-        """Answer the API's requests (between bins); with ``fail`` leave them unanswered:
-        the API times out and says the loop stopped."""
+        """Answer the API's requests (between bins) and the swaps the loader has finished;
+        with ``fail`` (the loop ended) only the finished swaps: new requests stay
+        unanswered, and the API times out saying the decoder did not answer."""
         answers = []
         while True:  # swaps the loader thread has validated and staged (or refused)
             try:
