@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from service.api.limits import ConcurrencyLimit
+from service.api.guard import RequestGuard
 from service.api.link import DecoderLink
 from service.api.routers import (
     adaptation,
@@ -32,13 +32,15 @@ __all__ = ["API_PREFIX", "create_app"]
 logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
+MULTIPART_OVERHEAD = 64 * 1024  # form boundaries and part headers around an upload (bytes)
 
 
 def create_app(
     settings: Settings,
     decoder: DecoderLink | Daemon | None = None,
     *,
-    max_concurrent_requests: int = 32,
+    authorized_slots: int = 32,
+    anonymous_slots: int = 16,
 ) -> FastAPI:
     """The API app, reading the decoder through a :class:`DecoderLink` (``bci serve``: to a
     decoder process).
@@ -49,8 +51,11 @@ def create_app(
     ``settings.token`` a token is generated (``app.state.settings`` holds it); every POST
     needs it as a bearer token. Requests whose Host header is not in
     ``settings.allowed_hosts`` get 400. No CORS middleware is installed (same-origin only).
-    At most ``max_concurrent_requests`` requests run at once (others get 503), not counting
-    the event feed, which has its own cap.
+    Outermost, a :class:`RequestGuard` refuses tokenless POSTs before their bodies are read,
+    caps bodies (:data:`~service.api.routers.model.MAX_UPLOAD_BYTES` for uploads, 64 KiB
+    else) and admits at most ``authorized_slots`` requests with the token and
+    ``anonymous_slots`` without at once (others get 503), not counting the event feed, which
+    has its own cap.
     """
     settings, generated = resolve_token(settings)
     if generated:
@@ -91,8 +96,11 @@ def create_app(
     app.state.prometheus = prometheus.build_registry(lambda: app.state.link)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(settings.allowed_hosts))
     app.add_middleware(
-        ConcurrencyLimit,
-        max_requests=max_concurrent_requests,
+        RequestGuard,
+        token=settings.token,
+        body_limits={f"{API_PREFIX}/model/upload": model.MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD},
+        authorized_slots=authorized_slots,
+        anonymous_slots=anonymous_slots,
         exclude_prefixes=(f"{API_PREFIX}/feed",),
     )
     for router in (health, kinematics, model, stream, adaptation, metrics, prometheus, feed):
