@@ -221,6 +221,7 @@ class Daemon:
             name=settings.stream,
             source_id=settings.source_id,
             pull_in_caller=True,
+            keep_non_finite=True,  # the engine repairs single channels (counted per channel)
             irregular_capacity=_EVENTS_CAPACITY,
             **self.inlet_options,
         ).start()
@@ -550,7 +551,7 @@ class Daemon:
                 self.bins_skipped += 1
                 continue
             decoded = decoder.decode(x, float(end), float(end) + offset)
-            if recording is not None:
+            if recording is not None and decoded is not None:
                 recording.add(float(end) + offset, x, decoded.values)
         refused = f"; output refused at {self.last_refusal}" if self.last_refusal else ""
         self._set_state("decoding", f"decoding {inlet.info.name if inlet.info else '?'}{refused}")

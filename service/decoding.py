@@ -152,16 +152,18 @@ class BinDecoder:
         """True while a due update waits for late targets (poll again soon)."""
         return bool(self._due_since)
 
-    def decode(self, x: np.ndarray, timestamp: float, local_stamp: float) -> DecodedBin:
-        """Decode and publish one bin (``timestamp``: its end on the source clock)."""
+    def decode(self, x: np.ndarray, timestamp: float, local_stamp: float) -> DecodedBin | None:
+        """Decode and publish one bin (``timestamp``: its end on the source clock); None when
+        the engine dropped it (no finite channel)."""
         targets, learning = self.targets, self.engine.learner is not None
         if learning and targets is not None and getattr(targets, "known_before_decoding", False):
             target = targets.target_for(self.index, local_stamp, None)
             decoded = self.engine.process(x, target, timestamp)
-            targets.record(target is not None)
+            if decoded is not None:
+                targets.record(target is not None)
         else:
             decoded = self.engine.process(x, None, timestamp)
-            if learning and targets is not None:
+            if learning and targets is not None and decoded is not None:
                 self._awaiting.append((decoded.seq, self.index, local_stamp, decoded.values))
         self.index += 1
         return decoded
@@ -192,10 +194,12 @@ class BinDecoder:
 
     def run(self, neural: np.ndarray, timestamps: np.ndarray, out: np.ndarray) -> None:
         """Decode a whole recording (``neural`` (T, C), ``timestamps`` (T,) s) into ``out``
-        (T, K), learning as live, bin by bin (offline sources answer at once)."""
+        (T, K), learning as live, bin by bin (offline sources answer at once); a dropped bin
+        (no finite channel) is NaN."""
         decode, learn = self.decode, self.learn
         for t in range(neural.shape[0]):
-            out[t] = decode(neural[t], timestamps[t], timestamps[t]).values
+            decoded = decode(neural[t], timestamps[t], timestamps[t])
+            out[t] = np.nan if decoded is None else decoded.values
             learn()
 
 

@@ -120,6 +120,8 @@ class Engine:
         self._rate_decay = math.exp(-self.bin_s / self.rate_tau_s)
         self._reset_activity()
         self._seq = int(first_seq)  # a restarted decoder continues the sequence
+        self.non_finite_inputs = np.zeros(self.n_channels, dtype=np.int64)  # bins, per channel
+        self.bins_dropped = 0  # bins without one finite channel
         self._lifecycle = "starting"
         self._lock = threading.Lock()  # guards _staged and the swap bookkeeping only
         self._staged: _Staged | None = None
@@ -129,15 +131,24 @@ class Engine:
         self._last_swap: dict[str, Any] | None = None
 
     # -- processing thread ---------------------------------------------------------------
-    def process(self, x: np.ndarray, target: np.ndarray | None, timestamp: float) -> DecodedBin:
+    def process(
+        self, x: np.ndarray, target: np.ndarray | None, timestamp: float
+    ) -> DecodedBin | None:
         """Decode bin ``x`` (C,) (learning from ``target`` (K,) when adapting) and publish it.
 
-        A staged swap or rollback is applied first, so it takes effect between bins. With
-        adaptation, a due e-prop weight update runs after the sinks have the bin.
+        A staged swap or rollback is applied first, so it takes effect between bins. Channels
+        with a NaN or Inf are replaced by the model's normalisation mean and counted per
+        channel (``non_finite_inputs``); a bin with no finite channel is dropped (counted in
+        ``bins_dropped``, nothing published, None returned). With adaptation, a due e-prop
+        weight update runs after the sinks have the bin.
         """
         if self._staged is not None:  # unlocked peek; the take below is locked
             self._apply_staged()
         slot = self._current
+        if not math.isfinite(x.sum()):  # one pass over C values; the mask only when needed
+            x = self._repaired(x, slot)
+            if x is None:
+                return None
         learner = slot.learner
         if learner is not None:
             self._learner_bins.append((self._seq, learner.bins_seen))
@@ -166,6 +177,16 @@ class Engine:
         if learner is not None and learner.update_due and not self.defer_updates:
             learner.update()  # after publishing: the update never delays this bin's output
         return decoded
+
+    def _repaired(self, x: np.ndarray, slot: _Slot) -> np.ndarray | None:
+        """``x`` with its non-finite channels set to ``slot``'s input mean (counted); None,
+        counted as dropped, when no channel is finite."""
+        bad = ~np.isfinite(x)
+        if bad.all():
+            self.bins_dropped += 1
+            return None
+        self.non_finite_inputs += bad
+        return np.where(bad, slot.decoder.normalisation[0], x).astype(x.dtype)
 
     @property
     def update_due(self) -> bool:
@@ -395,6 +416,8 @@ class Engine:
             "adaptation": None if learner is None else dataclasses.asdict(learner.status),
             "last_swap": last_swap,
             "swaps": counts,
+            "non_finite_inputs": self.non_finite_inputs.tolist(),
+            "bins_dropped": self.bins_dropped,
         }
 
     # -- validation ------------------------------------------------------------------------

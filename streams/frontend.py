@@ -26,6 +26,12 @@ quiet. A sample stamped in a closed bin is *late*: counted, never added. Bins wi
 are emitted too (``n_samples == 0``; zeros for events and broadband, a gap for counts).
 Accounting: ``samples_in == samples_binned + late + buffered (+ out_of_range)
 (+ calibration_samples)``.
+
+Non-finite values (NaN, Inf) are never hidden: a counts channel with one in a bin sums to a
+non-finite value in that bin; an events sample with a non-finite index is ``out_of_range``;
+a broadband channel's non-finite voltages are held at its last finite value for the filter
+(so its state stays finite) and the channel's count in every bin they fall in is NaN. The
+decode loop then repairs or drops the bin (:class:`service.decoding.BinDecoder`).
 """
 
 from __future__ import annotations
@@ -160,6 +166,7 @@ class FrontEnd:
                 calibration_s=calibration_s,
             )
         self._width = 1 if kind == "events" else self.n_channels  # stream channels
+        self._held = np.zeros(self.n_channels)  # broadband: last finite voltage per channel
         self._next_k: int | None = None  # oldest open bin; None before the first sample
         self._sums = np.zeros((0, self.n_channels))  # open bins _next_k, _next_k + 1, ...
         self._counts = np.zeros(0, dtype=np.int64)
@@ -264,7 +271,9 @@ class FrontEnd:
             stamps = np.concatenate([t for _, t in self._buffer])
         self._buffer.clear()
         self._buffered = 0
+        bad = None
         if self._detector is not None:
+            data, bad = self._held_finite(data)
             found = self._detector.process(data)
             start = found.first_detecting
             self._counters["calibration_samples"] += start
@@ -272,6 +281,7 @@ class FrontEnd:
             if stamps.shape[0] == 0:
                 return self._no_bins()
             rows, channels = found.sample - start, found.channel
+            bad = None if bad is None else bad[start:]
         else:
             rows, channels = None, None
         k, closes = self._bin_index(stamps)
@@ -284,7 +294,30 @@ class FrontEnd:
             self._counters["late"] += n_late
             logger.debug("%d late samples (bins up to %d closed)", n_late, self._next_k - 1)
         self._add(k, late, data, rows, channels)
+        if bad is not None:  # broadband channels with non-finite voltage: NaN in their bins
+            hit = bad & ~late[:, None]
+            sample, channel = np.nonzero(hit)
+            if sample.size:
+                offsets = k[sample] - self._next_k
+                self._grow(int(offsets.max()) + 1)
+                self._sums[offsets, channel] = np.nan
         return self._emit_before(max(self._next_k, int(closes.max())))
+
+    def _held_finite(self, data: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Broadband ``data`` with each non-finite value replaced by its channel's last finite
+        one, and the mask of those values (None when all are finite)."""
+        if math.isfinite(data.sum()):
+            self._held = data[-1].astype(np.float64)
+            return data, None
+        bad = ~np.isfinite(data)
+        filled = data.astype(np.float64)
+        index = np.arange(data.shape[0])
+        for c in np.flatnonzero(bad.any(axis=0)):
+            last_good = np.maximum.accumulate(np.where(bad[:, c], -1, index))
+            held = filled[np.maximum(last_good, 0), c]
+            filled[:, c] = np.where(last_good >= 0, held, self._held[c])
+        self._held = filled[-1].copy()
+        return filled, bad
 
     def _bin_index(self, stamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Bin ``k`` of each stamp (``t`` in ``(t_k - bin_s, t_k]``) and the first bin still
@@ -307,7 +340,9 @@ class FrontEnd:
         offsets = k - self._next_k  # >= 0 where not late
         keep = ~late
         if self.kind == "events":
-            channels = data[:, 0].astype(np.int64)
+            index = data[:, 0]
+            valid = np.isfinite(index) if index.dtype.kind == "f" else np.ones(len(index), bool)
+            channels = np.where(valid, index, -1).astype(np.int64)
             inside = (channels >= 0) & (channels < self.n_channels)
             self._counters["out_of_range"] += int((keep & ~inside).sum())
             keep &= inside

@@ -60,10 +60,23 @@ Counters (:class:`InletCounters`), with causes::
 
     samples_received == samples_written + non_finite_rejected + samples_refused
 
+A sample with a NaN or Inf is counted (``non_finite_samples``) and, by default, rejected;
+with ``keep_non_finite=True`` it is written as it is, for a consumer that repairs single
+channels (the daemon replaces them by the model's normalisation mean).
+
 Gap checks run on consecutive timestamps of the accepted stream (across chunks and
 reconnects): ``dt > gap_factor / rate`` is a gap (estimated ``round(dt * rate) - 1`` missing
 samples, duration ``dt - 1 / rate``); ``dt > jump_s`` is also a jump; ``dt == 0`` a duplicate;
-``dt < 0`` a backwards step. These samples are kept and counted, not altered.
+``dt < 0`` a backwards step. These samples are kept and counted, not altered. A step that
+comes with a pull which found liblsl's own buffer (nearly) full is not a gap of the source:
+liblsl drops the oldest samples when its buffer overflows (the consumer fell behind), also
+while a pull takes samples, so such gaps are counted as ``transport_dropped`` ("dropped by
+the transport: N samples").
+
+Rate check (regular streams): samples arriving per second of the local clock, over windows
+of :data:`RATE_WINDOW_S` without a stall, loss or transport drop. A window more than
+:data:`RATE_TOLERANCE` off the declared rate counts a ``rate_mismatches`` and logs a warning
+(once, until the rate is back within the tolerance); ``measured_rate_hz`` is the latest window.
 
 liblsl caveat handled here: the first ``pull_chunk`` on a fresh pylsl inlet waits, without
 timeout, for the stream's full description; if the source dies before that, even
@@ -125,6 +138,9 @@ _SLICE_S = 0.25  # longest single blocking liblsl call in the thread (bounds sto
 _RETRY_S = 0.5  # pause between resolve attempts after a refused or failed connection
 _CLOCK_RETRY_S = 0.1  # period of time_correction() reads until liblsl has an estimate
 _HISTORY = 1000  # state changes and clock offsets kept
+_FULL = 0.9  # liblsl's buffer this full: a pull may race its drops of the oldest samples
+RATE_WINDOW_S = 2.0  # arrival-rate measurement window, seconds
+RATE_TOLERANCE = 0.1  # relative difference between measured and declared rate tolerated
 
 
 @dataclass(frozen=True)
@@ -214,7 +230,12 @@ class InletCounters:
     Attributes:
         samples_received: samples pulled from liblsl.
         samples_written: samples written into the ring.
-        non_finite_rejected: samples with a NaN or Inf in any channel (whole sample rejected).
+        non_finite_samples: samples with a NaN or Inf in any channel.
+        non_finite_rejected: those of them rejected (all, unless ``keep_non_finite``).
+        transport_dropped: samples liblsl dropped from its full buffer before they were
+            pulled (the consumer fell behind); not counted as gaps.
+        rate_mismatches: rate windows more than 10% off the declared rate.
+        measured_rate_hz: arrival rate over the latest complete window (0: none yet).
         samples_refused: samples pulled after a reconnect whose schema did not match or could
             not be checked.
         gaps: timestamp steps larger than ``gap_factor / rate``.
@@ -235,7 +256,11 @@ class InletCounters:
 
     samples_received: int
     samples_written: int
+    non_finite_samples: int
     non_finite_rejected: int
+    transport_dropped: int
+    rate_mismatches: int
+    measured_rate_hz: float
     samples_refused: int
     gaps: int
     gap_missing_samples: int
@@ -294,6 +319,7 @@ class LslInlet:
             may share it). True: no thread; the consumer calls :meth:`pull` in its own loop,
             which resolves, connects, blocks in liblsl for the next samples and writes them
             into the ring, so a sample reaches the consumer with no thread hop.
+        keep_non_finite: write samples with NaN or Inf (counted) instead of rejecting them.
 
     Raises ValueError for inconsistent arguments.
     """
@@ -318,6 +344,7 @@ class LslInlet:
         clock_refresh_s: float = 5.0,
         pull_in_caller: bool = False,
         irregular_capacity: int | None = None,
+        keep_non_finite: bool = False,
     ) -> None:
         props = {"name": name, "type": type, "source_id": source_id}
         props = {k: v for k, v in props.items() if v is not None}
@@ -380,6 +407,11 @@ class LslInlet:
         if irregular_capacity is not None and int(irregular_capacity) < 1:
             raise ValueError(f"irregular_capacity must be positive, got {irregular_capacity!r}")
         self._irregular_capacity = irregular_capacity
+        self._keep_non_finite = bool(keep_non_finite)
+        self._transport_capacity = 0  # samples liblsl's buffer holds (set on open)
+        self._transport_full = False  # the latest pull found liblsl's buffer full
+        self._rate_window: tuple[float, int] | None = None  # (monotonic start, samples)
+        self._rate_off = False  # the latest window was off the declared rate
         # caller mode: the open pylsl inlet, the resolver looking for one, and the earliest
         # time of the next connection attempt after a refused or failed one
         self._inlet: pylsl.StreamInlet | None = None
@@ -416,7 +448,10 @@ class LslInlet:
         self._n: dict[str, Any] = dict.fromkeys(
             (
                 "samples_received",
+                "non_finite_samples",
                 "non_finite_rejected",
+                "transport_dropped",
+                "rate_mismatches",
                 "samples_refused",
                 "gaps",
                 "gap_missing_samples",
@@ -434,6 +469,7 @@ class LslInlet:
         )
         self._n["gap_total_s"] = 0.0
         self._n["last_gap_s"] = 0.0
+        self._n["measured_rate_hz"] = 0.0
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -718,6 +754,8 @@ class LslInlet:
         assert ring is not None
         max_buflen = max(5, math.ceil(ring.capacity / max(schema.nominal_srate, 1.0)))
         inlet = pylsl.StreamInlet(info, max_buflen=max_buflen, recover=True)
+        # liblsl's buffer: max_buflen seconds, or hundreds of samples for irregular streams
+        self._transport_capacity = max_buflen * (round(schema.nominal_srate) or 100)
         try:
             # Fetch the full description now: a first pull on an inlet whose source has died
             # meanwhile would otherwise wait for it without timeout.
@@ -841,6 +879,7 @@ class LslInlet:
             if now - self._last_data >= self._watchdog_s and self.state == "connected":
                 with self._lock:
                     self._n["stalls"] += 1
+                self._rate_window = None  # a stall is not the source's rate
                 self._set_state("stalled", f"no sample for {self._watchdog_s:g} s")
         if now >= self._next_clock:
             self._clock_known = self._update_clock(inlet) or self._clock_known
@@ -934,7 +973,9 @@ class LslInlet:
         early = self._last_take + self._coalesce_s - time.monotonic()
         if early > 0:  # samples come fast: let a chunk gather
             self._stop_event.wait(early)
-        if inlet.samples_available():
+        available = inlet.samples_available()
+        if available:
+            self._transport_full = available >= _FULL * self._transport_capacity
             _, stamps = inlet.pull_chunk(timeout=0.0, max_samples=self._max_chunk, dest_obj=buffer)
             self._last_take = time.monotonic()
             return np.asarray(stamps, dtype=np.float64)
@@ -946,7 +987,9 @@ class LslInlet:
             return np.empty(0, dtype=np.float64)
         buffer[0] = sample
         rest: list[float] = []
-        if self._max_chunk > 1 and inlet.samples_available():
+        available = inlet.samples_available()
+        self._transport_full = available + 1 >= _FULL * self._transport_capacity
+        if self._max_chunk > 1 and available:
             _, rest = inlet.pull_chunk(
                 timeout=0.0, max_samples=self._max_chunk - 1, dest_obj=buffer[1:]
             )
@@ -998,28 +1041,63 @@ class LslInlet:
 
     def _accept(self, data: np.ndarray, timestamps: np.ndarray, schema: StreamSchema) -> None:
         n = len(timestamps)
-        if data.dtype.kind == "f":
+        n_bad = 0
+        if data.dtype.kind == "f" and not math.isfinite(data.sum()):  # sum: one pass, no mask
             finite = np.isfinite(data).all(axis=1)
             n_bad = n - int(finite.sum())
-        else:
-            n_bad = 0
+        rate = schema.nominal_srate
         with self._lock:
             self._n["samples_received"] += n
-            self._check_timestamps(timestamps, schema.nominal_srate)
+            self._check_timestamps(timestamps, rate)
+            if rate > 0:
+                self._check_rate(n, rate)
             if n_bad:
-                self._n["non_finite_rejected"] += n_bad
-                data = data[finite]
-                timestamps = timestamps[finite]
+                self._n["non_finite_samples"] += n_bad
+                if not self._keep_non_finite:
+                    self._n["non_finite_rejected"] += n_bad
+                    data = data[finite]
+                    timestamps = timestamps[finite]
             assert self._ring is not None
             self._ring.write(data, timestamps)
             self._accepted += len(timestamps)
         self._data_event.set()
         if n_bad:
-            logger.debug("LslInlet: rejected %d sample(s) with NaN/Inf", n_bad)
+            kept = "kept" if self._keep_non_finite else "rejected"
+            logger.debug("LslInlet: %s %d sample(s) with NaN/Inf", kept, n_bad)
+
+    def _check_rate(self, n: int, rate: float) -> None:
+        """Add ``n`` arrivals to the rate window; judge a complete one (caller holds the lock)."""
+        now = time.monotonic()
+        if self._rate_window is None:
+            self._rate_window = (now, 0)  # counts from the next arrival
+            return
+        start, count = self._rate_window
+        count += n
+        if now - start < RATE_WINDOW_S:
+            self._rate_window = (start, count)
+            return
+        measured = count / (now - start)
+        self._rate_window = (now, 0)
+        self._n["measured_rate_hz"] = measured
+        off = abs(measured - rate) > RATE_TOLERANCE * rate
+        if off:
+            self._n["rate_mismatches"] += 1
+            if not self._rate_off:
+                logger.warning(
+                    "LslInlet: %s declares %g Hz but delivers %.4g Hz (more than %d%% off); "
+                    "check the device's rate setting",
+                    self._query_text(),
+                    rate,
+                    measured,
+                    round(RATE_TOLERANCE * 100),
+                )
+        self._rate_off = off
 
     def _check_timestamps(self, timestamps: np.ndarray, rate: float) -> None:
-        """Count gaps, jumps, duplicates and backwards steps (caller holds the lock)."""
-        if len(timestamps) == 1 and self._last_ts is not None:  # the live case: no numpy
+        """Count gaps, jumps, duplicates and backwards steps, or, when this pull found
+        liblsl's buffer full, the samples it dropped (caller holds the lock)."""
+        transport, self._transport_full = self._transport_full, False
+        if len(timestamps) == 1 and self._last_ts is not None and not transport:  # live case
             self._check_step(float(timestamps[0]) - self._last_ts, rate)
             self._last_ts = float(timestamps[0])
             return
@@ -1033,19 +1111,33 @@ class LslInlet:
         n = self._n
         n["timestamps_backwards"] += int(np.count_nonzero(steps < 0))
         n["duplicates"] += int(np.count_nonzero(steps == 0))
+        gaps = steps[steps > self._gap_factor / rate] if rate > 0 else steps[:0]
+        if transport:  # liblsl dropped the oldest samples while this pull was pending
+            if gaps.size:
+                self._count_transport_drop(int(np.sum(np.rint(gaps * rate) - 1)))
+            return
         jumps = steps[steps > self._jump_s]
         if jumps.size:
             n["jumps"] += int(jumps.size)
             logger.warning("LslInlet: timestamp jump(s) of %s s", np.round(jumps, 3).tolist())
-        if rate > 0:
-            gaps = steps[steps > self._gap_factor / rate]
-            if gaps.size:
-                durations = gaps - 1.0 / rate
-                n["gaps"] += int(gaps.size)
-                n["gap_missing_samples"] += int(np.sum(np.rint(gaps * rate) - 1))
-                n["gap_total_s"] += float(durations.sum())
-                n["last_gap_s"] = float(durations[-1])
-                logger.debug("LslInlet: gap(s) of %s s", np.round(durations, 4).tolist())
+        if gaps.size:
+            durations = gaps - 1.0 / rate
+            n["gaps"] += int(gaps.size)
+            n["gap_missing_samples"] += int(np.sum(np.rint(gaps * rate) - 1))
+            n["gap_total_s"] += float(durations.sum())
+            n["last_gap_s"] = float(durations[-1])
+            logger.debug("LslInlet: gap(s) of %s s", np.round(durations, 4).tolist())
+
+    def _count_transport_drop(self, missing: int) -> None:
+        """Count samples liblsl dropped from its full buffer (caller holds the lock)."""
+        self._n["transport_dropped"] += missing
+        self._rate_window = None  # these arrivals say nothing of the source's rate
+        logger.warning(
+            "LslInlet: dropped by the transport: %d samples (liblsl's buffer of %d samples "
+            "was full: the consumer fell behind)",
+            missing,
+            self._transport_capacity,
+        )
 
     def _check_step(self, step: float, rate: float) -> None:
         """:meth:`_check_timestamps` for one step (s), without numpy."""
@@ -1099,6 +1191,7 @@ class LslInlet:
     def _mark_lost(self, reason: str) -> None:
         with self._lock:
             self._n["lost"] += 1
+            self._rate_window = None
         self._set_state("lost", f"{reason}; re-resolving {self._current_query()}")
 
     def _count_refused(self, n: int) -> None:

@@ -274,3 +274,27 @@ def test_late_targets_with_deferred_updates_learn_as_on_time(paths: dict[str, Pa
     frozen = Engine(load_decoder(paths["a"]), defer_updates=True)
     assert not frozen.provide_target(frozen.process(x[0], None, 0.0).seq, targets[0])
     assert not frozen.update_due
+
+
+def test_non_finite_channels_are_replaced_by_the_input_mean_and_all_bad_bins_dropped(
+    paths: dict[str, Path],
+) -> None:
+    engine = Engine(load_decoder(paths["a"]))
+    mean = OnlineRSNN(load_checkpoint(paths["a"]).model).normalisation[0]
+    x = bins(6)
+    broken = x.copy()
+    broken[1, [0, 3]] = np.nan
+    broken[2, 3] = np.inf
+    broken[4] = np.nan  # no finite channel: dropped, no sequence number used
+    repaired = np.delete(x, 4, axis=0)
+    repaired[1, [0, 3]] = mean[[0, 3]]
+    repaired[2, 3] = mean[3]
+    out = [engine.process(row, None, float(i)) for i, row in enumerate(broken)]
+    assert out[4] is None
+    kept = [b for b in out if b is not None]
+    assert [b.seq for b in kept] == [0, 1, 2, 3, 4]
+    np.testing.assert_array_equal(np.stack([b.values for b in kept]),
+                                  reference(paths["a"], repaired))  # fmt: skip
+    status = engine.status()
+    assert status["bins_dropped"] == 1
+    assert status["non_finite_inputs"] == [1, 0, 0, 2] + [0] * (N_IN - 4)

@@ -217,3 +217,42 @@ def test_invalid_chunks_are_refused() -> None:
         FrontEnd("events", 0.05, 2, sample_rate_hz=0.0).feed(np.zeros((1, 2)), np.zeros(1))
     assert front.feed(np.zeros((0, 2)), np.zeros(0)).n_bins == 0
     assert front.counters()["samples_in"] == 0
+
+
+def test_non_finite_broadband_voltage_marks_only_its_channel_and_bins() -> None:
+    signal, _ = _broadband(3.0)
+    voltage = signal.voltage.astype(np.float64)
+    bad_rows = slice(45_000, 45_300)  # 10 ms of channel 2, after the calibration second
+    broken = voltage.copy()
+    broken[bad_rows, 2] = np.nan
+    broken[50_000, 5] = np.inf
+    outs = []
+    for data in (voltage, broken):
+        front = FrontEnd("broadband", 0.02, 8, sample_rate_hz=30_000.0, calibration_s=1.0)
+        outs.append(_feed_in_chunks(front, data, signal.stamps, np.arange(300, len(data), 300)))
+    clean, out = outs
+    stamps = signal.stamps
+    hit = {
+        2: np.unique(np.ceil(stamps[bad_rows] / 0.02 - 1e-6)),
+        5: [np.ceil(stamps[50_000] / 0.02 - 1e-6)],
+    }
+    expected = np.zeros_like(out.data, dtype=bool)
+    for channel, ks in hit.items():
+        rows = np.searchsorted(np.round(out.end_times / 0.02), ks)
+        expected[rows, channel] = True
+    np.testing.assert_array_equal(~np.isfinite(out.data), expected)
+    assert 1 <= expected[:, 2].sum() <= 2 and expected[:, 5].sum() == 1
+    # every other channel, and the marked channels' later bins, as without the bad values
+    later = out.end_times > stamps[50_000] + 0.1
+    np.testing.assert_array_equal(
+        out.data[:, [0, 1, 3, 4, 6, 7]], clean.data[:, [0, 1, 3, 4, 6, 7]]
+    )
+    np.testing.assert_array_equal(out.data[later], clean.data[later])
+
+
+def test_non_finite_event_indices_are_out_of_range() -> None:
+    front = FrontEnd("events", 0.1, 3, sample_rate_hz=0.0)
+    out = front.feed(np.array([[0.0], [np.nan], [np.inf], [2.0]]), np.array([1.01, 1.02, 1.03,
+                                                                                1.11]))  # fmt: skip
+    np.testing.assert_array_equal(out.data, [[1, 0, 0]])
+    assert front.counters()["out_of_range"] == 2

@@ -277,7 +277,8 @@ def test_paused_consumer_overflow_is_counted(outlets) -> None:
     _assert_accounted(after)
 
 
-def test_non_finite_samples_are_rejected_and_counted(outlets) -> None:
+@pytest.mark.parametrize("keep", [False, True], ids=["rejected", "kept"])
+def test_non_finite_samples_are_counted_and_rejected_unless_kept(outlets, keep: bool) -> None:
     name, source_id = unique_ids("nan")
     n = 600
     nan_at, inf_at = (10, 11, 250), (400, 599)
@@ -293,7 +294,9 @@ def test_non_finite_samples_are_rejected_and_counted(outlets) -> None:
             wait_for_consumer_s=15,
         )
     )
-    with LslInlet(name=name, source_id=source_id, watchdog_s=5.0, lost_after_s=20.0) as inlet:
+    with LslInlet(
+        name=name, source_id=source_id, watchdog_s=5.0, lost_after_s=20.0, keep_non_finite=keep
+    ) as inlet:
         assert inlet.wait_connected(10.0), inlet.state_message
         assert outlet.wait_finished(15.0)
         assert _wait_until(_received_at_least(inlet, n), 10.0)
@@ -303,12 +306,80 @@ def test_non_finite_samples_are_rejected_and_counted(outlets) -> None:
     bad = set(nan_at) | set(inf_at)
     kept = [k for k in range(n) if k not in bad]
     assert c.samples_received == n
+    assert c.non_finite_samples == len(bad)
+    assert c.gaps == 0  # rejected samples are counted as rejected, not as gaps
+    _assert_accounted(c)
+    if keep:
+        assert c.non_finite_rejected == 0 and c.samples_written == n
+        assert np.flatnonzero(~np.isfinite(data).all(axis=1)).tolist() == sorted(bad)
+        np.testing.assert_array_equal(data[kept], expected_sample(np.array(kept), 4))
+        return
     assert c.non_finite_rejected == len(bad)
     assert c.samples_written == n - len(bad)
     assert data[:, 0].astype(int).tolist() == kept
     np.testing.assert_array_equal(data, expected_sample(np.array(kept), 4))
-    assert c.gaps == 0  # rejected samples are counted as rejected, not as gaps
-    _assert_accounted(c)
+
+
+def _caller_inlet(name: str, source_id: str, **options: object) -> LslInlet:
+    inlet = LslInlet(name=name, source_id=source_id, pull_in_caller=True, **options).start()
+    deadline = time.monotonic() + 10.0
+    while inlet.state != "connected" and time.monotonic() < deadline:
+        inlet.pull(0.05)
+    assert inlet.state == "connected", inlet.state_message
+    return inlet
+
+
+def test_a_burst_beyond_liblsls_buffer_is_dropped_by_the_transport_not_a_gap() -> None:
+    name, source_id = unique_ids("burst")
+    rate, n_channels = 1000.0, 2
+    outlet = pylsl.StreamOutlet(pylsl.StreamInfo(name, "EEG", n_channels, rate, "float32",
+                                                 source_id))  # fmt: skip
+    inlet = _caller_inlet(name, source_id, buffer_s=1.0)  # liblsl keeps 5 s: 5000 samples
+    try:
+        t0 = pylsl.local_clock()
+        outlet.push_chunk(np.zeros((10, n_channels), np.float32), t0)
+        assert _wait_until(lambda: inlet.pull(0.05) >= 0 and inlet.counters().samples_received
+                           == 10, 10.0)  # fmt: skip
+        burst = 12_000  # the loop did not pull while these came: liblsl keeps the last 5000
+        stamps = t0 + (np.arange(burst) + 1) / rate  # t0 stamps the first chunk's last
+        outlet.push_chunk(np.ones((burst, n_channels), np.float32), stamps.tolist())
+
+        def all_accounted() -> bool:
+            inlet.pull(0.05)
+            c = inlet.counters()
+            return c.samples_received + c.transport_dropped == 10 + burst
+
+        assert _wait_until(all_accounted, 10.0), inlet.counters()
+        c = inlet.counters()
+    finally:
+        inlet.stop()
+    assert 5000 <= c.samples_received < 10 + burst  # what liblsl's buffer held, at least
+    assert c.gaps == c.gap_missing_samples == c.jumps == 0
+
+
+def test_a_stream_slower_than_declared_is_warned_and_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    name, source_id = unique_ids("slow-rate")
+    declared, actual = 1000.0, 800.0
+    outlet = pylsl.StreamOutlet(pylsl.StreamInfo(name, "EEG", 1, declared, "float32", source_id))
+    inlet = _caller_inlet(name, source_id)
+    start = time.monotonic()
+    sent = 0
+    try:
+        with caplog.at_level(logging.WARNING, logger="streams.lsl_inlet"):
+            while inlet.counters().measured_rate_hz == 0.0 and time.monotonic() - start < 15.0:
+                due = int((time.monotonic() - start) * actual)
+                if due > sent:
+                    outlet.push_chunk(np.zeros((due - sent, 1), np.float32))
+                    sent = due
+                inlet.pull(0.005)
+        c = inlet.counters()
+    finally:
+        inlet.stop()
+    assert c.measured_rate_hz == pytest.approx(actual, rel=0.05)
+    assert c.rate_mismatches == 1
+    assert "declares 1000 Hz but delivers" in caplog.text
 
 
 def test_backwards_and_repeated_timestamps_are_counted(outlets) -> None:

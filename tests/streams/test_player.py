@@ -264,3 +264,5 @@ def test_round_trip_xdf_player_inlet_ring_1khz_96_channels_30_s(tmp_path: Path) 
     assert counters.timestamps_backwards == 0
     assert counters.non_finite_rejected == 0 and counters.samples_refused == 0
     assert counters.reconnects == 0 and counters.lost == 0
+    assert counters.rate_mismatches == 0 and counters.transport_dropped == 0
+    assert counters.measured_rate_hz == pytest.approx(1000.0, rel=0.1)

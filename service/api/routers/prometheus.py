@@ -240,6 +240,26 @@ def _inlet_metrics(stream: dict[str, Any]) -> Iterator[Metric]:
         {"non_finite": counters["non_finite_rejected"], "refused": counters["samples_refused"]},
     )
     yield _counter(
+        "bci_stream_non_finite_samples",
+        "Samples with a NaN or Inf in a channel (kept: the decoder repairs the channel).",
+        counters["non_finite_samples"],
+    )
+    yield _counter(
+        "bci_stream_transport_dropped_samples",
+        "Samples liblsl dropped from its full buffer before the loop pulled them.",
+        counters["transport_dropped"],
+    )
+    yield _counter(
+        "bci_stream_rate_mismatches",
+        "Rate windows more than 10% off the declared rate.",
+        counters["rate_mismatches"],
+    )
+    yield _gauge(
+        "bci_stream_measured_rate_hz",
+        "Arrival rate over the latest rate window (0: none yet).",
+        counters["measured_rate_hz"],
+    )
+    yield _counter(
         "bci_stream_gaps", "Timestamp steps above gap_factor sample periods.", counters["gaps"]
     )
     yield _counter(
@@ -269,6 +289,16 @@ def _inlet_metrics(stream: dict[str, Any]) -> Iterator[Metric]:
 def _engine_metrics(status_doc: dict[str, Any], bins_decoded: int) -> Iterator[Metric]:
     status = status_doc["engine"]
     yield _counter("bci_bins_decoded", "Bins decoded since start (across swaps).", bins_decoded)
+    yield _labelled_counter(
+        "bci_input_non_finite_bins",
+        "Bins whose channel had a NaN or Inf, replaced by the model's normalisation mean.",
+        "channel",
+        {str(c): n for c, n in enumerate(status["non_finite_inputs"]) if n},
+    )
+    yield _counter(
+        "bci_input_bins_dropped", "Bins without one finite channel (not decoded).",
+        status["bins_dropped"],
+    )  # fmt: skip
     info = GaugeMetricFamily("bci_model", "Model decoding now (1).", labels=["model_id"])
     info.add_metric([status["model_id"]], 1.0)
     yield info

@@ -1,4 +1,7 @@
-"""``GET /stream``: the neural inlet's state, schema, input front-end and every counter."""
+"""``GET /stream``: the neural inlet's state, schema, input front-end and every counter, and
+the decoder's input repairs (``non_finite_inputs``: bins whose channel had a NaN or Inf,
+replaced by the model's normalisation mean, per channel; ``bins_dropped``: bins with no
+finite channel, not decoded)."""
 
 from __future__ import annotations
 
@@ -25,6 +28,8 @@ class StreamStatus(BaseModel):
     pushed: int
     push_errors: int
     last_refusal: str | None = None
+    non_finite_inputs: list[int] | None = None
+    bins_dropped: int = 0
 
 
 @router.get("/stream", response_model=StreamStatus)
@@ -32,6 +37,7 @@ def get_stream(link: LinkDep) -> StreamStatus:
     status = link.status()
     stream = status.get("stream") or {"name": link.settings.stream}
     outlet = status.get("outlet") or {}
+    engine = status.get("engine") or {}
     return StreamStatus(
         name=stream.get("name", link.settings.stream),
         state=stream.get("state"),
@@ -45,4 +51,6 @@ def get_stream(link: LinkDep) -> StreamStatus:
         pushed=outlet.get("pushed", 0),
         push_errors=outlet.get("push_errors", 0),
         last_refusal=outlet.get("last_refusal"),
+        non_finite_inputs=engine.get("non_finite_inputs"),
+        bins_dropped=engine.get("bins_dropped", 0),
     )
