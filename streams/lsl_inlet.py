@@ -52,7 +52,11 @@ the first half second of a connection goes unnoticed (its gap is still counted).
 after a liblsl recovery. If the source cannot be resolved for the check within
 ``resolve_timeout_s``, the held samples are refused and the stream is declared lost.
 
-Timestamps are the raw LSL timestamps (sender clock); nothing is corrected. The latest
+Timestamps are the raw LSL timestamps (sender clock); nothing is corrected, except in a
+chunk-stamped regular stream (a device that stamps every sample of a chunk with one arrival
+time): there each chunk is spread back from its stamp, one nominal period apart
+(:class:`streams.timestamps.LiveChunkStamps`; ``chunk_stamped`` says which kind the stream is),
+and a gap must also exceed half a chunk, so chunk arrival jitter is not a gap. The latest
 ``time_correction()`` offset is kept in ``clock_offset`` (add it to map timestamps to the
 local clock) with its history, refreshed every ``clock_refresh_s``.
 
@@ -100,6 +104,7 @@ import numpy as np
 import pylsl
 
 from streams.ring import RingBuffer, RingCounters
+from streams.timestamps import LiveChunkStamps
 
 try:
     from pylsl.util import LostError
@@ -236,6 +241,8 @@ class InletCounters:
             pulled (the consumer fell behind); not counted as gaps.
         rate_mismatches: rate windows more than 10% off the declared rate.
         measured_rate_hz: arrival rate over the latest complete window (0: none yet).
+        chunk_stamped: the stream stamps whole chunks (re-stamped), None until judged (its
+            first 32 intervals, in which no gap is counted) or for irregular streams.
         samples_refused: samples pulled after a reconnect whose schema did not match or could
             not be checked.
         gaps: timestamp steps larger than ``gap_factor / rate``.
@@ -261,6 +268,7 @@ class InletCounters:
     transport_dropped: int
     rate_mismatches: int
     measured_rate_hz: float
+    chunk_stamped: bool | None
     samples_refused: int
     gaps: int
     gap_missing_samples: int
@@ -412,6 +420,7 @@ class LslInlet:
         self._transport_full = False  # the latest pull found liblsl's buffer full
         self._rate_window: tuple[float, int] | None = None  # (monotonic start, samples)
         self._rate_off = False  # the latest window was off the declared rate
+        self._chunk_stamps: LiveChunkStamps | None = None  # regular streams (first schema)
         # caller mode: the open pylsl inlet, the resolver looking for one, and the earliest
         # time of the next connection attempt after a refused or failed one
         self._inlet: pylsl.StreamInlet | None = None
@@ -591,8 +600,10 @@ class LslInlet:
         """A consistent snapshot of all counters (see :class:`InletCounters`)."""
         with self._lock:
             ring = self._ring.counters() if self._ring is not None else None
+            chunks = self._chunk_stamps
             return InletCounters(
                 samples_written=ring.written if ring is not None else 0,
+                chunk_stamped=None if chunks is None else chunks.chunked,
                 overflowed=ring.overflowed if ring is not None else 0,
                 ring=ring,
                 **self._n,
@@ -801,6 +812,8 @@ class LslInlet:
             self._schema = schema
             self._ring = ring
             self._buffer = np.empty((self._max_chunk, schema.n_channels), dtype=dtype)
+            if schema.nominal_srate > 0:
+                self._chunk_stamps = LiveChunkStamps(schema.nominal_srate, self._gap_factor)
         logger.info(
             "LslInlet: schema of %s adopted; ring of %d samples", schema.describe(), capacity
         )
@@ -1046,6 +1059,8 @@ class LslInlet:
             finite = np.isfinite(data).all(axis=1)
             n_bad = n - int(finite.sum())
         rate = schema.nominal_srate
+        if self._chunk_stamps is not None:
+            timestamps = self._chunk_stamps(timestamps)
         with self._lock:
             self._n["samples_received"] += n
             self._check_timestamps(timestamps, rate)
@@ -1111,7 +1126,7 @@ class LslInlet:
         n = self._n
         n["timestamps_backwards"] += int(np.count_nonzero(steps < 0))
         n["duplicates"] += int(np.count_nonzero(steps == 0))
-        gaps = steps[steps > self._gap_factor / rate] if rate > 0 else steps[:0]
+        gaps = steps[steps > self._gap_s()] if rate > 0 else steps[:0]
         if transport:  # liblsl dropped the oldest samples while this pull was pending
             if gaps.size:
                 self._count_transport_drop(int(np.sum(np.rint(gaps * rate) - 1)))
@@ -1127,6 +1142,11 @@ class LslInlet:
             n["gap_total_s"] += float(durations.sum())
             n["last_gap_s"] = float(durations[-1])
             logger.debug("LslInlet: gap(s) of %s s", np.round(durations, 4).tolist())
+
+    def _gap_s(self) -> float:
+        """The timestamp step (s) above which a gap is counted (regular streams)."""
+        assert self._chunk_stamps is not None
+        return self._chunk_stamps.gap_s
 
     def _count_transport_drop(self, missing: int) -> None:
         """Count samples liblsl dropped from its full buffer (caller holds the lock)."""
@@ -1148,7 +1168,7 @@ class LslInlet:
         if step > self._jump_s:
             n["jumps"] += 1
             logger.warning("LslInlet: timestamp jump(s) of %s s", [round(step, 3)])
-        if rate > 0 and step > self._gap_factor / rate:
+        if rate > 0 and step > self._gap_s():
             n["gaps"] += 1
             n["gap_missing_samples"] += round(step * rate) - 1
             n["gap_total_s"] += step - 1.0 / rate

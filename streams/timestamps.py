@@ -49,6 +49,7 @@ __all__ = [
     "ENVELOPE_CHUNKS",
     "GAP_PERIODS",
     "Gaps",
+    "LiveChunkStamps",
     "Restamped",
     "StreamTiming",
     "analyse_timing",
@@ -219,3 +220,89 @@ def analyse_timing(stamps: np.ndarray, nominal_srate: float) -> StreamTiming:
         gaps=gaps,
         n_backward=int((np.diff(stamps) < 0).sum()),
     )
+
+
+DETECT_INTERVALS = 32  # intervals a live stream is watched before it is judged chunk-stamped
+
+
+class LiveChunkStamps:
+    """Causal handling of a live regular stream that may be chunk-stamped.
+
+    The first :data:`DETECT_INTERVALS` intervals decide (:func:`is_chunk_stamped`); after that
+    a sample-stamped stream's stamps pass unchanged. In a chunk-stamped stream (and, while
+    undecided, in runs of two or more samples) a run of stamps closer than
+    :data:`CHUNK_FRACTION` periods is one chunk, stamped at its last sample (liblsl's
+    ``push_chunk`` convention). Its samples are spread back from that stamp one nominal period
+    apart, as the first samples of a chunk of the median size (or of their own number, if
+    larger), so a chunk cut by a pull gets the same stamps; a chunk continued by a later pull
+    goes on one period after the previous stamp, and every stamp is at least one period after
+    its predecessor. :attr:`gap_s`, the step above which a gap is counted, is infinite while
+    judging, ``gap_periods`` periods for a sample-stamped stream, and half the median chunk
+    more for a chunk-stamped one, so the arrival jitter of a chunk is not read as a gap; a
+    lost chunk still is.
+
+    Args:
+        nominal_srate: the stream's declared rate (Hz, > 0).
+        gap_periods: a step above this many periods is a gap (sample-stamped streams).
+    """
+
+    def __init__(self, nominal_srate: float, gap_periods: float = GAP_PERIODS) -> None:
+        self.period = _period(nominal_srate)
+        self.rate = float(nominal_srate)
+        self.chunked: bool | None = None  # None: not judged yet
+        self.gap_s = np.inf  # a step (s) above this is a gap; none while judging
+        self._gap_periods = float(gap_periods)
+        self._seen: list[np.ndarray] = []  # stamps held for the judgement
+        self._chunk = 1  # median chunk size (samples), once judged
+        self._prev_raw = -np.inf  # the latest raw stamp
+        self._prev = -np.inf  # the latest stamp given out
+
+    def __call__(self, stamps: np.ndarray) -> np.ndarray:
+        """The stamps (s) to use for ``stamps`` (the next pull, in arrival order)."""
+        if self.chunked is False:
+            return stamps
+        raw = np.asarray(stamps, dtype=np.float64)
+        out = self._spread(raw, singles=bool(self.chunked))
+        if self.chunked is None:
+            self._judge(raw)
+        return out
+
+    def _judge(self, stamps: np.ndarray) -> None:
+        self._seen.append(stamps.copy())
+        seen = np.concatenate(self._seen)
+        if seen.size <= DETECT_INTERVALS:
+            return
+        self._seen.clear()
+        self.chunked = is_chunk_stamped(seen, self.rate)
+        self.gap_s = self._gap_periods * self.period
+        if self.chunked:
+            sizes = np.diff(np.r_[chunk_starts(seen, self.rate), seen.size])
+            self._chunk = round(float(np.median(sizes)))
+            self.gap_s = (self._gap_periods + 0.5 * self._chunk) * self.period
+
+    def _spread(self, raw: np.ndarray, singles: bool) -> np.ndarray:
+        """Chunks spread back from their stamps; a lone sample moved only when ``singles``."""
+        limit = CHUNK_FRACTION * self.period
+        same = np.diff(raw, prepend=self._prev_raw) < limit  # continues the previous chunk
+        out = np.empty_like(raw)
+        prev = self._prev
+        i, n = 0, raw.shape[0]
+        while i < n:
+            end = i + 1
+            while end < n and same[end]:
+                end += 1
+            m = end - i
+            following = prev + self.period * np.arange(1, m + 1)  # one period after prev
+            if same[i]:  # the chunk began in an earlier pull: keep going from there
+                stamps = following
+            elif m == 1 and not singles:
+                stamps = raw[i:end]
+            else:  # back from the chunk's stamp, but never before a period after prev
+                size = max(m, self._chunk)  # the chunk may go on in the next pull
+                back = raw[i] - self.period * np.arange(size - 1, size - 1 - m, -1)
+                stamps = np.maximum(back, following)
+            out[i:end] = stamps
+            prev = float(stamps[-1])
+            i = end
+        self._prev_raw, self._prev = float(raw[-1]), prev
+        return out

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from streams.timestamps import (
+    LiveChunkStamps,
     analyse_timing,
     chunk_starts,
     effective_rate,
@@ -88,3 +89,30 @@ def test_bad_nominal_rate_and_empty_input() -> None:
         find_gaps(np.arange(5.0), 0.0)
     empty = analyse_timing(np.zeros(0), RATE)
     assert empty.effective_rate is None and empty.gaps.count == 0
+
+
+def _live(stamps: np.ndarray, pieces: int) -> tuple[np.ndarray, LiveChunkStamps]:
+    live = LiveChunkStamps(RATE)
+    cuts = np.sort(np.random.default_rng(pieces).choice(len(stamps), pieces, replace=False))
+    return np.concatenate([live(part) for part in np.split(stamps, cuts)]), live
+
+
+@pytest.mark.parametrize("pieces", [50, 700])
+def test_live_chunk_stamps_spread_chunks_and_count_only_lost_chunks(pieces: int) -> None:
+    stamps, true = chunk_stamped(400, lost=(150, 151, 300))
+    out, live = _live(stamps, pieces)
+    assert live.chunked
+    steps = np.diff(out)
+    assert (steps > 0).all() and np.median(steps) == pytest.approx(1 / RATE)
+    assert live.gap_s == pytest.approx((1.5 + 4) / RATE)  # half a chunk of 8 more
+    gaps = np.flatnonzero(steps > live.gap_s)
+    assert len(gaps) == 2  # the two losses, not the arrival jitter
+    assert np.abs(out - true).max() < 0.02 + 8 / RATE  # within the jitter and one chunk
+
+
+def test_live_chunk_stamps_leave_a_sample_stamped_stream_alone() -> None:
+    stamps = 5.0 + np.arange(2000) / RATE + np.random.default_rng(0).normal(0, 1e-4, 2000)
+    out, live = _live(stamps, 300)
+    assert live.chunked is False
+    np.testing.assert_array_equal(out, stamps)
+    assert live.gap_s == pytest.approx(1.5 / RATE)
