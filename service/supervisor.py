@@ -18,6 +18,10 @@ status document) and the adaptation setting it had; the new decoder continues th
 numbers and skips bins the dead one had decoded. The stand-in closes right before the new
 decoder opens its outlet.
 
+The API process runs at a lower CPU priority (``os.nice(API_NICENESS)``): whatever its
+clients make it do, the decoder, the rig's acquisition and the lab's other processes come
+first when the cores are busy.
+
 The decoder process imports numpy, numba and pylsl, not torch (checkpoints load through
 safetensors' numpy API). With ``realtime`` it asks for SCHED_FIFO priority on a pinned core
 and logs, and publishes in its status, whether the system allowed it.
@@ -54,6 +58,7 @@ _CTX = multiprocessing.get_context("spawn")
 _START_TIMEOUT_S = 60.0  # a decoder that is not ready by then failed to start
 _RESTART_PAUSE_S = 0.5  # least time between two restarts of the same process
 _HANDOVER_S = 1.0  # longest wait for a consumer to reach the stand-in before it closes
+API_NICENESS = 10  # the API process yields the CPU to the decoder and the rig
 
 
 @dataclass(frozen=True)
@@ -321,6 +326,7 @@ def _api_main(
     from streams.lifetime import die_with_parent
 
     die_with_parent(parent_pid)
+    os.nice(API_NICENESS)
     _child_logging(settings)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when to stop
     link = DecoderLink(settings, SharedState.attach(shared_name, layout), controls, replies)

@@ -3,6 +3,7 @@ trained checkpoints, and a condition poller."""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -13,10 +14,11 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import safetensors.numpy
 import uvicorn
 from fastapi import FastAPI
 
-from bci.checkpoint import save_checkpoint
+from bci.checkpoint import save_checkpoint, tensor_sha256
 from bci.rsnn import RSNN, RSNNConfig
 from bci.training import TrainConfig, train_rsnn
 from service.daemon import Daemon
@@ -74,3 +76,22 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def rewrite(source: Path, out: Path, *, manifest: str | None = None, **tensors: tuple) -> Path:
+    """A copy of checkpoint ``source`` with ``manifest`` as its manifest text, or with tensor
+    entries set (``w_out=((0, 0), 1e38)``) and the checksum recomputed: only the intended
+    defect remains."""
+    raw = source.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    arrays = dict(safetensors.numpy.load(raw))
+    for name, (index, value) in tensors.items():
+        arrays[name][index] = value
+    text = header["__metadata__"]["manifest"]
+    if manifest is None:
+        parsed = json.loads(text)
+        parsed["sha256"] = tensor_sha256(arrays)
+        manifest = json.dumps(parsed)
+    safetensors.numpy.save_file(arrays, str(out), metadata={"manifest": manifest})
+    return out

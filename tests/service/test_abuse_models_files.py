@@ -18,11 +18,10 @@ import httpx
 import numpy as np
 import pylsl
 import pytest
-import safetensors.numpy
 import torch
-from serving import N_CHANNELS, run_server, wait_for
+from serving import N_CHANNELS, rewrite, run_server, wait_for
 
-from bci.checkpoint import MAX_MANIFEST_BYTES, load_checkpoint, save_checkpoint, tensor_sha256
+from bci.checkpoint import MAX_MANIFEST_BYTES, load_checkpoint, save_checkpoint
 from bci.rsnn import RSNN, RSNNConfig
 from service.api import create_app
 from service.cli import main
@@ -45,25 +44,6 @@ def small_model(seed: int) -> RSNN:
         rng.poisson(3.0, size=(100, N_CHANNELS)).astype(np.float64), rng.normal(size=(100, 2))
     )
     return model
-
-
-def rewrite(source: Path, out: Path, *, manifest: str | None = None, **tensors: tuple) -> Path:
-    """A copy of checkpoint ``source`` with ``manifest`` as its manifest text, or with tensor
-    entries set (``w_out=((0, 0), 1e38)``) and the checksum recomputed: only the intended
-    defect remains."""
-    raw = source.read_bytes()
-    n = int.from_bytes(raw[:8], "little")
-    header = json.loads(raw[8 : 8 + n])
-    arrays = dict(safetensors.numpy.load(raw))
-    for name, (index, value) in tensors.items():
-        arrays[name][index] = value
-    text = header["__metadata__"]["manifest"]
-    if manifest is None:
-        parsed = json.loads(text)
-        parsed["sha256"] = tensor_sha256(arrays)
-        manifest = json.dumps(parsed)
-    safetensors.numpy.save_file(arrays, str(out), metadata={"manifest": manifest})
-    return out
 
 
 @dataclass
