@@ -20,6 +20,7 @@ from tqdm import tqdm
 from service.cli_checks import (
     CommandFailed,
     UsageError,
+    damaged_inputs,
     fraction,
     nonnegative_float,
     nonnegative_int,
@@ -225,13 +226,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
     _positive_seconds(args.seconds, "--seconds")
     from streams.files import load_any_session
 
-    session = load_any_session(
-        path,
-        neural=args.neural,
-        kinematics=args.kinematics,
-        targets=args.targets,
-        bin_s=None if args.bin_ms is None else args.bin_ms / 1000.0,
-    )
+    with damaged_inputs():
+        session = load_any_session(
+            path,
+            neural=args.neural,
+            kinematics=args.kinematics,
+            targets=args.targets,
+            bin_s=None if args.bin_ms is None else args.bin_ms / 1000.0,
+        )
     player = SessionPlayer(session, name=args.name, speed=speed, loop=args.loop)
     _play_until_done(player, args.seconds, describe=f"{path.name} ({session!r})")
     return 0
@@ -257,13 +259,16 @@ def _replay_model(path: Path, args: argparse.Namespace) -> int:
         raise UsageError(
             f"cannot write {out}: directory {out.parent} does not exist; create it first"
         )
+    if not Path(args.model).is_file():
+        raise UsageError(f"--model {args.model} is not a checkpoint file (.safetensors)")
     from service.replay import replay_live, replay_session
 
-    if args.fast:
-        result = replay_session(path, args.model, adapt=args.adapt)
-    else:
-        print(f"playing {path.name} over LSL at {speed:g}x real time ...", flush=True)
-        result = replay_live(path, args.model, speed, adapt=args.adapt)
+    with damaged_inputs():  # a model that does not fit the session stays a usage error
+        if args.fast:
+            result = replay_session(path, args.model, adapt=args.adapt)
+        else:
+            print(f"playing {path.name} over LSL at {speed:g}x real time ...", flush=True)
+            result = replay_live(path, args.model, speed, adapt=args.adapt)
     adaptation = result["adaptation"]
     rows = [
         ["R2", f"{result['r2']:.3f}"],
@@ -298,12 +303,16 @@ def _replay_model(path: Path, args: argparse.Namespace) -> int:
 
 def cmd_record(args: argparse.Namespace) -> int:
     from streams.lifetime import sigterm_as_interrupt
-    from streams.recorder import Recorder
+    from streams.recorder import Recorder, StreamSelector
 
+    try:
+        selectors = [StreamSelector.parse(text) for text in args.stream]
+    except ValueError as error:
+        raise UsageError(f"--stream: {error}") from None
     out = out_path(args.out, args.force)
     with sigterm_as_interrupt(), runtime_failures():  # kill PID finishes the file as Ctrl-C
         recorder = Recorder(
-            out, args.stream, resolve_timeout=args.resolve_timeout, overwrite=args.force
+            out, selectors, resolve_timeout=args.resolve_timeout, overwrite=args.force
         )
         recorder.start()
         return _record_until_done(recorder, args)
@@ -383,9 +392,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if offline_only:
             raise UsageError(f"{', '.join(offline_only)} only apply without --live")
         _positive_seconds(args.seconds, "--seconds")
-        run_live_demo(
-            Path(args.cache), host=args.host, port=args.port, seconds=args.seconds, seed=args.seed
-        )
+        with runtime_failures():  # e.g. the port is taken
+            run_live_demo(
+                Path(args.cache),
+                host=args.host,
+                port=args.port,
+                seconds=args.seconds,
+                seed=args.seed,
+            )
         return 0
     live_only = _given(args, "--seconds")
     if live_only:
@@ -579,16 +593,20 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if args.session is not None and not args.report:
         raise UsageError("--session picks the session --report scores on: add --report")
-    path = write_nir(
-        args.model,
-        args.out,
-        subtract_reset=args.subtract_reset,
-        dialect=args.dialect,
-        overwrite=args.overwrite,
-    )
+    if not Path(args.model).is_file():
+        raise UsageError(f"MODEL {args.model} is not a checkpoint file (.safetensors)")
+    with damaged_inputs():  # a model NIR cannot express stays a usage error (names the flags)
+        path = write_nir(
+            args.model,
+            args.out,
+            subtract_reset=args.subtract_reset,
+            dialect=args.dialect,
+            overwrite=args.overwrite,
+        )
     print(f"wrote {path}: NIR graph ({args.dialect} dialect) of {args.model}")
     if args.report:
-        _print_deployment_report(args.model, args.session)
+        with damaged_inputs():
+            _print_deployment_report(args.model, args.session)
     return 0
 
 
