@@ -15,6 +15,7 @@ naming the key and the file (:class:`~service.cli_checks.UsageError`, exit statu
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import types
 from difflib import get_close_matches
@@ -138,8 +139,8 @@ def read_config(path: Path) -> dict[str, Any]:
             checked = _adapter(key).validate_python(value)
         except ValidationError as error:
             raise UsageError(f"{path}: key {key!r}: {_problem(error)}, got {value!r}") from None
-        if isinstance(checked, Path) and not checked.is_absolute():
-            checked = path.parent / checked
+        if isinstance(checked, Path):  # relative to the file's folder, ".." resolved
+            checked = Path(os.path.abspath(path.parent / checked.expanduser()))
         values[key] = checked
     return values
 
