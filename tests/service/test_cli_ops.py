@@ -23,7 +23,7 @@ import pytest
 from bci.checkpoint import save_checkpoint
 from bci.rsnn import RSNN, RSNNConfig
 from service.cli import build_parser, main
-from service.serve_settings import settings_from
+from service.serve_settings import read_config, settings_from
 from service.settings import Settings
 
 pytestmark = pytest.mark.timeout(120)
@@ -286,3 +286,16 @@ def test_serve_process_takes_its_settings_from_file_environment_and_flags(
                 process.kill()
     assert process.returncode == 0, err
     assert LIBLSL_LINE not in err and "token" not in line + out
+
+
+def test_readme_rig_file_is_read_as_shown(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Rig configuration", 1)[1].split("\n## ", 1)[0]
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    rig = tmp_path / "rig.toml"
+    rig.write_text(example)
+    values = read_config(rig)
+    assert values["source_id"] == "brainamp-1234" and values["adapt"] is True
+    assert values["model"] == tmp_path / "models" / "day2.safetensors"
+    for name in Settings.model_fields:  # the key list names every setting
+        assert f"`{name}`" in section, name
