@@ -113,7 +113,8 @@ def add_settings_flags(
             kwargs.update(nargs="+", type=_checker(name, get_args(base)[0]))
         else:
             kwargs["type"] = _checker(name)
-        kwargs["help"] = f"{field.description} (default {_default(field)}; {env_name(name)})"
+        text = f"{field.description} (default {_default(field)}; {env_name(name)})"
+        kwargs["help"] = text.replace("%", "%%")  # argparse %-formats help
         (groups or {}).get(name, parser).add_argument(flag(name), **kwargs)
 
 
