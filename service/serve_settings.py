@@ -36,22 +36,22 @@ else:  # pragma: no cover - Python 3.10
 
 __all__ = ["add_settings_flags", "env_names", "read_config", "settings_from"]
 
-FIELDS: dict[str, FieldInfo] = Settings.model_fields
+_FIELDS: dict[str, FieldInfo] = Settings.model_fields
 
 
-def flag(name: str) -> str:
+def _flag(name: str) -> str:
     """The flag of field ``name``: ``source_id`` -> ``--source-id``."""
     return "--" + name.replace("_", "-")
 
 
-def env_name(name: str) -> str:
+def _env_name(name: str) -> str:
     """The environment variable of field ``name``: ``source_id`` -> ``BCI_SOURCE_ID``."""
     return f"BCI_{name.upper()}"
 
 
 def env_names() -> list[str]:
     """Every ``BCI_*`` variable ``bci serve`` reads, in field order."""
-    return [env_name(name) for name in FIELDS]
+    return [_env_name(name) for name in _FIELDS]
 
 
 def _base(annotation: Any) -> Any:
@@ -63,7 +63,7 @@ def _base(annotation: Any) -> Any:
 
 
 def _adapter(name: str) -> TypeAdapter:
-    field = FIELDS[name]
+    field = _FIELDS[name]
     return TypeAdapter(Annotated[field.annotation, field])
 
 
@@ -102,7 +102,7 @@ def add_settings_flags(
 ) -> None:
     """Add one flag per :class:`Settings` field to ``parser`` (or to ``groups[name]``, e.g. a
     mutually exclusive group). Every flag defaults to None: not given."""
-    for name, field in FIELDS.items():
+    for name, field in _FIELDS.items():
         base = _base(field.annotation)
         kwargs: dict[str, Any] = {"dest": name, "default": None}
         if base is bool:
@@ -113,9 +113,9 @@ def add_settings_flags(
             kwargs.update(nargs="+", type=_checker(name, get_args(base)[0]))
         else:
             kwargs["type"] = _checker(name)
-        text = f"{field.description} (default {_default(field)}; {env_name(name)})"
+        text = f"{field.description} (default {_default(field)}; {_env_name(name)})"
         kwargs["help"] = text.replace("%", "%%")  # argparse %-formats help
-        (groups or {}).get(name, parser).add_argument(flag(name), **kwargs)
+        (groups or {}).get(name, parser).add_argument(_flag(name), **kwargs)
 
 
 def read_config(path: Path) -> dict[str, Any]:
@@ -129,12 +129,12 @@ def read_config(path: Path) -> dict[str, Any]:
         raise UsageError(f"--config {path} is not valid TOML: {error}") from None
     values: dict[str, Any] = {}
     for key, value in data.items():
-        if key not in FIELDS:
-            close = get_close_matches(key.replace("-", "_").lower(), FIELDS, 1)
+        if key not in _FIELDS:
+            close = get_close_matches(key.replace("-", "_").lower(), _FIELDS, 1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise UsageError(
                 f"{path}: unknown key {key!r}{hint}; the keys are the serve settings: "
-                + ", ".join(FIELDS)
+                + ", ".join(_FIELDS)
             )
         try:
             checked = _adapter(key).validate_python(value)
@@ -158,7 +158,7 @@ def settings_from(args: argparse.Namespace, token: str | None = None) -> Setting
             f"a BCI_* variable cannot be read: {error}; list values are JSON, e.g. "
             "BCI_ALLOWED_HOSTS='[\"localhost\"]'"
         ) from None
-    layers["flags"] = {n: getattr(args, n) for n in FIELDS if getattr(args, n) is not None}
+    layers["flags"] = {n: getattr(args, n) for n in _FIELDS if getattr(args, n) is not None}
     if token is not None:
         layers["flags"]["token"] = token
     values = {**layers["file"], **layers["env"], **layers["flags"]}
@@ -167,7 +167,7 @@ def settings_from(args: argparse.Namespace, token: str | None = None) -> Setting
     except ValidationError as error:
         complaint = error.errors()[0]
         name = str(complaint["loc"][0]) if complaint["loc"] else ""
-        where = {"file": f"key {name!r} in {config}", "env": env_name(name), "flags": flag(name)}
+        where = {"file": f"key {name!r} in {config}", "env": _env_name(name), "flags": _flag(name)}
         layer = next((k for k in ("flags", "env", "file") if name in layers[k]), None)
         if layer is None:  # a check across fields: its message names them
             raise UsageError(_problem(error)) from None
