@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import configparser
 import hashlib
+import logging
 import os
 import tempfile
 from pathlib import Path
 
 __all__ = ["QUIET_LEVEL", "quiet_liblsl"]
+
+logger = logging.getLogger(__name__)
 
 QUIET_LEVEL = -2  # loguru ERROR: liblsl's errors only
 _SEARCHED = ("lsl_api.cfg", "~/lsl_api/lsl_api.cfg", "/etc/lsl_api/lsl_api.cfg")
@@ -47,8 +50,9 @@ def _sets_log_level(text: str) -> bool:
 def quiet_liblsl() -> Path | None:
     """Set ``LSLAPICFG`` to the current liblsl configuration plus ``[log] level = -2``.
 
-    Returns the file written (under the temporary folder, named by its content so that
-    concurrent commands share it), or None when the configuration sets its own log level.
+    Returns the file written (in a private folder under the temporary folder, named by its
+    content so that concurrent commands share it), or None when the configuration sets its
+    own log level or the file cannot be written (liblsl then logs as usual).
     """
     current = _current_config()
     text = current.read_text(errors="replace") if current is not None else ""
@@ -57,11 +61,18 @@ def quiet_liblsl() -> Path | None:
     text = f"{text.rstrip()}\n\n[log]\nlevel = {QUIET_LEVEL}\n".lstrip()
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     folder = Path(tempfile.gettempdir()) / f"bci-lsl-{os.getuid()}"
-    folder.mkdir(mode=0o700, exist_ok=True)
     path = folder / f"lsl_api-{digest}.cfg"
-    if not path.is_file():
-        partial = folder / f".{path.name}.{os.getpid()}.part"
-        partial.write_text(text)
-        partial.replace(path)  # atomic: a concurrent reader sees the whole file or none
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        owner = folder.lstat()
+        if owner.st_uid != os.getuid() or owner.st_mode & 0o022 or folder.is_symlink():
+            raise PermissionError(f"{folder} is not a private folder of this user")
+        if not path.is_file():
+            partial = folder / f".{path.name}.{os.getpid()}.part"
+            partial.write_text(text)
+            partial.replace(path)  # atomic: a concurrent reader sees the whole file or none
+    except OSError as error:  # liblsl then logs as it would anyway
+        logger.debug("liblsl's log level left as it is: %s", error)
+        return None
     os.environ["LSLAPICFG"] = str(path)
     return path
