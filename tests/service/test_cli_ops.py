@@ -72,14 +72,14 @@ def test_version_is_the_installed_packages() -> None:
 
 
 def test_streams_lists_an_outlet_and_liblsl_stays_quiet(outlet: pylsl.StreamInfo) -> None:
-    done = bci("streams", "--wait", "1")
+    done = bci("streams", "--wait", "0.5")
     assert done.returncode == 0 and done.stderr == ""  # no liblsl log line
     header, *rows = done.stdout.splitlines()
     assert header.split() == ["name", "type", "channels", "rate", "Hz", "source_id", "host"]
     row = next(r.split() for r in rows if r.startswith(outlet.name()))
     assert row == [outlet.name(), "EEG", "3", "250", outlet.source_id(), socket.gethostname()]
 
-    listed = json.loads(bci("streams", "--wait", "1", "--json").stdout)
+    listed = json.loads(bci("streams", "--wait", "0.5", "--json").stdout)
     assert {
         "name": outlet.name(),
         "type": "EEG",
