@@ -58,6 +58,7 @@ import httpx
 import numpy as np
 import pylsl
 
+from streams.lsl_config import quiet_liblsl
 from streams.lsl_outlet import KINEMATICS_SUFFIX, KINEMATICS_TYPE, NEURAL_TYPE, open_outlet
 
 _CTX = multiprocessing.get_context("spawn")
@@ -693,6 +694,7 @@ def _counts(text: str) -> list[Input]:
 
 
 def main() -> None:
+    quiet_liblsl()  # liblsl's own log lines stay out of the table
     from bci.config import RSNNConfig
 
     from _common import print_table, write_json

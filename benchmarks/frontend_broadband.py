@@ -29,6 +29,7 @@ import numpy as np
 import pylsl
 
 from streams.frontend import Bins, FrontEnd
+from streams.lsl_config import quiet_liblsl
 from streams.native_rate import render_broadband, spike_amplitudes
 from streams.player import SessionPlayer
 from streams.synthetic import SyntheticConfig, simulate_session
@@ -170,6 +171,7 @@ def verdict(row: dict) -> str:
 
 
 def main() -> None:
+    quiet_liblsl()  # liblsl's own log lines stay out of the table
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=30.0, help="signal after calibration")
     parser.add_argument("--channels", type=int, default=96)

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import pylsl
 
+from streams.lsl_config import quiet_liblsl
 from streams.lsl_inlet import LslInlet
 from streams.lsl_outlet import open_outlet
 
@@ -236,6 +237,7 @@ def run_stream(channels: int, rate: int, seconds: float) -> Run:
 
 
 def main() -> None:
+    quiet_liblsl()  # liblsl's own log lines stay out of the table
     from _common import print_table, write_json  # imports torch: keep it out of the producers
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

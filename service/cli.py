@@ -6,6 +6,7 @@ Each subcommand only parses arguments and calls importable code.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ from tqdm import tqdm
 from service.cli_checks import (
     CommandFailed,
     UsageError,
+    damaged_inputs,
     fraction,
     nonnegative_float,
     nonnegative_int,
@@ -28,12 +30,16 @@ from service.cli_checks import (
     runtime_failures,
     session_path,
 )
+from service.serve_settings import add_settings_flags, env_names, settings_from
+from streams.lsl_config import quiet_liblsl
 
 if TYPE_CHECKING:
     from calibration.calibrate import CalibrationOptions
     from streams.player import SessionPlayer
     from streams.recorder import Recorder
     from streams.synthetic import SyntheticConfig
+
+logger = logging.getLogger(__name__)
 
 EPILOG = "Run 'bci COMMAND --help' for the inputs, outputs and defaults of each command."
 # Choices spelled out so that building the parser imports no torch; a test holds them equal
@@ -43,9 +49,19 @@ SURROGATE_CHOICES = ("arctan", "boxcar", "fast_sigmoid", "gaussian", "sigmoid", 
 DIALECT_CHOICES = ("nir", "norse", "snntorch")
 
 
-def _configure_logging(verbose: bool) -> None:
-    level = "DEBUG" if verbose else os.environ.get("BCI_LOG_LEVEL", "WARNING")
-    logging.basicConfig(level=level.upper(), format="%(levelname)s %(name)s: %(message)s")
+def _configure_logging(verbose: bool) -> bool:
+    """Log at DEBUG with ``--verbose``, else at ``BCI_LOG_LEVEL`` (WARNING); True at DEBUG."""
+    level = ("DEBUG" if verbose else os.environ.get("BCI_LOG_LEVEL", "WARNING")).upper()
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    return level == "DEBUG"
+
+
+def _version() -> str:
+    """This package's installed version (its metadata), for ``bci --version``."""
+    try:
+        return importlib.metadata.version("bci-decoder")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"
 
 
 def _given(args: argparse.Namespace, *flags: str) -> list[str]:
@@ -120,11 +136,11 @@ def _stream_simulation(config: SyntheticConfig, args: argparse.Namespace) -> int
     kind = args.input or "counts"
     if args.input_rate_hz is not None:
         if kind == "events":
-            raise ValueError("--input-rate-hz does not apply to --input events; drop it")
+            raise UsageError("--input-rate-hz does not apply to --input events; drop it")
         try:
             samples_per_bin(args.input_rate_hz, config.bin_s)
         except ValueError:
-            raise ValueError(
+            raise UsageError(
                 f"--input-rate-hz {args.input_rate_hz:g} is not a whole multiple of the bin "
                 f"rate ({1 / config.bin_s:g} Hz for --bin-ms {args.bin_ms:g}); e.g. 1000 or "
                 "30000"
@@ -188,7 +204,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     path = session_path(args.session)
     model_only = _given(args, "--adapt", "--fast", "--out")
     if args.model is None and model_only:
-        raise ValueError(f"{', '.join(model_only)} only apply with --model MODEL")
+        raise UsageError(f"{', '.join(model_only)} only apply with --model MODEL")
     if args.model is not None:
         return _replay_model(path, args)
     if args.inspect:
@@ -206,17 +222,18 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     speed = 1.0 if args.speed is None else args.speed
     if not speed > 0:
-        raise ValueError(f"--speed must be > 0 (1 = real time), got {speed:g}")
+        raise UsageError(f"--speed must be > 0 (1 = real time), got {speed:g}")
     _positive_seconds(args.seconds, "--seconds")
     from streams.files import load_any_session
 
-    session = load_any_session(
-        path,
-        neural=args.neural,
-        kinematics=args.kinematics,
-        targets=args.targets,
-        bin_s=None if args.bin_ms is None else args.bin_ms / 1000.0,
-    )
+    with damaged_inputs():
+        session = load_any_session(
+            path,
+            neural=args.neural,
+            kinematics=args.kinematics,
+            targets=args.targets,
+            bin_s=None if args.bin_ms is None else args.bin_ms / 1000.0,
+        )
     player = SessionPlayer(session, name=args.name, speed=speed, loop=args.loop)
     _play_until_done(player, args.seconds, describe=f"{path.name} ({session!r})")
     return 0
@@ -224,31 +241,34 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def _replay_model(path: Path, args: argparse.Namespace) -> int:
     if args.fast and _given(args, "--speed"):
-        raise ValueError(
+        raise UsageError(
             "--fast and --speed exclude each other: --fast decodes as fast as possible, "
             "--speed X plays the session over LSL at X times real time"
         )
     speed = 1.0 if args.speed is None else args.speed
     if not speed > 0:
-        raise ValueError(f"--speed must be > 0 (1 = real time), got {speed:g}")
+        raise UsageError(f"--speed must be > 0 (1 = real time), got {speed:g}")
     stream_flags = _given(args, "--neural", "--kinematics", "--targets", "--bin-ms")
     if stream_flags:
-        raise ValueError(
+        raise UsageError(
             f"{', '.join(stream_flags)} are not supported with --model in this version: an XDF "
             "file is read from its streams typed Neural and Kinematics"
         )
     out = None if args.out is None else Path(args.out)
     if out is not None and not out.parent.is_dir():
-        raise FileNotFoundError(
+        raise UsageError(
             f"cannot write {out}: directory {out.parent} does not exist; create it first"
         )
+    if not Path(args.model).is_file():
+        raise UsageError(f"--model {args.model} is not a checkpoint file (.safetensors)")
     from service.replay import replay_live, replay_session
 
-    if args.fast:
-        result = replay_session(path, args.model, adapt=args.adapt)
-    else:
-        print(f"playing {path.name} over LSL at {speed:g}x real time ...", flush=True)
-        result = replay_live(path, args.model, speed, adapt=args.adapt)
+    with damaged_inputs():  # a model that does not fit the session stays a usage error
+        if args.fast:
+            result = replay_session(path, args.model, adapt=args.adapt)
+        else:
+            print(f"playing {path.name} over LSL at {speed:g}x real time ...", flush=True)
+            result = replay_live(path, args.model, speed, adapt=args.adapt)
     adaptation = result["adaptation"]
     rows = [
         ["R2", f"{result['r2']:.3f}"],
@@ -283,12 +303,16 @@ def _replay_model(path: Path, args: argparse.Namespace) -> int:
 
 def cmd_record(args: argparse.Namespace) -> int:
     from streams.lifetime import sigterm_as_interrupt
-    from streams.recorder import Recorder
+    from streams.recorder import Recorder, StreamSelector
 
+    try:
+        selectors = [StreamSelector.parse(text) for text in args.stream]
+    except ValueError as error:
+        raise UsageError(f"--stream: {error}") from None
     out = out_path(args.out, args.force)
     with sigterm_as_interrupt(), runtime_failures():  # kill PID finishes the file as Ctrl-C
         recorder = Recorder(
-            out, args.stream, resolve_timeout=args.resolve_timeout, overwrite=args.force
+            out, selectors, resolve_timeout=args.resolve_timeout, overwrite=args.force
         )
         recorder.start()
         return _record_until_done(recorder, args)
@@ -324,6 +348,23 @@ def _record_until_done(recorder: Recorder, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_streams(args: argparse.Namespace) -> int:
+    from streams.discovery import visible_streams
+
+    with runtime_failures():
+        listings = visible_streams(args.wait)
+    if args.json:
+        print(json.dumps([s.as_dict() for s in listings], indent=2))
+    elif not listings:
+        print(f"no LSL stream answered within {args.wait:g} s")
+    else:
+        _print_table(
+            ["name", "type", "channels", "rate Hz", "source_id", "host"],
+            [[s.name, s.type, s.channels, f"{s.rate_hz:g}", s.source_id, s.host] for s in listings],
+        )
+    return 0
+
+
 def cmd_convert_limblab(args: argparse.Namespace) -> int:
     from streams.limblab import load_limblab_session
     from streams.session import save_session
@@ -349,15 +390,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
         offline_only = _given(args, "--minutes", "--steps", "--json")
         if offline_only:
-            raise ValueError(f"{', '.join(offline_only)} only apply without --live")
+            raise UsageError(f"{', '.join(offline_only)} only apply without --live")
         _positive_seconds(args.seconds, "--seconds")
-        run_live_demo(
-            Path(args.cache), host=args.host, port=args.port, seconds=args.seconds, seed=args.seed
-        )
+        with runtime_failures():  # e.g. the port is taken
+            run_live_demo(
+                Path(args.cache),
+                host=args.host,
+                port=args.port,
+                seconds=args.seconds,
+                seed=args.seed,
+            )
         return 0
     live_only = _given(args, "--seconds")
     if live_only:
-        raise ValueError(f"{', '.join(live_only)} only applies with --live")
+        raise UsageError(f"{', '.join(live_only)} only applies with --live")
     args.minutes = 8.0 if args.minutes is None else args.minutes
     args.steps = 600 if args.steps is None else args.steps
     from bci.training import TrainConfig
@@ -546,17 +592,21 @@ def cmd_export(args: argparse.Namespace) -> int:
     from bci.nir_export import write_nir
 
     if args.session is not None and not args.report:
-        raise ValueError("--session picks the session --report scores on: add --report")
-    path = write_nir(
-        args.model,
-        args.out,
-        subtract_reset=args.subtract_reset,
-        dialect=args.dialect,
-        overwrite=args.overwrite,
-    )
+        raise UsageError("--session picks the session --report scores on: add --report")
+    if not Path(args.model).is_file():
+        raise UsageError(f"MODEL {args.model} is not a checkpoint file (.safetensors)")
+    with damaged_inputs():  # a model NIR cannot express stays a usage error (names the flags)
+        path = write_nir(
+            args.model,
+            args.out,
+            subtract_reset=args.subtract_reset,
+            dialect=args.dialect,
+            overwrite=args.overwrite,
+        )
     print(f"wrote {path}: NIR graph ({args.dialect} dialect) of {args.model}")
     if args.report:
-        _print_deployment_report(args.model, args.session)
+        with damaged_inputs():
+            _print_deployment_report(args.model, args.session)
     return 0
 
 
@@ -583,44 +633,27 @@ def _read_token(path: str) -> str:
     try:
         token = Path(path).read_text().strip().splitlines()
     except OSError as error:
-        raise ValueError(f"--token-file {path}: {error.strerror}") from None
+        raise UsageError(f"--token-file {path}: {error.strerror}") from None
     if not token or not token[0].strip():
-        raise ValueError(f"--token-file {path} is empty; write the token on its first line")
+        raise UsageError(f"--token-file {path} is empty; write the token on its first line")
     return token[0].strip()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from service.api.server import listen
-    from service.settings import Settings, resolve_token
+    from service.settings import resolve_token
     from service.supervisor import serve_supervised
 
-    overrides = {
-        key: value
-        for key, value in (
-            ("stream", args.stream),
-            ("model", args.model),
-            ("models_dir", args.models_dir),
-            ("adapt", True if args.adapt else None),
-            ("target_stream", args.target_stream),
-            ("target_kind", args.target_kind),
-            ("cursor_stream", args.cursor_stream),
-            ("output_name", args.output_name),
-            ("record", args.record),
-            ("host", args.host),
-            ("port", args.port),
-            ("token", args.token if args.token_file is None else _read_token(args.token_file)),
-            ("input", args.input),
-            ("bin_grace_ms", args.bin_grace_ms),
-            ("realtime", True if args.realtime else None),
-        )
-        if value is not None
-    }
-    settings, generated = resolve_token(Settings(**overrides))
+    token = None if args.token_file is None else _read_token(args.token_file)
+    settings, generated = resolve_token(settings_from(args, token))
     if settings.model is None:
-        raise ValueError("no model to decode with: pass --model PATH or set BCI_MODEL")
+        raise UsageError(
+            "no model to decode with: pass --model PATH, set BCI_MODEL or the key model in --config"
+        )
     if not Path(settings.model).is_file():
-        raise FileNotFoundError(f"model {settings.model} does not exist")
-    listener = listen(settings.host, settings.port)  # bound here: --port 0 prints its port
+        raise UsageError(f"model {settings.model} does not exist")
+    with runtime_failures():  # e.g. the port is taken: exit 1
+        listener = listen(settings.host, settings.port)  # bound here: --port 0 prints its port
 
     def announce() -> None:
         port = listener.getsockname()[1]
@@ -647,7 +680,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Real-time BCI decoding with recurrent spiking neural networks.",
         epilog=EPILOG,
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="debug logging, liblsl's own log lines too"
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser(
@@ -867,6 +903,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     record.set_defaults(func=cmd_record)
 
+    streams = sub.add_parser(
+        "streams",
+        help="list the LSL streams visible from here",
+        description=(
+            "List every LSL outlet that answers within --wait seconds: the streams that 'bci "
+            "serve --stream' and 'bci record --stream' can find. One row per outlet: name, "
+            "type, channels, nominal rate (0: irregular), source_id and host.\n\n"
+            "example: bci streams\nexample: bci streams --wait 3 --json"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    streams.add_argument(
+        "--wait",
+        type=positive_float,
+        default=1.0,
+        help="seconds to wait for outlets to answer (default 1)",
+    )
+    streams.add_argument(
+        "--json",
+        action="store_true",
+        help="print a JSON list instead (keys name, type, channels, rate_hz, source_id, host)",
+    )
+    streams.set_defaults(func=cmd_streams)
+
     calibrate = sub.add_parser(
         "calibrate",
         help="train the spiking decoder on a session; write a checkpoint and a report",
@@ -1025,80 +1085,59 @@ def build_parser() -> argparse.ArgumentParser:
             "Run the decoding daemon: resolve the neural LSL stream --stream (one sample per "
             "bin, e.g. from 'bci simulate'), decode each bin with the checkpoint --model, push "
             "the decoded kinematics to the LSL outlet bci-decoder-kinematics and serve the HTTP "
-            "API under /api/v1 (health, kinematics, model, stream, adaptation; OpenAPI at /docs). "
-            "Every POST needs 'Authorization: Bearer TOKEN'; without --token one is generated "
-            "and printed. Flags override the BCI_* environment variables (BCI_STREAM, "
-            "BCI_MODEL, BCI_MODELS_DIR, BCI_ADAPT, BCI_TARGET_STREAM, BCI_TARGET_KIND, "
-            "BCI_CURSOR_STREAM, BCI_HOLD_RADIUS, BCI_OUTPUT_NAME, "
-            "BCI_RECORD, BCI_HOST, BCI_PORT, BCI_TOKEN, BCI_ALLOWED_HOSTS). Stops cleanly on "
-            "Ctrl-C or SIGTERM.\n\n"
-            "example: bci serve --stream bci-sim --model model.safetensors --port 8000"
+            "API under /api/v1 (health, kinematics, model, stream, adaptation; OpenAPI at /docs, "
+            "Prometheus at /metrics). Every POST needs 'Authorization: Bearer TOKEN'; without "
+            "--token one is generated and printed. Stops cleanly on Ctrl-C or SIGTERM.\n\n"
+            "Every setting is a flag, a BCI_* variable and a key of a --config TOML file: "
+            "flags override the variables, which override the file. The variables: "
+            + ", ".join(env_names())
+            + ".\n\n"
+            "example: bci serve --stream bci-sim --model model.safetensors --port 8000\n"
+            "example: bci serve --config rig.toml --port 8001"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    serve.add_argument("--stream", help="neural LSL stream name (default bci-sim)")
-    serve.add_argument("--model", help="checkpoint to decode with (.safetensors)")
-    serve.add_argument("--models-dir", help="folder of checkpoints that /model/swap finds by name")
     serve.add_argument(
-        "--adapt", action="store_true", default=None, help="adapt online by e-prop (default off)"
+        "--config",
+        metavar="FILE",
+        help="TOML rig file with any of the settings below by name (e.g. source_id = "
+        '"amp-1"); relative paths are relative to its folder',
     )
-    serve.add_argument(
-        "--target-stream",
-        help="LSL stream of learning targets, e.g. bci-sim-kinematics (default: none)",
-    )
-    serve.add_argument(
-        "--target-kind",
-        choices=("kinematics", "intention"),
-        help="kinematics: the target stream is the true velocity (default); intention: it "
-        "holds goal positions and --cursor-stream the cursor (ReFIT rotation targets)",
-    )
-    serve.add_argument("--cursor-stream", help="intention: LSL stream of cursor positions")
-    serve.add_argument(
-        "--output-name", help="outlet prefix: decoded stream <name>-kinematics (bci-decoder)"
-    )
-    serve.add_argument(
-        "--record", help="record every input bin and its decoded output to this XDF file"
-    )
-    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="HTTP port (default 8000)")
     token = serve.add_mutually_exclusive_group()
-    token.add_argument("--token", help="bearer token for POSTs (default: generated, printed)")
     token.add_argument(
         "--token-file", help="read the bearer token from this file's first line (not in ps)"
     )
-    serve.add_argument(
-        "--input",
-        choices=("auto", "counts", "events", "broadband"),
-        help="what the neural stream carries: per-channel counts (one sample per bin or "
-        "faster, e.g. 1 kHz), spike events (channel index per sample) or broadband voltage "
-        "(threshold crossings); default auto: from the stream's metadata",
-    )
-    serve.add_argument(
-        "--bin-grace-ms",
-        type=float,
-        help="a bin closes this long after its end when no later sample came (default 5)",
-    )
-    serve.add_argument(
-        "--realtime",
-        action="store_true",
-        help="decoder process at SCHED_FIFO priority on a pinned core (needs CAP_SYS_NICE); "
-        "says so when the system does not allow it",
-    )
+    add_settings_flags(serve, groups={"token": token})
     serve.set_defaults(func=cmd_serve)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _configure_logging(args.verbose)
+    verbose = _configure_logging(args.verbose)
+    if not verbose:
+        quiet_liblsl()  # before any liblsl call; inherited by the processes we start
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        print(f"bci {args.command}: interrupted", file=sys.stderr)
+        return 130
     except CommandFailed as error:  # the work failed (see service.cli_checks)
-        print(f"bci {args.command}: error: {_one_line(error)}", file=sys.stderr)
-        return 1
-    except (ValueError, FileNotFoundError, FileExistsError, TimeoutError) as error:
-        print(f"bci {args.command}: error: {_one_line(error)}", file=sys.stderr)
-        return 2
+        return _fail(args.command, error, 1)
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
+        return _fail(args.command, error, 2)  # an input as given cannot be used (UsageError)
+    except Exception as error:  # anything else is a runtime failure too: one line
+        logger.debug("bci %s failed", args.command, exc_info=True)
+        return _fail(args.command, error, 1, named=True)
+
+
+def _fail(command: str, error: BaseException, status: int, named: bool = False) -> int:
+    """Print ``error`` as one line (with its type when ``named``); return ``status``."""
+    text = _one_line(error) or type(error).__name__
+    if named and not isinstance(error, OSError):
+        text = f"{type(error).__name__}: {text} (--verbose shows where)"
+    print(f"bci {command}: error: {text}", file=sys.stderr)
+    return status
 
 
 def _one_line(error: BaseException) -> str:

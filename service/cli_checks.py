@@ -4,8 +4,10 @@ Exit status 2 is a usage error (:class:`UsageError`, or argparse's): the command
 is wrong, and the message names the flag that fixes it. Exit status 1 is a runtime failure
 (:class:`CommandFailed`): the command line was fine but the work failed (a damaged file, a
 stream that never appeared). :func:`runtime_failures` turns the expected errors of the work
-(``ValueError``, ``OSError``, ``TimeoutError``) into :class:`CommandFailed`; ``bci.main``
-prints either as one line.
+(``ValueError``, ``OSError``, ``TimeoutError``) into :class:`CommandFailed`;
+:func:`damaged_inputs` does so only for a damaged session or checkpoint file and OS errors, so
+that an input that does not fit the others (a model for another channel count) stays a usage
+error. ``bci.main`` prints either as one line.
 
 Number arguments are checked by argparse with the ``type=`` functions here (a usage error
 naming the flag): :func:`positive_int`, :func:`nonnegative_int`, :func:`positive_float`,
@@ -27,6 +29,7 @@ from pathlib import Path
 __all__ = [
     "CommandFailed",
     "UsageError",
+    "damaged_inputs",
     "fraction",
     "nonnegative_float",
     "nonnegative_int",
@@ -57,6 +60,21 @@ def runtime_failures() -> Iterator[None]:
     except UsageError:
         raise
     except (ValueError, OSError, TimeoutError) as error:
+        raise CommandFailed(str(error)) from error
+
+
+@contextmanager
+def damaged_inputs() -> Iterator[None]:
+    """Report a damaged session or checkpoint file, and OS errors of the work, as
+    :class:`CommandFailed`; other errors pass unchanged."""
+    from bci.checkpoint import CheckpointError
+    from streams.session import SessionError
+
+    try:
+        yield
+    except UsageError:
+        raise
+    except (CheckpointError, SessionError, OSError) as error:
         raise CommandFailed(str(error)) from error
 
 

@@ -1,4 +1,6 @@
-"""Settings of the decoding daemon (``bci serve``), read from ``BCI_*`` environment variables.
+"""Settings of the decoding daemon (``bci serve``): each field is a ``BCI_*`` environment
+variable, a ``bci serve`` flag and a key of its ``--config`` TOML file
+(:mod:`service.serve_settings` generates the flags and reads the file).
 
 Safe defaults: bind 127.0.0.1, Host header allow-list of the loopback names, and a bearer token
 for every mutating endpoint (generated at start when none is given).
@@ -22,9 +24,15 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BCI_", extra="ignore")
 
     stream: str = Field("bci-sim", description="name of the neural LSL stream to resolve")
-    source_id: str | None = Field(None, description="LSL source_id of the neural stream")
+    source_id: str | None = Field(
+        None,
+        description="LSL source_id of the neural stream: only that outlet is decoded "
+        "(as 'bci streams' lists it)",
+    )
     model: Path | None = Field(None, description="checkpoint (.safetensors) to decode with")
-    models_dir: Path | None = Field(None, description="folder of checkpoints swappable by name")
+    models_dir: Path | None = Field(
+        None, description="folder of checkpoints that POST /model/swap finds by name"
+    )
     adapt: bool = Field(False, description="adapt the decoder online with e-prop")
     target_stream: str | None = Field(
         None,
@@ -36,7 +44,9 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="address the HTTP server binds")
     port: int = Field(8000, ge=0, le=65535, description="HTTP port (0: any free port)")
-    token: str | None = Field(None, description="bearer token for POST endpoints")
+    token: str | None = Field(
+        None, description="bearer token for POST endpoints (none: generated and printed)"
+    )
     allowed_hosts: list[str] = Field(
         default_factory=lambda: ["127.0.0.1", "localhost"],
         description="Host header values the server answers (others get 400)",
@@ -53,7 +63,10 @@ class Settings(BaseSettings):
         None, description="with target_kind 'intention': LSL stream of cursor positions"
     )
     hold_radius: float = Field(
-        1.0, ge=0, description="intention: no movement intended this close to the goal"
+        1.0,
+        ge=0,
+        description="intention: no movement intended this close to the goal (in the goal "
+        "stream's units, e.g. cm)",
     )
     target_source_id: str | None = Field(
         None, description="LSL source_id of the target stream (lets liblsl recover it)"
@@ -91,7 +104,7 @@ class Settings(BaseSettings):
         False,
         description=(
             "run the decoder process with SCHED_FIFO priority on a pinned core (needs "
-            "CAP_SYS_NICE or root)"
+            "CAP_SYS_NICE or root); says so when the system does not allow it"
         ),
     )
 

@@ -103,6 +103,7 @@ from typing import Any
 import numpy as np
 import pylsl
 
+from streams.discovery import visible_summary
 from streams.ring import RingBuffer, RingCounters
 from streams.timestamps import LiveChunkStamps
 
@@ -730,7 +731,7 @@ class LslInlet:
         message = (
             f"no LSL stream with {query} found within {self._resolve_timeout_s:g} s; "
             "still searching: check that the outlet runs and that name/type/source_id "
-            "match"
+            f"match; {visible_summary()}"  # 'bci streams' lists them too
         )
         with self._lock:
             initial = self._schema is None

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import pylsl
 
+from streams.discovery import visible_summary
 from streams.lsl_inlet import _desc_texts
 from streams.xdf_writer import XdfWriter
 
@@ -82,7 +83,8 @@ def resolve(selector: str | StreamSelector, timeout: float = 10.0) -> list[pylsl
     if not found:
         raise TimeoutError(
             f"no LSL stream with {sel} found within {timeout:g} s; check that the outlet runs "
-            "(and its exact name: 'bci-sim' opens 'bci-sim', 'bci-sim-kinematics', ...)"
+            "(and its exact name: 'bci-sim' opens 'bci-sim', 'bci-sim-kinematics', ...); "
+            + visible_summary()
         )
     unique: dict[str, pylsl.StreamInfo] = {}
     for info in found:

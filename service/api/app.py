@@ -16,6 +16,7 @@ from service.api.link import DecoderLink
 from service.api.routers import (
     adaptation,
     dashboard,
+    docs,
     feed,
     health,
     kinematics,
@@ -89,6 +90,8 @@ def create_app(
         version="1",
         description="Live decoding of an LSL neural stream with a spiking decoder.",
         lifespan=lifespan,
+        docs_url=None,  # /docs: served from the package by routers.docs (no CDN)
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.link = link
@@ -106,4 +109,6 @@ def create_app(
     for router in (health, kinematics, model, stream, adaptation, metrics, prometheus, feed):
         app.include_router(router.router, prefix=API_PREFIX)
     app.include_router(dashboard.router)
+    app.include_router(docs.router)  # /docs with Swagger UI's files from the package
+    app.include_router(prometheus.root_router)  # GET /metrics; /api/v1/metrics/prometheus too
     return app

@@ -28,6 +28,7 @@ SUBCOMMANDS = (
     "convert-limblab",
     "replay",
     "record",
+    "streams",
     "calibrate",
     "export",
     "serve",

@@ -1,6 +1,7 @@
-"""``GET /metrics/prometheus``: the daemon's counters in the Prometheus text format 0.0.4
-(``generate_latest`` with its default underscore escaping writes that format; prometheus_client
->= 0.22 names 1.0.0 as ``CONTENT_TYPE_LATEST``, so the 0.0.4 content type is set explicitly).
+"""``GET /metrics`` (and the older path ``GET /api/v1/metrics/prometheus``, kept as an alias):
+the daemon's counters in the Prometheus text format 0.0.4 (``generate_latest`` with its default
+underscore escaping writes that format; prometheus_client >= 0.22 names 1.0.0 as
+``CONTENT_TYPE_LATEST``, so the 0.0.4 content type is set explicitly).
 
 Every value is read at scrape time from what the decoder already publishes in shared memory
 (the latency ring, and its status document: inlet counters, engine status and activity);
@@ -45,9 +46,17 @@ from service.api.link import DecoderLink
 from service.daemon import DAEMON_STATES
 from streams.lsl_inlet import STATES as INLET_STATES
 
-__all__ = ["LATENCY_BUCKETS_S", "DaemonCollector", "bucket_counts", "build_registry", "router"]
+__all__ = [
+    "LATENCY_BUCKETS_S",
+    "DaemonCollector",
+    "bucket_counts",
+    "build_registry",
+    "root_router",
+    "router",
+]
 
-router = APIRouter(prefix="/metrics", tags=["metrics"])
+router = APIRouter(prefix="/metrics", tags=["metrics"])  # under /api/v1: the older path
+root_router = APIRouter(tags=["metrics"])  # GET /metrics: where Prometheus scrapes by default
 
 LATENCY_BUCKETS_S: tuple[float, ...] = (
     0.00025,
@@ -174,16 +183,16 @@ def build_registry(get_link: Callable[[], DecoderLink]) -> CollectorRegistry:
     return registry
 
 
-@router.get(
-    "/prometheus",
-    response_class=Response,
-    responses={
-        200: {
-            "content": {CONTENT_TYPE_PLAIN_0_0_4: {"schema": {"type": "string"}}},
-            "description": "Prometheus text exposition format 0.0.4",
-        }
-    },
-)
+_TEXT = {
+    200: {
+        "content": {CONTENT_TYPE_PLAIN_0_0_4: {"schema": {"type": "string"}}},
+        "description": "Prometheus text exposition format 0.0.4",
+    }
+}
+
+
+@root_router.get("/metrics", response_class=Response, responses=_TEXT)
+@router.get("/prometheus", response_class=Response, responses=_TEXT)
 def get_prometheus(request: Request) -> Response:
     """Every ``bci_*`` metric, read at scrape time."""
     registry: CollectorRegistry = request.app.state.prometheus
