@@ -392,6 +392,7 @@ def run_calibration(
         channel_labels=session.channel_labels,
         metrics=metrics,
         training=training_record,
+        kinematics_units=session.kinematics_units,
     )
     files = [checkpoint]
     if report_dir is not None:
