@@ -637,6 +637,40 @@ def test_session_round_trip(tmp_path: Path) -> None:
     assert by_type.targets is None
 
 
+def test_session_units_come_from_the_channel_desc(tmp_path: Path) -> None:
+    """``desc/channels/channel/unit`` of the kinematics stream: every channel's, or none."""
+    session = _session()
+    with_units = Session(**{**_fields_of(session), "kinematics_units": ("cm/s", "cm/s")})
+    path = write_session_xdf(tmp_path / "units.xdf", with_units)
+    (kin,) = read_xdf_streams(path, select="bci-kinematics")
+    assert kin.channel_units == ("cm/s", "cm/s")
+    back = session_from_xdf(path, neural="bci-neural", kinematics="bci-kinematics")
+    assert back.kinematics_units == ("cm/s", "cm/s")
+    without = session_from_xdf(write_session_xdf(tmp_path / "plain.xdf", session),
+                               neural="bci-neural", kinematics="bci-kinematics")  # fmt: skip
+    assert without.kinematics_units is None
+    with XdfWriter(tmp_path / "partial.xdf") as writer:  # one channel without a unit
+        writer.add_stream(1, "n", "Neural", 4, 20.0, "float32")
+        writer.add_stream(2, "k", "Kinematics", 2, 20.0, "float32", channel_labels=["vx", "vy"],
+                          channel_units=["cm/s", ""])  # fmt: skip
+        writer.write_samples(1, session.timestamps, session.neural)
+        writer.write_samples(2, session.timestamps, session.kinematics)
+    partial = session_from_xdf(tmp_path / "partial.xdf", neural="n", kinematics="k")
+    assert partial.kinematics_units is None  # never completed by guessing
+
+
+def _fields_of(session: Session) -> dict:
+    return {
+        "neural": session.neural,
+        "timestamps": session.timestamps,
+        "bin_s": session.bin_s,
+        "kinematics": session.kinematics,
+        "kinematics_labels": session.kinematics_labels,
+        "targets": session.targets,
+        "channel_labels": session.channel_labels,
+    }
+
+
 def test_session_rebinning_sums_pairs(tmp_path: Path) -> None:
     session = _session(n=301)
     path = write_session_xdf(tmp_path / "s.xdf", session)
