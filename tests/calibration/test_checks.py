@@ -16,6 +16,7 @@ from calibration.checks import (
     split_warnings,
 )
 from calibration.report import FIGURES, ReportInputs, plot_decoded, write_report
+from streams.limblab import load_limblab_session
 
 BIN_S = 0.05
 T = 4000  # 200 s of 50 ms bins
@@ -158,3 +159,15 @@ def test_report_names_flagged_channels_and_warnings(tmp_path: Path) -> None:
     assert checks["channels"]["non_stationary"] == ["rises", "dies"]
     assert checks["warnings"] == warnings
     assert json.loads((tmp_path / "metrics.json").read_text()) == metrics  # unchanged
+
+
+def test_real_session_channels() -> None:
+    """Jango's 20-minute session (the README's figures): 5 of 96 channels drift."""
+    path = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "neural"
+    path = path / "Jango_20141203_default_offline_data.mat"
+    if not path.is_file():
+        pytest.skip(f"recorded data file {path.resolve()} is absent")
+    session = load_limblab_session(path)
+    summary = channel_summary(session.neural, session.bin_s, session.channel_labels)
+    assert summary.flagged == {"non_stationary": ("ch011", "ch014", "ch018", "ch038", "ch080")}
+    assert min(summary.mean_rate_hz) >= SILENT_MAX_HZ
