@@ -83,6 +83,9 @@ def test_units_round_trip_session_checkpoint_outlet_recordings(tmp_path: Path) -
         info = inlet.info(timeout=TIMEOUT)
         assert info.get_channel_units() == list(UNITS)
         assert info.desc().child("channels").child("channel").child_value("unit") == "mm/s"
+        (played,) = pylsl.resolve_byprop("name", f"{name}-kinematics", minimum=1, timeout=TIMEOUT)
+        played_info = pylsl.StreamInlet(played).info(timeout=TIMEOUT)
+        assert played_info.get_channel_units() == list(UNITS)  # the player: the session's units
         with Recorder(tmp_path / "record.xdf", [output], resolve_timeout=TIMEOUT) as recorder:
             assert recorder.wait_samples({output: 10}, TIMEOUT), daemon.state_message
         assert wait_for(lambda: daemon.engine.bins_decoded >= 20, TIMEOUT)
