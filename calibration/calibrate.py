@@ -46,7 +46,7 @@ from bci.metrics import (
 )
 from bci.rsnn import RSNN, RSNNConfig
 from bci.training import TrainConfig, TrainResult, train_rsnn
-from calibration.checks import channel_summary, split_warnings
+from calibration.checks import ChannelSummary, channel_summary, split_warnings
 from calibration.evaluate import EvaluationConfig, evaluate_decoders
 from calibration.report import ReportInputs, write_report
 from calibration.search import (
@@ -274,6 +274,24 @@ def score_snn(
     return scores, efficiency, decoded, spikes
 
 
+def check_data(
+    session: Session,
+    n_bins: dict[str, int],
+    split: tuple[float, ...],
+    progress: Progress | None = None,
+) -> tuple[ChannelSummary, list[str]]:
+    """The session's channel summary and the warnings (:mod:`calibration.checks`): held-out
+    parts too short to trust, then flagged channels; each warning is logged (on stderr from
+    ``bci calibrate``, after a ``("stage", {"stage": "checks"})`` progress call)."""
+    if progress:
+        progress("stage", {"stage": "checks"})
+    channels = channel_summary(session.neural, session.bin_s, session.channel_labels)
+    warnings = split_warnings(n_bins, session.bin_s, split) + channels.warnings()
+    for warning in warnings:
+        logger.warning("%s", warning)
+    return channels, warnings
+
+
 def _entry(scores: dict[str, Any]) -> dict[str, Any]:
     return {key: scores[key] for key in ("r2", "r2_per_dim", "pearson_r")}
 
@@ -390,13 +408,7 @@ def run_calibration(
         if search is None
         else {"backend": search.backend, "best": search.best, "trials": search.trials},
     }
-    if progress:
-        progress("stage", {"stage": "checks"})
-    channels = channel_summary(session.neural, session.bin_s, session.channel_labels)
-    warnings = split_warnings(metrics["n_bins"], session.bin_s, options.split)
-    warnings += channels.warnings()
-    for warning in warnings:
-        logger.warning("%s", warning)  # on stderr from bci calibrate; atop the report too
+    channels, warnings = check_data(session, metrics["n_bins"], options.split, progress)
     metrics["seconds"] = time.perf_counter() - start
     checkpoint = save_checkpoint(
         out,
