@@ -25,6 +25,8 @@ The file format is a contract shared with other tools:
                        name in UTF-8, then the tensor's little-endian bytes
   ``max_speed``        optional: the largest plausible magnitude of any output, in the
                        kinematics' units (e.g. cm/s); see :mod:`bci.plausibility`
+  ``kinematics_units`` optional: list of ``model.n_out`` unit strings (e.g. ``"cm/s"``),
+                       written when the calibration session had units; absent = unknown
   ==================== ==================================================================
 
 Files are written atomically (temporary file in the same directory, fsync, ``os.replace``,
@@ -111,7 +113,7 @@ MANIFEST_FIELDS: tuple[str, ...] = (
     "tensors",
     "sha256",
 )
-OPTIONAL_FIELDS: tuple[str, ...] = ("max_speed",)
+OPTIONAL_FIELDS: tuple[str, ...] = ("max_speed", "kinematics_units")
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # a 1,500-step training history is ~0.3 MB
 MAX_MANIFEST_DEPTH = 32  # ours is 5 deep (training.history[i].field)
 MAX_HEADER_BYTES = MAX_MANIFEST_BYTES + 64 * 1024  # the manifest, escaped, and the tensor table
@@ -185,6 +187,7 @@ def save_checkpoint(
     metrics: dict | None = None,
     training: dict | None = None,
     max_speed: float | None = None,
+    kinematics_units: Sequence[str] | None = None,
 ) -> Path:
     """Write ``model`` and its manifest to ``path`` (exactly that name) atomically.
 
@@ -192,9 +195,10 @@ def save_checkpoint(
     must be JSON-serialisable (NumPy scalars and arrays, dataclasses, tuples and paths are
     converted; NaN and infinities are refused, as JSON has none). ``max_speed`` (> 0, the
     kinematics' units) bounds every output (see :mod:`bci.plausibility`); without it the
-    bound follows from the output normalisation. Returns the path written.
-    Raises :class:`CheckpointError` for a model or labels that would make an invalid file and
-    ``FileNotFoundError`` if the directory does not exist.
+    bound follows from the output normalisation. ``kinematics_units`` (one non-empty string
+    per output, e.g. ``("cm/s", "cm/s")``) go into the manifest when given. Returns the path
+    written. Raises :class:`CheckpointError` for a model or labels that would make an invalid
+    file and ``FileNotFoundError`` if the directory does not exist.
     """
 
     from bci.rsnn import RSNN
@@ -224,6 +228,8 @@ def save_checkpoint(
         )
 
     tensors, manifest = _contents(where, model, kinematics, channels, metrics, training, max_speed)
+    if kinematics_units is not None:
+        manifest["kinematics_units"] = _units(where, kinematics_units, config.n_out)
     _validate_manifest(path, manifest)  # what we write must be what we accept
     text = json.dumps(manifest, allow_nan=False, sort_keys=False)
     _check_manifest_bounds(where, text, fix="store less in metrics or training")
@@ -647,6 +653,8 @@ def _validate_manifest(path: Path, manifest: dict) -> RSNNConfig:
         )
 
     config = _config_from_manifest(where, manifest["model"])
+    if manifest.get("kinematics_units") is not None:
+        _units(where, manifest["kinematics_units"], config.n_out)
     n_channels = manifest["n_channels"]
     if isinstance(n_channels, bool) or not isinstance(n_channels, int):
         raise CheckpointError(f"{where}: n_channels must be an integer, got {n_channels!r}")
@@ -832,3 +840,18 @@ def _labels(where: str, key: str, labels: Any, expected: int, what: str) -> list
         dupes = sorted({label for label in labels if labels.count(label) > 1})
         raise CheckpointError(f"{where}: {key} repeats {dupes}; labels must be unique")
     return labels
+
+
+def _units(where: str, units: Any, expected: int) -> list[str]:
+    """``kinematics_units``: one non-empty string per output (units may repeat)."""
+    if isinstance(units, (str, bytes)) or not isinstance(units, Sequence):
+        raise CheckpointError(
+            f"{where}: kinematics_units must be a list of unit strings, got {units!r:.200}"
+        )
+    units = list(units)
+    if len(units) != expected or not all(isinstance(u, str) and u for u in units):
+        raise CheckpointError(
+            f"{where}: kinematics_units {units!r:.200} must hold one non-empty unit string per "
+            f"output (n_out={expected}), e.g. 'cm/s'"
+        )
+    return units

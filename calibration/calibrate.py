@@ -16,8 +16,12 @@
    come from an existing checkpoint and are fine-tuned instead (normalisation refitted to
    this session).
 5. Score every decoder on the test part, decoding validation and test as one causal run.
-6. Write the checkpoint atomically, only once everything above has succeeded (an interrupt
-   or error leaves nothing at ``out``), then the report (:mod:`calibration.report`).
+6. Check the data (:mod:`calibration.checks`): silent, saturated and non-stationary
+   channels, and validation or test parts too short to trust; each finding is a warning
+   (``CalibrationResult.warnings``, logged, and at the top of the report).
+7. Write the checkpoint atomically, only once everything above has succeeded (an interrupt
+   or error leaves nothing at ``out``), with the session's ``kinematics_units``, then the
+   report (:mod:`calibration.report`).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from bci.metrics import (
 )
 from bci.rsnn import RSNN, RSNNConfig
 from bci.training import TrainConfig, TrainResult, train_rsnn
+from calibration.checks import ChannelSummary, channel_summary, split_warnings
 from calibration.evaluate import EvaluationConfig, evaluate_decoders
 from calibration.report import ReportInputs, write_report
 from calibration.search import (
@@ -143,6 +148,7 @@ class CalibrationResult:
     test_spikes: np.ndarray
     search: SearchResult | None = None
     files: list[Path] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def load_calibration_session(path: Path, options: CalibrationOptions) -> Session:
@@ -268,6 +274,24 @@ def score_snn(
     return scores, efficiency, decoded, spikes
 
 
+def check_data(
+    session: Session,
+    n_bins: dict[str, int],
+    split: tuple[float, ...],
+    progress: Progress | None = None,
+) -> tuple[ChannelSummary, list[str]]:
+    """The session's channel summary and the warnings (:mod:`calibration.checks`): held-out
+    parts too short to trust, then flagged channels; each warning is logged (on stderr from
+    ``bci calibrate``, after a ``("stage", {"stage": "checks"})`` progress call)."""
+    if progress:
+        progress("stage", {"stage": "checks"})
+    channels = channel_summary(session.neural, session.bin_s, session.channel_labels)
+    warnings = split_warnings(n_bins, session.bin_s, split) + channels.warnings()
+    for warning in warnings:
+        logger.warning("%s", warning)
+    return channels, warnings
+
+
 def _entry(scores: dict[str, Any]) -> dict[str, Any]:
     return {key: scores[key] for key in ("r2", "r2_per_dim", "pearson_r")}
 
@@ -281,9 +305,9 @@ def run_calibration(
 ) -> CalibrationResult:
     """Calibrate on the session at ``session_path``; write the checkpoint ``out`` and, with
     ``report_dir``, the report. ``progress(kind, record)`` receives ``("stage", {"stage":
-    "search" | "training"})`` when the search or the final training starts, ``("snn",
-    record)`` for each training evaluation (step, loss, val_r2, ...) and ``("trial",
-    record)`` for each finished local search trial.
+    "search" | "training" | "checks"})`` when the search, the final training or the data
+    checks start, ``("snn", record)`` for each training evaluation (step, loss, val_r2,
+    ...) and ``("trial", record)`` for each finished local search trial.
 
     Raises ``SessionError`` / ``ValueError`` for unusable input, ``CheckpointError`` for a
     bad ``init`` checkpoint, :class:`calibration.search.SearchError` when Ray is asked for
@@ -384,6 +408,7 @@ def run_calibration(
         if search is None
         else {"backend": search.backend, "best": search.best, "trials": search.trials},
     }
+    channels, warnings = check_data(session, metrics["n_bins"], options.split, progress)
     metrics["seconds"] = time.perf_counter() - start
     checkpoint = save_checkpoint(
         out,
@@ -392,6 +417,7 @@ def run_calibration(
         channel_labels=session.channel_labels,
         metrics=metrics,
         training=training_record,
+        kinematics_units=session.kinematics_units,
     )
     files = [checkpoint]
     if report_dir is not None:
@@ -412,6 +438,10 @@ def run_calibration(
                 session=Path(session_path),
                 checkpoint=checkpoint,
                 init=options.init,
+                kinematics_units=session.kinematics_units,
+                baselines={name: evaluation.decoded[name] for name in decoders},
+                channels=channels,
+                warnings=warnings,
             ),
         )
     return CalibrationResult(
@@ -425,4 +455,5 @@ def run_calibration(
         test_spikes=spikes,
         search=search,
         files=files,
+        warnings=warnings,
     )

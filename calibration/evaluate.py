@@ -53,11 +53,13 @@ class EvaluationConfig:
 
 @dataclass
 class Evaluation:
-    """Scores in the ``benchmarks/accuracy.py`` JSON layout, plus the trained SNN."""
+    """Scores in the ``benchmarks/accuracy.py`` JSON layout, plus the trained SNN and each
+    decoder's (T_test, K) output on the test part (``decoded``, by decoder name)."""
 
     results: dict[str, object]
     snn: RSNN | None = None
     snn_training: TrainResult | None = None
+    decoded: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def _scores(truth: np.ndarray, decoded: np.ndarray) -> dict[str, object]:
@@ -88,6 +90,7 @@ def evaluate_decoders(
     heldout_neural = np.concatenate([val.neural, test.neural])
     truth = test.kinematics
     results: dict[str, object] = {}
+    outputs: dict[str, np.ndarray] = {}
     snn: RSNN | None = None
     training: TrainResult | None = None
 
@@ -114,7 +117,8 @@ def evaluate_decoders(
             decoded, spikes = snn.decode(heldout_neural)
             spikes = spikes[n_val:]
             fan_in, fan_hidden = snn.fan_out()
-            entry = _scores(truth, decoded[n_val:])
+            outputs[name] = np.asarray(decoded[n_val:])
+            entry = _scores(truth, outputs[name])
             entry.update(
                 activation_sparsity=float(activation_sparsity(spikes)),
                 synops_per_bin=float(
@@ -128,22 +132,25 @@ def evaluate_decoders(
         elif name == "wiener":
             wiener = WienerFilter(lags=config.wiener_lags, ridge=config.wiener_ridge)
             wiener.fit(train.neural, train.kinematics)
-            entry = _scores(truth, decode_test(wiener.predict))
+            outputs[name] = decode_test(wiener.predict)
+            entry = _scores(truth, outputs[name])
             entry["footprint_bytes"] = int(footprint_bytes(wiener.parameter_arrays()))
         elif name == "kalman":
             kalman = KalmanFilter().fit(train.neural, train.kinematics)
-            entry = _scores(truth, decode_test(kalman.predict))
+            outputs[name] = decode_test(kalman.predict)
+            entry = _scores(truth, outputs[name])
             entry["footprint_bytes"] = int(footprint_bytes(kalman.parameter_arrays()))
         else:
             gru = GRUDecoder(hidden=config.gru_hidden, seed=config.seed)
             gru.fit(train.neural, train.kinematics, val=(val.neural, val.kinematics))
-            entry = _scores(truth, decode_test(gru.predict))
+            outputs[name] = decode_test(gru.predict)
+            entry = _scores(truth, outputs[name])
             entry["footprint_bytes"] = int(footprint_bytes(gru.parameter_arrays()))
         entry["fit_seconds"] = time.perf_counter() - start
         logger.info("%s: test R2 %.3f (%.1f s)", name, entry["r2"], entry["fit_seconds"])
         results[name] = entry
     results["n_test_bins"] = test.n_bins
-    return Evaluation(results, snn, training)
+    return Evaluation(results, snn, training, outputs)
 
 
 def results_table(results: dict[str, object], names: Sequence[str] = DECODERS) -> list[list]:

@@ -1,18 +1,21 @@
-"""The calibration report: ``metrics.json``, four PNG figures and ``report.md``.
+"""The calibration report: ``metrics.json``, ``checks.json``, four PNG figures and ``report.md``.
 
 Figures are drawn with matplotlib's Agg canvas (no pyplot, no display, no global backend
-change): decoded against true kinematics on the test part, training curves (loss and
-validation R² against step), the firing-rate histogram of the hidden neurons, and a spike
-raster of a sample of hidden neurons. ``report.md`` embeds them by relative path beside a
-table of the test metrics.
+change): decoded against true kinematics on the test part (the SNN and each baseline, axes
+in the kinematics' units when the session has them), training curves (loss and validation
+R² against step), the firing-rate histogram of the hidden neurons, and a spike raster of a
+sample of hidden neurons. ``report.md`` embeds them by relative path beside a table of the
+test metrics, the warnings (held-out parts too short to trust, flagged channels) and the
+per-channel summary. ``checks.json`` holds the warnings and the channel summary
+(:mod:`calibration.checks`: criteria, flagged channel names, every channel's mean rate).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,10 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from calibration.checks import FLAGS, MIN_TRUSTED_S, ChannelSummary
+
 METRICS_FILE = "metrics.json"
+CHECKS_FILE = "checks.json"
 TRIALS_FILE = "trials.json"
 REPORT_FILE = "report.md"
 FIGURES: dict[str, str] = {
@@ -32,6 +38,7 @@ FIGURES: dict[str, str] = {
 DECODED_WINDOW_S = 60.0  # test-part span drawn in the decoded-vs-true figure
 RASTER_WINDOW_S = 10.0
 RASTER_NEURONS = 64
+BASELINE_COLORS = {"wiener": "tab:blue", "kalman": "tab:green", "gru": "tab:purple"}
 
 
 @dataclass(frozen=True, eq=False)
@@ -52,6 +59,10 @@ class ReportInputs:
         session: path of the session file.
         checkpoint: path of the written checkpoint.
         init: checkpoint fine-tuned from, if any.
+        kinematics_units: K units (e.g. ``cm/s``) for the axes, or None when unknown.
+        baselines: each baseline decoder's (T, K) output on the test part, by name.
+        channels: the per-channel summary of the session (:mod:`calibration.checks`).
+        warnings: lines a lab must read before trusting the scores.
     """
 
     test_truth: np.ndarray
@@ -67,16 +78,31 @@ class ReportInputs:
     session: Path | None = None
     checkpoint: Path | None = None
     init: Path | None = None
+    kinematics_units: Sequence[str] | None = None
+    baselines: Mapping[str, np.ndarray] = field(default_factory=dict)
+    channels: ChannelSummary | None = None
+    warnings: Sequence[str] = ()
+
+    def axis_label(self, k: int) -> str:
+        """``vx (cm/s)``; the bare label when the units are unknown."""
+        label = self.kinematics_labels[k]
+        return label if self.kinematics_units is None else f"{label} ({self.kinematics_units[k]})"
 
 
 def write_report(report_dir: Path, metrics: dict[str, Any], inputs: ReportInputs) -> list[Path]:
-    """Write metrics.json, the figures, trials.json (after a search) and report.md.
+    """Write metrics.json, checks.json, the figures, trials.json (after a search), report.md.
 
     Creates ``report_dir`` (and parents) if needed; returns the paths written.
     """
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
     written = [_write_json(report_dir / METRICS_FILE, metrics)]
+    checks = {
+        "warnings": list(inputs.warnings),
+        "min_trusted_s": MIN_TRUSTED_S,
+        "channels": None if inputs.channels is None else inputs.channels.to_dict(),
+    }
+    written.append(_write_json(report_dir / CHECKS_FILE, checks))
     if inputs.trials is not None:
         written.append(
             _write_json(
@@ -112,17 +138,20 @@ def _save(fig: Figure, path: Path) -> Path:
 
 
 def plot_decoded(inputs: ReportInputs) -> Figure:
-    """Decoded (SNN) against true kinematics over the first minute of the test part."""
+    """Decoded (SNN, and each baseline thinner) against true kinematics over the first
+    minute of the test part; y axes in the kinematics' units."""
     truth, decoded = np.asarray(inputs.test_truth), np.asarray(inputs.test_decoded)
     n = min(truth.shape[0], max(1, round(DECODED_WINDOW_S / inputs.bin_s)))
     t = np.arange(n) * inputs.bin_s
     fig, axes = _figure(truth.shape[1], height=2.4)
     for k, ax in enumerate(axes):
-        label = inputs.kinematics_labels[k]
-        ax.plot(t, truth[:n, k], color="black", linewidth=1.0, label="true")
+        ax.plot(t, truth[:n, k], color="black", linewidth=1.2, label="true")
+        for name, trace in inputs.baselines.items():
+            ax.plot(t, np.asarray(trace)[:n, k], color=BASELINE_COLORS.get(name, "tab:gray"),
+                    linewidth=0.7, alpha=0.8, label=name)  # fmt: skip
         ax.plot(t, decoded[:n, k], color="tab:red", linewidth=1.0, label="SNN")
-        ax.set_ylabel(label)
-        ax.legend(loc="upper right", fontsize="small")
+        ax.set_ylabel(inputs.axis_label(k))
+        ax.legend(loc="upper right", fontsize="small", ncol=2 + len(inputs.baselines))
     axes[0].set_title(f"test part, first {n * inputs.bin_s:.0f} s: decoded vs true")
     axes[-1].set_xlabel("time from start of test part (s)")
     return fig
@@ -216,7 +245,9 @@ def render_markdown(metrics: dict[str, Any], inputs: ReportInputs) -> str:
         f"- bins (chronological split): train {n_bins['train']}, validation {n_bins['val']}, "
         f"test {n_bins['test']} ({inputs.bin_s * 1e3:g} ms bins)",
         f"- wall time: {metrics['seconds']:.1f} s",
+        f"- kinematics units: {_units_text(inputs)}",
         "",
+        *_warning_lines(inputs),
         "## Test metrics",
         "",
         "R² as NeuroBench (per dimension, then averaged); every decoder is fitted on the "
@@ -240,8 +271,13 @@ def render_markdown(metrics: dict[str, Any], inputs: ReportInputs) -> str:
         "",
         "## Decoded against true kinematics",
         "",
+        "True (black), SNN (red) and the baselines (thin: "
+        + (", ".join(inputs.baselines) or "none")
+        + ") on the same test bins.",
+        "",
         f"![decoded vs true]({FIGURES['decoded']})",
         "",
+        *_channel_lines(inputs),
         "## Training",
         "",
         f"Loss and validation R² at each evaluation; the weights of step {inputs.best_step} "
@@ -273,3 +309,40 @@ def render_markdown(metrics: dict[str, Any], inputs: ReportInputs) -> str:
             lines.append(f"| {t['trial']}{mark} | {values} | {_fmt(t['val_r2'])} | {t['steps']} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _units_text(inputs: ReportInputs) -> str:
+    if inputs.kinematics_units is None:
+        return "not stated by the session (axes show bare labels)"
+    pairs = zip(inputs.kinematics_labels, inputs.kinematics_units, strict=True)
+    return ", ".join(f"{label} {unit}" for label, unit in pairs)
+
+
+def _warning_lines(inputs: ReportInputs) -> list[str]:
+    """``## Warnings``: each line a lab must read before trusting the scores (or nothing)."""
+    if not inputs.warnings:
+        return []
+    return ["## Warnings", "", *(f"- **{w}**" for w in inputs.warnings), ""]
+
+
+def _channel_lines(inputs: ReportInputs) -> list[str]:
+    """``## Channels``: the flagged channels by criterion (definitions in ``checks.json``)."""
+    summary = inputs.channels
+    if summary is None:
+        return []
+    rates = np.asarray(summary.mean_rate_hz)
+    lines = [
+        "## Channels",
+        "",
+        f"{len(summary.labels)} channels, mean rate {rates.mean():.2f} Hz (median "
+        f"{np.median(rates):.2f}, range {rates.min():.2f} to {rates.max():.2f}) over the whole "
+        f'session. Criteria (`{CHECKS_FILE}`, README "Calibration report"): silent, '
+        "saturated (stuck at its largest value), non-stationary (rate changes over the session).",
+        "",
+        "| criterion | channels |",
+        "|---|---|",
+    ]
+    for flag in FLAGS:
+        names = summary.flagged.get(flag, ())
+        lines.append(f"| {flag.replace('_', '-')} | {', '.join(names) if names else 'none'} |")
+    return [*lines, ""]

@@ -203,13 +203,18 @@ class Daemon:
                 output_name=f"{settings.output_base}{KINEMATICS_SUFFIX}",
                 output_labels=self.kinematics_labels,
                 rate_hz=1.0 / self.engine.bin_s,
+                # labels, units and the live streams' own headers (known once they are open)
+                input_labels=checkpoint.manifest["channel_labels"],
+                output_units=checkpoint.manifest.get("kinematics_units"),
+                source_header=lambda: self.inlet.header_xml if self.inlet else None,
+                output_header=lambda: self.outlet.header_xml() if self.outlet else None,
             )
         if self._before_outlet is not None:
             self._before_outlet()
         self.outlet = KinematicsOutlet(
             settings.output_base,
             labels=self.kinematics_labels,
-            units=["" for _ in self.kinematics_labels],
+            units=checkpoint.manifest.get("kinematics_units"),  # the model's; None: unknown
             nominal_srate=1.0 / self.engine.bin_s,
             source_id=self._output_source_id or output_source_id(settings, checkpoint.model_id),
             model="bci serve",

@@ -82,6 +82,7 @@ class Supervisor:
         self.listener = listener
         manifest = read_manifest(settings.model)
         self.labels = tuple(manifest["kinematics_labels"])
+        self.units: list[str] | None = manifest.get("kinematics_units")  # None: not known
         self.bin_s = float(manifest["bin_s"])
         self.source_id = output_source_id(settings, str(manifest["sha256"])[:12])
         self.shared = SharedState.create(len(self.labels))
@@ -160,7 +161,8 @@ class Supervisor:
         self.restarts["decoder"] += 1
         self.shared.set_supervisor("restarting", self.restarts["decoder"])
         logger.error("decoder process died (exit %s); restarting it", code)
-        stand_in = _StandIn(self.settings.output_base, self.labels, self.bin_s, self.source_id)
+        stand_in = _StandIn(self.settings.output_base, self.labels, self.units, self.bin_s,
+                            self.source_id)  # fmt: skip
         settings = self._current_settings()
         time.sleep(_RESTART_PAUSE_S)
         while not self._stop.is_set():
@@ -237,8 +239,9 @@ def serve_supervised(
 class _StandIn:
     """Zero velocity at the bin rate on the decoded stream while no decoder runs."""
 
-    def __init__(self, name: str, labels: tuple[str, ...], bin_s: float, source_id: str):
-        self.outlet = KinematicsOutlet(name, labels=labels, units=["" for _ in labels],
+    def __init__(self, name: str, labels: tuple[str, ...], units: list[str] | None,
+                 bin_s: float, source_id: str):  # fmt: skip
+        self.outlet = KinematicsOutlet(name, labels=labels, units=units,
                                        nominal_srate=1.0 / bin_s, source_id=source_id,
                                        model="bci serve (decoder restarting)")  # fmt: skip
         self.bin_s = bin_s

@@ -39,7 +39,9 @@ def load_limblab_session(path: str | os.PathLike[str], struct_name: str | None =
     ``neural`` = ``spikeratedata * bin_s`` (counts per bin, float32); ``bin_s`` = the uniform
     spacing of ``timeframe`` (rounded to 1 ns); ``timestamps`` = ``timeframe + bin_s`` (bin
     end times); ``kinematics`` = ``velocbin[:, :2]`` labelled ``("vx", "vy")``; channel labels
-    ``ch000``, ``ch001``, ...
+    ``ch000``, ``ch001``, ...; ``kinematics_units`` unset: neither the files (``veloclabels``
+    ``x_vel``, ``y_vel``, ``vel_magn``) nor the data's README state the velocity's units, and
+    none is invented.
 
     Raises FileNotFoundError if ``path`` does not exist and SessionError if the file is not a
     readable MATLAB v5 file, lacks the struct or a field, or holds inconsistent data.

@@ -403,6 +403,7 @@ class LslInlet:
         self._max_chunk = max_chunk
         self._data_event = threading.Event()  # set after each write to the ring
         self._description: dict[str, str] = {}
+        self._header_xml = ""  # the connected stream's full info.as_xml()
         self._gap_factor = float(gap_factor)
         self._jump_s = float(jump_s)
         self._poll_s = float(poll_interval_s)
@@ -585,6 +586,13 @@ class LslInlet:
         ``session_bin_s``), as read when the connection opened; empty before."""
         with self._lock:
             return dict(self._description)
+
+    @property
+    def header_xml(self) -> str | None:
+        """The connected stream's full header (``info.as_xml()``: desc, created_at,
+        hostname), as read when the connection opened; None before."""
+        with self._lock:
+            return self._header_xml or None
 
     @property
     def clock_offset(self) -> float | None:
@@ -783,6 +791,7 @@ class LslInlet:
             self._connections += 1
             self._uid = schema.uid
             self._description = _desc_texts(full)
+            self._header_xml = full.as_xml()
             self._resolve_timeout_noted = ""
             again = self._connections > 1
         self._set_state(

@@ -63,7 +63,7 @@ def stream_info(
     name: str,
     type: str,
     channel_labels: Sequence[str],
-    units: Sequence[str] | str,
+    units: Sequence[str | None] | str | None,
     nominal_srate: float,
     channel_format: str = "float32",
     source_id: str | None = None,
@@ -78,7 +78,9 @@ def stream_info(
         name: stream name (non-empty), e.g. ``"bci-sim"``.
         type: content type, e.g. :data:`NEURAL_TYPE`.
         channel_labels: one label per channel; the channel count is their number.
-        units: one unit per channel, or one string for all (e.g. ``"counts"``).
+        units: one unit per channel, or one string for all (e.g. ``"counts"``); a channel
+            whose unit is None or ``""`` (or all of them, ``units=None``) gets no ``unit``
+            element, so a reader sees "unknown" rather than an invented unit.
         nominal_srate: samples per second, or 0 for an irregular stream.
         channel_format: ``"float32"`` (default), ``"double64"``, or an integer format.
         source_id: unique id of the source so inlets can recover after a restart;
@@ -93,7 +95,10 @@ def stream_info(
     if not labels:
         raise ValueError(f"stream {name!r} needs at least one channel label")
     n = len(labels)
-    unit_list = [units] * n if isinstance(units, str) else [str(u) for u in units]
+    if units is None or isinstance(units, str):
+        unit_list = [units or ""] * n
+    else:
+        unit_list = ["" if u is None else str(u) for u in units]
     if len(unit_list) != n:
         raise ValueError(
             f"stream {name!r}: {len(unit_list)} units for {n} channel labels; pass one unit "
@@ -130,7 +135,8 @@ def stream_info(
     for label, unit, channel_type in zip(labels, unit_list, type_list, strict=True):
         channel = channels.append_child("channel")
         channel.append_child_value("label", label)
-        channel.append_child_value("unit", unit)
+        if unit:
+            channel.append_child_value("unit", unit)
         channel.append_child_value("type", channel_type)
     acquisition = desc.append_child("acquisition")
     acquisition.append_child_value("manufacturer", SOFTWARE)
@@ -145,7 +151,7 @@ def open_outlet(
     name: str,
     type: str,
     channel_labels: Sequence[str],
-    units: Sequence[str] | str,
+    units: Sequence[str | None] | str | None,
     nominal_srate: float,
     channel_format: str = "float32",
     source_id: str | None = None,
@@ -189,15 +195,17 @@ class KinematicsOutlet:
     """Outlet ``"<name>-kinematics"`` for decoded (or recorded) kinematics.
 
     One sample per decoded bin, e.g. cursor velocity ``(vx, vy)`` in cm/s, stamped with the
-    ``local_clock()`` time of the bin it decodes. The outlet is open from construction until
-    :meth:`close` (or the end of a ``with`` block).
+    ``local_clock()`` time of the bin it decodes. ``units`` (one per label, e.g. a model's
+    ``kinematics_units``) go into ``desc/channels/channel/unit``; None (or ``""`` for one
+    channel) writes no unit. The outlet is open from construction until :meth:`close` (or
+    the end of a ``with`` block).
     """
 
     def __init__(
         self,
         name: str,
         labels: Sequence[str] = ("vx", "vy"),
-        units: Sequence[str] = ("cm/s", "cm/s"),
+        units: Sequence[str | None] | None = ("cm/s", "cm/s"),
         nominal_srate: float = 0.0,
         *,
         source_id: str | None = None,
@@ -205,11 +213,14 @@ class KinematicsOutlet:
     ) -> None:
         self.name = f"{name}{KINEMATICS_SUFFIX}"
         self.labels = tuple(str(label) for label in labels)
+        self.units: tuple[str, ...] | None = (
+            None if units is None else tuple("" if u is None else str(u) for u in units)
+        )
         self._outlet: pylsl.StreamOutlet | None = open_outlet(
             self.name,
             KINEMATICS_TYPE,
             self.labels,
-            units,
+            self.units,
             nominal_srate,
             "float32",
             source_id,
@@ -221,6 +232,12 @@ class KinematicsOutlet:
     def running(self) -> bool:
         """True until :meth:`close`."""
         return self._outlet is not None
+
+    def header_xml(self) -> str | None:
+        """The outlet's full stream header (``info.as_xml()``: desc, created_at, hostname),
+        as an inlet or a recorder sees it; None once closed."""
+        outlet = self._outlet
+        return None if outlet is None else str(outlet.get_info().as_xml())
 
     @property
     def have_consumers(self) -> bool:

@@ -94,7 +94,9 @@ class SessionPlayer:
             once.
         wait_for: which outlets ``wait_for_consumers`` waits on, by role: ``"neural"``,
             ``"kinematics"``, ``"targets"`` (default: all three; absent streams are skipped).
-        kinematics_units: unit of each kinematics channel (one string for all).
+        kinematics_units: unit of each kinematics channel (one string for all); default:
+            the session's ``kinematics_units`` (simulated sessions: ``cm/s``), and no unit in
+            the stream's desc when the session has none.
         chunk_max: most bins rendered at once when the player catches up.
         input_kind: how the neural stream carries the population: ``"counts"`` (default),
             ``"events"`` or ``"broadband"`` (see the module docstring).
@@ -115,7 +117,7 @@ class SessionPlayer:
         source_id: str | None = None,
         wait_for_consumers: float | None = None,
         wait_for: tuple[str, ...] = _STREAMS,
-        kinematics_units: str | tuple[str, ...] = "cm/s",
+        kinematics_units: str | tuple[str, ...] | None = None,
         chunk_max: int = 256,
         input_kind: InputKind = "counts",
         input_rate_hz: float | None = None,
@@ -146,6 +148,8 @@ class SessionPlayer:
         self.source_id = source_id or f"bci-player-{name}"
         self.wait_for_consumers = wait_for_consumers
         self.wait_for = tuple(wait_for)
+        if kinematics_units is None:
+            kinematics_units = session.kinematics_units if isinstance(session, Session) else "cm/s"
         self.kinematics_units = kinematics_units
         self.chunk_max = int(chunk_max)
 
@@ -154,7 +158,9 @@ class SessionPlayer:
             n_kinematics = 0 if session.kinematics is None else session.kinematics.shape[1]
         else:
             has, n_kinematics = (True, True, True), 2  # simulated: vx, vy and targets
-        if not isinstance(kinematics_units, str) and len(kinematics_units) != n_kinematics:
+        if kinematics_units is not None and (
+            not isinstance(kinematics_units, str) and len(kinematics_units) != n_kinematics
+        ):
             raise ValueError(
                 f"kinematics_units={kinematics_units!r} has {len(kinematics_units)} entries for "
                 f"{n_kinematics} kinematics channels; give one unit each or one string for all"
@@ -199,7 +205,7 @@ class SessionPlayer:
             wait_for_consumers=self.wait_for_consumers,
             wait_for=tuple(_STREAMS.index(role) for role in self.wait_for),
             kinematics_units=self.kinematics_units
-            if isinstance(self.kinematics_units, str)
+            if self.kinematics_units is None or isinstance(self.kinematics_units, str)
             else tuple(self.kinematics_units),
             chunk_max=self.chunk_max,
             input_kind=self.input_kind,
@@ -380,7 +386,7 @@ class _PlayConfig:
     source_id: str
     wait_for_consumers: float | None
     wait_for: tuple[int, ...]
-    kinematics_units: str | tuple[str, ...]
+    kinematics_units: str | tuple[str, ...] | None
     chunk_max: int
     input_kind: InputKind
     input_rate_hz: float  # native rate before speed; 0 for events

@@ -1,8 +1,11 @@
 """Record LSL streams to an XDF file, as LabRecorder does.
 
-For each selected stream the recorder opens one inlet (large buffer, automatic recovery) and
-one thread that pulls chunks with ``timeout=0`` and writes them, with their raw LSL
-timestamps, as Samples chunks through :class:`streams.xdf_writer.XdfWriter`. A clock thread
+For each selected stream the recorder opens one inlet (large buffer, automatic recovery),
+writes the stream's full header as its outlet declares it (``info.as_xml()``, verbatim as
+LabRecorder does: name, type, source_id, created_at on the source's clock, hostname, uid and
+the whole ``desc``: channel labels, units and types, acquisition, ...), and starts one
+thread that pulls chunks with ``timeout=0`` and writes them, with their raw LSL timestamps,
+as Samples chunks through :class:`streams.xdf_writer.XdfWriter`. A clock thread
 measures ``inlet.time_correction()`` for every stream when recording starts, then every
 ``offset_interval_s`` seconds and once more at the end, and writes ClockOffset chunks as
 LabRecorder does (collection time ``now - offset``, in the stream's clock); it also writes a
@@ -32,7 +35,6 @@ import numpy as np
 import pylsl
 
 from streams.discovery import visible_summary
-from streams.lsl_inlet import _desc_texts
 from streams.xdf_writer import XdfWriter
 
 logger = logging.getLogger(__name__)
@@ -315,20 +317,8 @@ class Recorder:
         inlet = pylsl.StreamInlet(info, max_buflen=self.max_buflen_s, recover=True)
         full = inlet.info(timeout=self.resolve_timeout)  # with the desc (labels, units)
         inlet.open_stream(timeout=self.resolve_timeout)
-        labels = _complete(full.get_channel_labels(), full.channel_count())
-        units = _complete(full.get_channel_units(), full.channel_count())
-        writer.add_stream(
-            stream_id,
-            full.name(),
-            full.type(),
-            full.channel_count(),
-            full.nominal_srate(),
-            fmt,
-            source_id=full.source_id(),
-            channel_labels=labels,
-            channel_units=units,
-            description=_desc_texts(full),  # e.g. the input kind a publisher declares
-        )
+        # the header exactly as the outlet declares it, as LabRecorder keeps it
+        writer.add_stream_header(stream_id, full.as_xml())
         return _Track(stream_id, full.name(), full.type(), fmt, inlet)
 
     def _record(self, track: _Track) -> None:
@@ -406,10 +396,3 @@ class Recorder:
                 track.inlet.close_stream()
             except Exception:  # the outlet may be gone already
                 logger.debug("closing inlet of %r failed", track.name, exc_info=True)
-
-
-def _complete(values: list[str | None] | None, count: int) -> list[str] | None:
-    """Labels/units from a stream's desc, or None unless every channel has one."""
-    if values is None or len(values) != count or any(v is None for v in values):
-        return None
-    return [str(v) for v in values]

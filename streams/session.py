@@ -10,6 +10,7 @@ key                  shape        dtype     meaning
 ``bin_s``            ()           float64   bin width, seconds
 ``kinematics``       (T, K)       float32   optional, e.g. cursor velocity (cm/s)
 ``kinematics_labels`` (K,)        unicode   required with ``kinematics``
+``kinematics_units`` (K,)         unicode   optional with ``kinematics``, e.g. ``cm/s``
 ``targets``          (T, 2)       float32   optional target position per bin (intention)
 ``channel_labels``   (C,)         unicode   optional
 ==================== ============ ========= ================================================
@@ -42,7 +43,13 @@ from streams.atomic import fsync_directory
 logger = logging.getLogger(__name__)
 
 REQUIRED_KEYS: tuple[str, ...] = ("neural", "timestamps", "bin_s")
-OPTIONAL_KEYS: tuple[str, ...] = ("kinematics", "kinematics_labels", "targets", "channel_labels")
+OPTIONAL_KEYS: tuple[str, ...] = (
+    "kinematics",
+    "kinematics_labels",
+    "kinematics_units",
+    "targets",
+    "channel_labels",
+)
 ALLOWED_KEYS: tuple[str, ...] = REQUIRED_KEYS + OPTIONAL_KEYS
 
 # dtype kinds accepted for numeric arrays: bool, signed int, unsigned int, float.
@@ -68,6 +75,8 @@ class Session:
         bin_s: bin width in seconds (> 0).
         kinematics: optional (T, K) float32, e.g. velocity in cm/s.
         kinematics_labels: K names, required exactly when ``kinematics`` is given.
+        kinematics_units: optional K units (non-empty strings, e.g. ``("cm/s", "cm/s")``);
+            only with ``kinematics``. None means the units are not known.
         targets: optional (T, 2) float32 target position per bin.
         channel_labels: optional C channel names.
     """
@@ -79,6 +88,7 @@ class Session:
     kinematics_labels: tuple[str, ...] | None = None
     targets: np.ndarray | None = None
     channel_labels: tuple[str, ...] | None = None
+    kinematics_units: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         neural = _as_numeric("neural", self.neural, np.float32, ndim=2, what="(T, C)")
@@ -119,6 +129,7 @@ class Session:
                 "session key 'kinematics_labels' is given without 'kinematics'; pass the "
                 "kinematics array or drop the labels"
             )
+        kinematics_units = _as_units(self.kinematics_units, kinematics)
 
         targets = self.targets
         if targets is not None:
@@ -140,6 +151,7 @@ class Session:
         object.__setattr__(self, "bin_s", bin_s)
         object.__setattr__(self, "kinematics", kinematics)
         object.__setattr__(self, "kinematics_labels", kinematics_labels)
+        object.__setattr__(self, "kinematics_units", kinematics_units)
         object.__setattr__(self, "targets", targets)
         object.__setattr__(self, "channel_labels", channel_labels)
 
@@ -174,6 +186,7 @@ class Session:
             kinematics_labels=self.kinematics_labels,
             targets=None if self.targets is None else self.targets[start:stop],
             channel_labels=self.channel_labels,
+            kinematics_units=self.kinematics_units,
         )
 
     def __repr__(self) -> str:
@@ -185,6 +198,8 @@ class Session:
         ]
         if self.kinematics_labels is not None:
             parts.append(f"kinematics={self.kinematics_labels}")
+        if self.kinematics_units is not None:
+            parts.append(f"units={self.kinematics_units}")
         if self.targets is not None:
             parts.append("targets=yes")
         return f"Session({', '.join(parts)})"
@@ -243,6 +258,8 @@ def save_session(path: str | os.PathLike[str], session: Session) -> Path:
     if session.kinematics is not None:
         arrays["kinematics"] = session.kinematics
         arrays["kinematics_labels"] = np.asarray(session.kinematics_labels, dtype=np.str_)
+        if session.kinematics_units is not None:
+            arrays["kinematics_units"] = np.asarray(session.kinematics_units, dtype=np.str_)
     if session.targets is not None:
         arrays["targets"] = session.targets
     if session.channel_labels is not None:
@@ -302,6 +319,7 @@ def load_session(path: str | os.PathLike[str]) -> Session:
             kinematics_labels=_labels_from_file("kinematics_labels", data),
             targets=data.get("targets"),
             channel_labels=_labels_from_file("channel_labels", data),
+            kinematics_units=_labels_from_file("kinematics_units", data),
         )
     except SessionError as exc:
         raise SessionError(f"session file {path}: {exc}") from None
@@ -319,6 +337,7 @@ def _revalidated(session: Session) -> Session:
         kinematics_labels=session.kinematics_labels,
         targets=session.targets,
         channel_labels=session.channel_labels,
+        kinematics_units=session.kinematics_units,
     )
 
 
@@ -444,6 +463,29 @@ def _as_labels(key: str, labels: Any, expected: int, what: str) -> tuple[str, ..
     if duplicates:
         raise SessionError(f"session key '{key}' repeats {duplicates}; labels must be unique")
     return out
+
+
+def _as_units(units: Any, kinematics: np.ndarray | None) -> tuple[str, ...] | None:
+    """``kinematics_units`` checked: one non-empty string per kinematics column, or None."""
+    if units is None:
+        return None
+    if kinematics is None:
+        raise SessionError(
+            "session key 'kinematics_units' is given without 'kinematics'; pass the "
+            "kinematics array or drop the units"
+        )
+    if isinstance(units, (str, bytes)) or not isinstance(units, Iterable):
+        raise SessionError(
+            f"session key 'kinematics_units' must be a sequence with one unit per kinematics "
+            f"column, e.g. ('cm/s', 'cm/s'); got {units!r}"
+        )
+    items = list(units)
+    if len(items) != kinematics.shape[1] or not all(isinstance(u, str) and u for u in items):
+        raise SessionError(
+            f"session key 'kinematics_units' is {items!r}; give one non-empty unit string per "
+            f"kinematics column ({kinematics.shape[1]}), e.g. 'cm/s', or leave the units unset"
+        )
+    return tuple(items)
 
 
 # --- file helpers -------------------------------------------------------------------------

@@ -253,6 +253,7 @@ def simulate_population(
         bin_s=config.bin_s,
         kinematics=velocity,
         kinematics_labels=("vx", "vy"),
+        kinematics_units=("cm/s", "cm/s"),
         targets=target,
         channel_labels=tuple(f"ch{c:03d}" for c in range(n_channels)),
     )

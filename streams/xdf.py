@@ -741,7 +741,8 @@ def session_from_xdf_with_report(
     interpolated to the bin times. Bins outside their time range are dropped, never
     extrapolated, as are bins inside one of their gaps longer than ``max_gap_s`` (default:
     10 nominal sample periods of that stream; no limit for irregular streams). Kinematics
-    labels are the stream's channel labels, else ``ch0``, ``ch1``...
+    labels are the stream's channel labels, else ``ch0``, ``ch1``...; kinematics units are
+    the stream's ``desc/channels/channel/unit`` when every channel has one, else unset.
 
     Raises :class:`XdfStreamNotFoundError` (listing the streams present) for a missing
     stream, :class:`XdfError` for a string-format or empty stream or one with the wrong
@@ -807,10 +808,12 @@ def session_from_xdf_with_report(
     # an events stream's one channel (the channel index) labels no column of the bins
     same_channels = binned.counts.shape[1] == neural_stream.channel_count
     channel_labels = _unique_labels(neural_stream) if same_channels else None
-    kinematics_labels = None
+    kinematics_labels = kinematics_units = None
     if "kinematics" in streams:
         kin = streams["kinematics"]
         kinematics_labels = _unique_labels(kin) or tuple(f"ch{i}" for i in range(kin.channel_count))
+        if kin.channel_units is not None and all(kin.channel_units):  # every unit, or none
+            kinematics_units = kin.channel_units
     try:
         session = Session(
             neural=binned.counts[keep],
@@ -820,6 +823,7 @@ def session_from_xdf_with_report(
             kinematics_labels=kinematics_labels,
             targets=resampled["targets"][keep] if "targets" in resampled else None,
             channel_labels=channel_labels,
+            kinematics_units=kinematics_units,
         )
     except SessionError as exc:
         raise SessionError(

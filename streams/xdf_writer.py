@@ -9,7 +9,9 @@ tag  chunk         content
 ===  ============  ============================================================================
 1    FileHeader    XML ``<info><version>1.0</version>...</info>``
 2    StreamHeader  uint32 StreamID, XML ``<info>`` (name, type, channel_count, nominal_srate,
-                   channel_format, source_id, created_at, uid, desc/channels/channel/label,unit)
+                   channel_format, source_id, created_at, uid, desc/channels/channel/label,
+                   unit,type); a live stream's ``info.as_xml()`` verbatim (hostname,
+                   acquisition, ... included), as LabRecorder writes it
 3    Samples       uint32 StreamID, varlen NumSamples, then per sample: TimestampBytes (0 or 8),
                    optional float64 timestamp, values (numeric: the channel format; strings:
                    varlen byte length + UTF-8 bytes per channel)
@@ -37,7 +39,6 @@ import math
 import os
 import struct
 import threading
-import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
@@ -51,6 +52,15 @@ import numpy as np
 from streams.atomic import fsync_directory
 from streams.lsl_outlet import KINEMATICS_TYPE, NEURAL_TYPE, TARGETS_TYPE
 from streams.session import Session
+from streams.xdf_samples import (
+    XdfError,
+    as_channel_array,
+    as_string_rows,
+    as_timestamps,
+    encode_numeric_samples,
+    encode_string_samples,
+    encode_varlen,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -76,21 +86,7 @@ TAG_STREAM_FOOTER = 6
 BOUNDARY_UUID = bytes.fromhex("43a546dccbf5410fb30ed5467383cbe4")
 
 _MAX_STREAM_ID = 2**32 - 1
-
-
-class XdfError(ValueError):
-    """An XDF file or a request to read or write one is invalid; the message says how to fix it."""
-
-
-def encode_varlen(value: int) -> bytes:
-    """Encode a non-negative integer as an XDF variable-length integer (1, 4 or 8 bytes)."""
-    if value < 0:
-        raise ValueError(f"a variable-length integer must be >= 0, got {value}")
-    if value < 2**8:
-        return b"\x01" + struct.pack("<B", value)
-    if value < 2**32:
-        return b"\x04" + struct.pack("<I", value)
-    return b"\x08" + struct.pack("<Q", value)
+_HEADER_FIELDS = ("name", "channel_count", "nominal_srate", "channel_format")
 
 
 def _chunk(tag: int, content: bytes) -> bytes:
@@ -211,71 +207,111 @@ class XdfWriter:
         channel_labels: Sequence[str] | None = None,
         channel_units: Sequence[str] | None = None,
         description: Mapping[str, str] | None = None,
+        *,
+        channel_types: Sequence[str] | None = None,
+        created_at: float | None = None,
     ) -> None:
         """Declare a stream and write its StreamHeader chunk.
 
         ``nominal_srate`` is in Hz (0 for irregular streams such as markers);
         ``channel_format`` is one of :data:`CHANNEL_FORMATS`; ``description`` adds text
-        elements ``desc/<key>`` (e.g. a publisher's ``input_kind``).
+        elements ``desc/<key>`` (e.g. a publisher's ``input_kind``); ``channel_labels``,
+        ``channel_units`` and ``channel_types`` fill ``desc/channels/channel/{label,unit,type}``
+        (an empty unit is left out). ``created_at`` is the stream's creation time on its
+        clock (LSL's ``created_at``), written only when known. To keep a live stream's header
+        exactly as its outlet declares it, use :meth:`add_stream_header` instead.
         """
-        if isinstance(stream_id, bool) or not isinstance(stream_id, (int, np.integer)):
-            raise TypeError(f"stream_id must be an int, got {stream_id!r}")
-        stream_id = int(stream_id)
-        if not 0 <= stream_id <= _MAX_STREAM_ID:
-            raise XdfError(f"stream_id {stream_id} is outside the uint32 range 0..{_MAX_STREAM_ID}")
-        if channel_format not in CHANNEL_FORMATS:
-            raise XdfError(
-                f"unknown channel_format {channel_format!r}; valid formats are "
-                f"{list(CHANNEL_FORMATS)}"
-            )
         if isinstance(channel_count, bool) or not isinstance(channel_count, (int, np.integer)):
             raise TypeError(f"channel_count must be an int, got {channel_count!r}")
-        if channel_count < 1:
-            raise XdfError(f"channel_count must be >= 1, got {channel_count}")
         srate = float(nominal_srate)
         if not math.isfinite(srate) or srate < 0:
             raise XdfError(
                 f"nominal_srate must be a finite rate in Hz >= 0 (0 = irregular), got "
                 f"{nominal_srate!r}"
             )
-        labels = _check_names("channel_labels", channel_labels, int(channel_count))
-        units = _check_names("channel_units", channel_units, int(channel_count))
+        count = int(channel_count)
+        labels = _check_names("channel_labels", channel_labels, count)
+        units = _check_names("channel_units", channel_units, count)
+        types = _check_names("channel_types", channel_types, count)
 
-        srate_text = format_float(srate)
         info = ET.Element("info")
         _sub(info, "name", str(name))
         _sub(info, "type", str(type))
-        _sub(info, "channel_count", str(int(channel_count)))
-        _sub(info, "nominal_srate", srate_text)
-        _sub(info, "channel_format", channel_format)
+        _sub(info, "channel_count", str(count))
+        _sub(info, "nominal_srate", format_float(srate))
+        _sub(info, "channel_format", str(channel_format))
         _sub(info, "source_id", str(source_id))
-        # time.monotonic() is CLOCK_MONOTONIC, the clock LSL timestamps use on Linux
-        _sub(info, "created_at", format_float(time.monotonic()))
+        if created_at is not None:
+            _sub(info, "created_at", format_float(created_at))
         _sub(info, "uid", str(uuid.uuid4()))
         desc = ET.SubElement(info, "desc")
         for key, text in (description or {}).items():
             _sub(desc, str(key), str(text))
-        if labels is not None or units is not None:
+        if labels is not None or units is not None or types is not None:
             channels = ET.SubElement(desc, "channels")
-            for i in range(int(channel_count)):
+            for i in range(count):
                 channel = ET.SubElement(channels, "channel")
-                if labels is not None:
-                    _sub(channel, "label", labels[i])
-                if units is not None:
-                    _sub(channel, "unit", units[i])
+                for tag, values in (("label", labels), ("unit", units), ("type", types)):
+                    if values is not None and values[i]:
+                        _sub(channel, tag, values[i])
+        self._declare(stream_id, info, _xml(info))
 
+    def add_stream_header(self, stream_id: int, header_xml: str | bytes) -> None:
+        """Declare a stream with a header kept verbatim: an LSL ``info.as_xml()`` (desc,
+        channel types, acquisition, hostname, created_at), as LabRecorder writes it.
+
+        The header must be an ``<info>`` document whose ``name``, ``channel_count``,
+        ``nominal_srate`` and ``channel_format`` are valid; they set how samples are checked
+        and encoded.
+        """
+        raw = header_xml.encode("utf-8") if isinstance(header_xml, str) else bytes(header_xml)
+        try:
+            info = ET.fromstring(raw)
+        except ET.ParseError as exc:
+            raise XdfError(f"stream header for stream id {stream_id} is not XML ({exc})") from None
+        self._declare(stream_id, info, raw)
+
+    def _declare(self, stream_id: int, info: ET.Element, header: bytes) -> None:
+        """Check a stream's ``<info>`` header, record its state and write the header chunk."""
+        if isinstance(stream_id, bool) or not isinstance(stream_id, (int, np.integer)):
+            raise TypeError(f"stream_id must be an int, got {stream_id!r}")
+        stream_id = int(stream_id)
+        if not 0 <= stream_id <= _MAX_STREAM_ID:
+            raise XdfError(f"stream_id {stream_id} is outside the uint32 range 0..{_MAX_STREAM_ID}")
+        fields = {tag: (info.findtext(tag) or "").strip() for tag in _HEADER_FIELDS}
+        where = f"stream header of stream {stream_id} ({fields['name']!r})"
+        if info.tag != "info":
+            raise XdfError(f"{where}: the root element is <{info.tag}>; expected <info>")
+        channel_format = fields["channel_format"]
+        if channel_format not in CHANNEL_FORMATS:
+            raise XdfError(
+                f"{where}: unknown channel_format {channel_format!r}; valid formats are "
+                f"{list(CHANNEL_FORMATS)}"
+            )
+        try:
+            channel_count = int(fields["channel_count"])
+            srate = float(fields["nominal_srate"])
+        except ValueError:
+            raise XdfError(
+                f"{where}: channel_count {fields['channel_count']!r} and nominal_srate "
+                f"{fields['nominal_srate']!r} must be numbers"
+            ) from None
+        if channel_count < 1:
+            raise XdfError(f"{where}: channel_count must be >= 1, got {channel_count}")
+        if not math.isfinite(srate) or srate < 0:
+            raise XdfError(f"{where}: nominal_srate must be a finite rate >= 0, got {srate!r}")
         dtype_name = CHANNEL_FORMATS[channel_format]
-        parsed_srate = float(srate_text)
         state = _StreamState(
             stream_id=stream_id,
-            name=str(name),
-            channel_count=int(channel_count),
+            name=fields["name"],
+            channel_count=channel_count,
             channel_format=channel_format,
-            nominal_srate=parsed_srate,
+            nominal_srate=srate,
             dtype=None if dtype_name is None else np.dtype(dtype_name),
-            tdiff=1.0 / parsed_srate if parsed_srate > 0 else 0.0,
+            # what a reader adds to deduce an omitted timestamp: 1 / float(<nominal_srate>)
+            tdiff=1.0 / srate if srate > 0 else 0.0,
         )
-        content = struct.pack("<I", stream_id) + _xml(info)
+        content = struct.pack("<I", stream_id) + header
         with self._lock:
             self._check_open("add_stream")
             if stream_id in self._streams:
@@ -298,13 +334,13 @@ class XdfWriter:
         with self._lock:
             self._check_open("write_samples")
             state = self._stream(stream_id)
-            ts = _as_timestamps(timestamps, state)
+            ts = as_timestamps(timestamps, state)
             n = ts.shape[0]
             # validate everything before the first byte is written
             if state.dtype is None:
-                rows = _as_string_rows(data, state, n)
+                rows = as_string_rows(data, state, n)
             else:
-                values = _as_channel_array(data, state, n)
+                values = as_channel_array(data, state, n)
             if n == 0:
                 return
             prev = np.empty(n, dtype=np.float64)
@@ -312,9 +348,9 @@ class XdfWriter:
             prev[1:] = ts[:-1]
             omit = (prev + state.tdiff == ts) if state.tdiff > 0 else np.zeros(n, dtype=bool)
             body = (
-                _encode_string_samples(ts, rows, omit)
+                encode_string_samples(ts, rows, omit)
                 if state.dtype is None
-                else _encode_numeric_samples(ts, values, omit)
+                else encode_numeric_samples(ts, values, omit)
             )
             content = struct.pack("<I", state.stream_id) + encode_varlen(n) + body
             self._file.write(_chunk(TAG_SAMPLES, content))
@@ -441,7 +477,8 @@ def write_session_xdf(
 ) -> Path:
     """Write a Session as XDF: streams ``<prefix>-neural`` (id 1, type ``neural``),
     ``<prefix>-kinematics`` (id 2, type ``kinematics``) and ``<prefix>-targets`` (id 3, type
-    ``targets``, channels ``x``, ``y``) when present, all float32 at ``1 / bin_s`` Hz with
+    ``targets``, channels ``x``, ``y``) when present (kinematics with their units when the
+    session has them), all float32 at ``1 / bin_s`` Hz with
     the bin end times as timestamps, interleaved in chunks of ``chunk_bins`` bins.
 
     :func:`streams.xdf.session_from_xdf` with the default stream names reads it back.
@@ -473,6 +510,7 @@ def write_session_xdf(
                 "float32",
                 source_id=f"{name_prefix}-kinematics",
                 channel_labels=session.kinematics_labels,
+                channel_units=session.kinematics_units,
             )
             parts.append((2, session.kinematics))
         if session.targets is not None:
@@ -509,161 +547,6 @@ def _check_names(key: str, names: Sequence[str] | None, count: int) -> tuple[str
     if bad:
         raise XdfError(f"{key} holds non-string entries such as {bad[0]!r}")
     return tuple(items)
-
-
-def _as_timestamps(timestamps: Any, state: _StreamState) -> np.ndarray:
-    ts = np.asarray(timestamps)
-    if ts.dtype.kind not in "iuf":
-        raise XdfError(
-            f"timestamps for {state.describe()} have dtype {ts.dtype}; pass seconds as floats"
-        )
-    if ts.ndim != 1:
-        raise XdfError(
-            f"timestamps for {state.describe()} have shape {ts.shape}; pass a 1-D array (n,)"
-        )
-    ts = ts.astype(np.float64)
-    bad = ~np.isfinite(ts)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise XdfError(
-            f"timestamps for {state.describe()} hold a non-finite value {float(ts[i])} at "
-            f"index {i}; every sample needs a finite timestamp in seconds"
-        )
-    return ts
-
-
-def _as_channel_array(data: Any, state: _StreamState, n: int) -> np.ndarray:
-    assert state.dtype is not None
-    where = state.describe()
-    expected = state.channel_count
-    try:
-        raw = np.asarray(data)
-    except (TypeError, ValueError) as exc:
-        raise XdfError(f"data for {where} cannot be read as an array ({exc})") from None
-    if raw.dtype.kind not in "biuf":
-        raise XdfError(
-            f"data for {where} have dtype {raw.dtype}; a {state.channel_format} stream takes "
-            f"numeric data of shape (n, {expected})"
-        )
-    if raw.ndim == 1 and expected == 1:
-        raw = raw.reshape(-1, 1)
-    if raw.ndim != 2 or raw.shape[1] != expected:
-        received = raw.shape[1] if raw.ndim == 2 else None
-        detail = f"{received} channels" if received is not None else f"a {raw.ndim}-D array"
-        raise XdfError(
-            f"channel count mismatch for {where}: expected {expected} channels, received "
-            f"{detail} (data shape {raw.shape}); pass data of shape (n, {expected})"
-        )
-    if raw.shape[0] != n:
-        raise XdfError(
-            f"{where}: data have {raw.shape[0]} samples but timestamps have {n}; pass one "
-            "timestamp per sample"
-        )
-    target = state.dtype
-    if target.kind == "f":
-        with np.errstate(over="ignore"):
-            out = raw.astype(target)
-        overflow = np.isfinite(raw) & ~np.isfinite(out)
-        if overflow.any():
-            index = tuple(int(i) for i in np.argwhere(overflow)[0])
-            raise XdfError(
-                f"{where}: value {raw[index].item()!r} at sample {index[0]}, channel {index[1]} is "
-                f"beyond the {state.channel_format} range"
-            )
-        return out
-    if raw.size:
-        if raw.dtype.kind == "f":
-            bad = ~np.isfinite(raw) | (raw != np.round(raw))
-            if bad.any():
-                index = tuple(int(i) for i in np.argwhere(bad)[0])
-                raise XdfError(
-                    f"{where}: value {raw[index].item()!r} at sample {index[0]}, channel "
-                    f"{index[1]} is not a whole number; a {state.channel_format} stream stores "
-                    "integers"
-                )
-        info = np.iinfo(target)
-        low, high = raw.min(), raw.max()
-        if low < info.min or high > info.max:
-            raise XdfError(
-                f"{where}: values span [{low}, {high}], beyond the {state.channel_format} "
-                f"range [{info.min}, {info.max}]"
-            )
-    return raw.astype(target)
-
-
-def _as_string_rows(data: Any, state: _StreamState, n: int) -> list[list[str]]:
-    where = state.describe()
-    expected = state.channel_count
-    if isinstance(data, (str, bytes)):
-        raise XdfError(
-            f"data for string {where} is a single string {data!r}; pass a list with one "
-            "entry per sample"
-        )
-    if isinstance(data, np.ndarray):
-        if data.dtype.kind not in "UO":
-            raise XdfError(
-                f"data for string {where} have dtype {data.dtype}; pass strings (this stream's "
-                "channel_format is 'string')"
-            )
-        items: list[Any] = data.tolist()
-    else:
-        try:
-            items = list(data)
-        except TypeError:
-            raise XdfError(
-                f"data for string {where} must be a list of strings, got {type(data).__name__}"
-            ) from None
-    rows: list[list[str]] = []
-    for k, item in enumerate(items):
-        row = [item] if isinstance(item, str) else item
-        if isinstance(row, (bytes, bytearray)) or not isinstance(row, (list, tuple)):
-            raise XdfError(
-                f"sample {k} for string {where} is {item!r}; pass a str per sample (1 channel) "
-                f"or a sequence of {expected} str"
-            )
-        if len(row) != expected:
-            raise XdfError(
-                f"channel count mismatch for {where}: expected {expected} channels, received "
-                f"{len(row)} in sample {k} ({item!r})"
-            )
-        bad = [x for x in row if not isinstance(x, str)]
-        if bad:
-            raise XdfError(f"sample {k} for string {where} holds a non-string {bad[0]!r}")
-        rows.append(list(row))
-    if len(rows) != n:
-        raise XdfError(
-            f"{where}: data have {len(rows)} samples but timestamps have {n}; pass one "
-            "timestamp per sample"
-        )
-    return rows
-
-
-def _encode_numeric_samples(ts: np.ndarray, values: np.ndarray, omit: np.ndarray) -> bytes:
-    n, channels = values.shape
-    record = np.dtype(
-        [("nbytes", "u1"), ("ts", "<f8"), ("values", values.dtype.newbyteorder("<"), (channels,))]
-    )
-    buf = np.empty(n, dtype=record)
-    buf["nbytes"] = np.where(omit, 0, 8)
-    buf["ts"] = ts
-    buf["values"] = values
-    if not omit.any():
-        return buf.tobytes()
-    raw = buf.view(np.uint8).reshape(n, record.itemsize)
-    keep = np.ones(raw.shape, dtype=bool)
-    keep[omit, 1:9] = False  # drop the 8 timestamp bytes of deduced samples
-    return raw[keep].tobytes()
-
-
-def _encode_string_samples(ts: np.ndarray, rows: list[list[str]], omit: np.ndarray) -> bytes:
-    parts: list[bytes] = []
-    for k, row in enumerate(rows):
-        parts.append(b"\x00" if omit[k] else b"\x08" + struct.pack("<d", ts[k]))
-        for value in row:
-            encoded = value.encode("utf-8")
-            parts.append(encode_varlen(len(encoded)))
-            parts.append(encoded)
-    return b"".join(parts)
 
 
 def _footer(state: _StreamState) -> bytes:

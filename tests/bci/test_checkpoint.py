@@ -666,6 +666,20 @@ def test_max_speed_is_optional_and_checked(tmp_path):
         _error(path, "max_speed must be a finite number > 0", header=True)
 
 
+def test_kinematics_units_are_optional_and_checked(tmp_path):
+    path = _save(tmp_path, kinematics_units=("cm/s", "cm/s"))
+    assert read_manifest(path)["kinematics_units"] == ["cm/s", "cm/s"]
+    assert load_decoder(path).manifest["kinematics_units"] == ["cm/s", "cm/s"]
+    old = _save(tmp_path, name="old.safetensors")  # as written before units existed
+    assert "kinematics_units" not in read_manifest(old)
+    assert "kinematics_units" not in load_checkpoint(old).manifest
+    with pytest.raises(CheckpointError, match="one non-empty unit string per output"):
+        _save(tmp_path, name="bad.safetensors", kinematics_units=("cm/s",))
+    for bad in (["cm/s"], ["cm/s", ""], "cm/s", [1, 2]):
+        _edit_manifest(path, lambda m, bad=bad: m.update(kinematics_units=bad))
+        _error(path, "kinematics_units", header=True)
+
+
 def test_checksum_mismatch(tmp_path):
     path = _save(tmp_path)
     original = path.read_bytes()

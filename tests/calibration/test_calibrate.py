@@ -90,7 +90,8 @@ def test_report_files_and_exact_metrics_layout(calibrated) -> None:
     result, _ = calibrated
     report = result.report_dir
     assert report is not None
-    assert _only(report) == sorted(["metrics.json", "report.md", *FIGURES.values()])
+    expected = ["metrics.json", "checks.json", "report.md", *FIGURES.values()]
+    assert _only(report) == sorted(expected)
     for name in FIGURES.values():
         assert (report / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     metrics = json.loads((report / "metrics.json").read_text())
@@ -125,6 +126,29 @@ def test_report_markdown_embeds_figures_and_table(calibrated) -> None:
     for name, entry in result.metrics["test"].items():
         assert f"| {name} | {entry['r2']:.3f} |" in text
     assert "Hyperparameter search" not in text
+
+
+def test_report_reads_as_a_lab_needs_it(calibrated) -> None:
+    """Units, the too-short held-out parts with their numbers, the channel summary, and the
+    baselines drawn beside the SNN, in the report the calibration wrote."""
+    result, _ = calibrated
+    report = result.report_dir
+    text = (report / "report.md").read_text()
+    assert "- kinematics units: vx cm/s, vy cm/s" in text
+    short = [  # the 180 s session split 0.7 / 0.1 / 0.2: 18 s and 36 s held out
+        "the validation part is 18.0 s (360 bins of 50 ms), under the 60 s needed",
+        "the test part is 36.0 s (720 bins of 50 ms), under the 60 s needed",
+    ]
+    warnings = text.split("## Warnings", 1)[1].split("## Test metrics", 1)[0]
+    for line in short:
+        assert line in warnings
+        assert any(line in w for w in result.warnings)
+    assert "baselines (thin: wiener, kalman)" in text
+    assert "| silent | none |" in text and "| non-stationary | none |" in text
+    checks = json.loads((report / "checks.json").read_text())
+    assert checks["warnings"] == result.warnings
+    assert len(checks["channels"]["mean_rate_hz"]) == result.parts[0].n_channels
+    assert checks["channels"]["silent"] == checks["channels"]["saturated"] == []
 
 
 def test_baselines_are_scored_on_the_same_split(calibrated) -> None:
@@ -164,10 +188,11 @@ def test_checkpoint_decodes_like_the_in_memory_model(calibrated) -> None:
 
 def test_progress_receives_training_records(calibrated) -> None:
     result, records = calibrated
-    assert [kind for kind, _ in records] == ["stage", "snn", "snn"]
+    assert [kind for kind, _ in records] == ["stage", "snn", "snn", "stage"]
     assert records[0][1] == {"stage": "training"}
-    assert [r["step"] for _, r in records[1:]] == [50.0, 60.0]
-    assert records[-1][1]["val_r2"] == result.training.history[-1]["val_r2"]
+    assert records[-1][1] == {"stage": "checks"}  # progress bars close before the warnings
+    assert [r["step"] for _, r in records[1:-1]] == [50.0, 60.0]
+    assert records[-2][1]["val_r2"] == result.training.history[-1]["val_r2"]
 
 
 # -- command line ---------------------------------------------------------------------------

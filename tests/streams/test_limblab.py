@@ -48,6 +48,7 @@ def test_jango_shapes_and_units(jango_path: Path) -> None:
     np.testing.assert_allclose(np.diff(session.timestamps), 0.05, rtol=1e-9)
     assert session.duration_s == pytest.approx(1200.0)
     assert session.kinematics_labels == ("vx", "vy")
+    assert session.kinematics_units is None  # neither the file nor its README states them
     assert session.channel_labels is not None and session.channel_labels[0] == "ch000"
     assert session.kinematics is not None and np.all(np.isfinite(session.kinematics))
     assert session.targets is None

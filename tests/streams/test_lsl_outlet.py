@@ -125,3 +125,25 @@ def test_stream_info_refuses_bad_arguments(kwargs: dict, message: str) -> None:
 def test_default_source_id_is_stable() -> None:
     info = stream_info("bci-sim", "Neural", ["a"], "counts", 20.0)
     assert info.source_id() == "bci-sim@Neural"
+
+
+def test_units_reach_an_inlet_and_unknown_units_are_left_out() -> None:
+    name, source_id = _unique("outlet-units")
+    with (
+        KinematicsOutlet(name, units=("mm/s", "deg/s"), source_id=source_id) as known,
+        KinematicsOutlet(f"{name}-x", units=None, source_id=f"{source_id}-x") as unknown,
+    ):
+        info = _inlet(known.name).info(timeout=TIMEOUT)
+        channel = info.desc().child("channels").child("channel")
+        assert channel.child_value("label") == "vx" and channel.child_value("unit") == "mm/s"
+        assert channel.child_value("type") == KINEMATICS_TYPE
+        assert channel.next_sibling().child_value("unit") == "deg/s"
+        # the header a recorder keeps: the desc with the units, and the outlet's creation time
+        header = known.header_xml()
+        assert header is not None and "<unit>deg/s</unit>" in header
+        assert abs(float(header.split("<created_at>")[1].split("<")[0]) - info.created_at()) < 1e-6
+        bare = _inlet(unknown.name).info(timeout=TIMEOUT)
+        assert bare.get_channel_labels() == ["vx", "vy"]
+        first = bare.desc().child("channels").child("channel")
+        assert first.child("unit").empty()  # no invented unit
+    assert known.header_xml() is None  # closed

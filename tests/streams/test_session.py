@@ -29,6 +29,7 @@ def _fields(**overrides: Any) -> dict[str, Any]:
         "bin_s": 0.05,
         "kinematics": rng.normal(size=(T, 2)).astype(np.float32),
         "kinematics_labels": ("vx", "vy"),
+        "kinematics_units": ("cm/s", "cm/s"),
         "targets": rng.normal(size=(T, 2)).astype(np.float32),
         "channel_labels": tuple(f"ch{c:03d}" for c in range(C)),
     }
@@ -51,6 +52,7 @@ def _assert_same(a: Session, b: Session) -> None:
             np.testing.assert_array_equal(x, y, err_msg=name)
     assert a.bin_s == b.bin_s
     assert a.kinematics_labels == b.kinematics_labels
+    assert a.kinematics_units == b.kinematics_units
     assert a.channel_labels == b.channel_labels
 
 
@@ -269,6 +271,34 @@ def test_round_trip_all_keys(tmp_path: Path) -> None:
         assert npz["kinematics_labels"].dtype.kind == "U"
         assert npz["bin_s"].shape == ()
     _assert_same(load_session(path), s)
+
+
+def test_units_are_optional_kept_by_slices_and_files(tmp_path: Path) -> None:
+    s = Session(**_fields())
+    assert s.kinematics_units == ("cm/s", "cm/s") and "units=('cm/s', 'cm/s')" in repr(s)
+    assert s.slice(2, 9).kinematics_units == ("cm/s", "cm/s")
+    unknown = Session(**_fields(kinematics_units=None))
+    path = save_session(tmp_path / "no-units.npz", unknown)
+    with np.load(path, allow_pickle=False) as npz:
+        assert "kinematics_units" not in npz.files  # unknown units are never invented
+    assert load_session(path).kinematics_units is None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"kinematics_units": ("cm/s",)}, r"one non-empty unit string per kinematics column \(2\)"),
+        ({"kinematics_units": ("cm/s", "")}, "one non-empty unit string"),
+        ({"kinematics_units": "cm/s"}, "one unit per kinematics column"),
+        (
+            {"kinematics": None, "kinematics_labels": None},
+            "'kinematics_units' is given without 'kinematics'",
+        ),
+    ],
+)
+def test_bad_units_are_refused(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(SessionError, match=message):
+        Session(**_fields(**overrides))
 
 
 def test_round_trip_required_only(tmp_path: Path) -> None:

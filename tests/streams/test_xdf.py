@@ -637,6 +637,40 @@ def test_session_round_trip(tmp_path: Path) -> None:
     assert by_type.targets is None
 
 
+def test_session_units_come_from_the_channel_desc(tmp_path: Path) -> None:
+    """``desc/channels/channel/unit`` of the kinematics stream: every channel's, or none."""
+    session = _session()
+    with_units = Session(**{**_fields_of(session), "kinematics_units": ("cm/s", "cm/s")})
+    path = write_session_xdf(tmp_path / "units.xdf", with_units)
+    (kin,) = read_xdf_streams(path, select="bci-kinematics")
+    assert kin.channel_units == ("cm/s", "cm/s")
+    back = session_from_xdf(path, neural="bci-neural", kinematics="bci-kinematics")
+    assert back.kinematics_units == ("cm/s", "cm/s")
+    without = session_from_xdf(write_session_xdf(tmp_path / "plain.xdf", session),
+                               neural="bci-neural", kinematics="bci-kinematics")  # fmt: skip
+    assert without.kinematics_units is None
+    with XdfWriter(tmp_path / "partial.xdf") as writer:  # one channel without a unit
+        writer.add_stream(1, "n", "Neural", 4, 20.0, "float32")
+        writer.add_stream(2, "k", "Kinematics", 2, 20.0, "float32", channel_labels=["vx", "vy"],
+                          channel_units=["cm/s", ""])  # fmt: skip
+        writer.write_samples(1, session.timestamps, session.neural)
+        writer.write_samples(2, session.timestamps, session.kinematics)
+    partial = session_from_xdf(tmp_path / "partial.xdf", neural="n", kinematics="k")
+    assert partial.kinematics_units is None  # never completed by guessing
+
+
+def _fields_of(session: Session) -> dict:
+    return {
+        "neural": session.neural,
+        "timestamps": session.timestamps,
+        "bin_s": session.bin_s,
+        "kinematics": session.kinematics,
+        "kinematics_labels": session.kinematics_labels,
+        "targets": session.targets,
+        "channel_labels": session.channel_labels,
+    }
+
+
 def test_session_rebinning_sums_pairs(tmp_path: Path) -> None:
     session = _session(n=301)
     path = write_session_xdf(tmp_path / "s.xdf", session)
@@ -842,3 +876,32 @@ def test_streams_package_does_not_import_service_or_calibration() -> None:
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT, timeout=120)
+
+
+def test_stream_headers_kept_verbatim_and_checked(tmp_path: Path) -> None:
+    """``add_stream_header`` writes a live stream's ``as_xml()`` as is; a header the writer
+    cannot encode samples for is refused, naming what is wrong."""
+    header = (
+        '<?xml version="1.0"?>\n<info><name>amp</name><type>EEG</type><channel_count>2'
+        "</channel_count><nominal_srate>100.0000000000</nominal_srate><channel_format>int16"
+        "</channel_format><source_id>amp-1</source_id><created_at>1234.5</created_at>"
+        "<hostname>rig-pc</hostname><desc><reference>Cz</reference></desc></info>"
+    )
+    with XdfWriter(tmp_path / "kept.xdf") as writer:
+        writer.add_stream_header(1, header)
+        writer.add_stream(2, "plain", "Markers", 1, 0.0, "string")
+        writer.write_samples(1, [1300.0, 1300.01], [[1, 2], [3, 4]])
+        for bad, message in (
+            ("<info><name>x", "is not XML"),
+            ("<stream><name>x</name></stream>", "root element is <stream>"),
+            (header.replace("int16", "float16"), "unknown channel_format 'float16'"),
+            (header.replace(">2<", ">0<"), "channel_count must be >= 1"),
+        ):
+            with pytest.raises(XdfError, match=message):
+                writer.add_stream_header(3, bad)
+    streams = {s["info"]["name"][0]: s for s in pyxdf.load_xdf(str(tmp_path / "kept.xdf"))[0]}
+    amp = streams["amp"]["info"]
+    assert amp["created_at"] == ["1234.5"] and amp["hostname"] == ["rig-pc"]
+    assert amp["desc"][0]["reference"] == ["Cz"]
+    assert streams["amp"]["time_series"].tolist() == [[1, 2], [3, 4]]
+    assert "created_at" not in streams["plain"]["info"]  # no stream, so no creation time
