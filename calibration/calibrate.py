@@ -2,8 +2,9 @@
 
 ``run_calibration(session_path, out, report_dir, options)`` is what ``bci calibrate`` runs:
 
-1. Load the session (NPZ, or XDF with streams chosen by name or type and the neural stream
-   binned to ``bin_ms``; :func:`streams.files.load_any_session`).
+1. Load the session (NPZ; XDF with streams chosen by name or type and the neural stream
+   binned to ``bin_ms``; NWB with spike times binned to ``bin_ms`` and a behaviour series
+   as kinematics; :func:`streams.files.load_any_session`).
 2. Split it chronologically into train / validation / test parts.
 3. Optionally search hyperparameters (``trials`` > 0, :mod:`calibration.search`): each trial
    is trained on the training part and scored on the validation part; the best
@@ -54,7 +55,7 @@ from calibration.search import (
     sample_trials,
     split_params,
 )
-from streams.files import inspect_session_file, is_xdf, load_any_session
+from streams.files import inspect_session_file, is_nwb, is_xdf, load_any_session
 from streams.lsl_outlet import KINEMATICS_TYPE, NEURAL_TYPE, TARGETS_TYPE
 from streams.session import Session, SessionError, chronological_split
 
@@ -155,7 +156,7 @@ def load_calibration_session(path: Path, options: CalibrationOptions) -> Session
         "kinematics": options.kinematics,
         "targets": options.targets,
     }
-    if is_xdf(path):
+    if is_xdf(path) or is_nwb(path):
         session = load_any_session(
             path,
             bin_s=None if options.bin_ms is None else options.bin_ms / 1000.0,
@@ -164,16 +165,16 @@ def load_calibration_session(path: Path, options: CalibrationOptions) -> Session
     else:
         if options.bin_ms is not None:
             raise ValueError(
-                f"--bin-ms rebins XDF recordings; {path} is an NPZ session already binned: "
-                "drop --bin-ms"
+                f"--bin-ms bins XDF recordings and NWB files; {path} is an NPZ session "
+                "already binned: drop --bin-ms"
             )
         _check_npz_streams(path, wanted)
         session = load_any_session(path)
     if session.kinematics is None:
         present = ", ".join(f"{s.name} ({s.type})" for s in inspect_session_file(path))
         hint = (
-            "name the kinematics stream with --kinematics"
-            if is_xdf(path)
+            "name the kinematics stream (NWB: behaviour series) with --kinematics"
+            if is_xdf(path) or is_nwb(path)
             else "record or simulate a session with kinematics"
         )
         raise SessionError(

@@ -776,7 +776,11 @@ def build_parser() -> argparse.ArgumentParser:
         "replay",
         help="inspect a session or XDF file, play it over LSL, or decode it with a model",
         description=(
-            "Work with a recorded session: an NPZ session file or an XDF recording.\n\n"
+            "Work with a recorded session: an NPZ session file, an XDF recording or an NWB "
+            "file (Units spike times binned at --bin-ms, default 50, or at the model's bin "
+            "width with --model; kinematics from a processing/behavior series, --kinematics "
+            "NAME or by default hand_vel, cursor_vel, finger_vel, else a position series "
+            "differentiated to velocity).\n\n"
             "--inspect: print every stream with its channel count, nominal and effective "
             "rate, sample count, gaps (intervals > 1.5 nominal periods), time range and clock "
             "offsets, then notes on anomalies. An NPZ file shows as streams neural, "
@@ -796,6 +800,7 @@ def build_parser() -> argparse.ArgumentParser:
             "daemon of 'bci serve' (learning, with --adapt, from the played kinematics "
             "stream); the JSON adds mode, speed, bins_lost and latency.\n\n"
             "example: bci replay --inspect ../shared/data/xdf/clock_resets.xdf\n"
+            "example: bci replay --inspect mc_maze.nwb\n"
             "example: bci replay session.npz --play --speed 2 --loop --name bci-replay\n"
             "example: bci replay session.npz --model model.safetensors --fast --adapt "
             "--out results.json\n"
@@ -803,7 +808,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    replay.add_argument("session", help="session file (.npz) or XDF recording (.xdf)")
+    replay.add_argument("session", help="session file (.npz), XDF recording (.xdf) or NWB (.nwb)")
     mode = replay.add_mutually_exclusive_group()  # one is required: checked in cmd_replay
     mode.add_argument("--inspect", action="store_true", help="list the streams and their timing")
     mode.add_argument("--play", action="store_true", help="play the session over LSL")
@@ -824,12 +829,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--seconds", type=float, help="play: stop after this many seconds (default: at the end)"
     )
     replay.add_argument("--neural", help="XDF: neural stream name or type (default: type Neural)")
-    replay.add_argument("--kinematics", help="XDF: kinematics stream (default: type Kinematics)")
-    replay.add_argument("--targets", help="XDF: targets stream (default: type Targets)")
+    replay.add_argument(
+        "--kinematics",
+        help="XDF: kinematics stream (default: type Kinematics); NWB: behaviour series",
+    )
+    replay.add_argument(
+        "--targets", help="XDF: targets stream (default: type Targets); NWB: behaviour series"
+    )
     replay.add_argument(
         "--bin-ms",
         type=float,
-        help="XDF: sum neural samples into bins this wide (default: one bin per sample)",
+        help="XDF: sum neural samples into bins this wide (default: one bin per sample); "
+        "NWB: bin the spike times (default 50)",
     )
     replay.set_defaults(func=cmd_replay, replay_parser=replay)
 
@@ -871,8 +882,12 @@ def build_parser() -> argparse.ArgumentParser:
         "calibrate",
         help="train the spiking decoder on a session; write a checkpoint and a report",
         description=(
-            "Calibrate the spiking decoder on one session (NPZ, or XDF with streams chosen by "
-            "name or type): split it chronologically into train / validation / test parts "
+            "Calibrate the spiking decoder on one session (NPZ; XDF with streams chosen by "
+            "name or type; or NWB: the Units table's spike times binned at --bin-ms, default "
+            "50, and a processing/behavior series as kinematics, --kinematics NAME or by "
+            "default hand_vel, cursor_vel, finger_vel, else a position series such as "
+            "cursor_pos differentiated to velocity): split it chronologically into train / "
+            "validation / test parts "
             "(--split), train the RSNN with BPTT on the training part (early stopping on "
             "validation R2), fit the Wiener and Kalman baselines (and the GRU with --gru) on "
             "the same split, and score all of them on the test part.\n\n"
@@ -892,6 +907,8 @@ def build_parser() -> argparse.ArgumentParser:
             "package). Ray is optional: pip install -e .[cluster]\n\n"
             "example: bci calibrate session.npz --out model.safetensors --report report/\n"
             "example: bci calibrate rec.xdf --neural bci-sim --bin-ms 50 --out m.safetensors\n"
+            "example: bci calibrate mc_maze.nwb --kinematics hand_vel --bin-ms 20 "
+            "--out m.safetensors\n"
             "example: bci calibrate day2.npz --init day1.safetensors --out day2.safetensors\n"
             "example: bci calibrate session.npz --trials 8 --ray --out m.safetensors\n"
             "example (exports to NIR as is): bci calibrate session.npz --alif-fraction 0 "
@@ -899,7 +916,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    calibrate.add_argument("session", help="session file (.npz) or XDF recording (.xdf)")
+    calibrate.add_argument(
+        "session", help="session file (.npz), XDF recording (.xdf) or NWB file (.nwb)"
+    )
     calibrate.add_argument("--out", required=True, help="checkpoint to write (.safetensors)")
     calibrate.add_argument(
         "--force", action="store_true", help="replace an existing --out (default: refuse)"
@@ -907,13 +926,18 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--report", help="write the report (metrics, figures) to this folder")
     calibrate.add_argument("--neural", help="neural stream name or type (default: type Neural)")
     calibrate.add_argument(
-        "--kinematics", help="kinematics stream name or type (default: type Kinematics)"
+        "--kinematics",
+        help="kinematics stream name or type (default: type Kinematics); NWB: behaviour series",
     )
-    calibrate.add_argument("--targets", help="targets stream name or type (default: type Targets)")
+    calibrate.add_argument(
+        "--targets",
+        help="targets stream name or type (default: type Targets); NWB: behaviour series",
+    )
     calibrate.add_argument(
         "--bin-ms",
         type=positive_float,
-        help="XDF: sum neural samples into bins this wide (default: none)",
+        help="XDF: sum neural samples into bins this wide (default: none); NWB: bin the "
+        "spike times (default 50)",
     )
     calibrate.add_argument(
         "--split",
