@@ -6,10 +6,12 @@
    binned to ``bin_ms``; NWB with spike times binned to ``bin_ms`` and a behaviour series
    as kinematics; :func:`streams.files.load_any_session`).
 2. Split it chronologically into train / validation / test parts.
-3. Optionally search hyperparameters (``trials`` > 0, :mod:`calibration.search`): each trial
-   is trained on the training part and scored on the validation part; the best
-   configuration is retrained with the full step budget. ``ray=True`` runs the same trials
-   on Ray Tune (``pip install -e .[cluster]``; ``ray_address`` joins an existing cluster).
+3. Optionally search hyperparameters (``trials`` > 0, :mod:`calibration.search`): Optuna's
+   TPE sampler with pruning, in a resumable SQLite study (``study``, by default next to
+   ``out``); each trial is trained on the training part and scored on the validation part;
+   the best configuration is retrained with the full step budget. ``ray=True`` runs the
+   same search on Ray Tune (:mod:`calibration.search_ray`, ``pip install -e .[cluster]``;
+   ``ray_address`` joins an existing cluster).
 4. Train the RSNN with BPTT on the training part (input and output normalisation fitted
    there, early stopping on validation R²) and fit the Wiener and Kalman baselines (and
    the GRU with ``gru=True``) on the same split, through
@@ -49,12 +51,13 @@ from calibration.search import (
     SearchResult,
     SearchSpace,
     TrialData,
+    default_study_path,
     local_search,
-    ray_search,
-    require_ray,
-    sample_trials,
+    open_study,
     split_params,
+    study_settings,
 )
+from calibration.search_ray import ray_search, require_ray
 from streams.files import inspect_session_file, is_nwb, is_xdf, load_any_session
 from streams.lsl_outlet import KINEMATICS_TYPE, NEURAL_TYPE, TARGETS_TYPE
 from streams.session import Session, SessionError, chronological_split
@@ -94,6 +97,7 @@ class CalibrationOptions:
     trials: int = 0
     trial_steps: int | None = None
     search_space: SearchSpace = field(default_factory=SearchSpace)
+    study: Path | None = None
     ray: bool = False
     ray_address: str | None = None
 
@@ -120,6 +124,8 @@ class CalibrationOptions:
             )
         if self.ray and not self.trials:
             raise ValueError("--ray runs the hyperparameter search on Ray Tune; give --trials N")
+        if self.study is not None and not self.trials:
+            raise ValueError("--study keeps a hyperparameter search; give --trials N")
 
     def train_config(self, max_steps: int | None = None) -> TrainConfig:
         return TrainConfig(
@@ -321,15 +327,15 @@ def run_calibration(
             snn=neuron,
             seed=options.seed,
         )
-        params = sample_trials(options.trials, options.hidden, options.seed, options.search_space)
-        if progress:
+        study = Path(options.study) if options.study is not None else default_study_path(out)
+        searched = (options.trials, data, study, options.hidden, options.search_space)
+        open_study(study, study_settings(data, options.hidden, options.search_space))
+        if progress:  # after the study is known to fit: a refusal is one clean line
             progress("stage", {"stage": "search"})
         if options.ray:
-            search = ray_search(params, data, address=options.ray_address)
+            search = ray_search(*searched, address=options.ray_address)
         else:
-            search = local_search(
-                params, data, (lambda r: progress("trial", r)) if progress else None
-            )
+            search = local_search(*searched, (lambda r: progress("trial", r)) if progress else None)
         best_snn, best_train = split_params(search.best_params)
         snn_params = {**neuron, **best_snn}
         train_config = TrainConfig(**{**asdict(train_config), **best_train})
@@ -383,7 +389,12 @@ def run_calibration(
         "init": None if options.init is None else str(options.init),
         "search": None
         if search is None
-        else {"backend": search.backend, "best": search.best, "trials": search.trials},
+        else {
+            "backend": search.backend,
+            "best": search.best,
+            "trials": search.trials,
+            "study": str(search.study),
+        },
     }
     metrics["seconds"] = time.perf_counter() - start
     checkpoint = save_checkpoint(

@@ -424,6 +424,7 @@ def _calibration_options(args: argparse.Namespace) -> CalibrationOptions:
             init=None if args.init is None else Path(args.init),
             trials=args.trials,
             trial_steps=args.trial_steps,
+            study=None if args.study is None else Path(args.study),
             ray=args.ray is not None,
             ray_address=None if args.ray in (None, "local") else args.ray,
         )
@@ -500,15 +501,20 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if result.search is not None:
         trials = result.search.trials
         keys = list(trials[0]["params"])
-        print(f"search ({result.search.backend}): {len(trials)} trials, best {result.search.best}")
+        search = result.search
+        print(
+            f"search ({search.backend}): {len(trials)} trials, best {search.best}; study "
+            f"{search.study} ({search.resumed} trials from earlier runs)"
+        )
         _print_table(
-            ["trial", *keys, "val R2", "steps"],
+            ["trial", *keys, "val R2", "steps", "state"],
             [
                 [
                     t["trial"],
                     *(f"{t['params'][k]:.4g}" for k in keys),
                     f"{t['val_r2']:.3f}",
                     t["steps"],
+                    t["state"],
                 ]
                 for t in trials
             ],
@@ -898,18 +904,26 @@ def build_parser() -> argparse.ArgumentParser:
             "(and trials.json after a search).\n\n"
             "--init MODEL fine-tunes an existing checkpoint (same channel count and bin width; "
             "its model config is kept, normalisation is refitted to this session).\n"
-            "--trials N first runs a random search (hidden size from --hidden x 1/2, 1, 2; "
-            "ALIF fraction; learning rate; rate target; membrane and readout time constants), "
-            "each trial trained for --trial-steps on the training part and scored on the "
-            "validation part; the best is retrained for --steps. --ray runs the same trials on "
-            "Ray Tune, one CPU each: a local Ray instance, or the cluster at ADDRESS "
-            "(ray.init(address=...), e.g. auto or ray://head:10001; its workers need this "
-            "package). Ray is optional: pip install -e .[cluster]\n\n"
+            "--trials N first runs a hyperparameter search with Optuna (hidden size from "
+            "--hidden x 1/2, 1, 2; ALIF fraction; learning rate; rate target; membrane and "
+            "readout time constants): TPE sampler (5 random trials, then TPE), each trial "
+            "trained for --trial-steps on the training part and scored on the validation "
+            "part, trials that fall behind pruned by successive halving on the validation R2 "
+            "reported during training; the best completed trial is retrained for --steps. "
+            "The study is an SQLite file, --study PATH (default: next to --out, "
+            "MODEL.study.sqlite): rerunning with the same study resumes it and runs only the "
+            "missing trials (a study made with other settings or data is refused). --ray "
+            "runs the same search on Ray Tune (OptunaSearch with the ASHA scheduler), one CPU "
+            "per trial: a local Ray instance, or the cluster at ADDRESS (ray.init(address="
+            "...), e.g. auto or ray://head:10001; its workers need this package). Ray is "
+            "optional: pip install -e .[cluster]\n\n"
             "example: bci calibrate session.npz --out model.safetensors --report report/\n"
             "example: bci calibrate rec.xdf --neural bci-sim --bin-ms 50 --out m.safetensors\n"
             "example: bci calibrate mc_maze.nwb --kinematics hand_vel --bin-ms 20 "
             "--out m.safetensors\n"
             "example: bci calibrate day2.npz --init day1.safetensors --out day2.safetensors\n"
+            "example: bci calibrate session.npz --trials 20 --out m.safetensors  (rerun to "
+            "resume m.study.sqlite)\n"
             "example: bci calibrate session.npz --trials 8 --ray --out m.safetensors\n"
             "example (exports to NIR as is): bci calibrate session.npz --alif-fraction 0 "
             "--reset zero --out lif.safetensors"
@@ -986,6 +1000,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     calibrate.add_argument(
         "--trial-steps", type=positive_int, help="BPTT steps per trial (default min(--steps, 300))"
+    )
+    calibrate.add_argument(
+        "--study",
+        metavar="PATH",
+        help="SQLite file of the --trials search, resumed when it exists (default: next to "
+        "--out, MODEL.study.sqlite)",
     )
     calibrate.add_argument(
         "--ray",
