@@ -125,9 +125,7 @@ def test_spike_bins_are_the_live_front_ends(nlb_file: Path) -> None:
 def test_position_is_differentiated_over_each_bin(nlb_file: Path) -> None:
     session = load_any_session(nlb_file, bin_s=0.1, kinematics="cursor_pos")
     t = session.timestamps
-    expected = np.column_stack(
-        [(np.sin(t) - np.sin(t - 0.1)) / 0.1, (t**2 - (t - 0.1) ** 2) / 0.1]
-    )
+    expected = np.column_stack([(np.sin(t) - np.sin(t - 0.1)) / 0.1, (t**2 - (t - 0.1) ** 2) / 0.1])
     np.testing.assert_allclose(session.kinematics, expected, atol=1e-3)
     assert session.kinematics_labels == ("cursor_pos_vx", "cursor_pos_vy")
     assert t[0] == pytest.approx(0.1)  # the first bin needs the position at its start
@@ -193,7 +191,7 @@ def test_bad_files_are_named(nlb_file: Path, simulated: Session, tmp_path) -> No
         )
     garbage = tmp_path / "garbage.nwb"
     garbage.write_bytes(b"not an HDF5 file" * 10)
-    with pytest.raises(SessionError, match="cannot read .* as an NWB file"):
+    with pytest.raises(SessionError, match=r"cannot read .* as an NWB file"):
         load_nwb_session(garbage)
     two = [
         TimeSeries(name=n, data=np.zeros((5, 2)), rate=1.0, unit="u")
