@@ -110,6 +110,8 @@ def read_nwb(path: str | os.PathLike[str]) -> NwbContents:
             spikes = _read_units(path, nwbfile.units)
             module = nwbfile.processing.get(BEHAVIOR_MODULE)
             behavior = {} if module is None else _read_behavior(module)
+    except SessionError:
+        raise
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SessionError(
             f"cannot read {path} as an NWB file ({exc}); the file is damaged or not NWB 2"

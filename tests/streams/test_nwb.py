@@ -45,7 +45,8 @@ def write_nwb(
         identifier=path.stem,
         session_start_time=datetime(2021, 1, 1, tzinfo=timezone.utc),
     )
-    nwbfile.add_unit_column(name="heldout", description="held-out unit (NLB)")
+    if spikes:  # no units: no Units table
+        nwbfile.add_unit_column(name="heldout", description="held-out unit (NLB)")
     for unit_id, times in enumerate(spikes):
         extra = {} if obs_intervals is None else {"obs_intervals": obs_intervals}
         nwbfile.add_unit(spike_times=times, heldout=unit_id % 5 == 0, id=100 + unit_id, **extra)
@@ -189,6 +190,8 @@ def test_bad_files_are_named(nlb_file: Path, simulated: Session, tmp_path) -> No
             ),
             targets="tgt",
         )
+    with pytest.raises(SessionError, match=r"no\.nwb has no Units table with spike_times;"):
+        load_nwb_session(write_nwb(tmp_path / "no.nwb", []))
     garbage = tmp_path / "garbage.nwb"
     garbage.write_bytes(b"not an HDF5 file" * 10)
     with pytest.raises(SessionError, match=r"cannot read .* as an NWB file"):
