@@ -450,6 +450,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     session = session_path(args.session)
     out = out_path(args.out, args.force)
+    if args.study is not None and not Path(args.study).parent.is_dir():
+        raise UsageError(
+            f"--study {args.study}: directory {Path(args.study).parent} does not exist; "
+            "create it first"
+        )
     if args.init is not None:
         if not Path(args.init).is_file():
             raise UsageError(f"--init {args.init} is not a checkpoint file (.safetensors)")

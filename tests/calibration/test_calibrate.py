@@ -398,6 +398,12 @@ def test_missing_output_directory_fails_before_training(session, tmp_path: Path,
     out = tmp_path / "missing" / "m.safetensors"
     err = _fails(["calibrate", str(session[0]), "--out", str(out)], capsys, status=2)
     assert "directory" in err and "does not exist" in err
+    argv = ["calibrate", str(session[0]), "--out", str(tmp_path / "m.safetensors")]
+    err = _fails([*argv, "--trials", "2", "--study", str(out.with_suffix(".db"))], capsys, 2)
+    assert f"--study {out.with_suffix('.db')}: directory" in err
+    assert "--study keeps a hyperparameter search; give --trials N" in _fails(
+        [*argv, "--study", str(tmp_path / "s.db")], capsys, status=2
+    )
 
 
 # -- search ---------------------------------------------------------------------------------
