@@ -115,7 +115,7 @@ def _train(
 ) -> TrainResult:
     # writable copies where needed: torch.from_numpy refuses read-only arrays (e.g. Ray's)
     neural, kinematics = (np.require(a, np.float32, ["C", "W"]) for a in train)
-    val_neural, val_kinematics = (np.asarray(a, dtype=np.float32) for a in val)
+    val_neural, val_kinematics = (np.require(a, np.float32, ["C", "W"]) for a in val)
     _check_pair("training", neural, kinematics, model)
     _check_pair("validation", val_neural, val_kinematics, model)
     if neural.shape[0] < config.window:

@@ -2,13 +2,16 @@
 
 ``run_calibration(session_path, out, report_dir, options)`` is what ``bci calibrate`` runs:
 
-1. Load the session (NPZ, or XDF with streams chosen by name or type and the neural stream
-   binned to ``bin_ms``; :func:`streams.files.load_any_session`).
+1. Load the session (NPZ; XDF with streams chosen by name or type and the neural stream
+   binned to ``bin_ms``; NWB with spike times binned to ``bin_ms`` and a behaviour series
+   as kinematics; :func:`streams.files.load_any_session`).
 2. Split it chronologically into train / validation / test parts.
-3. Optionally search hyperparameters (``trials`` > 0, :mod:`calibration.search`): each trial
-   is trained on the training part and scored on the validation part; the best
-   configuration is retrained with the full step budget. ``ray=True`` runs the same trials
-   on Ray Tune (``pip install -e .[cluster]``; ``ray_address`` joins an existing cluster).
+3. Optionally search hyperparameters (``trials`` > 0, :mod:`calibration.search`): Optuna's
+   TPE sampler with pruning, in a resumable SQLite study (``study``, by default next to
+   ``out``); each trial is trained on the training part and scored on the validation part;
+   the best configuration is retrained with the full step budget. ``ray=True`` runs the
+   same search on Ray Tune (:mod:`calibration.search_ray`, ``pip install -e .[cluster]``;
+   ``ray_address`` joins an existing cluster).
 4. Train the RSNN with BPTT on the training part (input and output normalisation fitted
    there, early stopping on validation R²) and fit the Wiener and Kalman baselines (and
    the GRU with ``gru=True``) on the same split, through
@@ -53,13 +56,14 @@ from calibration.search import (
     SearchResult,
     SearchSpace,
     TrialData,
+    default_study_path,
     local_search,
-    ray_search,
-    require_ray,
-    sample_trials,
+    open_study,
     split_params,
+    study_settings,
 )
-from streams.files import inspect_session_file, is_xdf, load_any_session
+from calibration.search_ray import ray_search, require_ray
+from streams.files import inspect_session_file, is_nwb, is_xdf, load_any_session
 from streams.lsl_outlet import KINEMATICS_TYPE, NEURAL_TYPE, TARGETS_TYPE
 from streams.session import Session, SessionError, chronological_split
 
@@ -98,6 +102,7 @@ class CalibrationOptions:
     trials: int = 0
     trial_steps: int | None = None
     search_space: SearchSpace = field(default_factory=SearchSpace)
+    study: Path | None = None
     ray: bool = False
     ray_address: str | None = None
 
@@ -124,6 +129,8 @@ class CalibrationOptions:
             )
         if self.ray and not self.trials:
             raise ValueError("--ray runs the hyperparameter search on Ray Tune; give --trials N")
+        if self.study is not None and not self.trials:
+            raise ValueError("--study keeps a hyperparameter search; give --trials N")
 
     def train_config(self, max_steps: int | None = None) -> TrainConfig:
         return TrainConfig(
@@ -161,7 +168,7 @@ def load_calibration_session(path: Path, options: CalibrationOptions) -> Session
         "kinematics": options.kinematics,
         "targets": options.targets,
     }
-    if is_xdf(path):
+    if is_xdf(path) or is_nwb(path):
         session = load_any_session(
             path,
             bin_s=None if options.bin_ms is None else options.bin_ms / 1000.0,
@@ -170,16 +177,16 @@ def load_calibration_session(path: Path, options: CalibrationOptions) -> Session
     else:
         if options.bin_ms is not None:
             raise ValueError(
-                f"--bin-ms rebins XDF recordings; {path} is an NPZ session already binned: "
-                "drop --bin-ms"
+                f"--bin-ms bins XDF recordings and NWB files; {path} is an NPZ session "
+                "already binned: drop --bin-ms"
             )
         _check_npz_streams(path, wanted)
         session = load_any_session(path)
     if session.kinematics is None:
         present = ", ".join(f"{s.name} ({s.type})" for s in inspect_session_file(path))
         hint = (
-            "name the kinematics stream with --kinematics"
-            if is_xdf(path)
+            "name the kinematics stream (NWB: behaviour series) with --kinematics"
+            if is_xdf(path) or is_nwb(path)
             else "record or simulate a session with kinematics"
         )
         raise SessionError(
@@ -344,15 +351,15 @@ def run_calibration(
             snn=neuron,
             seed=options.seed,
         )
-        params = sample_trials(options.trials, options.hidden, options.seed, options.search_space)
-        if progress:
+        study = Path(options.study) if options.study is not None else default_study_path(out)
+        searched = (options.trials, data, study, options.hidden, options.search_space)
+        open_study(study, study_settings(data, options.hidden, options.search_space))
+        if progress:  # after the study is known to fit: a refusal is one clean line
             progress("stage", {"stage": "search"})
         if options.ray:
-            search = ray_search(params, data, address=options.ray_address)
+            search = ray_search(*searched, address=options.ray_address)
         else:
-            search = local_search(
-                params, data, (lambda r: progress("trial", r)) if progress else None
-            )
+            search = local_search(*searched, (lambda r: progress("trial", r)) if progress else None)
         best_snn, best_train = split_params(search.best_params)
         snn_params = {**neuron, **best_snn}
         train_config = TrainConfig(**{**asdict(train_config), **best_train})
@@ -406,7 +413,12 @@ def run_calibration(
         "init": None if options.init is None else str(options.init),
         "search": None
         if search is None
-        else {"backend": search.backend, "best": search.best, "trials": search.trials},
+        else {
+            "backend": search.backend,
+            "best": search.best,
+            "trials": search.trials,
+            "study": str(search.study),
+        },
     }
     channels, warnings = check_data(session, metrics["n_bins"], options.split, progress)
     metrics["seconds"] = time.perf_counter() - start

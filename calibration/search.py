@@ -1,10 +1,19 @@
-"""Random hyperparameter search for the spiking decoder, on this machine or on Ray Tune.
+"""Hyperparameter search for the spiking decoder: Optuna's TPE sampler with pruning, kept in
+a resumable SQLite study, run on this machine or on Ray Tune (:mod:`calibration.search_ray`).
 
 A trial trains a fresh RSNN on the training part with a fixed step budget and is scored by
-its best validation R² (the same early-stopping score :func:`bci.training.train_rsnn`
-keeps); the test part is never seen. Configurations are drawn up front by
-:func:`sample_trials` from one seeded generator, so a search is reproducible and the local
-and Ray runs of one seed try exactly the same configurations.
+its best validation R² (the early-stopping score :func:`bci.training.train_rsnn` keeps); the
+test part is never seen. Each evaluation during training (every ``eval_every`` steps,
+through the training progress callback) reports the best validation R² so far, and trials
+that fall behind are stopped early (*pruned*): asynchronous successive halving, with the
+first rung at :func:`grace_steps` and reduction factor :data:`REDUCTION_FACTOR` (Optuna's
+``SuccessiveHalvingPruner`` here, Ray Tune's ``ASHAScheduler`` on Ray). A pruned trial keeps
+the best validation R² it reached; the best trial is chosen among the completed ones.
+
+Sampler: ``TPESampler``: the first :data:`STARTUP_TRIALS` trials of a study are drawn at
+random, the later ones from the tree-structured Parzen estimator fitted to all finished
+trials. It is seeded with ``seed`` plus the number of trials already in the study, so a
+search is reproducible and a resumed one does not repeat the first draws.
 
 Search space (``base_hidden`` is ``--hidden``)::
 
@@ -15,25 +24,25 @@ Search space (``base_hidden`` is ``--hidden``)::
     tau_mem_s       log-uniform [0.02, 0.3] s
     tau_out_s       log-uniform [0.05, 0.3] s
 
-Two runners over the same trial function (:func:`run_trial`):
-
-- :func:`local_search`: a plain loop over the trials, one after the other.
-- :func:`ray_search`: the same trials as a ``ray.tune.Tuner`` grid over trial indices (one
-  CPU per trial), for searches that outgrow one machine. Ray is an optional dependency
-  (``pip install -e .[cluster]``) imported only here, when asked for. Without an address a
-  local Ray instance is started; ``address`` (e.g. ``auto`` or ``ray://head:10001``) is
-  passed to ``ray.init`` to join an existing cluster, whose workers need this package
-  installed. The training data travel to the workers once, through
-  ``tune.with_parameters`` (Ray's object store).
+The study is an SQLite file (``bci calibrate --study PATH``, by default next to ``--out``,
+see :func:`default_study_path`). Rerunning with the same study resumes it: the finished
+trials (completed or pruned) are kept and only the missing ones run, so ``--trials 20``
+after an interrupted ``--trials 20`` finishes the 20. A study records the settings it was
+made with (search space, ``--hidden``, trial budget, neuron choices, seed and a SHA-256 of
+the training and validation data); rerunning it with other settings is refused, and a new
+``--study`` (or deleting the file) starts afresh.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,15 +52,22 @@ from bci.training import TrainConfig, train_rsnn
 
 logger = logging.getLogger(__name__)
 
-RAY_INSTALL_HINT = "pip install -e .[cluster]"
-
+STUDY_NAME = "bci-calibrate"
+STUDY_SUFFIX = ".study.sqlite"
+STARTUP_TRIALS = 5
+REDUCTION_FACTOR = 3
 # Parameters of a trial that belong to RSNNConfig; the rest go to TrainConfig.
 MODEL_KEYS: tuple[str, ...] = ("n_hidden", "alif_fraction", "tau_mem_s", "tau_out_s")
 TRAIN_KEYS: tuple[str, ...] = ("lr", "target_rate_hz")
+PARAM_KEYS: tuple[str, ...] = ("n_hidden", "alif_fraction", "lr", "target_rate_hz",
+                               "tau_mem_s", "tau_out_s")  # fmt: skip
+RECORD_KEYS: tuple[str, ...] = ("val_r2", "best_step", "steps", "rate_hz", "seconds")
+Report = Callable[[dict[str, Any]], None]
 
 
 class SearchError(RuntimeError):
-    """The search could not run (Ray missing, a Ray trial failed); the message says why."""
+    """The search could not run (Ray missing, a Ray trial failed, a study made with other
+    settings); the message says why."""
 
 
 class RayUnavailableError(SearchError):
@@ -60,7 +76,7 @@ class RayUnavailableError(SearchError):
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """Where :func:`sample_trials` draws from (ranges are inclusive, times in seconds)."""
+    """Where the sampler draws from (ranges are inclusive, times in seconds)."""
 
     hidden_factors: tuple[float, ...] = (0.5, 1.0, 2.0)
     alif_fractions: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -96,44 +112,53 @@ class TrialData:
 
 @dataclass
 class SearchResult:
-    """Trials in the order they were drawn; ``best`` indexes the highest validation R²."""
+    """Every finished trial of the study, in trial order (``trial`` is Optuna's trial
+    number; ``state`` is ``complete`` or ``pruned``); ``best`` is the trial number of the
+    highest validation R²; ``resumed`` counts the trials found in the study at the start."""
 
     trials: list[dict[str, Any]]
     best: int
     backend: str
     seconds: float
+    study: Path | None = None
+    resumed: int = 0
 
     @property
     def best_params(self) -> dict[str, Any]:
-        return dict(self.trials[self.best]["params"])
+        return dict(next(t for t in self.trials if t["trial"] == self.best)["params"])
 
 
-def sample_trials(
-    n_trials: int, base_hidden: int, seed: int = 0, space: SearchSpace = SearchSpace()
-) -> list[dict[str, Any]]:
-    """Draw ``n_trials`` parameter sets (RSNNConfig and TrainConfig fields) from ``space``."""
-    if n_trials < 1:
-        raise ValueError(f"the search needs at least one trial; got {n_trials}")
-    rng = np.random.default_rng(seed)
+def default_study_path(out: Path) -> Path:
+    """The study next to checkpoint ``out``: ``model.safetensors`` -> ``model.study.sqlite``."""
+    out = Path(out)
+    return out.with_name(out.stem + STUDY_SUFFIX)
 
-    def log_uniform(bounds: tuple[float, float]) -> float:
-        low, high = (math.log(b) for b in bounds)
-        return float(math.exp(rng.uniform(low, high)))
 
-    trials = []
-    for _ in range(n_trials):
-        factor = float(rng.choice(space.hidden_factors))
-        trials.append(
-            {
-                "n_hidden": max(1, round(base_hidden * factor)),
-                "alif_fraction": float(rng.choice(space.alif_fractions)),
-                "lr": log_uniform(space.lr),
-                "target_rate_hz": log_uniform(space.target_rate_hz),
-                "tau_mem_s": log_uniform(space.tau_mem_s),
-                "tau_out_s": log_uniform(space.tau_out_s),
-            }
-        )
-    return trials
+def grace_steps(train: TrainConfig) -> int:
+    """Training steps before the first pruning decision: the last evaluation before a third
+    of the trial budget (at least the first evaluation, at most the budget)."""
+    every = train.eval_every
+    return min(train.max_steps, max(every, (train.max_steps // 3) // every * every))
+
+
+def search_distributions(base_hidden: int, space: SearchSpace = SearchSpace()) -> dict[str, Any]:
+    """The search space as Optuna distributions, one per key of :data:`PARAM_KEYS`."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    hidden = sorted({max(1, round(base_hidden * f)) for f in space.hidden_factors})
+
+    def log(name: str) -> FloatDistribution:
+        low, high = getattr(space, name)
+        return FloatDistribution(low, high, log=True)
+
+    return {
+        "n_hidden": CategoricalDistribution(hidden),
+        "alif_fraction": CategoricalDistribution([float(f) for f in space.alif_fractions]),
+        "lr": log("lr"),
+        "target_rate_hz": log("target_rate_hz"),
+        "tau_mem_s": log("tau_mem_s"),
+        "tau_out_s": log("tau_out_s"),
+    }
 
 
 def split_params(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -147,12 +172,13 @@ def split_params(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
     )
 
 
-def run_trial(params: dict[str, Any], data: TrialData) -> dict[str, Any]:
+def run_trial(params: dict[str, Any], data: TrialData, report: Report | None = None) -> dict:
     """Train one configuration on the training part; score it on the validation part.
 
     Returns ``val_r2`` (best validation R² during training, the search objective),
     ``best_step``, ``steps`` run, ``rate_hz`` (hidden rate at the last evaluation) and
-    ``seconds``.
+    ``seconds``. ``report`` receives the same record after each evaluation (``val_r2`` the
+    best so far, ``steps`` the step reached); an exception it raises stops the trial.
     """
     model_params, train_params = split_params(params)
     config = RSNNConfig(
@@ -162,11 +188,23 @@ def run_trial(params: dict[str, Any], data: TrialData) -> dict[str, Any]:
         **{**data.snn, **model_params},
     )
     model = RSNN(config, seed=data.seed)
+    best = {"val_r2": -math.inf, "best_step": 0}
+    start = time.perf_counter()
+
+    def evaluated(record: dict[str, float]) -> None:
+        if record["val_r2"] > best["val_r2"]:  # as train_rsnn keeps its best weights
+            best.update(val_r2=float(record["val_r2"]), best_step=int(record["step"]))
+        if report is not None:
+            seconds = time.perf_counter() - start
+            rate = float(record["rate_hz"])
+            report({**best, "steps": int(record["step"]), "rate_hz": rate, "seconds": seconds})
+
     result = train_rsnn(
         model,
         (data.train_neural, data.train_kinematics),
         (data.val_neural, data.val_kinematics),
         replace(data.train, seed=data.seed, **train_params),
+        callback=evaluated,
     )
     return {
         "val_r2": float(result.best_val_r2),
@@ -177,98 +215,163 @@ def run_trial(params: dict[str, Any], data: TrialData) -> dict[str, Any]:
     }
 
 
-def _pick_best(trials: Sequence[dict[str, Any]]) -> int:
-    scores = [t["val_r2"] if math.isfinite(t["val_r2"]) else -math.inf for t in trials]
-    if all(s == -math.inf for s in scores):
+# --- the study ----------------------------------------------------------------------------
+
+
+def study_settings(data: TrialData, base_hidden: int, space: SearchSpace) -> dict[str, Any]:
+    """What a study's trials depend on, as JSON values; a resumed study must match."""
+    digest = hashlib.sha256()
+    for array in (data.train_neural, data.train_kinematics, data.val_neural, data.val_kinematics):
+        digest.update(np.ascontiguousarray(array, dtype=np.float32).tobytes())
+    settings = {
+        "base_hidden": int(base_hidden),
+        "space": asdict(space),
+        "train": asdict(data.train),
+        "snn": data.snn,
+        "seed": int(data.seed),
+        "bin_s": float(data.bin_s),
+        "data_sha256": digest.hexdigest(),
+    }
+    return json.loads(json.dumps(settings))
+
+
+def open_study(path: Path, settings: dict[str, Any], sampler_seed: int | None = None) -> Any:
+    """The SQLite study at ``path`` (created if missing), with the TPE sampler seeded by
+    ``sampler_seed`` plus its trial count and the successive-halving pruner."""
+    import optuna
+
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"--study {path}: directory {path.parent} does not exist")
+    optuna.logging.disable_default_handler()  # its warnings go through this program's logging
+    optuna.logging.enable_propagation()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = f"sqlite:///{path.resolve()}"
+    study = optuna.create_study(
+        storage=storage, study_name=STUDY_NAME, direction="maximize", load_if_exists=True
+    )
+    made_with = study.user_attrs.get("settings")
+    if made_with is None:
+        study.set_user_attr("settings", settings)
+    elif made_with != settings:
+        changed = sorted(k for k in settings if made_with.get(k) != settings[k])
+        raise SearchError(
+            f"study {path} was made with other settings ({', '.join(changed)} differ); give "
+            "a new --study, or delete it to start afresh"
+        )
+    train = TrainConfig(**settings["train"])
+    return optuna.load_study(
+        study_name=STUDY_NAME,
+        storage=storage,
+        sampler=optuna.samplers.TPESampler(
+            seed=None if sampler_seed is None else sampler_seed + len(study.trials),
+            n_startup_trials=STARTUP_TRIALS,
+        ),
+        pruner=optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=grace_steps(train), reduction_factor=REDUCTION_FACTOR
+        ),
+    )
+
+
+def finished_trials(study: Any) -> list[Any]:
+    """The study's completed and pruned trials, in trial order."""
+    from optuna.trial import TrialState
+
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+
+
+def trial_record(trial: Any) -> dict[str, Any]:
+    """The result record of a finished Optuna trial (as :func:`run_trial` returns, with
+    ``trial``, ``params`` and ``state``)."""
+    return {
+        "trial": int(trial.number),
+        "params": {k: trial.params[k] for k in PARAM_KEYS},
+        **{k: trial.user_attrs[k] for k in RECORD_KEYS},
+        "state": trial.state.name.lower(),
+    }
+
+
+def search_result(study: Any, backend: str, start: float, path: Path, resumed: int) -> Any:
+    """The :class:`SearchResult` of every finished trial of ``study``."""
+    records = [trial_record(t) for t in finished_trials(study)]
+    return SearchResult(records, pick_best(records), backend, time.perf_counter() - start,
+                        Path(path), resumed)  # fmt: skip
+
+
+def pick_best(trials: list[dict[str, Any]]) -> int:
+    """Trial number of the highest validation R² among the completed trials (the pruned
+    ones only if none completed)."""
+    complete = [t for t in trials if t["state"] == "complete"] or list(trials)
+    scores = [t["val_r2"] if math.isfinite(t["val_r2"]) else -math.inf for t in complete]
+    if not scores or all(s == -math.inf for s in scores):
         raise ValueError("no trial reached a finite validation R²; widen the search space")
-    return int(np.argmax(scores))
+    return int(complete[int(np.argmax(scores))]["trial"])
+
+
+def objective(value: float) -> float:
+    """A validation R² as Optuna takes it (NaN, refused there, counts as -inf)."""
+    return value if not math.isnan(value) else -math.inf
+
+
+# --- local runner -------------------------------------------------------------------------
 
 
 def local_search(
-    trials: Sequence[dict[str, Any]],
+    n_trials: int,
     data: TrialData,
+    study_path: Path,
+    base_hidden: int,
+    space: SearchSpace = SearchSpace(),
     on_trial: Callable[[dict[str, Any]], None] | None = None,
 ) -> SearchResult:
-    """Run ``trials`` one after another on this machine; ``on_trial`` gets each record."""
+    """Run the study at ``study_path`` up to ``n_trials`` finished trials on this machine,
+    one after another; ``on_trial`` gets the record of each trial run now."""
+    if n_trials < 1:
+        raise ValueError(f"the search needs at least one trial; got {n_trials}")
     start = time.perf_counter()
-    records: list[dict[str, Any]] = []
-    for index, params in enumerate(trials):
-        record = {"trial": index, "params": dict(params), **run_trial(params, data)}
+    study = open_study(study_path, study_settings(data, base_hidden, space), data.seed)
+    distributions = search_distributions(base_hidden, space)
+    resumed = len(finished_trials(study))
+    if resumed:
+        logger.info("study %s: %d trials done, %d to run", study_path, resumed, n_trials - resumed)
+    for _ in range(n_trials - resumed):
+        record = _run_optuna_trial(study, study.ask(distributions), data)
         logger.info(
-            "trial %d: validation R2 %.3f (%.1f s)", index, record["val_r2"], record["seconds"]
+            "trial %d (%s): validation R2 %.3f (%.1f s)",
+            record["trial"],
+            record["state"],
+            record["val_r2"],
+            record["seconds"],
         )
-        records.append(record)
         if on_trial is not None:
             on_trial(record)
-    return SearchResult(records, _pick_best(records), "local", time.perf_counter() - start)
+    return search_result(study, "local", start, study_path, resumed)
 
 
-def require_ray() -> Any:
-    """Import and return ``ray``; raise :class:`RayUnavailableError` if it is missing."""
+def _run_optuna_trial(study: Any, trial: Any, data: TrialData) -> dict[str, Any]:
+    """Run ``trial``, reporting each evaluation to its pruner; tell the study the outcome."""
+    import optuna
+    from optuna.trial import TrialState
+
+    last: dict[str, Any] = {}
+
+    def report(record: dict[str, Any]) -> None:
+        last.update(record)
+        step = record["steps"]
+        if math.isfinite(record["val_r2"]):
+            trial.report(record["val_r2"], step)
+        if step < data.train.max_steps and trial.should_prune():
+            raise optuna.TrialPruned()
+
     try:
-        import ray
-        from ray import tune  # noqa: F401  (Tune ships as the ray[tune] extra)
-    except ImportError as error:
-        raise RayUnavailableError(
-            f"--ray needs Ray Tune, which is not installed ({error}); install the cluster "
-            f"extra with: {RAY_INSTALL_HINT}"
-        ) from None
-    return ray
-
-
-def _ray_trial(config: dict[str, Any], data: TrialData, trials: list[dict[str, Any]]) -> dict:
-    """Ray Tune function trainable: trial ``config["trial"]`` of ``trials``; the returned
-    dict is the trial's final result."""
-    return run_trial(trials[config["trial"]], data)
-
-
-def ray_search(
-    trials: Sequence[dict[str, Any]],
-    data: TrialData,
-    address: str | None = None,
-    cpus_per_trial: float = 1.0,
-) -> SearchResult:
-    """Run ``trials`` on Ray Tune (``tune.Tuner``), one CPU each by default.
-
-    ``address=None`` starts (or reuses) a local Ray instance; otherwise it is passed to
-    ``ray.init`` to connect to an existing cluster. A Ray instance started here is shut down
-    at the end.
-    """
-    ray = require_ray()
-    from ray import tune
-
-    start = time.perf_counter()
-    started_here = not ray.is_initialized()
-    if started_here:
-        if address:
-            ray.init(address=address)
-        else:
-            ray.init()
-    try:
-        trainable = tune.with_resources(
-            tune.with_parameters(_ray_trial, data=data, trials=list(trials)),
-            {"cpu": cpus_per_trial},
-        )
-        tuner = tune.Tuner(
-            trainable,
-            param_space={"trial": tune.grid_search(list(range(len(trials))))},
-            tune_config=tune.TuneConfig(metric="val_r2", mode="max"),
-        )
-        grid = tuner.fit()
-        by_index: dict[int, dict[str, Any]] = {}
-        for position in range(len(grid)):
-            result = grid[position]
-            if result.error is not None:
-                raise SearchError(f"Ray Tune trial failed: {result.error}")
-            index = int(result.config["trial"])
-            metrics = result.metrics
-            by_index[index] = {
-                "trial": index,
-                "params": dict(trials[index]),
-                **{k: metrics[k] for k in ("val_r2", "best_step", "steps", "rate_hz", "seconds")},
-            }
-    finally:
-        if started_here:
-            ray.shutdown()
-    records = [by_index[i] for i in range(len(trials))]
-    return SearchResult(records, _pick_best(records), "ray", time.perf_counter() - start)
+        record, state = run_trial(trial.params, data, report), TrialState.COMPLETE
+    except optuna.TrialPruned:
+        record, state = dict(last), TrialState.PRUNED
+    except BaseException:  # an error or Ctrl-C: the trial is failed, not left running
+        study.tell(trial, state=TrialState.FAIL)
+        raise
+    for key in RECORD_KEYS:
+        trial.set_user_attr(key, record[key])
+    value = objective(record["val_r2"]) if state == TrialState.COMPLETE else None
+    frozen = study.tell(trial, value, state=state)
+    return trial_record(frozen)

@@ -470,6 +470,7 @@ def _calibration_options(args: argparse.Namespace) -> CalibrationOptions:
             init=None if args.init is None else Path(args.init),
             trials=args.trials,
             trial_steps=args.trial_steps,
+            study=None if args.study is None else Path(args.study),
             ray=args.ray is not None,
             ray_address=None if args.ray in (None, "local") else args.ray,
         )
@@ -495,6 +496,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     session = session_path(args.session)
     out = out_path(args.out, args.force)
+    if args.study is not None and not Path(args.study).parent.is_dir():
+        raise UsageError(
+            f"--study {args.study}: directory {Path(args.study).parent} does not exist; "
+            "create it first"
+        )
     if args.init is not None:
         if not Path(args.init).is_file():
             raise UsageError(f"--init {args.init} is not a checkpoint file (.safetensors)")
@@ -546,15 +552,20 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if result.search is not None:
         trials = result.search.trials
         keys = list(trials[0]["params"])
-        print(f"search ({result.search.backend}): {len(trials)} trials, best {result.search.best}")
+        search = result.search
+        print(
+            f"search ({search.backend}): {len(trials)} trials, best {search.best}; study "
+            f"{search.study} ({search.resumed} trials from earlier runs)"
+        )
         _print_table(
-            ["trial", *keys, "val R2", "steps"],
+            ["trial", *keys, "val R2", "steps", "state"],
             [
                 [
                     t["trial"],
                     *(f"{t['params'][k]:.4g}" for k in keys),
                     f"{t['val_r2']:.3f}",
                     t["steps"],
+                    t["state"],
                 ]
                 for t in trials
             ],
@@ -812,7 +823,11 @@ def build_parser() -> argparse.ArgumentParser:
         "replay",
         help="inspect a session or XDF file, play it over LSL, or decode it with a model",
         description=(
-            "Work with a recorded session: an NPZ session file or an XDF recording.\n\n"
+            "Work with a recorded session: an NPZ session file, an XDF recording or an NWB "
+            "file (Units spike times binned at --bin-ms, default 50, or at the model's bin "
+            "width with --model; kinematics from a processing/behavior series, --kinematics "
+            "NAME or by default hand_vel, cursor_vel, finger_vel, else a position series "
+            "differentiated to velocity).\n\n"
             "--inspect: print every stream with its channel count, nominal and effective "
             "rate, sample count, gaps (intervals > 1.5 nominal periods), time range and clock "
             "offsets, then notes on anomalies. An NPZ file shows as streams neural, "
@@ -832,6 +847,7 @@ def build_parser() -> argparse.ArgumentParser:
             "daemon of 'bci serve' (learning, with --adapt, from the played kinematics "
             "stream); the JSON adds mode, speed, bins_lost and latency.\n\n"
             "example: bci replay --inspect ../shared/data/xdf/clock_resets.xdf\n"
+            "example: bci replay --inspect mc_maze.nwb\n"
             "example: bci replay session.npz --play --speed 2 --loop --name bci-replay\n"
             "example: bci replay session.npz --model model.safetensors --fast --adapt "
             "--out results.json\n"
@@ -839,7 +855,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    replay.add_argument("session", help="session file (.npz) or XDF recording (.xdf)")
+    replay.add_argument("session", help="session file (.npz), XDF recording (.xdf) or NWB (.nwb)")
     mode = replay.add_mutually_exclusive_group()  # one is required: checked in cmd_replay
     mode.add_argument("--inspect", action="store_true", help="list the streams and their timing")
     mode.add_argument("--play", action="store_true", help="play the session over LSL")
@@ -860,12 +876,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--seconds", type=float, help="play: stop after this many seconds (default: at the end)"
     )
     replay.add_argument("--neural", help="XDF: neural stream name or type (default: type Neural)")
-    replay.add_argument("--kinematics", help="XDF: kinematics stream (default: type Kinematics)")
-    replay.add_argument("--targets", help="XDF: targets stream (default: type Targets)")
+    replay.add_argument(
+        "--kinematics",
+        help="XDF: kinematics stream (default: type Kinematics); NWB: behaviour series",
+    )
+    replay.add_argument(
+        "--targets", help="XDF: targets stream (default: type Targets); NWB: behaviour series"
+    )
     replay.add_argument(
         "--bin-ms",
         type=float,
-        help="XDF: sum neural samples into bins this wide (default: one bin per sample)",
+        help="XDF: sum neural samples into bins this wide (default: one bin per sample); "
+        "NWB: bin the spike times (default 50)",
     )
     replay.set_defaults(func=cmd_replay, replay_parser=replay)
 
@@ -931,8 +953,12 @@ def build_parser() -> argparse.ArgumentParser:
         "calibrate",
         help="train the spiking decoder on a session; write a checkpoint and a report",
         description=(
-            "Calibrate the spiking decoder on one session (NPZ, or XDF with streams chosen by "
-            "name or type): split it chronologically into train / validation / test parts "
+            "Calibrate the spiking decoder on one session (NPZ; XDF with streams chosen by "
+            "name or type; or NWB: the Units table's spike times binned at --bin-ms, default "
+            "50, and a processing/behavior series as kinematics, --kinematics NAME or by "
+            "default hand_vel, cursor_vel, finger_vel, else a position series such as "
+            "cursor_pos differentiated to velocity): split it chronologically into train / "
+            "validation / test parts "
             "(--split), train the RSNN with BPTT on the training part (early stopping on "
             "validation R2), fit the Wiener and Kalman baselines (and the GRU with --gru) on "
             "the same split, and score all of them on the test part.\n\n"
@@ -943,23 +969,35 @@ def build_parser() -> argparse.ArgumentParser:
             "(and trials.json after a search).\n\n"
             "--init MODEL fine-tunes an existing checkpoint (same channel count and bin width; "
             "its model config is kept, normalisation is refitted to this session).\n"
-            "--trials N first runs a random search (hidden size from --hidden x 1/2, 1, 2; "
-            "ALIF fraction; learning rate; rate target; membrane and readout time constants), "
-            "each trial trained for --trial-steps on the training part and scored on the "
-            "validation part; the best is retrained for --steps. --ray runs the same trials on "
-            "Ray Tune, one CPU each: a local Ray instance, or the cluster at ADDRESS "
-            "(ray.init(address=...), e.g. auto or ray://head:10001; its workers need this "
-            "package). Ray is optional: pip install -e .[cluster]\n\n"
+            "--trials N first runs a hyperparameter search with Optuna (hidden size from "
+            "--hidden x 1/2, 1, 2; ALIF fraction; learning rate; rate target; membrane and "
+            "readout time constants): TPE sampler (5 random trials, then TPE), each trial "
+            "trained for --trial-steps on the training part and scored on the validation "
+            "part, trials that fall behind pruned by successive halving on the validation R2 "
+            "reported during training; the best completed trial is retrained for --steps. "
+            "The study is an SQLite file, --study PATH (default: next to --out, "
+            "MODEL.study.sqlite): rerunning with the same study resumes it and runs only the "
+            "missing trials (a study made with other settings or data is refused). --ray "
+            "runs the same search on Ray Tune (OptunaSearch with the ASHA scheduler), one CPU "
+            "per trial: a local Ray instance, or the cluster at ADDRESS (ray.init(address="
+            "...), e.g. auto or ray://head:10001; its workers need this package). Ray is "
+            "optional: pip install -e .[cluster]\n\n"
             "example: bci calibrate session.npz --out model.safetensors --report report/\n"
             "example: bci calibrate rec.xdf --neural bci-sim --bin-ms 50 --out m.safetensors\n"
+            "example: bci calibrate mc_maze.nwb --kinematics hand_vel --bin-ms 20 "
+            "--out m.safetensors\n"
             "example: bci calibrate day2.npz --init day1.safetensors --out day2.safetensors\n"
+            "example: bci calibrate session.npz --trials 20 --out m.safetensors  (rerun to "
+            "resume m.study.sqlite)\n"
             "example: bci calibrate session.npz --trials 8 --ray --out m.safetensors\n"
             "example (exports to NIR as is): bci calibrate session.npz --alif-fraction 0 "
             "--reset zero --out lif.safetensors"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    calibrate.add_argument("session", help="session file (.npz) or XDF recording (.xdf)")
+    calibrate.add_argument(
+        "session", help="session file (.npz), XDF recording (.xdf) or NWB file (.nwb)"
+    )
     calibrate.add_argument("--out", required=True, help="checkpoint to write (.safetensors)")
     calibrate.add_argument(
         "--force", action="store_true", help="replace an existing --out (default: refuse)"
@@ -967,13 +1005,18 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--report", help="write the report (metrics, figures) to this folder")
     calibrate.add_argument("--neural", help="neural stream name or type (default: type Neural)")
     calibrate.add_argument(
-        "--kinematics", help="kinematics stream name or type (default: type Kinematics)"
+        "--kinematics",
+        help="kinematics stream name or type (default: type Kinematics); NWB: behaviour series",
     )
-    calibrate.add_argument("--targets", help="targets stream name or type (default: type Targets)")
+    calibrate.add_argument(
+        "--targets",
+        help="targets stream name or type (default: type Targets); NWB: behaviour series",
+    )
     calibrate.add_argument(
         "--bin-ms",
         type=positive_float,
-        help="XDF: sum neural samples into bins this wide (default: none)",
+        help="XDF: sum neural samples into bins this wide (default: none); NWB: bin the "
+        "spike times (default 50)",
     )
     calibrate.add_argument(
         "--split",
@@ -1022,6 +1065,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     calibrate.add_argument(
         "--trial-steps", type=positive_int, help="BPTT steps per trial (default min(--steps, 300))"
+    )
+    calibrate.add_argument(
+        "--study",
+        metavar="PATH",
+        help="SQLite file of the --trials search, resumed when it exists (default: next to "
+        "--out, MODEL.study.sqlite)",
     )
     calibrate.add_argument(
         "--ray",

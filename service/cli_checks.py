@@ -40,7 +40,7 @@ __all__ = [
     "session_path",
 ]
 
-SESSION_KINDS = "a session file (.npz) or an XDF recording (.xdf, .xdf.part)"
+SESSION_KINDS = "a session file (.npz), an XDF recording (.xdf, .xdf.part) or an NWB file (.nwb)"
 
 
 class UsageError(ValueError):

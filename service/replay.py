@@ -31,7 +31,7 @@ from service.daemon import Daemon
 from service.decoding import ArrayTargets, decode_recording
 from service.engine import DecodedBin, Engine
 from service.settings import Settings
-from streams.files import load_any_session
+from streams.files import is_nwb, load_any_session
 from streams.player import SessionPlayer
 from streams.session import Session
 
@@ -47,7 +47,7 @@ def replay_session(
     eprop: EpropConfig | None = None,
     window_s: float = 30.0,
 ) -> dict[str, Any]:
-    """Decode a session file (NPZ or XDF) bin by bin with the model in ``model_path``.
+    """Decode a session file (NPZ, XDF or NWB) bin by bin with the model in ``model_path``.
 
     With ``adapt`` the model learns online by e-prop (``eprop`` settings, default
     :class:`EpropConfig`) from the session's kinematics. R² is measured against the
@@ -170,9 +170,10 @@ def _load(
         raise FileNotFoundError(f"session file {session_path} does not exist")
     if not (math.isfinite(window_s) and window_s > 0):
         raise ValueError(f"window_s must be a positive number of seconds; got {window_s}")
-    session = load_any_session(session_path)
     checkpoint = load_decoder(model_path)
     config = checkpoint.decoder.config
+    # NWB spike times are binned at the model's bin width; NPZ and XDF come binned
+    session = load_any_session(session_path, bin_s=config.dt_s if is_nwb(session_path) else None)
     if session.kinematics is None:
         raise ValueError(
             f"session {session_path} has no kinematics: R² (and adaptation) need the true "

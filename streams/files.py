@@ -1,4 +1,5 @@
-"""Session files of either format: NPZ sessions and XDF recordings, behind one interface.
+"""Session files of any format: NPZ sessions, XDF recordings and NWB files, behind one
+interface (chosen by extension: ``.xdf`` / ``.xdfz`` / ``.xdf.part``, ``.nwb``, else NPZ).
 
 An XDF recording still named ``FILE.xdf.part`` is one a recorder did not finish (see
 :class:`streams.xdf.XdfWriter`): it is read as far as it goes, without footers. Errors name
@@ -12,10 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from streams.lsl_outlet import KINEMATICS_TYPE, NEURAL_TYPE, TARGETS_TYPE
-from streams.session import Session, load_session
+from streams.nwb import is_nwb, load_nwb_session, read_nwb
+from streams.session import Session, SessionError, load_session
 from streams.xdf import StreamSummary, XdfStream, inspect_xdf, session_from_xdf, summarize_stream
 
-__all__ = ["inspect_session_file", "is_partial", "is_xdf", "load_any_session"]
+__all__ = ["inspect_session_file", "is_nwb", "is_partial", "is_xdf", "load_any_session"]
 
 PARTIAL_SUFFIX = ".part"
 
@@ -35,39 +37,75 @@ def is_xdf(path: Path) -> bool:
 
 
 def inspect_session_file(path: Path) -> list[StreamSummary]:
-    """Per-stream summaries of an XDF recording or an NPZ session (one stream per array)."""
+    """Per-stream summaries of an XDF recording, an NPZ session (one stream per array) or
+    an NWB file (the units' spike events, then each behaviour series)."""
     path = Path(path)
     if is_xdf(path):
         return inspect_xdf(path)
+    if is_nwb(path):
+        return _inspect_nwb(path)
     session = load_session(path)
     parts = [("neural", NEURAL_TYPE, session.neural, session.channel_labels)]
     if session.kinematics is not None:
         parts.append(("kinematics", KINEMATICS_TYPE, session.kinematics, session.kinematics_labels))
     if session.targets is not None:
         parts.append(("targets", TARGETS_TYPE, session.targets, ("x", "y")))
-    summaries = []
-    for stream_id, (name, kind, data, labels) in enumerate(parts, start=1):
-        stream = XdfStream(
-            stream_id=stream_id,
-            name=name,
-            type=kind,
-            source_id="",
-            channel_count=int(data.shape[1]),
-            nominal_srate=1.0 / session.bin_s,
-            channel_format="float32",
-            channel_labels=labels,
-            channel_units=None,
-            time_stamps=session.timestamps,
-            time_series=data,
-            raw_time_stamps=session.timestamps,
-            clock_times=np.zeros(0),
-            clock_values=np.zeros(0),
-            clock_segments=(),
-            has_footer=True,
-            footer_sample_count=session.n_bins,
-        )
-        summaries.append(summarize_stream(stream))
-    return summaries
+    return [
+        _summary(stream_id, name, kind, session.timestamps, data, labels, 1.0 / session.bin_s)
+        for stream_id, (name, kind, data, labels) in enumerate(parts, start=1)
+    ]
+
+
+def _inspect_nwb(path: Path) -> list[StreamSummary]:
+    contents = read_nwb(path)
+    units = _summary(
+        1,
+        "units",
+        NEURAL_TYPE,
+        contents.spike_times,
+        contents.spike_units[:, None],
+        tuple(f"unit{i}" for i in contents.unit_ids),
+        0.0,
+        channel_format="int64",
+    )
+    return [units] + [
+        _summary(i, name, "Behavior", s.times, s.values, s.axes, s.rate_hz)
+        for i, (name, s) in enumerate(contents.behavior.items(), start=2)
+    ]
+
+
+def _summary(
+    stream_id: int,
+    name: str,
+    kind: str,
+    times: np.ndarray,
+    data: np.ndarray,
+    labels: tuple[str, ...] | None,
+    rate_hz: float,
+    channel_format: str = "float32",
+) -> StreamSummary:
+    """Summary of one array as a stream; ``labels`` give its channel count (an events
+    stream's one column is the channel index)."""
+    stream = XdfStream(
+        stream_id=stream_id,
+        name=name,
+        type=kind,
+        source_id="",
+        channel_count=int(data.shape[1]) if labels is None else len(labels),
+        nominal_srate=rate_hz,
+        channel_format=channel_format,
+        channel_labels=labels,
+        channel_units=None,
+        time_stamps=times,
+        time_series=data,
+        raw_time_stamps=times,
+        clock_times=np.zeros(0),
+        clock_values=np.zeros(0),
+        clock_segments=(),
+        has_footer=True,
+        footer_sample_count=int(times.shape[0]),
+    )
+    return summarize_stream(stream)
 
 
 def _pick_stream(
@@ -93,8 +131,17 @@ def load_any_session(
     bin_s: float | None = None,
 ) -> Session:
     """A Session from an NPZ file, or from an XDF recording's streams chosen by name or type
-    (by default the streams typed Neural, Kinematics and Targets)."""
+    (by default the streams typed Neural, Kinematics and Targets), or from an NWB file (spike
+    times binned at ``bin_s``, the behaviour series named by ``kinematics`` and ``targets``;
+    see :mod:`streams.nwb`)."""
     path = Path(path)
+    if is_nwb(path):
+        if neural is not None:
+            raise SessionError(
+                f"{path} is an NWB file: its neural data are the Units table's spike times; "
+                "drop --neural"
+            )
+        return load_nwb_session(path, bin_s=bin_s, kinematics=kinematics, targets=targets)
     if not is_xdf(path):
         return load_session(path)
     summaries = inspect_xdf(path)

@@ -429,3 +429,27 @@ def _joined(first: Bins, second: Bins) -> Bins:
     if not second.n_bins:
         return first
     return Bins(*(np.concatenate(pair) for pair in zip(first, second, strict=True)))
+
+
+# --- offline ------------------------------------------------------------------------------
+
+
+def bin_recording(
+    front: FrontEnd,
+    data: np.ndarray,
+    timestamps: np.ndarray,
+    *,
+    until: float | None = None,
+    chunk: int = 1 << 16,
+) -> Bins:
+    """Every bin ``front`` closes on a whole recording (``data`` (n, stream channels),
+    ``timestamps`` (n,) seconds, arrival order), fed ``chunk`` samples at a time; with
+    ``until``, then flushed at that stream time (:meth:`FrontEnd.flush`). The offline path
+    of the live bins: :func:`streams.xdf.session_from_xdf` and :mod:`streams.nwb` use it."""
+    n = int(np.shape(timestamps)[0])
+    parts = [front.feed(data[a : a + chunk], timestamps[a : a + chunk]) for a in range(0, n, chunk)]
+    if until is not None:
+        parts.append(front.flush(until))
+    if not parts:
+        return front._no_bins()
+    return Bins(*(np.concatenate([getattr(p, f) for p in parts]) for f in Bins._fields))

@@ -40,9 +40,9 @@ import pyxdf
 from streams.frontend import (
     INPUT_KIND_KEY,
     NEURAL_CHANNELS_KEY,
-    Bins,
     FrontEnd,
     InputKind,
+    bin_recording,
     input_kind_of,
 )
 from streams.session import Session, SessionError
@@ -64,6 +64,7 @@ __all__ = [
     "XdfWriter",
     "format_inspection",
     "inspect_xdf",
+    "interpolate_at",
     "read_xdf_streams",
     "session_from_xdf",
     "session_from_xdf_with_report",
@@ -966,12 +967,7 @@ def _bin_neural(
         sample_rate_hz=stream.nominal_srate,
         grace_s=0.0,
     )
-    values = np.asarray(stream.time_series)
-    parts = [
-        front.feed(values[a : a + _FEED_CHUNK], ts[a : a + _FEED_CHUNK])
-        for a in range(0, n, _FEED_CHUNK)
-    ]
-    bins = Bins(*(np.concatenate([getattr(p, f) for p in parts]) for f in Bins._fields))
+    bins = bin_recording(front, np.asarray(stream.time_series), ts, chunk=_FEED_CHUNK)
     # The open bin the stream ends inside is incomplete (a sample at a bin end closes it).
     dropped_incomplete = int(front.counters()["samples_binned"] > bins.n_samples.sum())
     keep = np.ones(bins.n_bins, dtype=bool)
@@ -1042,11 +1038,20 @@ def _resample(
         limit = float(max_gap_s)
         if not limit > 0:
             raise XdfError(f"max_gap_s must be > 0 seconds, got {max_gap_s!r}")
-    values = np.asarray(stream.time_series, dtype=np.float64)
+    return interpolate_at(times, kt, np.asarray(stream.time_series, dtype=np.float64), limit)
+
+
+def interpolate_at(
+    times: np.ndarray, sample_times: np.ndarray, values: np.ndarray, max_gap_s: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``values`` (n, K) sampled at increasing ``sample_times`` (n,), linearly interpolated
+    at ``times`` (B,); also the masks of times inside the sampled range and of times inside
+    a gap between samples longer than ``max_gap_s`` (never trusted)."""
+    kt = sample_times
     out = np.column_stack([np.interp(times, kt, values[:, c]) for c in range(values.shape[1])])
     inside = (times >= kt[0]) & (times <= kt[-1])
     right = np.clip(np.searchsorted(kt, times, side="left"), 0, kt.size - 1)
     left = np.clip(right - 1, 0, kt.size - 1)
     exact = kt[right] == times
-    in_gap = inside & ~exact & ((kt[right] - kt[left]) > limit)
+    in_gap = inside & ~exact & ((kt[right] - kt[left]) > max_gap_s)
     return out, inside, in_gap

@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
-import functools
+import importlib.util
 import json
 import math
-import operator
 import shutil
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+import optuna
 import pytest
 import torch
 
 import calibration.evaluate
+import calibration.search
 from bci.baselines import KalmanFilter, WienerFilter
 from bci.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from bci.metrics import r2_score
@@ -31,12 +32,13 @@ from calibration.calibrate import (
 )
 from calibration.report import FIGURES
 from calibration.search import (
+    SearchError,
     SearchSpace,
     TrialData,
+    default_study_path,
     local_search,
-    ray_search,
-    sample_trials,
 )
+from calibration.search_ray import ray_search
 from service.cli import main
 from streams.session import Session, save_session
 from streams.synthetic import SyntheticConfig, simulate_session
@@ -205,16 +207,17 @@ def test_cli_search_writes_trials_and_keeps_the_best(
     argv = ["calibrate", str(session[0]), "--out", str(out), "--report", str(report)]
     assert main([*argv, *SMALL_ARGS, "--trials", "2", "--trial-steps", "50"]) == 0
     stdout = capsys.readouterr().out
+    study = default_study_path(out)
     assert "search (local): 2 trials" in stdout and "val R2" in stdout
+    assert f"study {study} (0 trials from earlier runs)" in stdout
     searched = json.loads((report / "trials.json").read_text())
     trials = searched["trials"]
     assert [t["trial"] for t in trials] == [0, 1]
-    assert trials == [
-        {**t, "params": p} for t, p in zip(trials, sample_trials(2, 32, 0), strict=True)
-    ]
+    stored = optuna.load_study(study_name="bci-calibrate", storage=f"sqlite:///{study}")
+    assert [t["params"] for t in trials] == [t.params for t in stored.trials]
     best = searched["best"]
     assert best == int(np.argmax([t["val_r2"] for t in trials]))
-    assert all(t["steps"] == 50 for t in trials)
+    assert all(t["steps"] == 50 and t["state"] == "complete" for t in trials)  # no rung < 50
     manifest = load_checkpoint(out).manifest
     params = trials[best]["params"]
     for key in ("n_hidden", "alif_fraction", "tau_mem_s", "tau_out_s"):
@@ -223,7 +226,15 @@ def test_cli_search_writes_trials_and_keeps_the_best(
     assert (config["lr"], config["target_rate_hz"]) == (params["lr"], params["target_rate_hz"])
     assert config["max_steps"] == 60  # the best configuration is retrained with --steps
     assert manifest["training"]["search"]["best"] == best
+    assert manifest["training"]["search"]["study"] == str(study)
     assert "Hyperparameter search" in (report / "report.md").read_text()
+    # Rerun: the study holds both trials already; none runs again, the same one wins.
+    assert main([*argv, *SMALL_ARGS, "--trials", "2", "--trial-steps", "50", "--force"]) == 0
+    assert "(2 trials from earlier runs)" in capsys.readouterr().out
+    assert json.loads((report / "trials.json").read_text()) == searched
+    again = [*argv, "--steps", "60", "--hidden", "16", "--trials", "3", "--trial-steps", "50"]
+    err = _fails([*again, "--force"], capsys, status=2)
+    assert f"study {study} was made with other settings (base_hidden differ)" in err
 
 
 def test_cli_fine_tunes_from_a_checkpoint(
@@ -362,7 +373,7 @@ def test_xdf_session_matches_npz_and_rebins(session, tmp_path: Path) -> None:
     rebinned = load_calibration_session(xdf, CalibrationOptions(bin_ms=100.0))
     assert rebinned.bin_s == pytest.approx(0.1)
     np.testing.assert_array_equal(rebinned.neural[0], short.neural[0] + short.neural[1])
-    with pytest.raises(ValueError, match="--bin-ms rebins XDF recordings"):
+    with pytest.raises(ValueError, match="--bin-ms bins XDF recordings and NWB files"):
         load_calibration_session(session[0], CalibrationOptions(bin_ms=100.0))
 
 
@@ -412,103 +423,132 @@ def test_missing_output_directory_fails_before_training(session, tmp_path: Path,
     out = tmp_path / "missing" / "m.safetensors"
     err = _fails(["calibrate", str(session[0]), "--out", str(out)], capsys, status=2)
     assert "directory" in err and "does not exist" in err
+    argv = ["calibrate", str(session[0]), "--out", str(tmp_path / "m.safetensors")]
+    err = _fails([*argv, "--trials", "2", "--study", str(out.with_suffix(".db"))], capsys, 2)
+    assert f"--study {out.with_suffix('.db')}: directory" in err
+    assert "--study keeps a hyperparameter search; give --trials N" in _fails(
+        [*argv, "--study", str(tmp_path / "s.db")], capsys, status=2
+    )
 
 
 # -- search ---------------------------------------------------------------------------------
 
 
-def test_sample_trials_is_seeded_and_inside_the_space() -> None:
-    space = SearchSpace()
-    trials = sample_trials(50, 64, seed=3, space=space)
-    assert trials == sample_trials(50, 64, seed=3, space=space)
-    assert trials != sample_trials(50, 64, seed=4, space=space)
-    assert {t["n_hidden"] for t in trials} <= {32, 64, 128}
-    assert {t["alif_fraction"] for t in trials} <= set(space.alif_fractions)
-    for key in ("lr", "target_rate_hz", "tau_mem_s", "tau_out_s"):
-        low, high = getattr(space, key)
-        assert all(low <= t[key] <= high for t in trials)
-    with pytest.raises(ValueError, match="at least one trial"):
-        sample_trials(0, 64)
-
-
-class _InProcessTune:
-    """The slice of ``ray.tune`` that :func:`ray_search` calls, run in this process (Ray is an
-    optional extra and absent here): checks the wiring (same trial function, one result
-    per trial mapped back by index), not Ray itself."""
-
-    def __init__(self) -> None:
-        self.resources: dict | None = None
-
-    def with_parameters(self, fn, **kwargs):
-        return functools.partial(fn, **kwargs)
-
-    def with_resources(self, fn, resources):
-        self.resources = resources
-        return fn
-
-    def grid_search(self, values):
-        return {"grid_search": list(values)}
-
-    def TuneConfig(self, **kwargs):  # mirrors ray.tune.TuneConfig
-        return kwargs
-
-    def Tuner(self, trainable, param_space, tune_config):  # mirrors ray.tune.Tuner
-        assert tune_config == {"metric": "val_r2", "mode": "max"}
-        indices = param_space["trial"]["grid_search"]
-
-        class Tuner:
-            def fit(self):  # finished in reverse order: results must be mapped back by index
-                return [
-                    SimpleNamespace(
-                        config={"trial": i}, metrics=trainable({"trial": i}), error=None
-                    )
-                    for i in reversed(indices)
-                ]
-
-        return Tuner()
-
-
-@pytest.fixture
-def in_process_ray(monkeypatch) -> SimpleNamespace:
-    tune = _InProcessTune()
-    calls: list = []
-    ray = SimpleNamespace(
-        tune=tune,
-        is_initialized=lambda: False,
-        init=lambda **kwargs: calls.append(("init", kwargs)),
-        shutdown=lambda: calls.append(("shutdown",)),
-    )
-    monkeypatch.setitem(sys.modules, "ray", ray)
-    monkeypatch.setitem(sys.modules, "ray.tune", tune)
-    return SimpleNamespace(tune=tune, calls=calls)
-
-
-def test_ray_search_runs_the_local_trials(in_process_ray) -> None:
+@pytest.fixture(scope="module")
+def tiny_data() -> TrialData:
+    """300 bins of 6 channels; trials of 9 steps, evaluated every 3 (about 0.1 s each)."""
     rng = np.random.default_rng(0)
     neural = rng.poisson(2.0, size=(300, 6)).astype(np.float32)
     kinematics = (neural[:, :2] - 2.0 + rng.normal(0, 0.1, (300, 2))).astype(np.float32)
-    data = TrialData(
+    return TrialData(
         neural[:200],
         kinematics[:200],
         neural[200:],
         kinematics[200:],
         0.05,
-        train=TrainConfig(window=20, burn_in=5, batch_size=4, max_steps=6, eval_every=3),
+        train=TrainConfig(window=20, burn_in=5, batch_size=4, max_steps=9, eval_every=3),
     )
-    trials = sample_trials(3, 8, seed=1)
-    local = local_search(trials, data)
-    remote = ray_search(trials, data, address="ray://head:10001")
-    assert remote.backend == "ray" and remote.best == local.best
-    drop = operator.itemgetter("trial", "params", "val_r2", "best_step", "steps", "rate_hz")
-    assert [drop(t) for t in remote.trials] == [drop(t) for t in local.trials]
-    assert in_process_ray.calls == [("init", {"address": "ray://head:10001"}), ("shutdown",)]
-    assert in_process_ray.tune.resources == {"cpu": 1.0}
 
 
-def test_cli_ray_flag_uses_ray_tune(in_process_ray, session, tmp_path: Path, capsys) -> None:
-    out = tmp_path / "m.safetensors"
-    argv = ["calibrate", str(session[0]), "--out", str(out), "--trials", "2", "--ray"]
-    assert main([*argv, "--trial-steps", "20", *SMALL_ARGS]) == 0
-    assert "search (ray): 2 trials" in capsys.readouterr().out
-    assert in_process_ray.calls == [("init", {}), ("shutdown",)]  # a local Ray instance
-    assert load_checkpoint(out).manifest["training"]["search"]["backend"] == "ray"
+def test_search_is_seeded_and_inside_the_space(tiny_data: TrialData, tmp_path: Path) -> None:
+    space = SearchSpace()
+    first = local_search(3, tiny_data, tmp_path / "a.sqlite", 8, space)
+    again = local_search(3, tiny_data, tmp_path / "b.sqlite", 8, space)
+    other = local_search(3, replace(tiny_data, seed=1), tmp_path / "c.sqlite", 8, space)
+    params = [t["params"] for t in first.trials]
+    assert params == [t["params"] for t in again.trials]
+    assert params != [t["params"] for t in other.trials]
+    assert {t["n_hidden"] for t in params} <= {4, 8, 16}
+    assert {t["alif_fraction"] for t in params} <= set(space.alif_fractions)
+    for key in ("lr", "target_rate_hz", "tau_mem_s", "tau_out_s"):
+        low, high = getattr(space, key)
+        assert all(low <= t[key] <= high for t in params)
+    with pytest.raises(ValueError, match="at least one trial"):
+        local_search(0, tiny_data, tmp_path / "d.sqlite", 8)
+
+
+def test_pruned_trials_stop_at_a_rung_behind_the_best(tiny_data, tmp_path: Path) -> None:
+    """Successive halving, reduction factor 3: with fewer than 6 trials at the first rung
+    (step 3 of 9), a trial goes on only if its validation R² there is the best so far."""
+    study = tmp_path / "s.sqlite"
+    result = local_search(5, tiny_data, study, 8)
+    stored = optuna.load_study(study_name="bci-calibrate", storage=f"sqlite:///{study}")
+    at_rung = [t.intermediate_values[3] for t in stored.trials]
+    for i, record in enumerate(result.trials):
+        pruned = at_rung[i] < max(at_rung[: i + 1])
+        assert record["state"] == ("pruned" if pruned else "complete")
+        assert record["steps"] == (3 if pruned else 9)
+        if pruned:
+            assert record["val_r2"] == at_rung[i]
+    assert {t["state"] for t in result.trials} == {"pruned", "complete"}
+    best = next(t for t in result.trials if t["trial"] == result.best)
+    assert best["val_r2"] == max(t["val_r2"] for t in result.trials if t["state"] == "complete")
+
+
+def test_study_resumes_and_runs_only_the_missing_trials(tiny_data, tmp_path: Path) -> None:
+    study = tmp_path / "s.sqlite"
+    ran: list[int] = []
+    first = local_search(2, tiny_data, study, 8, on_trial=lambda r: ran.append(r["trial"]))
+    resumed = local_search(3, tiny_data, study, 8, on_trial=lambda r: ran.append(r["trial"]))
+    assert ran == [0, 1, 2] and resumed.resumed == 2
+    assert resumed.trials[:2] == first.trials
+    done = local_search(3, tiny_data, study, 8, on_trial=lambda r: ran.append(r["trial"]))
+    assert ran == [0, 1, 2] and done.trials == resumed.trials
+    with pytest.raises(SearchError, match=r"other settings \(base_hidden differ\)"):
+        local_search(4, tiny_data, study, 16)
+    with pytest.raises(SearchError, match=r"other settings \(data_sha256 differ\)"):
+        local_search(4, replace(tiny_data, val_neural=tiny_data.val_neural + 1), study, 8)
+
+
+def test_interrupted_trial_is_failed_and_rerun(tiny_data, tmp_path: Path, monkeypatch) -> None:
+    study = tmp_path / "s.sqlite"
+    local_search(1, tiny_data, study, 8)
+    real = calibration.search.train_rsnn
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(calibration.search, "train_rsnn", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        local_search(2, tiny_data, study, 8)
+    monkeypatch.setattr(calibration.search, "train_rsnn", real)
+    resumed = local_search(2, tiny_data, study, 8)
+    stored = optuna.load_study(study_name="bci-calibrate", storage=f"sqlite:///{study}")
+    assert [t.state.name for t in stored.trials][:2] == ["COMPLETE", "FAIL"]
+    assert [t["trial"] for t in resumed.trials] == [0, 2]  # the failed trial is run again
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray (.[cluster]) absent")
+def test_ray_search_on_a_local_ray_shares_the_study(tiny_data, tmp_path, capsys) -> None:
+    """Ray Tune (OptunaSearch, ASHA) on a local Ray instance writes its trials to the SQLite
+    study, which a local run then resumes; ``bci calibrate --ray`` runs it."""
+    import ray
+
+    ray.init(num_cpus=2)  # one instance for both searches (a search reuses a running one)
+    try:
+        study = tmp_path / "s.sqlite"
+        remote = ray_search(3, tiny_data, study, 8, SearchSpace())
+        assert remote.backend == "ray" and len(remote.trials) == 3
+        for t in remote.trials:  # ASHA's first rung is at step 3 of 9
+            assert t["steps"] == (9 if t["state"] == "complete" else 3)
+            assert math.isfinite(t["val_r2"]) and t["seconds"] > 0
+        complete = [t for t in remote.trials if t["state"] == "complete"]
+        assert remote.best == max(complete, key=lambda t: t["val_r2"])["trial"]
+        local = local_search(4, tiny_data, study, 8)
+        assert local.resumed == 3 and local.trials[:3] == remote.trials
+        assert len(local.trials) == 4
+
+        session = save_session(
+            tmp_path / "s.npz", simulate_session(SyntheticConfig(duration_s=15.0, seed=1))
+        )
+        out = tmp_path / "m.safetensors"
+        argv = ["calibrate", str(session), "--out", str(out), "--hidden", "8", "--steps", "6"]
+        assert main([*argv, "--trials", "2", "--trial-steps", "6", "--ray"]) == 0
+        assert "search (ray): 2 trials" in capsys.readouterr().out
+        assert load_checkpoint(out).manifest["training"]["search"]["backend"] == "ray"
+        assert main([*argv, "--trials", "3", "--trial-steps", "6", "--force"]) == 0
+        stdout = capsys.readouterr().out
+        assert "search (local): 3 trials" in stdout and "(2 trials from earlier runs)" in stdout
+    finally:
+        ray.shutdown()
