@@ -395,6 +395,11 @@ class EpropLearner:
         """A copy of the counters and state (safe to hand to another thread)."""
         return replace(self._status, frozen=tuple(sorted(self._frozen)))
 
+    @property
+    def rollbacks(self) -> int:
+        """Updates rejected and rolled back so far (cheap: no status copy)."""
+        return self._status.rollbacks
+
     def set_learning_rate(self, lr: float) -> None:
         _check_learning_rate(lr)
         self._status.lr = float(lr)

@@ -56,6 +56,7 @@ from bci.checkpoint import load_decoder
 from bci.runtime import single_threaded_blas
 from service.decoding import BinDecoder
 from service.engine import STATES, Engine, Sink
+from service.events import EventOutlet
 from service.recording import DecodedRecording
 from service.settings import Settings
 from service.shared_state import DecodedBin, SharedState
@@ -71,6 +72,7 @@ logger = logging.getLogger(__name__)
 DAEMON_STATES = STATES  # the daemon reports the engine's lifecycle states
 _LOST = ("stalled", "lost")
 _HOLDING = ("stream-lost", "schema-mismatch")  # daemon states that push zero velocity
+_STATE_EVENTS = {"stream-lost": "stream_lost", "schema-mismatch": "schema_mismatch"}
 _TARGET_POLL_S = 0.0005  # wait between looks while an update waits for late targets
 _PREWARM_LEAD_S = 0.0005  # prewarm the decoder this long before the next bin is due
 _EVENTS_CAPACITY = 1 << 16  # ring rows for a spike-event stream (irregular rate)
@@ -132,6 +134,8 @@ class Daemon:
         self.targets: TargetFeed | IntentionTargets | None = None
         self.recording: DecodedRecording | None = None
         self.outlet: KinematicsOutlet | None = None
+        self.events: EventOutlet | None = None  # <output>-events (service.events)
+        self._rollbacks_seen = 0  # e-prop rollbacks already published
         self.kinematics_labels: tuple[str, ...] = ()
         self._blas_limits: Any = None
         self._state = "starting"
@@ -150,6 +154,8 @@ class Daemon:
         self._next_status = 0.0
         self._published_model: str | None = None  # model id in the latest status document
         self.outputs_refused = 0  # non-finite or implausible outputs, zero pushed instead
+        self.future_stamped = 0  # bins whose input was stamped ahead of the local clock
+        self.largest_lead_s = 0.0  # the largest such lead (s)
         self.last_refusal = ""  # why the latest one was refused, and what was done
         self._refused_models: set[str] = set()
         self.hold_pushes = 0  # zero-velocity samples pushed while the stream was lost
@@ -211,14 +217,24 @@ class Daemon:
             )
         if self._before_outlet is not None:
             self._before_outlet()
+        source_id = self._output_source_id or output_source_id(settings, checkpoint.model_id)
         self.outlet = KinematicsOutlet(
             settings.output_base,
             labels=self.kinematics_labels,
             units=checkpoint.manifest.get("kinematics_units"),  # the model's; None: unknown
             nominal_srate=1.0 / self.engine.bin_s,
-            source_id=self._output_source_id or output_source_id(settings, checkpoint.model_id),
+            source_id=source_id,
             model="bci serve",
+            extra={  # what a lab needs to join this stream with its input (see README)
+                "input_stream": settings.stream,
+                "input_source_id": settings.source_id or "",
+                "model_id": checkpoint.model_id,
+                "model_sha256": str(checkpoint.manifest.get("sha256", "")),
+                "timestamps": "input bin end time, on this host's LSL clock",
+            },
         )
+        self.events = EventOutlet(settings.output_base, source_id)
+        self.engine.on_swap = self._on_swap
         if settings.target_stream:
             self.targets = self._learning_targets().start()
         self.decoder = BinDecoder(self.engine, self.targets, self._shared.set_target)
@@ -279,6 +295,8 @@ class Daemon:
             logger.info("recorded %d bins to %s", self.recording.bins, self.recording.close())
         if self.outlet is not None:
             self.outlet.close()
+        if self.events is not None:
+            self.events.close()
         if self._state != "stopped":
             self._set_state("stopped", "stopped by stop()")
         if self._shared is not None:
@@ -327,6 +345,11 @@ class Daemon:
         if state in _HOLDING:
             self._next_hold = 0.0  # the first zero-velocity sample goes out at once
         self._next_status = 0.0  # readers see the change at once
+        event = _STATE_EVENTS.get(state)
+        if state == "decoding" and previous in ("stream-lost", "schema-mismatch"):
+            event = "stream_restored"
+        if event is not None and self.events is not None:
+            self.events.publish(event, message=message)
 
     def status(self) -> dict[str, Any]:
         """The status document the API serves (see :mod:`service.api.link`)."""
@@ -345,6 +368,10 @@ class Daemon:
             )
         if frontend is not None:
             stream.update(input=frontend.kind, frontend=frontend.counters())
+        stream["future_stamped"] = {
+            "bins": self.future_stamped,
+            "largest_lead_ms": self.largest_lead_s * 1e3,
+        }
         engine_status = None if engine is None else engine.status()
         return {
             "pid": os.getpid(),
@@ -438,6 +465,12 @@ class Daemon:
     def _between_bins(self) -> None:
         if self.holding:
             self._hold_tick()
+        learner = None if self.engine is None else self.engine.learner
+        if learner is not None and learner.rollbacks != self._rollbacks_seen:
+            self._rollbacks_seen = learner.rollbacks
+            if self.events is not None:
+                reason = learner.status.pause_reason
+                self.events.publish("eprop_rollback", rollbacks=learner.rollbacks, reason=reason)
         if self._shared is not None:
             self._shared.beat(os.getpid())
         engine = self.engine
@@ -492,15 +525,26 @@ class Daemon:
         engine = self._require_engine()
         if action in ("enable", "disable"):
             engine.set_adaptation(action == "enable")
-            assert self.decoder is not None
-            return None
-        learner = engine.learner
-        if learner is None:
-            raise RuntimeError(
-                "adaptation is off: POST /adaptation/enable first (or start with --adapt)"
-            )
-        getattr(learner, action)(*args)
+        else:
+            learner = engine.learner
+            if learner is None:
+                raise RuntimeError(
+                    "adaptation is off: POST /adaptation/enable first (or start with --adapt)"
+                )
+            getattr(learner, action)(*args)
+        if self.events is not None:
+            if action == "set_learning_rate":
+                self.events.publish("learning_rate", lr=float(args[0]))
+            else:
+                self.events.publish("adaptation", action=action)
         return None
+
+    def _on_swap(self, applied: dict[str, Any]) -> None:
+        """The engine applied a swap or rollback between two bins: publish it."""
+        if self.events is not None:
+            self.events.publish(applied["kind"], model_id=applied["model_id"],
+                                previous_model_id=applied["previous_model_id"],
+                                at_seq=applied["at_seq"])  # fmt: skip
 
     def _start_loader(self) -> None:
         if self._loader_thread is None:
@@ -635,10 +679,16 @@ class Daemon:
             self._refuse_output(decoded)
             values = np.zeros_like(values)  # the bin's slot holds zero velocity
         outlet.push(values, local_stamp)
-        latency = pylsl.local_clock() - local_stamp
+        now = pylsl.local_clock()
+        latency = now - local_stamp
+        future = latency < 0  # stamped ahead of this clock: measure from the arrival instead
+        if future:
+            self.future_stamped += 1
+            self.largest_lead_s = max(self.largest_lead_s, -latency)
+            latency = now - self._last_arrival
         deadline = self.deadline_s
         self.shared.record_latency(
-            latency, deadline is not None and latency > deadline, with_offset=offset is not None
+            latency, deadline is not None and latency > deadline, offset is not None, future
         )
 
     def _refuse_output(self, decoded: DecodedBin) -> None:
@@ -730,8 +780,10 @@ def _counters_dict(inlet: LslInlet) -> dict[str, Any]:
 
 def latency_stats(shared: SharedState, deadline_s: float | None) -> dict[str, Any]:
     """Latency over the shared latency ring (milliseconds): ``p50_ms``/``p99_ms``/``max_ms``
-    (None before the first bin), ``bins``, ``window``, ``deadline_misses`` and
-    ``timestamp_mapping`` (offset / raw / mixed / none: how input times met the local clock)."""
+    (None before the first bin), ``bins``, ``window``, ``deadline_misses``,
+    ``timestamp_mapping`` (offset / raw / mixed / none: how input times met the local clock)
+    and ``from_arrival`` (bins whose input was stamped ahead of the local clock: their latency
+    runs from the input's arrival instead, never negative)."""
     total, misses, with_offset, window = shared.latency_window()
     stats: dict[str, float | None] = {"p50_ms": None, "p99_ms": None, "max_ms": None}
     if len(window):
@@ -744,6 +796,7 @@ def latency_stats(shared: SharedState, deadline_s: float | None) -> dict[str, An
         "window_capacity": shared.layout["latency_capacity"],
         "deadline_ms": None if deadline_s is None else deadline_s * 1e3,
         "deadline_misses": misses,
+        "from_arrival": shared.latency_from_arrival(),
         "timestamp_mapping": (
             "none"
             if total == 0

@@ -129,6 +129,7 @@ class Engine:
         self._swaps_refused = 0
         self._swaps_superseded = 0
         self._last_swap: dict[str, Any] | None = None
+        self.on_swap: Callable[[dict[str, Any]], object] | None = None  # told of each applied
 
     # -- processing thread ---------------------------------------------------------------
     def process(
@@ -235,7 +236,7 @@ class Engine:
             if learner is not None and not learner.status.paused:
                 learner.resume()  # its traces and window belong to the state just dropped
             self._swaps_applied += 1
-            self._last_swap = {
+            applied = self._last_swap = {
                 "time": time.time(),
                 "kind": staged.kind,
                 "result": "applied",
@@ -251,6 +252,8 @@ class Engine:
             old.model_id,
             staged.slot.model_id,
         )
+        if self.on_swap is not None:
+            self.on_swap(applied)
 
     # -- control (any thread) -------------------------------------------------------------
     def request_swap(self, checkpoint_path: str | os.PathLike[str]) -> str:

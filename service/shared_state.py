@@ -34,6 +34,7 @@ _MAGIC = 0x42434953484D0001  # "BCISHM" v1
 _H_MAGIC, _H_STATUS_SEQ, _H_STATUS_LEN, _H_BINS = 0, 1, 2, 3
 _H_LAT_TOTAL, _H_LAT_MISSES, _H_LAT_OFFSET, _H_HEARTBEAT_NS = 4, 5, 6, 7
 _H_PID, _H_RESTARTS, _H_SUPERVISOR, _H_LAST_STAMP = 8, 9, 10, 11
+_H_LAT_ARRIVAL = 12
 _H_WORDS = 16
 _MODEL_ID_BYTES = 12
 _RETRIES = 100
@@ -166,13 +167,17 @@ class SharedState:
         self._target[slot] = target
         return True
 
-    def record_latency(self, seconds: float, miss: bool, with_offset: bool) -> None:
+    def record_latency(
+        self, seconds: float, miss: bool, with_offset: bool, from_arrival: bool = False
+    ) -> None:
         """One bin's latency; ``with_offset``: its input time was mapped to the local clock
-        with the inlet's clock offset (else the raw timestamp was used)."""
+        with the inlet's clock offset (else the raw timestamp was used); ``from_arrival``: the
+        input was stamped ahead of the local clock, so it was measured from the arrival."""
         total = int(self._words[_H_LAT_TOTAL])
         self._latency[total % len(self._latency)] = seconds
         self._words[_H_LAT_MISSES] += bool(miss)
         self._words[_H_LAT_OFFSET] += bool(with_offset)
+        self._words[_H_LAT_ARRIVAL] += bool(from_arrival)
         self._words[_H_LAT_TOTAL] = total + 1
 
     def publish_status(self, status: dict[str, Any]) -> None:
@@ -239,6 +244,10 @@ class SharedState:
 
     def __len__(self) -> int:
         return min(self.bins_written, self.bins_capacity)
+
+    def latency_from_arrival(self) -> int:
+        """Bins whose latency was measured from their input's arrival (future-stamped)."""
+        return int(self._words[_H_LAT_ARRIVAL])
 
     def latency_window(self) -> tuple[int, int, int, np.ndarray]:
         """``(bins measured, deadline misses, bins mapped with the clock offset, latencies in

@@ -210,6 +210,7 @@ class KinematicsOutlet:
         *,
         source_id: str | None = None,
         model: str = "decoder",
+        extra: dict[str, str] | None = None,
     ) -> None:
         self.name = f"{name}{KINEMATICS_SUFFIX}"
         self.labels = tuple(str(label) for label in labels)
@@ -225,6 +226,7 @@ class KinematicsOutlet:
             "float32",
             source_id,
             model=model,
+            extra=extra,
         )
         self.pushed = 0
 

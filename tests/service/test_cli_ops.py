@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pylsl
 import pytest
+from serving import wait_for
 
 from bci.checkpoint import save_checkpoint
 from bci.rsnn import RSNN, RSNNConfig
@@ -277,7 +278,11 @@ def test_serve_process_takes_its_settings_from_file_environment_and_flags(
             port = int(found.group(1))
             assert port != taken_port  # the flag (--port 0) over the file
             auth = {"Authorization": "Bearer from-the-file"}
-            rollback = httpx.post(f"http://127.0.0.1:{port}/api/v1/model/rollback", headers=auth)
+            url = f"http://127.0.0.1:{port}/api/v1/model/rollback"
+            answers = []  # 503 until the decoder process has loaded the model
+            assert wait_for(lambda: answers.append(httpx.post(url, headers=auth)) or
+                            answers[-1].status_code != 503, 30.0)  # fmt: skip
+            rollback = answers[-1]
             assert rollback.status_code == 409  # authorised by the file's token: nothing to undo
             process.send_signal(signal.SIGTERM)
             out, err = process.communicate(timeout=30)

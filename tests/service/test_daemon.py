@@ -397,3 +397,28 @@ def test_an_implausible_output_is_never_pushed_and_rolls_back(tmp_path: Path) ->
         assert daemon.outputs_refused == 2 and "holding zero velocity" in daemon.last_refusal
         samples, _ = reader.pull_chunk(timeout=2.0, max_samples=100_000)
     assert samples and max(abs(v) for sample in samples for v in sample) < too_fast
+
+
+def test_future_stamped_input_is_counted_and_never_a_negative_latency(tmp_path: Path) -> None:
+    """A player that stamps 100 ms ahead of pushing (as mne-lsl's PlayerLSL does): each bin
+    is counted as future-stamped with its lead, and its latency runs from its arrival."""
+    name = f"bci-test-future-{uuid.uuid4().hex[:8]}"
+    model = make_checkpoint(tmp_path / "m.safetensors")
+    settings = settings_for(name, model).model_copy(update={"source_id": name})
+    outlets = _outlets(name, (("", "Neural", N_CHANNELS),))
+    daemon = Daemon(settings)
+    counts = np.random.default_rng(0).poisson(3.0, (1, N_CHANNELS)).astype(np.float32)
+    with daemon:
+        assert wait_for(lambda: outlets[""].have_consumers(), 20.0), daemon.state_message
+        start = pylsl.local_clock()
+        for k in range(40):
+            while pylsl.local_clock() < start + 0.05 * k:
+                time.sleep(0.002)
+            outlets[""].push_sample(counts[0], pylsl.local_clock() + 0.1)
+        assert wait_for(lambda: daemon.engine.bins_decoded >= 38, 10.0)
+        stream = daemon.status()["stream"]["future_stamped"]
+        latency = daemon.latency()
+        window = daemon.shared.latency_window()[3]
+    assert stream["bins"] >= 38 and 95.0 < stream["largest_lead_ms"] < 150.0
+    assert latency["from_arrival"] == stream["bins"]
+    assert (window >= 0).all() and latency["max_ms"] < 50.0

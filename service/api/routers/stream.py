@@ -1,7 +1,8 @@
 """``GET /stream``: the neural inlet's state, schema, input front-end and every counter, and
 the decoder's input repairs (``non_finite_inputs``: bins whose channel had a NaN or Inf,
 replaced by the model's normalisation mean, per channel; ``bins_dropped``: bins with no
-finite channel, not decoded)."""
+finite channel, not decoded). ``future_stamped``: bins whose input was stamped ahead of the
+local clock, and the largest lead (ms); their latency is measured from the input's arrival."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ class StreamStatus(BaseModel):
     clock_offset: float | None
     input: str | None = None
     frontend: dict[str, Any] | None = None
+    future_stamped: dict[str, float] | None = None
     outlet: str | None
     pushed: int
     push_errors: int
@@ -47,6 +49,7 @@ def get_stream(link: LinkDep) -> StreamStatus:
         clock_offset=stream.get("clock_offset"),
         input=stream.get("input"),
         frontend=stream.get("frontend"),
+        future_stamped=stream.get("future_stamped"),
         outlet=outlet.get("name"),
         pushed=outlet.get("pushed", 0),
         push_errors=outlet.get("push_errors", 0),

@@ -213,8 +213,9 @@ function drawLatency(histogram, latency) {
     ctx.fillText(label, i * w + 2, canvas.height - 4);
   });
   ctx.textAlign = "right";
+  const future = latency.from_arrival ? `, ${latency.from_arrival} future-stamped (from arrival)` : "";
   ctx.fillText(`ms; p50 ${fmt(latency.p50_ms)}, p99 ${fmt(latency.p99_ms)}, ` +
-    `deadline misses ${latency.deadline_misses}`, canvas.width - 4, 11);
+    `deadline misses ${latency.deadline_misses}${future}`, canvas.width - 4, 11);
   ctx.textAlign = "left";
 }
 
