@@ -63,6 +63,7 @@ from calibration.search import (
     study_settings,
 )
 from calibration.search_ray import ray_search, require_ray
+from streams.channels import in_model_order
 from streams.files import inspect_session_file, is_nwb, is_xdf, load_any_session
 from streams.lsl_outlet import KINEMATICS_TYPE, NEURAL_TYPE, TARGETS_TYPE
 from streams.session import Session, SessionError, chronological_split
@@ -229,15 +230,10 @@ def split_session(session: Session, fractions: tuple[float, ...]) -> tuple[Sessi
     return chronological_split(session, fractions, min_bins=MIN_EVAL_BINS)
 
 
-def _load_init(path: Path, session: Session) -> RSNN:
+def _load_init(path: Path, session: Session) -> tuple[RSNN, list[str] | None]:
+    """The checkpoint to fine-tune, checked against ``session``, and its channel labels."""
     checkpoint = load_checkpoint(path)  # CheckpointError names the file and the problem
     config = checkpoint.model.config
-    if config.n_in != session.n_channels:
-        raise ValueError(
-            f"channel count mismatch: checkpoint {path} was trained on {config.n_in} channels "
-            f"but the session has {session.n_channels}; fine-tune only on sessions from the "
-            "same array (or calibrate from scratch without --init)"
-        )
     n_kin = session.kinematics.shape[1]
     if config.n_out != n_kin:
         raise ValueError(
@@ -251,7 +247,7 @@ def _load_init(path: Path, session: Session) -> RSNN:
             f"the session has {session.bin_s * 1e3:g} ms bins; rebin the recording (--bin-ms "
             f"{config.dt_s * 1e3:g} for XDF) or calibrate without --init"
         )
-    return checkpoint.model
+    return checkpoint.model, checkpoint.manifest["channel_labels"]
 
 
 def score_snn(
@@ -330,8 +326,12 @@ def run_calibration(
     if options.ray:
         require_ray()
     session = load_calibration_session(Path(session_path), options)
+    init_model = None
+    if options.init is not None:  # the session's channels in the checkpoint's order
+        init_model, labels = _load_init(Path(options.init), session)
+        n_in = init_model.config.n_in
+        session = in_model_order(session, labels, n_in, where=f"session {session_path}")
     train, val, test = split_session(session, options.split)
-    init_model = None if options.init is None else _load_init(Path(options.init), session)
     neuron = {"reset": options.reset, "surrogate": options.surrogate}
     snn_params: dict[str, Any] = {
         "n_hidden": options.hidden,

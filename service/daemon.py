@@ -61,6 +61,7 @@ from service.recording import DecodedRecording
 from service.settings import Settings
 from service.shared_state import DecodedBin, SharedState
 from service.targets import IntentionTargets, TargetFeed
+from streams.channels import ChannelMatch, match_channels, read_channel_map
 from streams.frontend import FrontEnd, input_kind_of
 from streams.lsl_inlet import LslInlet, StreamSchema
 from streams.lsl_outlet import KINEMATICS_SUFFIX, KinematicsOutlet
@@ -135,6 +136,9 @@ class Daemon:
         self.recording: DecodedRecording | None = None
         self.outlet: KinematicsOutlet | None = None
         self.events: EventOutlet | None = None  # <output>-events (service.events)
+        self.channels = ChannelMatch(None, "")  # stream channel -> model input
+        self._model_labels: list[str] | None = None
+        self._channel_map: dict[str, str] | None = None  # --channel-map
         self._rollbacks_seen = 0  # e-prop rollbacks already published
         self.kinematics_labels: tuple[str, ...] = ()
         self._blas_limits: Any = None
@@ -189,6 +193,9 @@ class Daemon:
             self._shared = SharedState.create(n_out)
             weakref.finalize(self, self._shared.close)
         self.kinematics_labels = tuple(checkpoint.manifest["kinematics_labels"])
+        self._model_labels = checkpoint.manifest["channel_labels"]  # None: unlabelled
+        if settings.channel_map is not None:  # read now: a bad file stops the start
+            self._channel_map = read_channel_map(settings.channel_map)
         self._skip_until = self._shared.last_stamp
         self.engine = Engine(
             checkpoint,
@@ -595,7 +602,8 @@ class Daemon:
         recording = self.recording
         # the next bin is due one bin width after this batch's last: prewarm just before it
         self._prewarm_at = bins.end_times[-1] + frontend.bin_s + offset - _PREWARM_LEAD_S
-        for x, end in zip(bins.data.astype(np.float32), bins.end_times, strict=True):
+        inputs = self.channels.select(bins.data).astype(np.float32)
+        for x, end in zip(inputs, bins.end_times, strict=True):
             if end <= self._skip_until:
                 self.bins_skipped += 1
                 continue
@@ -643,18 +651,19 @@ class Daemon:
             kind = input_kind_of(
                 info.nominal_srate, info.channel_format, info.n_channels, description, bin_s
             )
-        width = 1 if kind == "events" else engine.n_channels
-        if info.n_channels != width:
-            what = "the channel index" if kind == "events" else "one per model input"
-            raise ValueError(
-                f"stream {info.name!r} has {info.n_channels} channels but the model expects "
-                f"{width} ({kind} input: {what}); serve a model trained on this stream, or "
-                "pass --input for another input kind"
-            )
+        if kind == "events":
+            if info.n_channels != 1:
+                raise ValueError(
+                    f"stream {info.name!r} has {info.n_channels} channels but an events stream "
+                    "has one (the channel index); pass --input for another input kind"
+                )
+            self.channels = ChannelMatch(None, "")
+        else:
+            self.channels = self._match_channels(info)
         frontend = FrontEnd(
             kind,
             bin_s,
-            engine.n_channels,
+            engine.n_channels if kind == "events" else info.n_channels,
             sample_rate_hz=info.nominal_srate,
             grace_s=settings.bin_grace_ms * 1e-3,
             threshold_k=settings.threshold_k,
@@ -666,6 +675,22 @@ class Daemon:
         if self.targets is not None:
             self.targets.use_bin_width(bin_s)
         return frontend
+
+    def _match_channels(self, info: StreamSchema) -> ChannelMatch:
+        """Which stream channel feeds which model input (:mod:`streams.channels`)."""
+        assert self.inlet is not None
+        match = match_channels(
+            self._model_labels,
+            self._require_engine().n_channels,
+            self.inlet.channel_labels,
+            info.n_channels,
+            where=f"stream {info.name!r}",
+            explicit=self._channel_map,
+        )
+        if match.note:
+            level = logging.INFO if match.index is not None else logging.WARNING
+            logger.log(level, "%s", match.note)
+        return match
 
     def _push(self, decoded: DecodedBin) -> None:
         outlet = self.outlet

@@ -31,6 +31,7 @@ from service.daemon import Daemon
 from service.decoding import ArrayTargets, decode_recording
 from service.engine import DecodedBin, Engine
 from service.settings import Settings
+from streams.channels import in_model_order
 from streams.files import is_nwb, load_any_session
 from streams.player import SessionPlayer
 from streams.session import Session
@@ -179,11 +180,9 @@ def _load(
             f"session {session_path} has no kinematics: R² (and adaptation) need the true "
             "kinematics; replay a session recorded with a kinematics stream"
         )
-    if session.n_channels != config.n_in:
-        raise ValueError(
-            f"session {session_path} has {session.n_channels} channels but model {model_path} "
-            f"expects {config.n_in}; use a model trained on this session's channels"
-        )
+    session = in_model_order(
+        session, checkpoint.manifest["channel_labels"], config.n_in, where=f"session {session_path}"
+    )
     if not math.isclose(session.bin_s, config.dt_s, rel_tol=1e-6):
         raise ValueError(
             f"session {session_path} has {session.bin_s * 1e3:g} ms bins but model "

@@ -30,6 +30,11 @@ class Settings(BaseSettings):
         "(as 'bci streams' lists it)",
     )
     model: Path | None = Field(None, description="checkpoint (.safetensors) to decode with")
+    channel_map: Path | None = Field(
+        None,
+        description="JSON file mapping each model channel label to a stream channel label, "
+        "for a stream whose labels differ from the model's",
+    )
     models_dir: Path | None = Field(
         None, description="folder of checkpoints that POST /model/swap finds by name"
     )

@@ -103,6 +103,7 @@ from typing import Any
 import numpy as np
 import pylsl
 
+from streams.channels import labels_of
 from streams.discovery import visible_summary
 from streams.ring import RingBuffer, RingCounters
 from streams.timestamps import LiveChunkStamps
@@ -403,6 +404,7 @@ class LslInlet:
         self._max_chunk = max_chunk
         self._data_event = threading.Event()  # set after each write to the ring
         self._description: dict[str, str] = {}
+        self._channel_labels: tuple[str, ...] | None = None
         self._header_xml = ""  # the connected stream's full info.as_xml()
         self._gap_factor = float(gap_factor)
         self._jump_s = float(jump_s)
@@ -586,6 +588,13 @@ class LslInlet:
         ``session_bin_s``), as read when the connection opened; empty before."""
         with self._lock:
             return dict(self._description)
+
+    @property
+    def channel_labels(self) -> tuple[str, ...] | None:
+        """The connected stream's channel labels (``desc/channels/channel/label``); None
+        before a connection or when a channel has none."""
+        with self._lock:
+            return self._channel_labels
 
     @property
     def header_xml(self) -> str | None:
@@ -791,6 +800,7 @@ class LslInlet:
             self._connections += 1
             self._uid = schema.uid
             self._description = _desc_texts(full)
+            self._channel_labels = labels_of(full)
             self._header_xml = full.as_xml()
             self._resolve_timeout_noted = ""
             again = self._connections > 1

@@ -15,13 +15,15 @@ import pytest
 import pyxdf
 from serving import wait_for
 
-from bci.checkpoint import save_checkpoint
+from bci.checkpoint import load_decoder, save_checkpoint
 from bci.intention import intended_velocity, rotation_target
 from bci.rsnn import RSNN, RSNNConfig
 from service.api.routers.kinematics import latest
 from service.daemon import Daemon
+from service.decoding import decode_recording
 from service.settings import Settings
 from service.shared_state import DecodedBin
+from streams.lsl_outlet import stream_info
 from streams.player import SessionPlayer, simulate_stream
 from streams.synthetic import SyntheticConfig
 
@@ -422,3 +424,36 @@ def test_future_stamped_input_is_counted_and_never_a_negative_latency(tmp_path: 
     assert stream["bins"] >= 38 and 95.0 < stream["largest_lead_ms"] < 150.0
     assert latency["from_arrival"] == stream["bins"]
     assert (window >= 0).all() and latency["max_ms"] < 50.0
+
+
+@pytest.mark.timeout(120)
+def test_a_permuted_stream_is_mapped_by_label_and_a_relabelled_one_refused(tmp_path: Path) -> None:
+    labels = [f"elec{i:02d}" for i in range(N_CHANNELS)]
+    rng = np.random.default_rng(0)
+    model = RSNN(RSNNConfig(n_in=N_CHANNELS, n_hidden=16, n_out=2, dt_s=0.05), seed=0)
+    model.fit_normalisation(rng.poisson(2.0, (200, N_CHANNELS)).astype(np.float32),
+                            rng.standard_normal((200, 2)).astype(np.float32))  # fmt: skip
+    path = save_checkpoint(tmp_path / "m.safetensors", model, kinematics_labels=("vx", "vy"),
+                           channel_labels=labels)  # fmt: skip
+    counts = rng.poisson(4.0, (30, N_CHANNELS)).astype(np.float32)
+    order = rng.permutation(N_CHANNELS)  # the stream's column j carries model channel order[j]
+    expected, _ = decode_recording(load_decoder(path), counts)
+    for stream_labels, refused in (([labels[k] for k in order], False),
+                                   ([f"x{k}" for k in range(N_CHANNELS)], True)):  # fmt: skip
+        name = f"bci-test-labels-{uuid.uuid4().hex[:8]}"
+        outlet = pylsl.StreamOutlet(stream_info(name, "Neural", stream_labels, "counts", 20.0,
+                                                source_id=name))  # fmt: skip
+        settings = settings_for(name, path).model_copy(update={"source_id": name})
+        with Daemon(settings) as daemon:
+            assert wait_for(outlet.have_consumers, 20.0), daemon.state_message
+            start = pylsl.local_clock()
+            for k, row in enumerate(counts):
+                outlet.push_sample(row[order], start + 0.05 * k)
+            if refused:
+                assert wait_for(lambda: daemon.state == "schema-mismatch"), daemon.state
+                assert "['elec00', 'elec01', 'elec02'] are not in it" in daemon.state_message
+                assert daemon.engine.bins_decoded == 0
+                continue
+            assert wait_for(lambda: daemon.engine.bins_decoded == len(counts)), daemon.state
+            decoded = np.stack([b.values for b in daemon.recent.recent(len(counts))])
+        np.testing.assert_array_equal(decoded, expected)
