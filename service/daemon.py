@@ -137,6 +137,8 @@ class Daemon:
         self.outlet: KinematicsOutlet | None = None
         self.events: EventOutlet | None = None  # <output>-events (service.events)
         self.channels = ChannelMatch(None, "")  # stream channel -> model input
+        self._source = ""  # the source_id whose channels self.channels matches
+        self._source_refusal = ""  # why that source's channels do not fit the model
         self._model_labels: list[str] | None = None
         self._channel_map: dict[str, str] | None = None  # --channel-map
         self._rollbacks_seen = 0  # e-prop rollbacks already published
@@ -633,6 +635,8 @@ class Daemon:
                 return False
         if info is None or self.frontend is None:
             return False
+        if not self._source_fits(info):
+            return False
         if state == "schema-mismatch":  # a restarted outlet with another schema: refused
             self._set_state("schema-mismatch", inlet.state_message)
             return False
@@ -660,6 +664,7 @@ class Daemon:
             self.channels = ChannelMatch(None, "")
         else:
             self.channels = self._match_channels(info)
+        self._source = info.source_id
         frontend = FrontEnd(
             kind,
             bin_s,
@@ -675,6 +680,21 @@ class Daemon:
         if self.targets is not None:
             self.targets.use_bin_width(bin_s)
         return frontend
+
+    def _source_fits(self, info: StreamSchema) -> bool:
+        """After the source changed (a new source_id under the stream's name), match its
+        channel labels again; False, in state ``schema-mismatch``, while they do not fit."""
+        if info.source_id != self._source:
+            self._source = info.source_id
+            try:
+                self.channels = self._match_channels(info)
+                self._source_refusal = ""
+            except ValueError as error:
+                self._source_refusal = str(error)
+        if self._source_refusal:
+            self._set_state("schema-mismatch", self._source_refusal)
+            return False
+        return True
 
     def _match_channels(self, info: StreamSchema) -> ChannelMatch:
         """Which stream channel feeds which model input (:mod:`streams.channels`)."""

@@ -38,7 +38,11 @@ Recovery. The pylsl inlet is opened with ``recover=True``; liblsl can only recov
 that has a ``source_id`` (it re-resolves by name, type, channel count and source_id when the
 connection breaks). Without a source_id liblsl raises ``LostError`` instead; the inlet then
 re-resolves by the original name/type query, which could pick up another device with the same
-name, so pass ``source_id`` (a warning is logged when none is given). When liblsl does not
+name, so pass ``source_id`` (a warning is logged when none is given). Without a given
+``source_id`` the connected source's is used to find the stream again, until the stream has
+been lost for ``watchdog_s``: from then on any source with the given properties (e.g. the
+acquisition program restarted with a new source_id) is taken, if its schema matches, and
+logged and counted as "source changed". When liblsl does not
 find the stream again (e.g. it came back with another channel count), the inlet gives up after
 ``lost_after_s`` without samples, drops the pylsl inlet and re-resolves by source_id itself.
 After any reconnect the channel count, channel format and nominal rate are checked against
@@ -254,6 +258,8 @@ class InletCounters:
         timestamps_backwards: steps with a timestamp earlier than the previous one.
         duplicates: steps with a timestamp equal to the previous one.
         reconnects: connections after the first (liblsl recoveries and own re-resolves).
+        source_changes: times another source (source_id) with the same schema replaced a
+            lost one; only without a given ``source_id``.
         stalls: times no sample came for ``watchdog_s``.
         lost: times the stream was declared lost.
         schema_mismatches: outlet instances (uids) refused for a schema change.
@@ -280,6 +286,7 @@ class InletCounters:
     timestamps_backwards: int
     duplicates: int
     reconnects: int
+    source_changes: int
     stalls: int
     lost: int
     schema_mismatches: int
@@ -432,6 +439,7 @@ class LslInlet:
         self._resolve_started = 0.0
         self._resolve_timeout_noted = ""  # query whose resolve timeout was reported
         self._retry_at = 0.0
+        self._lost_since: float | None = None  # monotonic time the stream was last lost
         # per-connection pump state (see _begin_pump)
         self._last_data = self._alive_since = self._next_clock = 0.0
         self._clock_known = False
@@ -472,6 +480,7 @@ class LslInlet:
                 "timestamps_backwards",
                 "duplicates",
                 "reconnects",
+                "source_changes",
                 "stalls",
                 "lost",
                 "schema_mismatches",
@@ -771,6 +780,8 @@ class LslInlet:
             if differences:
                 self._refuse(schema, differences)
                 return None
+            if schema.source_id != first.source_id:
+                self._change_source(first, schema)
         if not schema.source_id:
             logger.warning(
                 "stream %s has no source_id: liblsl cannot recover it after a crash; the "
@@ -795,6 +806,7 @@ class LslInlet:
             self._mark_lost(f"found {schema.describe()} but could not connect: {exc}")
             return None
         with self._lock:
+            self._lost_since = None
             if self._connections:
                 self._n["reconnects"] += 1
             self._connections += 1
@@ -808,6 +820,18 @@ class LslInlet:
             "connected", ("reconnected to " if again else "connected to ") + schema.describe()
         )
         return inlet
+
+    def _change_source(self, old: StreamSchema, new: StreamSchema) -> None:
+        """Another source with the same schema took the place of a lost one (no source_id
+        was given): follow it from now on."""
+        with self._lock:
+            self._schema = new
+            self._n["source_changes"] += 1
+        logger.warning(
+            "LslInlet: source changed: %s replaces %s (same channels, format and rate)",
+            new.describe(),
+            old.describe(),
+        )
 
     def _adopt_schema(self, schema: StreamSchema) -> None:
         dtype = schema.dtype
@@ -1231,6 +1255,8 @@ class LslInlet:
     def _mark_lost(self, reason: str) -> None:
         with self._lock:
             self._n["lost"] += 1
+            if self._lost_since is None:
+                self._lost_since = time.monotonic()
             self._rate_window = None
         self._set_state("lost", f"{reason}; re-resolving {self._current_query()}")
 
@@ -1251,10 +1277,14 @@ class LslInlet:
         logger.log(level, "LslInlet %s -> %s: %s", previous, state, message)
 
     def _current_query(self) -> str:
-        """XPath predicate: the given properties, plus the first-seen source_id if any."""
+        """XPath predicate: the given properties, plus the connected source's source_id, unless
+        none was given and the stream has been lost for ``watchdog_s`` (then any source by the
+        given properties, e.g. an acquisition program restarted with a new source_id)."""
         props = dict(self._props)
         schema = self._schema
-        if schema is not None and schema.source_id:
+        lost = self._lost_since
+        follow = lost is not None and time.monotonic() - lost >= self._watchdog_s
+        if schema is not None and schema.source_id and not (follow and "source_id" not in props):
             props["source_id"] = schema.source_id
         return " and ".join(f"{k}='{v}'" for k, v in props.items())
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import time
 import uuid
@@ -457,3 +458,40 @@ def test_a_permuted_stream_is_mapped_by_label_and_a_relabelled_one_refused(tmp_p
             assert wait_for(lambda: daemon.engine.bins_decoded == len(counts)), daemon.state
             decoded = np.stack([b.values for b in daemon.recent.recent(len(counts))])
         np.testing.assert_array_equal(decoded, expected)
+
+
+@pytest.mark.timeout(120)
+def test_a_restarted_source_with_a_new_source_id_is_followed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No --source-id: the acquisition program restarts under the same name with a new
+    source_id; once the old one has been lost for the watchdog, the new one is decoded."""
+    name = f"bci-test-source-{uuid.uuid4().hex[:8]}"
+    settings = settings_for(name, make_checkpoint(tmp_path / "m.safetensors"))
+    settings = settings.model_copy(update={"source_id": None})
+    labels = [f"ch{i}" for i in range(N_CHANNELS)]
+    counts = np.ones(N_CHANNELS, dtype=np.float32)
+
+    def outlet(source_id: str) -> pylsl.StreamOutlet:
+        return pylsl.StreamOutlet(stream_info(name, "Neural", labels, "counts", 20.0,
+                                              source_id=source_id))  # fmt: skip
+
+    first = outlet(f"{name}-amp-1")
+    with caplog.at_level(logging.WARNING, logger="streams.lsl_inlet"), Daemon(settings) as daemon:
+        assert wait_for(first.have_consumers, 20.0), daemon.state_message
+        for _ in range(10):
+            first.push_sample(counts)
+            time.sleep(0.05)
+        assert wait_for(lambda: daemon.engine.bins_decoded >= 5), daemon.state_message
+        del first  # the acquisition program stops ...
+        assert wait_for(lambda: daemon.state == "stream-lost", 30.0), daemon.state
+        second = outlet(f"{name}-amp-2")  # ... and comes back with a new source_id
+        decoded = daemon.engine.bins_decoded
+        deadline = time.monotonic() + 60.0
+        while daemon.engine.bins_decoded < decoded + 5 and time.monotonic() < deadline:
+            second.push_sample(counts)
+            time.sleep(0.05)
+        assert daemon.state == "decoding", daemon.state_message
+        assert daemon.inlet.counters().source_changes == 1
+        assert daemon.inlet.info.source_id == f"{name}-amp-2"
+    assert "source changed" in caplog.text and f"{name}-amp-2" in caplog.text
