@@ -198,3 +198,40 @@ def test_children_die_with_a_killed_supervisor(serve: Serve) -> None:
     serve.process.kill()  # SIGKILL: no chance to stop its children
     serve.process.wait()
     assert wait_for(lambda: all(_gone(pid) for pid in children), 10.0), children
+
+
+def test_a_start_into_a_running_stream_has_no_deadline_miss(tmp_path: Path) -> None:
+    """The stream runs before ``bci serve`` starts (as on a rig): the decoder is warmed up
+    (kernels compiled, a step run) before its first bin, so the first 100 bins all meet
+    their deadline (one bin width)."""
+    name = f"bci-test-warm-{uuid.uuid4().hex[:8]}"
+    model = train_checkpoint(tmp_path / "m.safetensors", seed=0)
+    port = free_port()
+    argv = [sys.executable, "-m", "service.cli", "serve", "--stream", name, "--port", str(port),
+            "--model", str(model), "--token", "t", "--output-name", name + "-o"]  # fmt: skip
+    player = simulate_stream(
+        SyntheticConfig(n_channels=N_CHANNELS, duration_s=60.0, seed=3), name=name, loop=True
+    )
+    with player, httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1", timeout=10.0) as api:
+        errors = tmp_path / "stderr.txt"
+        with errors.open("w") as stderr:
+            process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=stderr)
+        try:
+            assert wait_for(lambda: _latency(api).get("bins", 0) >= 100, 90.0), errors.read_text()
+            latency = _latency(api)
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(30.0) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert latency["window"] >= 100 and latency["deadline_misses"] == 0, latency
+    assert latency["max_ms"] < latency["deadline_ms"], latency
+
+
+def _latency(api: httpx.Client) -> dict:
+    try:
+        response = api.get("/metrics/latency")
+    except httpx.TransportError:
+        return {}
+    return response.json() if response.is_success else {}
