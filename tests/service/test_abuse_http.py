@@ -258,7 +258,7 @@ def test_http_abuse_never_touches_the_decoded_stream(rig: Rig) -> None:
     )
     in_got = np.flatnonzero(np.abs(sent["stamps"][in_sent] - stamps) < 1e-3)
     in_sent = in_sent[in_got]
-    assert len(in_got) >= len(stamps) - 2
+    assert len(in_got) >= 0.95 * len(stamps)  # the two probes start a moment apart
     added = got["arrivals"][in_got] - sent["arrivals"][in_sent]
     lateness = got["arrivals"] - stamps
     assert lateness.max() < BIN_S, np.sort(lateness)[-5:]  # no bin late by one bin width
