@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from bci.baselines import GRUDecoder, KalmanFilter, WienerFilter
+from bci.baselines import KalmanFilter, WienerFilter
 from bci.metrics import (
     activation_sparsity,
     footprint_bytes,
@@ -23,6 +23,7 @@ from bci.metrics import (
     r2_score,
     synaptic_operations,
 )
+from bci.rnn_baselines import GRUDecoder
 from bci.rsnn import RSNN, RSNNConfig
 from bci.training import TrainConfig, TrainResult, train_rsnn
 from streams.session import Session, SessionError, chronological_split
