@@ -33,6 +33,7 @@ SNN_KEYS = SCORE_KEYS | {
 NEUROBENCH_KEYS = {"ActivationSparsity", "SynapticOperations", "Footprint", "ConnectionSparsity"}
 # Small and fast: a 32-neuron SNN, 40 BPTT steps, an 8-unit GRU and LSTM.
 SMALL = EvaluationConfig(
+    decoders=DECODERS,
     snn={"n_hidden": 32},
     train=TrainConfig(max_steps=40, eval_every=20),
     gru_hidden=8,
