@@ -53,6 +53,7 @@ from streams.session import Session
 from _common import print_table, write_json
 
 EDGE_S = 300.0  # first / last 5 minutes
+STILL_FRACTION = 0.01  # a window whose velocity sd is below this part of the day's: no R²
 METHODS = (
     "snn frozen",
     "snn e-prop true",
@@ -85,6 +86,14 @@ def recalibrated_last(session: Session, config: EvaluationConfig) -> tuple[np.nd
     return decoded, session.n_bins - decoded.shape[0]
 
 
+def window_r2(truth: np.ndarray, decoded: np.ndarray, day_sd: np.ndarray) -> float | None:
+    """R² over a window; None where the true velocity hardly moves (sd under
+    :data:`STILL_FRACTION` of the day's in every dimension), where R² says nothing."""
+    if np.all(truth.std(axis=0) < STILL_FRACTION * day_sd):
+        return None
+    return r2_score(truth, decoded)[0]
+
+
 def decode_day(path: str, trained: Any, config: EvaluationConfig, eprop: EpropConfig) -> dict:
     """One row: R² of every method over the whole day and its first and last 5 minutes."""
     file, baselines, _ = trained
@@ -109,11 +118,12 @@ def decode_day(path: str, trained: Any, config: EvaluationConfig, eprop: EpropCo
         "r2_first_5min": {},
         "r2_last_5min": {},
     }
+    day_sd = v.std(axis=0)
     for name, out in decoded.items():
-        row["r2"][name] = r2_score(v, out)[0]
-        row["r2_first_5min"][name] = r2_score(v[:edge], out[:edge])[0]
-        row["r2_last_5min"][name] = r2_score(v[-edge:], out[-edge:])[0]
-    row["r2_last_5min"]["snn recalibrated"] = r2_score(v[first_recal:], recal)[0]
+        row["r2"][name] = window_r2(v, out, day_sd)
+        row["r2_first_5min"][name] = window_r2(v[:edge], out[:edge], day_sd)
+        row["r2_last_5min"][name] = window_r2(v[-edge:], out[-edge:], day_sd)
+    row["r2_last_5min"]["snn recalibrated"] = window_r2(v[first_recal:], recal, day_sd)
     row["seconds"] = time.perf_counter() - start
     return row
 
@@ -125,14 +135,19 @@ def verdicts(rows: list[dict]) -> list[str]:
         r2, last = row["r2"], row["r2_last_5min"]
         refit = r2["snn e-prop ReFIT"]
         margin = refit - max(r2["snn frozen"], r2["gru frozen"])
-        gap = last["snn recalibrated"] - last["snn e-prop true"]
+        if last["snn recalibrated"] is None or last["snn e-prop true"] is None:
+            recal_part = "undefined (no movement in the last 5 min)"
+        else:
+            gap = last["snn recalibrated"] - last["snn e-prop true"]
+            recal_part = ("met" if gap <= 0.05 else f"missed by {gap - 0.05:.3f}") + (
+                f" ({last['snn e-prop true']:.3f} vs {last['snn recalibrated']:.3f})"
+            )
         lines.append(
             f"{row['day']}: ReFIT > frozen SNN and GRU: "
             + ("met" if margin > 0 else f"missed by {-margin:.3f}")
             + f" ({refit:.3f} vs {r2['snn frozen']:.3f}, {r2['gru frozen']:.3f}); e-prop true "
             + "within 0.05 of recalibrated (last 5 min): "
-            + ("met" if gap <= 0.05 else f"missed by {gap - 0.05:.3f}")
-            + f" ({last['snn e-prop true']:.3f} vs {last['snn recalibrated']:.3f})"
+            + recal_part
         )
     return lines
 
@@ -145,7 +160,10 @@ def print_rows(rows: list[dict]) -> None:
     ):
         names = [m for m in METHODS if m in rows[0][key]]
         print(f"\nR² over the {title}:")
-        print_table(["day", *names], [[r["day"], *(r[key][m] for m in names)] for r in rows])
+        cells = [
+            [r["day"], *("n/a" if r[key][m] is None else r[key][m] for m in names)] for r in rows
+        ]
+        print_table(["day", *names], cells)
 
 
 def main() -> None:
