@@ -24,7 +24,6 @@ from bci.metrics import (
     r2_score,
     synaptic_operations,
 )
-from bci.rnn_baselines import GRUDecoder
 from bci.rsnn import RSNN, RSNNConfig
 from bci.training import TrainConfig, TrainResult, train_rsnn
 from calibration.search_rnn import make_rnn
