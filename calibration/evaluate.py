@@ -15,7 +15,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from bci.baselines import GRUDecoder, KalmanFilter, WienerFilter
+from bci.baselines import CausalDecoder, KalmanFilter, WienerFilter
+from bci.efficiency import recurrent_efficiency, snn_efficiency
 from bci.metrics import (
     activation_sparsity,
     footprint_bytes,
@@ -25,11 +26,14 @@ from bci.metrics import (
 )
 from bci.rsnn import RSNN, RSNNConfig
 from bci.training import TrainConfig, TrainResult, train_rsnn
+from calibration.search_rnn import make_rnn
 from streams.session import Session, SessionError, chronological_split
 
 logger = logging.getLogger(__name__)
 
-DECODERS: tuple[str, ...] = ("snn", "wiener", "kalman", "gru")
+DECODERS: tuple[str, ...] = ("snn", "wiener", "kalman", "gru", "lstm")
+# What runs unless asked otherwise (bci evaluate); the LSTM is asked for by name.
+DEFAULT_DECODERS: tuple[str, ...] = ("snn", "wiener", "kalman", "gru")
 
 
 @dataclass(frozen=True)
@@ -37,12 +41,15 @@ class EvaluationConfig:
     """What to train and how; ``snn`` holds :class:`RSNNConfig` fields other than sizes."""
 
     fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
-    decoders: tuple[str, ...] = DECODERS
+    decoders: tuple[str, ...] = DEFAULT_DECODERS
     snn: dict[str, object] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
     wiener_lags: int = 10
     wiener_ridge: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1000.0)
     gru_hidden: int = 128  # about the SNN's parameter count (GRU 87k, SNN 91k)
+    lstm_hidden: int = 112  # likewise (LSTM 94k)
+    rnn_params: dict[str, dict[str, object]] = field(default_factory=dict)  # by "gru"/"lstm":
+    # RecurrentDecoder arguments (e.g. a search's best trial) over the defaults above
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -53,13 +60,16 @@ class EvaluationConfig:
 
 @dataclass
 class Evaluation:
-    """Scores in the ``benchmarks/accuracy.py`` JSON layout, plus the trained SNN and each
-    decoder's (T_test, K) output on the test part (``decoded``, by decoder name)."""
+    """Scores in the ``benchmarks/accuracy.py`` JSON layout, plus the trained SNN, the
+    fitted baselines (``baselines``) and each decoder's (T_test, K) output on the test part
+    (``decoded``), by decoder name. An SNN or GRU/LSTM entry has its NeuroBench figures
+    under ``neurobench`` (:mod:`bci.efficiency`)."""
 
     results: dict[str, object]
     snn: RSNN | None = None
     snn_training: TrainResult | None = None
     decoded: dict[str, np.ndarray] = field(default_factory=dict)
+    baselines: dict[str, CausalDecoder] = field(default_factory=dict)
 
 
 def _scores(truth: np.ndarray, decoded: np.ndarray) -> dict[str, object]:
@@ -91,6 +101,7 @@ def evaluate_decoders(
     truth = test.kinematics
     results: dict[str, object] = {}
     outputs: dict[str, np.ndarray] = {}
+    baselines: dict[str, CausalDecoder] = {}
     snn: RSNN | None = None
     training: TrainResult | None = None
 
@@ -129,28 +140,36 @@ def evaluate_decoders(
                 mean_rate_hz=float(spikes.mean() / session.bin_s),
                 train_steps=training.steps,
             )
-        elif name == "wiener":
-            wiener = WienerFilter(lags=config.wiener_lags, ridge=config.wiener_ridge)
-            wiener.fit(train.neural, train.kinematics)
-            outputs[name] = decode_test(wiener.predict)
-            entry = _scores(truth, outputs[name])
-            entry["footprint_bytes"] = int(footprint_bytes(wiener.parameter_arrays()))
-        elif name == "kalman":
-            kalman = KalmanFilter().fit(train.neural, train.kinematics)
-            outputs[name] = decode_test(kalman.predict)
-            entry = _scores(truth, outputs[name])
-            entry["footprint_bytes"] = int(footprint_bytes(kalman.parameter_arrays()))
+            entry["neurobench"] = snn_efficiency(snn, test.neural, spikes)
         else:
-            gru = GRUDecoder(hidden=config.gru_hidden, seed=config.seed)
-            gru.fit(train.neural, train.kinematics, val=(val.neural, val.kinematics))
-            outputs[name] = decode_test(gru.predict)
+            baselines[name] = fit_baseline(name, config, train, val)
+            outputs[name] = decode_test(baselines[name].predict)
             entry = _scores(truth, outputs[name])
-            entry["footprint_bytes"] = int(footprint_bytes(gru.parameter_arrays()))
+            entry["footprint_bytes"] = int(footprint_bytes(baselines[name].parameter_arrays()))
+            if name in ("gru", "lstm"):
+                entry["neurobench"] = recurrent_efficiency(baselines[name])
         entry["fit_seconds"] = time.perf_counter() - start
         logger.info("%s: test R2 %.3f (%.1f s)", name, entry["r2"], entry["fit_seconds"])
         results[name] = entry
     results["n_test_bins"] = test.n_bins
-    return Evaluation(results, snn, training, outputs)
+    return Evaluation(results, snn, training, outputs, baselines)
+
+
+def fit_baseline(
+    name: str, config: EvaluationConfig, train: Session, val: Session
+) -> CausalDecoder:
+    """Fit baseline ``name`` ("wiener", "kalman", "gru" or "lstm") on ``train`` (the GRU and
+    LSTM early-stop on ``val``)."""
+    if name == "wiener":
+        wiener = WienerFilter(lags=config.wiener_lags, ridge=config.wiener_ridge)
+        return wiener.fit(train.neural, train.kinematics)
+    if name == "kalman":
+        return KalmanFilter().fit(train.neural, train.kinematics)
+    if name not in ("gru", "lstm"):
+        raise ValueError(f"unknown baseline {name!r}")
+    hidden = config.gru_hidden if name == "gru" else config.lstm_hidden
+    decoder = make_rnn(name, {"hidden": hidden, **config.rnn_params.get(name, {})}, config.seed)
+    return decoder.fit(train.neural, train.kinematics, val=(val.neural, val.kinematics))
 
 
 def results_table(results: dict[str, object], names: Sequence[str] = DECODERS) -> list[list]:

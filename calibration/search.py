@@ -235,9 +235,15 @@ def study_settings(data: TrialData, base_hidden: int, space: SearchSpace) -> dic
     return json.loads(json.dumps(settings))
 
 
-def open_study(path: Path, settings: dict[str, Any], sampler_seed: int | None = None) -> Any:
+def open_study(
+    path: Path,
+    settings: dict[str, Any],
+    sampler_seed: int | None = None,
+    min_resource: int | None = None,
+) -> Any:
     """The SQLite study at ``path`` (created if missing), with the TPE sampler seeded by
-    ``sampler_seed`` plus its trial count and the successive-halving pruner."""
+    ``sampler_seed`` plus its trial count and the successive-halving pruner, whose first rung
+    is ``min_resource`` (default: :func:`grace_steps` of the settings' training budget)."""
     import optuna
 
     path = Path(path)
@@ -259,7 +265,8 @@ def open_study(path: Path, settings: dict[str, Any], sampler_seed: int | None = 
             f"study {path} was made with other settings ({', '.join(changed)} differ); give "
             "a new --study, or delete it to start afresh"
         )
-    train = TrainConfig(**settings["train"])
+    if min_resource is None:
+        min_resource = grace_steps(TrainConfig(**settings["train"]))
     return optuna.load_study(
         study_name=STUDY_NAME,
         storage=storage,
@@ -268,7 +275,7 @@ def open_study(path: Path, settings: dict[str, Any], sampler_seed: int | None = 
             n_startup_trials=STARTUP_TRIALS,
         ),
         pruner=optuna.pruners.SuccessiveHalvingPruner(
-            min_resource=grace_steps(train), reduction_factor=REDUCTION_FACTOR
+            min_resource=min_resource, reduction_factor=REDUCTION_FACTOR
         ),
     )
 
@@ -282,10 +289,10 @@ def finished_trials(study: Any) -> list[Any]:
 
 def trial_record(trial: Any) -> dict[str, Any]:
     """The result record of a finished Optuna trial (as :func:`run_trial` returns, with
-    ``trial``, ``params`` and ``state``)."""
+    ``trial``, ``params`` (in the order of the search distributions) and ``state``)."""
     return {
         "trial": int(trial.number),
-        "params": {k: trial.params[k] for k in PARAM_KEYS},
+        "params": dict(trial.params),
         **{k: trial.user_attrs[k] for k in RECORD_KEYS},
         "state": trial.state.name.lower(),
     }
@@ -334,8 +341,12 @@ def local_search(
     resumed = len(finished_trials(study))
     if resumed:
         logger.info("study %s: %d trials done, %d to run", study_path, resumed, n_trials - resumed)
+
+    def run(params: dict[str, Any], report: Report) -> dict[str, Any]:
+        return run_trial(params, data, report)
+
     for _ in range(n_trials - resumed):
-        record = _run_optuna_trial(study, study.ask(distributions), data)
+        record = run_optuna_trial(study, study.ask(distributions), run, data.train.max_steps)
         logger.info(
             "trial %d (%s): validation R2 %.3f (%.1f s)",
             record["trial"],
@@ -348,8 +359,11 @@ def local_search(
     return search_result(study, "local", start, study_path, resumed)
 
 
-def _run_optuna_trial(study: Any, trial: Any, data: TrialData) -> dict[str, Any]:
-    """Run ``trial``, reporting each evaluation to its pruner; tell the study the outcome."""
+def run_optuna_trial(
+    study: Any, trial: Any, run: Callable[[dict[str, Any], Report], dict], budget: int
+) -> dict[str, Any]:
+    """Run ``trial`` with ``run(params, report)``, reporting each evaluation (its ``steps``:
+    the resource used so far, of ``budget``) to the pruner; tell the study the outcome."""
     import optuna
     from optuna.trial import TrialState
 
@@ -360,11 +374,11 @@ def _run_optuna_trial(study: Any, trial: Any, data: TrialData) -> dict[str, Any]
         step = record["steps"]
         if math.isfinite(record["val_r2"]):
             trial.report(record["val_r2"], step)
-        if step < data.train.max_steps and trial.should_prune():
+        if step < budget and trial.should_prune():
             raise optuna.TrialPruned()
 
     try:
-        record, state = run_trial(trial.params, data, report), TrialState.COMPLETE
+        record, state = run(trial.params, report), TrialState.COMPLETE
     except optuna.TrialPruned:
         record, state = dict(last), TrialState.PRUNED
     except BaseException:  # an error or Ctrl-C: the trial is failed, not left running

@@ -12,8 +12,9 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter1d
 
-from bci.baselines import CausalDecoder, GRUDecoder, KalmanFilter, WienerFilter
+from bci.baselines import CausalDecoder, KalmanFilter, WienerFilter
 from bci.metrics import footprint_bytes, r2_score
+from bci.rnn_baselines import GRUDecoder, LSTMDecoder
 
 N_BINS, N_CH, N_KIN, N_TRAIN = 3000, 40, 2, 2400
 
@@ -300,6 +301,37 @@ def test_gru_rejects_validation_with_other_channel_count(
     neural, v = data
     with pytest.raises(ValueError, match=re.escape("validation data 'neural' has shape (600, 39)")):
         small_gru().fit(neural[:N_TRAIN], v[:N_TRAIN], val=(neural[N_TRAIN:, 1:], v[N_TRAIN:]))
+
+
+def test_lstm_decodes_steps_as_it_predicts_and_reports_each_epoch(
+    data: tuple[np.ndarray, np.ndarray],
+) -> None:
+    neural, v = data
+    records: list[dict[str, float]] = []
+    model = LSTMDecoder(hidden=16, window=60, burn_in=10, batch_size=16, epochs=6)
+    model.fit(
+        neural[:N_TRAIN], v[:N_TRAIN], val=(neural[N_TRAIN:], v[N_TRAIN:]), callback=records.append
+    )
+    assert [r["epoch"] for r in records] == [float(e) for e in range(len(model.history_))]
+    assert r2_score(v[N_TRAIN:], model.predict(neural[N_TRAIN:]))[0] > 0.4  # 6 epochs
+    assert isinstance(model.initial_state(), tuple)  # (h, c)
+    offline = model.predict(neural[N_TRAIN : N_TRAIN + 50])
+    model.reset()
+    online = np.stack([model.step(x) for x in neural[N_TRAIN : N_TRAIN + 50]])
+    np.testing.assert_allclose(online, offline, rtol=0, atol=1e-5)
+    assert "rnn.weight_hh_l0" in model.parameter_arrays()
+
+
+def test_recurrent_fit_callback_can_stop_training(data: tuple[np.ndarray, np.ndarray]) -> None:
+    neural, v = data
+
+    def stop(record: dict[str, float]) -> None:
+        raise KeyboardInterrupt
+
+    model = small_gru(epochs=5)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(neural[:600], v[:600], callback=stop)
+    assert not model.is_fitted
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -28,12 +28,16 @@ SNN_KEYS = SCORE_KEYS | {
     "synops_per_bin",
     "mean_rate_hz",
     "train_steps",
+    "neurobench",
 }
-# Small and fast: a 32-neuron SNN, 40 BPTT steps, an 8-unit GRU.
+NEUROBENCH_KEYS = {"ActivationSparsity", "SynapticOperations", "Footprint", "ConnectionSparsity"}
+# Small and fast: a 32-neuron SNN, 40 BPTT steps, an 8-unit GRU and LSTM.
 SMALL = EvaluationConfig(
+    decoders=DECODERS,
     snn={"n_hidden": 32},
     train=TrainConfig(max_steps=40, eval_every=20),
     gru_hidden=8,
+    lstm_hidden=8,
     seed=1,
 )
 
@@ -64,8 +68,12 @@ def test_results_layout(session: Session, evaluated) -> None:
     results = evaluated[0].results
     assert set(results) == {*DECODERS, "n_test_bins"}
     assert set(results["snn"]) == SNN_KEYS
-    for name in ("wiener", "kalman", "gru"):
+    for name in ("wiener", "kalman"):
         assert set(results[name]) == SCORE_KEYS, name
+    for name in ("gru", "lstm"):
+        assert set(results[name]) == SCORE_KEYS | {"neurobench"}, name
+        assert set(results[name]["neurobench"]) == NEUROBENCH_KEYS - {"ActivationSparsity"}
+    assert set(results["snn"]["neurobench"]) == NEUROBENCH_KEYS
     assert session.n_bins == 3000
     assert results["n_test_bins"] == 600  # the last 20 %
     for name in DECODERS:
@@ -93,6 +101,13 @@ def test_snn_entry_and_training(session: Session, evaluated) -> None:
     decoded, spikes = evaluation.snn.decode(np.concatenate([val.neural, test.neural]))
     assert snn["r2"] == pytest.approx(r2_score(test.kinematics, decoded[val.n_bins :])[0])
     assert snn["activation_sparsity"] == pytest.approx(float(np.mean(spikes[val.n_bins :] == 0)))
+    figures = snn["neurobench"]
+    assert figures["ActivationSparsity"] == snn["activation_sparsity"]
+    assert figures["Footprint"] == snn["footprint_bytes"]
+    ops = figures["SynapticOperations"]
+    # The same effective synapses as synops_per_bin, split into MACs (counts) and ACs (spikes).
+    assert ops["Effective_MACs"] + ops["Effective_ACs"] == pytest.approx(snn["synops_per_bin"])
+    assert ops["Dense"] == session.n_channels * 32 + 32 * 32 + 32 * 2
 
 
 def test_wiener_scored_on_warm_test_part_only(session: Session, evaluated) -> None:
@@ -136,6 +151,6 @@ def test_too_short_session_raises(session: Session) -> None:
 
 
 def test_unknown_decoder_lists_valid_names() -> None:
-    with pytest.raises(ValueError, match="'lstm'") as info:
-        EvaluationConfig(decoders=("wiener", "lstm"))
-    assert "valid names: snn, wiener, kalman, gru" in str(info.value)
+    with pytest.raises(ValueError, match="'transformer'") as info:
+        EvaluationConfig(decoders=("wiener", "transformer"))
+    assert "valid names: snn, wiener, kalman, gru, lstm" in str(info.value)
