@@ -13,6 +13,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
+from service.api.guard import TOKEN_HELP
 from service.api.link import DecoderLink
 from service.settings import Settings
 
@@ -54,8 +55,7 @@ def require_token(
     if not ok:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
-            "missing or wrong bearer token: send 'Authorization: Bearer <token>' with the "
-            "token printed by 'bci serve'",
+            TOKEN_HELP,
             headers={"WWW-Authenticate": "Bearer"},
         )
 

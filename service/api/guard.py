@@ -32,12 +32,12 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["Budget", "RequestGuard"]
+__all__ = ["TOKEN_HELP", "Budget", "RequestGuard"]
 
 logger = logging.getLogger(__name__)
 
 BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-_TOKEN_HELP = (
+TOKEN_HELP = (
     "missing or wrong bearer token: send 'Authorization: Bearer <token>' with the token "
     "printed by 'bci serve'"
 )
@@ -123,7 +123,7 @@ class RequestGuard:
         path = scope["path"]
         authorized = self._has_token(headers)
         if scope["method"] not in BODYLESS_METHODS and not authorized:
-            await _answer(send, 401, _TOKEN_HELP, [(b"www-authenticate", b"Bearer")])
+            await _answer(send, 401, TOKEN_HELP, [(b"www-authenticate", b"Bearer")])
             return
         limit = self.body_limits.get(path, self.default_body_limit)
         declared = headers.get(b"content-length", b"0")
