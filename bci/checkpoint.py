@@ -50,7 +50,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -61,11 +60,11 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
+from bci.atomic import write_bytes
 from bci.config import RSNNConfig, expected_tensor_shapes
 from bci.json_bounds import check_json_bounds
 from bci.online import OnlineRSNN
 from bci.plausibility import check_weight_magnitudes
-from streams.atomic import fsync_directory
 
 if TYPE_CHECKING:
     from bci.rsnn import RSNN
@@ -233,21 +232,8 @@ def save_checkpoint(
     _validate_manifest(path, manifest)  # what we write must be what we accept
     text = json.dumps(manifest, allow_nan=False, sort_keys=False)
     _check_manifest_bounds(where, text, fix="store less in metrics or training")
-    data = _serialize(tensors, {MANIFEST_KEY: text})
-
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            _write_all(fh, data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp_name, 0o666 & ~_current_umask())  # mkstemp creates 0600
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    fsync_directory(parent)
-    logger.info("saved checkpoint %s (%d bytes, sha256 %s)", path, len(data), manifest["sha256"])
+    write_bytes(path, _serialize(tensors, {MANIFEST_KEY: text}))
+    logger.info("saved checkpoint %s (sha256 %s)", path, manifest["sha256"])
     return path
 
 
@@ -316,19 +302,6 @@ def decoder_of(model: RSNN, kinematics_labels: Sequence[str]) -> DecoderFile:
 def _serialize(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
     """The whole file as bytes (safetensors layout)."""
     return safetensors.numpy.save(tensors, metadata=metadata)
-
-
-def _write_all(fh: Any, data: bytes, chunk: int = 1 << 20) -> None:
-    """Write ``data`` in chunks (a large model is not one syscall)."""
-    view = memoryview(data)
-    for start in range(0, len(view), chunk):
-        fh.write(view[start : start + chunk])
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _neuron_summary(model: RSNN) -> dict[str, Any]:

@@ -25,6 +25,7 @@ import pytest
 import safetensors.numpy
 import torch
 
+import bci.atomic as atomic
 import bci.checkpoint as ckpt
 import bci.rsnn
 from bci.checkpoint import (
@@ -376,31 +377,6 @@ def test_failed_serialisation_leaves_existing_file_untouched(tmp_path, monkeypat
     load_checkpoint(path)
 
 
-@pytest.mark.parametrize("existing", [True, False])
-def test_interrupted_write_leaves_no_half_file(tmp_path, monkeypatch, existing):
-    path = tmp_path / "model.safetensors"
-    if existing:
-        _save(tmp_path, _trained_model(seed=1))
-    before = path.read_bytes() if existing else None
-    written: list[int] = []
-
-    def half_then_interrupt(fh, data, chunk=1 << 20):
-        fh.write(data[: len(data) // 2])
-        fh.flush()
-        written.append(len(data) // 2)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(ckpt, "_write_all", half_then_interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        _save(tmp_path, _trained_model(seed=2))
-    assert written and written[0] > 0
-    if existing:
-        assert path.read_bytes() == before
-        assert sorted(os.listdir(tmp_path)) == [path.name]
-    else:
-        assert os.listdir(tmp_path) == []
-
-
 def test_failed_fsync_or_rename_leaves_existing_file(tmp_path, monkeypatch):
     path = _save(tmp_path, _trained_model(seed=1))
     before = path.read_bytes()
@@ -417,8 +393,8 @@ def test_failed_fsync_or_rename_leaves_existing_file(tmp_path, monkeypatch):
 
 def test_save_replaces_existing_file_and_fsyncs_directory(tmp_path, monkeypatch):
     synced: list[Path] = []
-    real = ckpt.fsync_directory
-    monkeypatch.setattr(ckpt, "fsync_directory", lambda d: (synced.append(Path(d)), real(d)))
+    real = atomic.fsync_directory
+    monkeypatch.setattr(atomic, "fsync_directory", lambda d: (synced.append(Path(d)), real(d)))
     path = _save(tmp_path, _trained_model(seed=1))
     _save(tmp_path, _trained_model(seed=2))
     assert synced == [tmp_path, tmp_path]

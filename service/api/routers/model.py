@@ -22,13 +22,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, HTTPException, Request, UploadFile, status
 from pydantic import BaseModel, model_validator
 
+from bci.atomic import fsync_directory
 from bci.checkpoint import model_id as manifest_model_id
 from bci.checkpoint import read_manifest
 from service.api.deps import Authorized, LinkDep, SettingsDep, StatusDep, problems
 from service.api.finite_errors import FiniteErrorsRoute
 from service.api.link import ControlRefused, DecoderLink
 from service.settings import Settings
-from streams.atomic import fsync_directory
 
 MAX_UPLOAD_BYTES = 256 * 1024 * 1024
 MAX_SHOWN_BYTES = 64 * 1024  # JSON of one free-form manifest part in a response
