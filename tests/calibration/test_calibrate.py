@@ -7,7 +7,6 @@ import json
 import math
 import shutil
 import sys
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -49,12 +48,7 @@ SMALL_ARGS = ["--steps", "60", "--hidden", "32"]
 ENTRY_KEYS = {"r2", "r2_per_dim", "pearson_r"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # training: see conftest
 
 
 @pytest.fixture(scope="module")

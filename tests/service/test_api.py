@@ -16,10 +16,10 @@ import httpx
 import numpy as np
 import pylsl
 import pytest
+from factories import tiny_checkpoint
 from serving import N_CHANNELS, Served, run_server, train_checkpoint, wait_for
 
-from bci.checkpoint import load_decoder, save_checkpoint
-from bci.rsnn import RSNN, RSNNConfig
+from bci.checkpoint import load_decoder
 from service.api import create_app
 from service.cli import main
 from service.daemon import Daemon
@@ -49,9 +49,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
              (("a", 0), ("b", 1))}  # fmt: skip
     ids = {name: load_decoder(p).model_id for name, p in paths.items()}
     (models / "corrupt.safetensors").write_bytes(b"\x00not a checkpoint" * 10)
-    small = RSNN(RSNNConfig(n_in=8, n_hidden=8, n_out=2, dt_s=0.05), seed=0)
-    small.fit_normalisation(np.ones((10, 8), np.float32), np.zeros((10, 2), np.float32))
-    save_checkpoint(models / "eight.safetensors", small, kinematics_labels=("vx", "vy"))
+    tiny_checkpoint(models / "eight.safetensors", n_in=8, rate=1.0)
 
     name = f"bci-test-api-{uuid.uuid4().hex[:8]}"
     settings = Settings(

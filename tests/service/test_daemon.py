@@ -13,11 +13,10 @@ import numpy as np
 import pylsl
 import pytest
 import pyxdf
+from factories import tiny_checkpoint
 from serving import wait_for
 
-from bci.checkpoint import save_checkpoint
 from bci.intention import intended_velocity, rotation_target
-from bci.rsnn import RSNN, RSNNConfig
 from service.api.routers.kinematics import latest
 from service.daemon import Daemon
 from service.settings import Settings
@@ -29,13 +28,7 @@ N_CHANNELS = 12
 
 
 def make_checkpoint(path: Path, n_in: int = N_CHANNELS, seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    model = RSNN(RSNNConfig(n_in=n_in, n_hidden=16, n_out=2, dt_s=0.05), seed=seed)
-    model.fit_normalisation(
-        rng.poisson(2.0, (200, n_in)).astype(np.float32),
-        rng.standard_normal((200, 2)).astype(np.float32),
-    )
-    return save_checkpoint(path, model, kinematics_labels=("vx", "vy"))
+    return tiny_checkpoint(path, n_in=n_in, n_hidden=16, seed=seed, rate=2.0)
 
 
 def settings_for(name: str, model: Path) -> Settings:
@@ -167,12 +160,9 @@ def test_adapts_from_the_target_stream_matched_by_timestamp(tmp_path: Path) -> N
 @pytest.mark.timeout(120)
 def test_bin_width_mismatch_is_reported_and_nothing_decoded(tmp_path: Path) -> None:
     name = f"bci-test-daemon-{uuid.uuid4().hex[:8]}"
-    rng = np.random.default_rng(0)
-    model = RSNN(RSNNConfig(n_in=N_CHANNELS, n_hidden=16, n_out=2, dt_s=0.1), seed=0)
-    model.fit_normalisation(
-        rng.poisson(2.0, (50, N_CHANNELS)).astype(np.float32), np.zeros((50, 2), np.float32)
+    path = tiny_checkpoint(
+        tmp_path / "m100.safetensors", n_in=N_CHANNELS, n_hidden=16, bin_s=0.1, rate=2.0
     )
-    path = save_checkpoint(tmp_path / "m100.safetensors", model, kinematics_labels=("vx", "vy"))
     daemon = Daemon(settings_for(name, path))
     with player_for(name), daemon:  # the player sends 50 ms bins at twice real time
         assert wait_for(lambda: daemon.state == "schema-mismatch"), daemon.state_message
