@@ -244,7 +244,10 @@ def test_serve_never_echoes_a_token_it_was_given(served: Served, tmp_path: Path)
             url = p.stdout.readline()
             port = int(re.search(r"http://127\.0\.0\.1:(\d+)/api/v1", url).group(1))
             auth = {"Authorization": "Bearer a-secret-token-kept-out-of-ps"}
-            response = httpx.post(f"http://127.0.0.1:{port}/api/v1/model/rollback", headers=auth)
+            # a fresh process on a loaded 2-core machine: a generous deadline, not httpx's 5 s
+            response = httpx.post(
+                f"http://127.0.0.1:{port}/api/v1/model/rollback", headers=auth, timeout=30.0
+            )
             assert response.status_code == 409  # the file's token is the token
             p.send_signal(signal.SIGTERM)
             out, err = p.communicate(timeout=30)
@@ -318,11 +321,12 @@ def _check_serve_process(process: subprocess.Popen, errors: Path, stop: signal.S
             return False
 
     assert wait_for(healthy, 30.0), errors.read_text()
-    health = httpx.get(f"http://127.0.0.1:{port}/api/v1/health").json()
+    health = httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=30.0).json()
     assert health["state"] == "waiting-for-stream"
     swap = httpx.post(
         f"http://127.0.0.1:{port}/api/v1/model/rollback",
         headers={"Authorization": f"Bearer {token}"},
+        timeout=30.0,
     )
     assert swap.status_code == 409  # authorised, but nothing to roll back to
     process.send_signal(stop)
