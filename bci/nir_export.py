@@ -323,9 +323,9 @@ def write_nir(
     graph.metadata.update(
         {
             "checkpoint": checkpoint.path.name,
-            "checkpoint_sha256": str(manifest["sha256"]),
-            "kinematics_labels": json.dumps(manifest["kinematics_labels"]),
-            "channel_labels": json.dumps(manifest["channel_labels"]),
+            "checkpoint_sha256": manifest.sha256,
+            "kinematics_labels": json.dumps(manifest.kinematics_labels),
+            "channel_labels": json.dumps(manifest.channel_labels),
         }
     )
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")  # created by h5py, so umask applies

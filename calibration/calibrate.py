@@ -242,7 +242,7 @@ def _load_init(path: Path, session: Session) -> RSNN:
     if config.n_out != n_kin:
         raise ValueError(
             f"kinematics mismatch: checkpoint {path} decodes {config.n_out} kinematics "
-            f"({', '.join(checkpoint.manifest['kinematics_labels'])}) but the session has "
+            f"({', '.join(checkpoint.manifest.kinematics_labels)}) but the session has "
             f"{n_kin} ({', '.join(session.kinematics_labels)}); calibrate without --init"
         )
     if not math.isclose(config.dt_s, session.bin_s, rel_tol=1e-6):

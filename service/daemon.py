@@ -182,7 +182,7 @@ class Daemon:
         if self._shared is None:  # a private block, readable after stop(), freed with self
             self._shared = SharedState.create(n_out)
             weakref.finalize(self, self._shared.close)
-        self.kinematics_labels = tuple(checkpoint.manifest["kinematics_labels"])
+        self.kinematics_labels = tuple(checkpoint.manifest.kinematics_labels)
         self._skip_until = self._shared.last_stamp
         self.engine = Engine(
             checkpoint,
@@ -204,8 +204,8 @@ class Daemon:
                 output_labels=self.kinematics_labels,
                 rate_hz=1.0 / self.engine.bin_s,
                 # labels, units and the live streams' own headers (known once they are open)
-                input_labels=checkpoint.manifest["channel_labels"],
-                output_units=checkpoint.manifest.get("kinematics_units"),
+                input_labels=checkpoint.manifest.channel_labels,
+                output_units=checkpoint.manifest.kinematics_units,
                 source_header=lambda: self.inlet.header_xml if self.inlet else None,
                 output_header=lambda: self.outlet.header_xml() if self.outlet else None,
             )
@@ -214,7 +214,7 @@ class Daemon:
         self.outlet = KinematicsOutlet(
             settings.output_base,
             labels=self.kinematics_labels,
-            units=checkpoint.manifest.get("kinematics_units"),  # the model's; None: unknown
+            units=checkpoint.manifest.kinematics_units,  # the model's; None: unknown
             nominal_srate=1.0 / self.engine.bin_s,
             source_id=self._output_source_id or output_source_id(settings, checkpoint.model_id),
             model="bci serve",

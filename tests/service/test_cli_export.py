@@ -79,7 +79,7 @@ def test_recipe_calibrates_a_decoder_that_exports_with_no_extra_options(
     )
     assert set(r2) == {"float32", "8-bit", "4-bit"}
     assert float(r2["float32"]) == pytest.approx(
-        load_checkpoint(checkpoint).manifest["metrics"]["test"]["snn"]["r2"], abs=1e-4
+        load_checkpoint(checkpoint).manifest.metrics["test"]["snn"]["r2"], abs=1e-4
     )
 
 

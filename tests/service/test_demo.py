@@ -22,8 +22,8 @@ def test_demo_model_is_trained_once_then_cached(tmp_path: Path) -> None:
     assert model == tmp_path / DEMO_MODEL and model.is_file()
     assert "training the demo decoder" in said[0] and "test R²" in said[1]
     manifest = read_manifest(model)
-    assert manifest["n_channels"] == 96 and manifest["bin_s"] == 0.05
-    assert "r2" in manifest["metrics"]["test"]["snn"]
+    assert manifest.n_channels == 96 and manifest.bin_s == 0.05
+    assert "r2" in manifest.metrics["test"]["snn"]
     stamp = model.stat().st_mtime_ns
     said.clear()
     assert demo_model(tmp_path, minutes=1.0, steps=5, progress=said.append) == model

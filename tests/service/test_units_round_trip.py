@@ -63,7 +63,7 @@ def test_units_round_trip_session_checkpoint_outlet_recordings(tmp_path: Path) -
         tmp_path / "report",
         CalibrationOptions(steps=20, hidden=16),
     ).checkpoint
-    assert read_manifest(model)["kinematics_units"] == list(UNITS)
+    assert read_manifest(model).kinematics_units == list(UNITS)
 
     name = f"units-{uuid.uuid4().hex[:10]}"
     settings = Settings(stream=name, source_id=f"bci-player-{name}", model=model,
