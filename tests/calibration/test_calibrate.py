@@ -244,7 +244,7 @@ def test_cli_fine_tunes_from_a_checkpoint(
     assert tuned.manifest.model == load_checkpoint(result.checkpoint).manifest.model
     assert tuned.manifest.training["init"] == str(result.checkpoint)
     # Fine-tuning starts from the trained weights: already good at its first evaluation.
-    first = tuned.manifest["training"]["history"][0]["val_r2"]
+    first = tuned.manifest.training["history"][0]["val_r2"]
     assert first >= result.training.history[0]["val_r2"] - 0.05
     assert not torch.equal(tuned.model.w_in, load_checkpoint(result.checkpoint).model.w_in)
 
@@ -540,7 +540,7 @@ def test_ray_search_on_a_local_ray_shares_the_study(tiny_data, tmp_path, capsys)
         argv = ["calibrate", str(session), "--out", str(out), "--hidden", "8", "--steps", "6"]
         assert main([*argv, "--trials", "2", "--trial-steps", "6", "--ray"]) == 0
         assert "search (ray): 2 trials" in capsys.readouterr().out
-        assert load_checkpoint(out).manifest["training"]["search"]["backend"] == "ray"
+        assert load_checkpoint(out).manifest.training["search"]["backend"] == "ray"
         assert main([*argv, "--trials", "3", "--trial-steps", "6", "--force"]) == 0
         stdout = capsys.readouterr().out
         assert "search (local): 3 trials" in stdout and "(2 trials from earlier runs)" in stdout
