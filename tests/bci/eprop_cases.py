@@ -115,3 +115,18 @@ def run_bins(learner: EpropLearner, state: OnlineState, neural, targets) -> np.n
     return np.array(
         [learner.step(x, y, state).copy() for x, y in zip(neural, targets, strict=True)]
     )
+
+
+def one_window(
+    model: RSNN, neural: np.ndarray, kinematics: np.ndarray, **config: object
+) -> tuple[EpropLearner, dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Run a learner with ``config`` over the bins (one window): the learner, the window's
+    gradient from a fresh learner (diagonal of the masked recurrent weights zeroed), and the
+    weights before and after."""
+    learner, state = sgd_learner(model, **config)
+    fresh, fresh_state = sgd_learner(model)
+    gradient = fresh.gradient(neural, kinematics, fresh_state)
+    gradient["recurrent"][np.diag_indices(model.config.n_hidden)] = 0.0
+    before = learnt_weights(learner)
+    run_bins(learner, state, neural, kinematics)
+    return learner, gradient, before, learnt_weights(learner)

@@ -9,12 +9,12 @@ from dataclasses import fields, is_dataclass
 import numpy as np
 import pytest
 from eprop_cases import (
-    N_HIDDEN,
     N_IN,
     cosine_similarity,
     eprop_gradient,
     float64_model,
     learnt_weights,
+    one_window,
     recording,
     rel_error,
     run_bins,
@@ -22,9 +22,7 @@ from eprop_cases import (
 )
 
 import bci.eprop as eprop
-from bci.eprop import (
-    EpropConfig,
-)
+from bci.eprop import EpropConfig
 from bci.online import OnlineRSNN
 
 
@@ -237,13 +235,7 @@ def test_absurd_target_is_rejected_not_raised(optimizer: str) -> None:
 def test_update_norm_is_clipped_to_max_update_norm() -> None:
     model = float64_model()
     neural, kinematics = recording(8, seed=17)
-    learner, state = sgd_learner(model, lr=1e3, max_update_norm=0.25)
-    fresh, fresh_state = sgd_learner(model)
-    g = fresh.gradient(neural, kinematics, fresh_state)
-    g["recurrent"][np.diag_indices(N_HIDDEN)] = 0.0
-    before = learnt_weights(learner)
-    run_bins(learner, state, neural, kinematics)
-    after = learnt_weights(learner)
+    learner, g, before, after = one_window(model, neural, kinematics, lr=1e3, max_update_norm=0.25)
     delta = {k: after[k] - before[k] for k in after}
     norm = math.sqrt(sum(float(np.sum(d * d)) for d in delta.values()))
     assert norm == pytest.approx(0.25, rel=1e-9)
@@ -259,13 +251,7 @@ def test_weight_bound_clips_learnt_weights() -> None:
     model = float64_model()
     neural, kinematics = recording(8, seed=18)
     lr, bound = 0.2, 0.3
-    learner, state = sgd_learner(model, lr=lr, weight_bound=bound)
-    fresh, fresh_state = sgd_learner(model)
-    g = fresh.gradient(neural, kinematics, fresh_state)
-    g["recurrent"][np.diag_indices(N_HIDDEN)] = 0.0
-    before = learnt_weights(learner)
-    run_bins(learner, state, neural, kinematics)
-    after = learnt_weights(learner)
+    _, g, before, after = one_window(model, neural, kinematics, lr=lr, weight_bound=bound)
     for key in after:
         np.testing.assert_allclose(
             after[key], np.clip(before[key] - lr * g[key], -bound, bound), rtol=1e-12, atol=1e-15

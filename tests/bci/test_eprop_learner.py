@@ -11,16 +11,13 @@ from eprop_cases import (
     N_IN,
     float64_model,
     learnt_weights,
+    one_window,
     recording,
     run_bins,
     sgd_learner,
 )
 
-from bci.eprop import (
-    GROUPS,
-    EpropConfig,
-    EpropLearner,
-)
+from bci.eprop import GROUPS, EpropConfig, EpropLearner
 from bci.online import OnlineRSNN
 from bci.rsnn import RSNN, RSNNConfig
 
@@ -126,13 +123,9 @@ def test_adam_first_step_is_lr_times_sign() -> None:
     model = float64_model()
     neural, kinematics = recording(8, seed=7)
     lr, eps = 1e-3, 1e-8
-    learner, state = sgd_learner(model, optimizer="adam", lr=lr, adam_eps=eps)
-    fresh, fresh_state = sgd_learner(model)
-    g = fresh.gradient(neural, kinematics, fresh_state)
-    g["recurrent"][np.diag_indices(N_HIDDEN)] = 0.0
-    before = learnt_weights(learner)
-    run_bins(learner, state, neural, kinematics)
-    after = learnt_weights(learner)
+    _, g, before, after = one_window(
+        model, neural, kinematics, optimizer="adam", lr=lr, adam_eps=eps
+    )
     for key in g:
         expected = -lr * g[key] / (np.abs(g[key]) + eps)
         np.testing.assert_allclose(after[key] - before[key], expected, rtol=1e-9, atol=1e-15)

@@ -24,13 +24,7 @@ from eprop_cases import (
 )
 
 import bci.eprop as eprop
-from bci.eprop import (
-    EpropConfig,
-    EpropLearner,
-    Traces,
-    reference_step,
-    window_update,
-)
+from bci.eprop import EpropConfig, EpropLearner, Traces, reference_step, window_update
 from bci.online import OnlineRSNN
 
 EXACT = 1e-12  # relative error in float64 where theory says equal (the README's figure)

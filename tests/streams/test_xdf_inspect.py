@@ -11,17 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from xdf_cases import (
-    REAL_FILES,
-    pyxdf_load,
-    real_file,
-    regular_times,
-)
+from xdf_cases import REAL_FILES, pyxdf_load, real_file, regular_times
 
-from streams.xdf import (
-    format_inspection,
-    inspect_xdf,
-)
+from streams.xdf import format_inspection, inspect_xdf
 from streams.xdf_writer import XdfWriter
 
 

@@ -36,7 +36,7 @@ from streams.xdf import (
 )
 from streams.xdf_writer import CHANNEL_FORMATS, XdfWriter
 
-# --- real files: reading and inspection agree with pyxdf -------------------------------
+# --- real files: reading agrees with pyxdf -------------------------------
 
 
 @pytest.mark.parametrize("name", REAL_FILES)

@@ -12,10 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from xdf_cases import (
-    real_file,
-    regular_times,
-)
+from xdf_cases import real_file, regular_times
 
 from streams.frontend import FrontEnd
 from streams.native_rate import Renderer

@@ -14,17 +14,9 @@ from typing import Any
 import numpy as np
 import pytest
 import pyxdf
-from xdf_cases import (
-    NUMERIC_FORMATS,
-    chunk_starts,
-    pyxdf_load,
-)
+from xdf_cases import NUMERIC_FORMATS, chunk_starts, pyxdf_load
 
-from streams.xdf import (
-    XdfError,
-    inspect_xdf,
-    read_xdf_streams,
-)
+from streams.xdf import XdfError, inspect_xdf, read_xdf_streams
 from streams.xdf_writer import CHANNEL_FORMATS, XdfWriter
 
 # --- writer: pyxdf reads back exactly what we wrote ------------------------------------
