@@ -27,6 +27,7 @@ from checkpoint_cases import (
     save,
     trained_model,
 )
+from pydantic import ValidationError
 
 import bci.rsnn
 from bci.checkpoint import (
@@ -149,6 +150,17 @@ def test_bci_checkpoint_imports_no_service_or_calibration():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_stored_text_is_the_typed_manifest_as_json(tmp_path):
+    """The file holds exactly the typed model's JSON; the model is frozen and derives the id."""
+    path = save(tmp_path, max_speed=120.0, kinematics_units=("cm/s", "cm/s"))
+    header, _ = parse_file(path)
+    manifest = read_manifest(path)
+    assert manifest.to_json() == header["__metadata__"]["manifest"]
+    assert manifest.model_id == manifest.sha256[:12] == load_decoder(path).model_id
+    with pytest.raises(ValidationError, match="frozen"):
+        manifest.n_channels = N_IN + 1
 
 
 # -- refused manifests ---------------------------------------------------------------------
