@@ -198,6 +198,44 @@ def _readout(config: RSNNConfig, dialect: str) -> tuple[dict[str, nir.NIRNode], 
     return nodes, [("readout", "readout_leak"), ("readout_leak", "readout")]
 
 
+def _hidden_nodes(
+    subtract: bool,
+    tau: np.ndarray,
+    r: np.ndarray,
+    threshold: np.ndarray,
+    meta: dict[str, np.ndarray],
+    w_rec: np.ndarray,
+    dialect: str,
+) -> tuple[dict[str, nir.NIRNode], list[tuple[str, str]], str, np.ndarray]:
+    """The hidden layer: LI + Threshold for reset by subtraction (the reset moved onto the
+    recurrent weights' diagonal), else LIF; its nodes, the edges from the input, the node
+    the recurrent edge feeds, and the recurrent weights."""
+    zeros = np.zeros(len(tau))
+    if subtract:
+        nodes: dict[str, nir.NIRNode] = {
+            "hidden_v": nir.LI(tau=tau, r=r, v_leak=zeros.copy(), metadata=meta),
+            "hidden": nir.Threshold(threshold=threshold),
+        }
+        w_rec = w_rec - np.diag(threshold)  # W_rec has a zero diagonal: the reset is all of it
+        return (
+            nodes,
+            [("input", "w_in"), ("w_in", "hidden_v"), ("hidden_v", "hidden")],
+            "hidden_v",
+            w_rec,
+        )
+    nodes = {
+        "hidden": nir.LIF(
+            tau=tau, r=r, v_leak=zeros.copy(), v_threshold=threshold, v_reset=zeros.copy(),
+            metadata=meta,
+        )
+    }  # fmt: skip
+    if dialect == "snntorch":  # a 3-cycle: snnTorch rewires a LIF <-> Linear 2-cycle
+        nodes["hidden_in"] = nir.Linear(weight=np.eye(len(tau)))
+        edges = [("input", "w_in"), ("w_in", "hidden_in"), ("hidden_in", "hidden")]
+        return nodes, edges, "hidden_in", w_rec
+    return nodes, [("input", "w_in"), ("w_in", "hidden")], "hidden", w_rec
+
+
 @torch.no_grad()
 def export_nir(model: RSNN, *, subtract_reset: str = "error", dialect: str = "nir") -> nir.NIRGraph:
     """Translate ``model`` into a :class:`nir.NIRGraph` (see the module docstring).
@@ -221,7 +259,6 @@ def export_nir(model: RSNN, *, subtract_reset: str = "error", dialect: str = "ni
     )
     w_in_norm = gain[:, None] * w_in / scale[None, :]
     b_in = -gain * (w_in @ (mean / scale))
-    zeros_h = np.zeros(n_hidden)
     w_rec = gain[:, None] * _array(model.recurrent_weights)
 
     hidden_meta = {"tau_mem_s": tau_mem, "alpha": np.exp(-dt / tau_mem)}
@@ -230,29 +267,10 @@ def export_nir(model: RSNN, *, subtract_reset: str = "error", dialect: str = "ni
         "w_in": nir.Affine(weight=w_in_norm, bias=b_in),
     }
     subtract = config.reset == "subtract"
-    if subtract:
-        nodes["hidden_v"] = nir.LI(
-            tau=tau_hidden, r=r_hidden, v_leak=zeros_h.copy(), metadata=hidden_meta
-        )
-        nodes["hidden"] = nir.Threshold(threshold=threshold)
-        w_rec = w_rec - np.diag(threshold)  # W_rec has a zero diagonal: the reset is all of it
-        edges = [("input", "w_in"), ("w_in", "hidden_v"), ("hidden_v", "hidden")]
-        into_hidden = "hidden_v"
-    else:
-        nodes["hidden"] = nir.LIF(
-            tau=tau_hidden,
-            r=r_hidden,
-            v_leak=zeros_h.copy(),
-            v_threshold=threshold,
-            v_reset=zeros_h.copy(),
-            metadata=hidden_meta,
-        )
-        edges = [("input", "w_in"), ("w_in", "hidden")]
-        into_hidden = "hidden"
-        if dialect == "snntorch":  # a 3-cycle: snnTorch rewires a LIF <-> Linear 2-cycle
-            nodes["hidden_in"] = nir.Linear(weight=np.eye(n_hidden))
-            edges = [("input", "w_in"), ("w_in", "hidden_in"), ("hidden_in", "hidden")]
-            into_hidden = "hidden_in"
+    hidden_nodes, edges, into_hidden, w_rec = _hidden_nodes(
+        subtract, tau_hidden, r_hidden, threshold, hidden_meta, w_rec, dialect
+    )
+    nodes.update(hidden_nodes)
     if np.any(w_rec != 0):
         nodes["w_rec"] = nir.Linear(weight=w_rec)
         edges += [("hidden", "w_rec"), ("w_rec", into_hidden)]
@@ -323,9 +341,9 @@ def write_nir(
     graph.metadata.update(
         {
             "checkpoint": checkpoint.path.name,
-            "checkpoint_sha256": str(manifest["sha256"]),
-            "kinematics_labels": json.dumps(manifest["kinematics_labels"]),
-            "channel_labels": json.dumps(manifest["channel_labels"]),
+            "checkpoint_sha256": manifest.sha256,
+            "kinematics_labels": json.dumps(manifest.kinematics_labels),
+            "channel_labels": json.dumps(manifest.channel_labels),
         }
     )
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")  # created by h5py, so umask applies

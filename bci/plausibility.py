@@ -21,11 +21,12 @@ cursor into the wall. Three checks, each raising ``ValueError`` with a one-line 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 if TYPE_CHECKING:
+    from bci.manifest import Manifest
     from bci.online import OnlineRSNN
 
 __all__ = [
@@ -67,27 +68,24 @@ def check_weight_magnitudes(tensors: Mapping[str, np.ndarray], kappa: float) -> 
         )
 
 
-def output_bound(manifest: Mapping[str, Any]) -> np.ndarray:
+def output_bound(manifest: Manifest) -> np.ndarray:
     """The largest plausible ``|out_k|`` per output (K,), in the kinematics' units: the
     manifest's ``max_speed`` when present, else ``|m_k| + OUTPUT_BOUND_SCALES * s_k``."""
-    norm = manifest["normalisation"]
-    mean = np.abs(np.asarray(norm["output_mean"], dtype=np.float64))
-    max_speed = manifest.get("max_speed")
-    if max_speed is not None:
-        return np.full(mean.shape, float(max_speed))
-    return mean + OUTPUT_BOUND_SCALES * np.asarray(norm["output_scale"], dtype=np.float64)
+    norm = manifest.normalisation
+    mean = np.abs(np.asarray(norm.output_mean, dtype=np.float64))
+    if manifest.max_speed is not None:
+        return np.full(mean.shape, float(manifest.max_speed))
+    return mean + OUTPUT_BOUND_SCALES * np.asarray(norm.output_scale, dtype=np.float64)
 
 
-def check_warm_up(
-    decoder: OnlineRSNN, manifest: Mapping[str, Any], bins: int = WARMUP_BINS
-) -> None:
+def check_warm_up(decoder: OnlineRSNN, manifest: Manifest, bins: int = WARMUP_BINS) -> None:
     """Decode ``bins`` bins of the stored input means, then ``bins`` silent bins, from a fresh
     state; raise ``ValueError`` at the first output that is non-finite or beyond
     :func:`output_bound`. ``decoder`` is not changed."""
     bound = output_bound(manifest)
-    labels = manifest["kinematics_labels"]
-    source = "max_speed" if manifest.get("max_speed") is not None else "output normalisation"
-    means = np.asarray(manifest["normalisation"]["input_mean"], dtype=decoder.dtype)
+    labels = manifest.kinematics_labels
+    source = "max_speed" if manifest.max_speed is not None else "output normalisation"
+    means = np.asarray(manifest.normalisation.input_mean, dtype=decoder.dtype)
     state = decoder.initial_state()
     for t in range(2 * bins):
         x = means if t < bins else np.zeros_like(means)

@@ -35,7 +35,7 @@ import pylsl
 
 from streams.lsl_config import quiet_liblsl
 from streams.lsl_inlet import LslInlet
-from streams.lsl_outlet import open_outlet
+from streams.lsl_outlet import open_outlet, wait_for_consumers
 
 _CTX = multiprocessing.get_context("spawn")
 CHANNELS = (96, 384)
@@ -71,11 +71,8 @@ def _produce(
     )
     block = np.tile(np.arange(n_channels, dtype=np.float32), (_MAX_PUSH, 1))
     ready.set()
-    deadline = time.monotonic() + 60.0
-    while not outlet.have_consumers():
-        if stop.is_set() or time.monotonic() > deadline:
-            return
-        time.sleep(0.005)
+    if not wait_for_consumers([outlet], 60.0, stop):
+        return
     time.sleep(0.2)  # let the inlet settle before the clock starts
     clock = pylsl.local_clock
     t0 = clock()
@@ -236,10 +233,7 @@ def run_stream(channels: int, rate: int, seconds: float) -> Run:
     )
 
 
-def main() -> None:
-    quiet_liblsl()  # liblsl's own log lines stay out of the table
-    from _common import print_table, write_json  # imports torch: keep it out of the producers
-
+def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="seconds per rate step (3)")
     parser.add_argument(
@@ -255,30 +249,13 @@ def main() -> None:
         "--retries", type=int, default=1, help="repeats of a failed step before stopping (1)"
     )
     parser.add_argument("--json", help="write results to this JSON file")
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    latency_rows = []
-    for channels in CHANNELS:
-        run = run_stream(channels, 1_000, args.latency_seconds)
-        latency_rows.append(run.row(args.max_latency_ms))
-    print("push -> available in the LslInlet ring, 1 kHz, local_clock on one machine")
-    print_table(
-        ["channels", "rate Hz", "samples", "lost", "p50 ms", "p99 ms", "max ms"],
-        [
-            [
-                r["channels"],
-                r["rate_hz"],
-                r["received"],
-                r["lost"],
-                r["latency_p50_ms"],
-                r["latency_p99_ms"],
-                r["latency_max_ms"],
-            ]
-            for r in latency_rows
-        ],
-    )
 
-    sweep_rows = []
+def _sweep(args: argparse.Namespace) -> tuple[list[dict], dict[int, int | None]]:
+    """Each channel count at rising rates until a step fails twice; the rows and the highest
+    sustained rate per channel count."""
+    rows: list[dict] = []
     highest: dict[int, int | None] = {}
     for channels in CHANNELS:
         highest[channels] = None
@@ -286,49 +263,43 @@ def main() -> None:
             for attempt in range(1 + max(args.retries, 0)):
                 row = run_stream(channels, rate, args.seconds).row(args.max_latency_ms)
                 row["attempt"] = attempt + 1
-                sweep_rows.append(row)
+                rows.append(row)
                 if row["sustained"]:
                     break
             if not row["sustained"]:
                 break
             highest[channels] = rate
+    return rows, highest
+
+
+def main() -> None:
+    quiet_liblsl()  # liblsl's own log lines stay out of the table
+    from _common import print_table, write_json  # imports torch: keep it out of the producers
+
+    args = _parse_args()
+    latency_rows = [
+        run_stream(channels, 1_000, args.latency_seconds).row(args.max_latency_ms)
+        for channels in CHANNELS
+    ]
+    print("push -> available in the LslInlet ring, 1 kHz, local_clock on one machine")
+    print_table(
+        ["channels", "rate Hz", "samples", "lost", "p50 ms", "p99 ms", "max ms"],
+        [[r["channels"], r["rate_hz"], r["received"], r["lost"], r["latency_p50_ms"],
+          r["latency_p99_ms"], r["latency_max_ms"]] for r in latency_rows],
+    )  # fmt: skip
+    sweep_rows, highest = _sweep(args)
     print(
         f"\nrate sweep, {args.seconds:g} s per step; a failed step is repeated "
         f"{args.retries} time(s), the sweep stops when it fails again"
     )
     print_table(
-        [
-            "channels",
-            "rate Hz",
-            "try",
-            "pushed",
-            "lost",
-            "order err",
-            "overflow",
-            "producer lag max/end ms",
-            "p50 ms",
-            "p99 ms",
-            "last s p99 ms",
-            "sustained",
-        ],
-        [
-            [
-                r["channels"],
-                r["rate_hz"],
-                r["attempt"],
-                r["pushed"],
-                r["lost"],
-                r["order_errors"],
-                r["overflowed"],
-                f"{r['producer_max_lag_ms']:.1f} / {r['producer_end_lag_ms']:.1f}",
-                r["latency_p50_ms"],
-                r["latency_p99_ms"],
-                r["last_second_p99_ms"],
-                "yes" if r["sustained"] else "no",
-            ]
-            for r in sweep_rows
-        ],
-    )
+        ["channels", "rate Hz", "try", "pushed", "lost", "order err", "overflow",
+         "producer lag max/end ms", "p50 ms", "p99 ms", "last s p99 ms", "sustained"],
+        [[r["channels"], r["rate_hz"], r["attempt"], r["pushed"], r["lost"], r["order_errors"],
+          r["overflowed"], f"{r['producer_max_lag_ms']:.1f} / {r['producer_end_lag_ms']:.1f}",
+          r["latency_p50_ms"], r["latency_p99_ms"], r["last_second_p99_ms"],
+          "yes" if r["sustained"] else "no"] for r in sweep_rows],
+    )  # fmt: skip
     print()
     print_table(
         ["channels", "highest sustained rate Hz", "MB/s (float32)"],

@@ -238,7 +238,7 @@ def _load_init(path: Path, session: Session) -> tuple[RSNN, list[str] | None]:
     if config.n_out != n_kin:
         raise ValueError(
             f"kinematics mismatch: checkpoint {path} decodes {config.n_out} kinematics "
-            f"({', '.join(checkpoint.manifest['kinematics_labels'])}) but the session has "
+            f"({', '.join(checkpoint.manifest.kinematics_labels)}) but the session has "
             f"{n_kin} ({', '.join(session.kinematics_labels)}); calibrate without --init"
         )
     if not math.isclose(config.dt_s, session.bin_s, rel_tol=1e-6):
@@ -247,7 +247,7 @@ def _load_init(path: Path, session: Session) -> tuple[RSNN, list[str] | None]:
             f"the session has {session.bin_s * 1e3:g} ms bins; rebin the recording (--bin-ms "
             f"{config.dt_s * 1e3:g} for XDF) or calibrate without --init"
         )
-    return checkpoint.model, checkpoint.manifest["channel_labels"]
+    return checkpoint.model, checkpoint.manifest.channel_labels
 
 
 def score_snn(

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from bci.checkpoint import load_checkpoint
+from bci.checkpoint import Manifest, load_checkpoint
 from bci.hardware import HardwareBudget, hardware_budget, quantized_model
 from bci.rsnn import RSNN
 from calibration.calibrate import (
@@ -35,8 +35,8 @@ class DeploymentReport:
     r2: dict[str, float]  # "float32", "8-bit", "4-bit", ...
 
 
-def _calibration_record(manifest: dict, session: Path | None) -> tuple[Path, tuple]:
-    training = manifest.get("training") or {}
+def _calibration_record(manifest: Manifest, session: Path | None) -> tuple[Path, tuple]:
+    training = manifest.training or {}
     split = tuple(training.get("split") or CalibrationOptions().split)
     if session is not None:
         return Path(session), split

@@ -8,6 +8,7 @@ sample of hidden neurons. ``report.md`` embeds them by relative path beside a ta
 test metrics, the warnings (held-out parts too short to trust, flagged channels) and the
 per-channel summary. ``checks.json`` holds the warnings and the channel summary
 (:mod:`calibration.checks`: criteria, flagged channel names, every channel's mean rate).
+Every file is written atomically (:mod:`bci.atomic`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from bci.atomic import atomic_write, write_text
 from calibration.checks import FLAGS, MIN_TRUSTED_S, ChannelSummary
 
 METRICS_FILE = "metrics.json"
@@ -114,15 +116,12 @@ def write_report(report_dir: Path, metrics: dict[str, Any], inputs: ReportInputs
     written.append(_save(plot_training(inputs), report_dir / FIGURES["training"]))
     written.append(_save(plot_rates(inputs), report_dir / FIGURES["rates"]))
     written.append(_save(plot_raster(inputs), report_dir / FIGURES["raster"]))
-    report = report_dir / REPORT_FILE
-    report.write_text(render_markdown(metrics, inputs))
-    written.append(report)
+    written.append(write_text(report_dir / REPORT_FILE, render_markdown(metrics, inputs)))
     return written
 
 
 def _write_json(path: Path, payload: Any) -> Path:
-    path.write_text(json.dumps(payload, indent=2, allow_nan=True) + "\n")
-    return path
+    return write_text(path, json.dumps(payload, indent=2, allow_nan=True) + "\n")
 
 
 def _figure(rows: int = 1, height: float = 3.0) -> tuple[Figure, Any]:
@@ -133,7 +132,8 @@ def _figure(rows: int = 1, height: float = 3.0) -> tuple[Figure, Any]:
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    fig.savefig(path, dpi=100)
+    with atomic_write(path) as fh:
+        fig.savefig(fh, format=path.suffix.lstrip("."), dpi=100)
     return path
 
 

@@ -194,8 +194,8 @@ class Daemon:
         if self._shared is None:  # a private block, readable after stop(), freed with self
             self._shared = SharedState.create(n_out)
             weakref.finalize(self, self._shared.close)
-        self.kinematics_labels = tuple(checkpoint.manifest["kinematics_labels"])
-        self._model_labels = checkpoint.manifest["channel_labels"]  # None: unlabelled
+        self.kinematics_labels = tuple(checkpoint.manifest.kinematics_labels)
+        self._model_labels = checkpoint.manifest.channel_labels  # None: unlabelled
         if settings.channel_map is not None:  # read now: a bad file stops the start
             self._channel_map = read_channel_map(settings.channel_map)
         self._skip_until = self._shared.last_stamp
@@ -219,8 +219,8 @@ class Daemon:
                 output_labels=self.kinematics_labels,
                 rate_hz=1.0 / self.engine.bin_s,
                 # labels, units and the live streams' own headers (known once they are open)
-                input_labels=checkpoint.manifest["channel_labels"],
-                output_units=checkpoint.manifest.get("kinematics_units"),
+                input_labels=checkpoint.manifest.channel_labels,
+                output_units=checkpoint.manifest.kinematics_units,
                 source_header=lambda: self.inlet.header_xml if self.inlet else None,
                 output_header=lambda: self.outlet.header_xml() if self.outlet else None,
             )
@@ -230,7 +230,7 @@ class Daemon:
         self.outlet = KinematicsOutlet(
             settings.output_base,
             labels=self.kinematics_labels,
-            units=checkpoint.manifest.get("kinematics_units"),  # the model's; None: unknown
+            units=checkpoint.manifest.kinematics_units,  # the model's; None: unknown
             nominal_srate=1.0 / self.engine.bin_s,
             source_id=source_id,
             model="bci serve",
@@ -238,7 +238,7 @@ class Daemon:
                 "input_stream": settings.stream,
                 "input_source_id": settings.source_id or "",
                 "model_id": checkpoint.model_id,
-                "model_sha256": str(checkpoint.manifest.get("sha256", "")),
+                "model_sha256": checkpoint.manifest.sha256,
                 "timestamps": "input bin end time, on this host's LSL clock",
             },
         )

@@ -181,7 +181,7 @@ def _load(
             "kinematics; replay a session recorded with a kinematics stream"
         )
     session = in_model_order(
-        session, checkpoint.manifest["channel_labels"], config.n_in, where=f"session {session_path}"
+        session, checkpoint.manifest.channel_labels, config.n_in, where=f"session {session_path}"
     )
     if not math.isclose(session.bin_s, config.dt_s, rel_tol=1e-6):
         raise ValueError(

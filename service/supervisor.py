@@ -81,10 +81,10 @@ class Supervisor:
         self.settings = settings
         self.listener = listener
         manifest = read_manifest(settings.model)
-        self.labels = tuple(manifest["kinematics_labels"])
-        self.units: list[str] | None = manifest.get("kinematics_units")  # None: not known
-        self.bin_s = float(manifest["bin_s"])
-        self.source_id = output_source_id(settings, str(manifest["sha256"])[:12])
+        self.labels = tuple(manifest.kinematics_labels)
+        self.units: list[str] | None = manifest.kinematics_units  # None: not known
+        self.bin_s = float(manifest.bin_s)
+        self.source_id = output_source_id(settings, manifest.model_id)
         self.shared = SharedState.create(len(self.labels))
         self.controls = _CTX.Queue()
         self.replies = _CTX.Queue()

@@ -33,8 +33,10 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Iterable, Sequence
 from importlib import metadata
+from typing import Any
 
 import numpy as np
 import pylsl
@@ -95,23 +97,8 @@ def stream_info(
     if not labels:
         raise ValueError(f"stream {name!r} needs at least one channel label")
     n = len(labels)
-    if units is None or isinstance(units, str):
-        unit_list = [units or ""] * n
-    else:
-        unit_list = ["" if u is None else str(u) for u in units]
-    if len(unit_list) != n:
-        raise ValueError(
-            f"stream {name!r}: {len(unit_list)} units for {n} channel labels; pass one unit "
-            "per channel or a single unit string"
-        )
-    if channel_types is None:
-        type_list = [type] * n
-    elif isinstance(channel_types, str):
-        type_list = [channel_types] * n
-    else:
-        type_list = [str(t) for t in channel_types]
-        if len(type_list) != n:
-            raise ValueError(f"stream {name!r}: {len(type_list)} channel types for {n} channels")
+    types = type if channel_types is None else channel_types
+    unit_list, type_list = _channel_units_and_types(name, n, units, types)
     srate = float(nominal_srate)
     if not math.isfinite(srate) or srate < 0:
         raise ValueError(
@@ -145,6 +132,25 @@ def stream_info(
     for key, value in (extra or {}).items():
         desc.append_child_value(str(key), str(value))
     return info
+
+
+def _channel_units_and_types(
+    name: str, n: int, units: Sequence[str | None] | str | None, types: Sequence[str] | str
+) -> tuple[list[str], list[str]]:
+    """One unit ("" for none) and one type per channel, from per-channel lists or one value."""
+    if units is None or isinstance(units, str):
+        unit_list = [units or ""] * n
+    else:
+        unit_list = ["" if u is None else str(u) for u in units]
+    if len(unit_list) != n:
+        raise ValueError(
+            f"stream {name!r}: {len(unit_list)} units for {n} channel labels; pass one unit "
+            "per channel or a single unit string"
+        )
+    type_list = [types] * n if isinstance(types, str) else [str(t) for t in types]
+    if len(type_list) != n:
+        raise ValueError(f"stream {name!r}: {len(type_list)} channel types for {n} channels")
+    return unit_list, type_list
 
 
 def open_outlet(
@@ -189,6 +195,21 @@ def open_outlet(
         info.nominal_srate(),
     )
     return outlet
+
+
+def wait_for_consumers(
+    outlets: Iterable[Any], timeout_s: float, stop: Any = None, poll_s: float = 0.005
+) -> bool:
+    """Wait until every outlet has a consumer: True then; False after ``timeout_s`` seconds
+    or as soon as ``stop`` (an Event, or None) is set. Every pusher that must not send into
+    the void (player, benchmarks, test outlets) waits here."""
+    awaited = list(outlets)
+    deadline = time.monotonic() + timeout_s
+    while not all(outlet.have_consumers() for outlet in awaited):
+        if (stop is not None and stop.is_set()) or time.monotonic() > deadline:
+            return False
+        time.sleep(poll_s)
+    return True
 
 
 class KinematicsOutlet:

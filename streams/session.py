@@ -28,7 +28,6 @@ import logging
 import math
 import operator
 import os
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Iterable, Sequence
@@ -38,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from streams.atomic import fsync_directory
+from bci.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -265,18 +264,8 @@ def save_session(path: str | os.PathLike[str], session: Session) -> Path:
     if session.channel_labels is not None:
         arrays["channel_labels"] = np.asarray(session.channel_labels, dtype=np.str_)
 
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp_name, 0o666 & ~_current_umask())  # mkstemp creates 0600
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    fsync_directory(parent)
+    with atomic_write(path) as fh:
+        np.savez_compressed(fh, **arrays)
     logger.debug("saved %r to %s", session, path)
     return path
 
@@ -526,9 +515,3 @@ def _labels_from_file(key: str, data: dict[str, np.ndarray]) -> tuple[str, ...] 
             "1-D unicode array of names"
         )
     return tuple(str(x) for x in value)
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from streams.atomic import fsync_directory
+from bci.atomic import fsync_directory
 from streams.lsl_outlet import KINEMATICS_TYPE, NEURAL_TYPE, TARGETS_TYPE
 from streams.session import Session
 from streams.xdf_samples import (

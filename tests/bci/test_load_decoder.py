@@ -12,7 +12,6 @@ from bci.checkpoint import (
     CheckpointError,
     load_checkpoint,
     load_decoder,
-    model_id,
     save_checkpoint,
 )
 from bci.online import OnlineRSNN
@@ -64,7 +63,7 @@ def test_decoder_from_file_equals_decoder_from_torch_model(tmp_path, overrides) 
     from_file = loaded.decoder
     from_model = OnlineRSNN(load_checkpoint(path).model)
     assert from_file.dtype == np.float32
-    assert loaded.path == path and loaded.manifest["n_channels"] == N_IN
+    assert loaded.path == path and loaded.manifest.n_channels == N_IN
     for name in ARRAYS:  # one derivation over the same float32 arrays: bitwise equal
         np.testing.assert_array_equal(getattr(from_file, name), getattr(from_model, name))
         np.testing.assert_array_equal(getattr(from_file, name), getattr(OnlineRSNN(model), name))
@@ -120,8 +119,8 @@ def test_derived_constants_mirror_the_rsnn_properties(dtype) -> None:
 def test_model_id_is_derived_in_one_place(tmp_path) -> None:
     path = _save(tmp_path, _model())
     loaded = load_decoder(path)
-    sha = loaded.manifest["sha256"]
-    assert loaded.model_id == model_id(loaded.manifest) == sha[:12]
+    sha = loaded.manifest.sha256
+    assert loaded.model_id == loaded.manifest.model_id == sha[:12]
     assert load_checkpoint(path).model_id == loaded.model_id
 
 

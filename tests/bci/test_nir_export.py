@@ -396,7 +396,7 @@ def test_write_nir_from_checkpoint(tmp_path: Path) -> None:
     assert json.loads(meta["kinematics_labels"]) == ["vx", "vy"]
     assert json.loads(meta["channel_labels"]) == [f"ch{i}" for i in range(N_IN)]
     assert meta["checkpoint"] == "model.safetensors"
-    assert meta["checkpoint_sha256"] == load_checkpoint(ckpt).manifest["sha256"]
+    assert meta["checkpoint_sha256"] == load_checkpoint(ckpt).manifest.sha256
     assert meta["dt"] == model.config.dt_s
 
 

@@ -8,6 +8,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from factories import cosine_tuned_counts, smooth_velocity
 
 from bci.online import OnlineRSNN, OnlineState
 from bci.rsnn import RSNN, RSNNConfig
@@ -17,12 +18,8 @@ N_IN, N_HIDDEN, N_OUT, N_BINS = 12, 32, 2, 200
 
 def _recording(n_bins: int = N_BINS, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Poisson counts cosine-tuned to a smooth 2-D velocity; kinematics in 'cm/s' (order 5)."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(n_bins) * 0.05
-    velocity = np.stack([np.sin(0.8 * t) + 0.3 * np.sin(2.3 * t), np.cos(0.6 * t)], axis=1)
-    preferred = rng.uniform(0, 2 * np.pi, N_IN)
-    drive = velocity[:, :1] * np.cos(preferred) + velocity[:, 1:] * np.sin(preferred)
-    counts = rng.poisson(0.6 * np.exp(0.8 * drive))
+    velocity = smooth_velocity(n_bins)
+    counts = cosine_tuned_counts(velocity, N_IN, np.random.default_rng(seed), gain=0.6)
     return counts.astype(np.float32), (5.0 * velocity + [2.0, -1.0]).astype(np.float32)
 
 

@@ -25,10 +25,11 @@ def checkpoint(tmp_path):
 
 
 def test_bound_from_normalisation_or_max_speed(checkpoint) -> None:
-    norm = checkpoint.manifest["normalisation"]
-    expected = np.abs(norm["output_mean"]) + OUTPUT_BOUND_SCALES * np.array(norm["output_scale"])
+    norm = checkpoint.manifest.normalisation
+    expected = np.abs(norm.output_mean) + OUTPUT_BOUND_SCALES * np.array(norm.output_scale)
     np.testing.assert_allclose(output_bound(checkpoint.manifest), expected)
-    assert output_bound({**checkpoint.manifest, "max_speed": 30.0}).tolist() == [30.0, 30.0]
+    fast = checkpoint.manifest.model_copy(update={"max_speed": 30.0})
+    assert output_bound(fast).tolist() == [30.0, 30.0]
 
 
 def test_plausible_model_passes_and_decoder_state_is_untouched(checkpoint) -> None:
@@ -47,7 +48,7 @@ def test_output_beyond_bound_is_refused(checkpoint) -> None:
         check_warm_up(decoder, checkpoint.manifest)
     decoder = OnlineRSNN(checkpoint.model)
     with pytest.raises(ValueError, match=r"beyond the bound 1e-06 \(from the max_speed\)"):
-        check_warm_up(decoder, {**checkpoint.manifest, "max_speed": 1e-6})
+        check_warm_up(decoder, checkpoint.manifest.model_copy(update={"max_speed": 1e-6}))
 
 
 def test_non_finite_output_is_refused(checkpoint) -> None:
@@ -63,6 +64,6 @@ def test_silent_bins_are_decoded_too(checkpoint) -> None:
     step = decoder.step
     decoder.step = lambda x, state: calls.append(x.copy()) or step(x, state)  # type: ignore[method-assign]
     check_warm_up(decoder, checkpoint.manifest, bins=3)
-    means = np.asarray(checkpoint.manifest["normalisation"]["input_mean"], np.float32)
+    means = np.asarray(checkpoint.manifest.normalisation.input_mean, np.float32)
     assert [c.tolist() for c in calls] == [means.tolist()] * 3 + [[0.0] * 6] * 3
     assert WARMUP_BINS >= 10

@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from factories import tiny_checkpoint
 
-from bci.checkpoint import load_decoder, save_checkpoint
+from bci.checkpoint import load_decoder
 from bci.eprop import EpropConfig, EpropLearner
-from bci.rsnn import RSNN, RSNNConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 DECODER_PROCESS = """
@@ -39,8 +39,7 @@ print(loaded.model_id)
 
 
 def test_decoder_process_runs_without_torch(tmp_path: Path) -> None:
-    model = RSNN(RSNNConfig(n_in=8, n_hidden=24), seed=2)
-    path = save_checkpoint(tmp_path / "m.safetensors", model, kinematics_labels=["vx", "vy"])
+    path = tiny_checkpoint(tmp_path / "m.safetensors", n_in=8, n_hidden=24, seed=2)
     neural = np.random.default_rng(0).poisson(3.0, size=(40, 8)).astype(np.float32)
     np.save(tmp_path / "neural.npy", neural)
     paths = [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]

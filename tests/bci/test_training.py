@@ -11,6 +11,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from factories import cosine_tuned_counts
 
 from bci.metrics import r2_score
 from bci.rsnn import RSNN, RSNNConfig
@@ -34,8 +35,7 @@ def _recording(n_bins: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         axis=1,
     )
     preferred = np.random.default_rng(123).uniform(0, 2 * np.pi, N_IN)  # same neurons always
-    drive = velocity[:, :1] * np.cos(preferred) + velocity[:, 1:] * np.sin(preferred)
-    counts = rng.poisson(10.0 * DT * np.exp(0.8 * drive))
+    counts = cosine_tuned_counts(velocity, N_IN, rng, gain=10.0 * DT, preferred=preferred)
     return counts.astype(np.float32), velocity.astype(np.float32)
 
 

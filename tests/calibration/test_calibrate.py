@@ -7,7 +7,6 @@ import json
 import math
 import shutil
 import sys
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -49,12 +48,7 @@ SMALL_ARGS = ["--steps", "60", "--hidden", "32"]
 ENTRY_KEYS = {"r2", "r2_per_dim", "pearson_r"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # training: see conftest
 
 
 @pytest.fixture(scope="module")
@@ -179,10 +173,10 @@ def test_checkpoint_decodes_like_the_in_memory_model(calibrated) -> None:
     assert r2 == pytest.approx(result.metrics["test"]["snn"]["r2"], abs=1e-12)
 
     manifest = loaded.manifest
-    assert manifest["metrics"] == json.loads((result.report_dir / "metrics.json").read_text())
-    assert manifest["kinematics_labels"] == ["vx", "vy"]
-    assert manifest["n_channels"] == 96 and manifest["model"]["n_hidden"] == 32
-    training = manifest["training"]
+    assert manifest.metrics == json.loads((result.report_dir / "metrics.json").read_text())
+    assert manifest.kinematics_labels == ["vx", "vy"]
+    assert manifest.n_channels == 96 and manifest.model["n_hidden"] == 32
+    training = manifest.training
     assert training["config"]["max_steps"] == 60
     assert [r["step"] for r in training["history"]] == [50.0, 60.0]
     assert training["init"] is None and training["search"] is None
@@ -221,12 +215,12 @@ def test_cli_search_writes_trials_and_keeps_the_best(
     manifest = load_checkpoint(out).manifest
     params = trials[best]["params"]
     for key in ("n_hidden", "alif_fraction", "tau_mem_s", "tau_out_s"):
-        assert manifest["model"][key] == params[key]
-    config = manifest["training"]["config"]
+        assert manifest.model[key] == params[key]
+    config = manifest.training["config"]
     assert (config["lr"], config["target_rate_hz"]) == (params["lr"], params["target_rate_hz"])
     assert config["max_steps"] == 60  # the best configuration is retrained with --steps
-    assert manifest["training"]["search"]["best"] == best
-    assert manifest["training"]["search"]["study"] == str(study)
+    assert manifest.training["search"]["best"] == best
+    assert manifest.training["search"]["study"] == str(study)
     assert "Hyperparameter search" in (report / "report.md").read_text()
     # Rerun: the study holds both trials already; none runs again, the same one wins.
     assert main([*argv, *SMALL_ARGS, "--trials", "2", "--trial-steps", "50", "--force"]) == 0
@@ -247,10 +241,10 @@ def test_cli_fine_tunes_from_a_checkpoint(
     stdout = capsys.readouterr().out
     assert "snn" in stdout and "wiener" in stdout and f"wrote {out}" in stdout
     tuned = load_checkpoint(out)
-    assert tuned.manifest["model"] == load_checkpoint(result.checkpoint).manifest["model"]
-    assert tuned.manifest["training"]["init"] == str(result.checkpoint)
+    assert tuned.manifest.model == load_checkpoint(result.checkpoint).manifest.model
+    assert tuned.manifest.training["init"] == str(result.checkpoint)
     # Fine-tuning starts from the trained weights: already good at its first evaluation.
-    first = tuned.manifest["training"]["history"][0]["val_r2"]
+    first = tuned.manifest.training["history"][0]["val_r2"]
     assert first >= result.training.history[0]["val_r2"] - 0.05
     assert not torch.equal(tuned.model.w_in, load_checkpoint(result.checkpoint).model.w_in)
 
@@ -546,7 +540,7 @@ def test_ray_search_on_a_local_ray_shares_the_study(tiny_data, tmp_path, capsys)
         argv = ["calibrate", str(session), "--out", str(out), "--hidden", "8", "--steps", "6"]
         assert main([*argv, "--trials", "2", "--trial-steps", "6", "--ray"]) == 0
         assert "search (ray): 2 trials" in capsys.readouterr().out
-        assert load_checkpoint(out).manifest["training"]["search"]["backend"] == "ray"
+        assert load_checkpoint(out).manifest.training["search"]["backend"] == "ray"
         assert main([*argv, "--trials", "3", "--trial-steps", "6", "--force"]) == 0
         stdout = capsys.readouterr().out
         assert "search (local): 3 trials" in stdout and "(2 trials from earlier runs)" in stdout

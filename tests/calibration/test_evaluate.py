@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
-import torch
 
 from bci.baselines import WienerFilter
 from bci.metrics import r2_score
@@ -42,14 +40,7 @@ SMALL = EvaluationConfig(
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    # Two torch threads on two busy cores stall training ~10x (OpenMP barriers); see the
-    # GRUDecoder docstring. train_rsnn does not pin the thread count, so the tests do.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # training: see conftest
 
 
 @pytest.fixture(scope="module")

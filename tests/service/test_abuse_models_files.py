@@ -311,7 +311,7 @@ def test_unfinished_recordings_are_read_as_truncated(
     argv = ["calibrate", str(files["part"]), "--out", str(out), "--steps", "2", "--hidden", "8"]
     assert main(argv) == 0
     assert "truncated" in capsys.readouterr().err
-    assert load_checkpoint(out).manifest["n_channels"] == 8
+    assert load_checkpoint(out).manifest.n_channels == 8
 
 
 def test_runtime_failures_are_one_line_and_exit_1(

@@ -16,10 +16,10 @@ import httpx
 import numpy as np
 import pylsl
 import pytest
+from factories import tiny_checkpoint
 from serving import N_CHANNELS, Served, run_server, train_checkpoint, wait_for
 
-from bci.checkpoint import load_decoder, save_checkpoint
-from bci.rsnn import RSNN, RSNNConfig
+from bci.checkpoint import load_decoder
 from service.api import create_app
 from service.cli import main
 from service.daemon import Daemon
@@ -49,9 +49,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
              (("a", 0), ("b", 1))}  # fmt: skip
     ids = {name: load_decoder(p).model_id for name, p in paths.items()}
     (models / "corrupt.safetensors").write_bytes(b"\x00not a checkpoint" * 10)
-    small = RSNN(RSNNConfig(n_in=8, n_hidden=8, n_out=2, dt_s=0.05), seed=0)
-    small.fit_normalisation(np.ones((10, 8), np.float32), np.zeros((10, 2), np.float32))
-    save_checkpoint(models / "eight.safetensors", small, kinematics_labels=("vx", "vy"))
+    tiny_checkpoint(models / "eight.safetensors", n_in=8, rate=1.0)
 
     name = f"bci-test-api-{uuid.uuid4().hex[:8]}"
     settings = Settings(
@@ -246,7 +244,10 @@ def test_serve_never_echoes_a_token_it_was_given(served: Served, tmp_path: Path)
             url = p.stdout.readline()
             port = int(re.search(r"http://127\.0\.0\.1:(\d+)/api/v1", url).group(1))
             auth = {"Authorization": "Bearer a-secret-token-kept-out-of-ps"}
-            response = httpx.post(f"http://127.0.0.1:{port}/api/v1/model/rollback", headers=auth)
+            # a fresh process on a loaded 2-core machine: a generous deadline, not httpx's 5 s
+            response = httpx.post(
+                f"http://127.0.0.1:{port}/api/v1/model/rollback", headers=auth, timeout=30.0
+            )
             assert response.status_code == 409  # the file's token is the token
             p.send_signal(signal.SIGTERM)
             out, err = p.communicate(timeout=30)
@@ -320,11 +321,12 @@ def _check_serve_process(process: subprocess.Popen, errors: Path, stop: signal.S
             return False
 
     assert wait_for(healthy, 30.0), errors.read_text()
-    health = httpx.get(f"http://127.0.0.1:{port}/api/v1/health").json()
+    health = httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=30.0).json()
     assert health["state"] == "waiting-for-stream"
     swap = httpx.post(
         f"http://127.0.0.1:{port}/api/v1/model/rollback",
         headers={"Authorization": f"Bearer {token}"},
+        timeout=30.0,
     )
     assert swap.status_code == 409  # authorised, but nothing to roll back to
     process.send_signal(stop)

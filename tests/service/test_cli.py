@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from service.cli import build_parser, main
 from streams.session import load_session
@@ -35,13 +33,7 @@ SUBCOMMANDS = (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    # The demo trains an SNN; two torch threads on two busy cores stall it ~10x.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # training: see conftest
 
 
 def test_simulate_writes_session(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,11 +8,11 @@ from pathlib import Path
 import nir
 import numpy as np
 import pytest
+from factories import tiny_checkpoint
 
-from bci.checkpoint import load_checkpoint, save_checkpoint
+from bci.checkpoint import load_checkpoint
 from bci.neurons import RESET_MODES
 from bci.nir_export import DIALECTS
-from bci.rsnn import RSNN, RSNNConfig
 from bci.surrogates import SURROGATES
 from service.cli import DIALECT_CHOICES, RESET_CHOICES, SURROGATE_CHOICES, main
 from streams.limblab import load_limblab_session
@@ -20,8 +20,7 @@ from streams.session import save_session
 
 
 def _checkpoint(tmp_path: Path, **config: object) -> Path:
-    model = RSNN(RSNNConfig(n_in=4, n_hidden=8, n_out=2, **config), seed=0)
-    return save_checkpoint(tmp_path / "model.safetensors", model, kinematics_labels=("vx", "vy"))
+    return tiny_checkpoint(tmp_path / "model.safetensors", **config)
 
 
 def test_lif_checkpoint_exports_and_reads_back(tmp_path: Path) -> None:
@@ -80,7 +79,7 @@ def test_recipe_calibrates_a_decoder_that_exports_with_no_extra_options(
     )
     assert set(r2) == {"float32", "8-bit", "4-bit"}
     assert float(r2["float32"]) == pytest.approx(
-        load_checkpoint(checkpoint).manifest["metrics"]["test"]["snn"]["r2"], abs=1e-4
+        load_checkpoint(checkpoint).manifest.metrics["test"]["snn"]["r2"], abs=1e-4
     )
 
 

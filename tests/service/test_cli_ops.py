@@ -19,10 +19,9 @@ from pathlib import Path
 import httpx
 import pylsl
 import pytest
+from factories import tiny_checkpoint
 from serving import wait_for
 
-from bci.checkpoint import save_checkpoint
-from bci.rsnn import RSNN, RSNNConfig
 from service.cli import build_parser, main
 from service.serve_settings import read_config, settings_from
 from service.settings import Settings
@@ -53,9 +52,7 @@ def outlet() -> Iterator[pylsl.StreamInfo]:
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small untrained checkpoint: enough to start the daemon."""
-    path = tmp_path_factory.mktemp("model") / "demo.safetensors"
-    rsnn = RSNN(RSNNConfig(n_in=4, n_hidden=8, n_out=2, dt_s=0.05), seed=0)
-    return save_checkpoint(path, rsnn, kinematics_labels=("vx", "vy"))
+    return tiny_checkpoint(tmp_path_factory.mktemp("model") / "demo.safetensors")
 
 
 @pytest.fixture

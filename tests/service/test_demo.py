@@ -7,12 +7,11 @@ import sys
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
+from factories import tiny_checkpoint
 from serving import free_port, wait_for
 
-from bci.checkpoint import read_manifest, save_checkpoint
-from bci.rsnn import RSNN, RSNNConfig
+from bci.checkpoint import read_manifest
 from service.cli import main
 from service.demo import DEMO_MODEL, demo_model
 
@@ -23,8 +22,8 @@ def test_demo_model_is_trained_once_then_cached(tmp_path: Path) -> None:
     assert model == tmp_path / DEMO_MODEL and model.is_file()
     assert "training the demo decoder" in said[0] and "test R²" in said[1]
     manifest = read_manifest(model)
-    assert manifest["n_channels"] == 96 and manifest["bin_s"] == 0.05
-    assert "r2" in manifest["metrics"]["test"]["snn"]
+    assert manifest.n_channels == 96 and manifest.bin_s == 0.05
+    assert "r2" in manifest.metrics["test"]["snn"]
     stamp = model.stat().st_mtime_ns
     said.clear()
     assert demo_model(tmp_path, minutes=1.0, steps=5, progress=said.append) == model
@@ -42,13 +41,7 @@ def test_demo_flags_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
 def test_live_demo_decodes_the_simulator_and_serves_the_dashboard(tmp_path: Path) -> None:
     """With a cached model the live demo starts at once: the simulator streams, the daemon
     decodes and adapts, the dashboard is served, and it stops by itself after --seconds."""
-    rng = np.random.default_rng(0)
-    model = RSNN(RSNNConfig(n_in=96, n_hidden=32, n_out=2, dt_s=0.05), seed=0)
-    model.fit_normalisation(
-        rng.poisson(3.0, (100, 96)).astype(np.float32),
-        rng.standard_normal((100, 2)).astype(np.float32),
-    )
-    save_checkpoint(tmp_path / DEMO_MODEL, model, kinematics_labels=("vx", "vy"))
+    tiny_checkpoint(tmp_path / DEMO_MODEL, n_in=96, n_hidden=32, rate=3.0)
     port = free_port()
     argv = [sys.executable, "-m", "service.cli", "demo", "--live", "--cache", str(tmp_path)]
     argv += ["--port", str(port), "--seconds", "20"]

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from factories import tiny_checkpoint
 
 from bci.checkpoint import CheckpointError, load_checkpoint, load_decoder, save_checkpoint
 from bci.eprop import EpropConfig
 from bci.online import OnlineRSNN
-from bci.rsnn import RSNN, RSNNConfig
 from service.engine import Engine
 from service.shared_state import DecodedBin, SharedState
 
@@ -22,13 +22,7 @@ N_IN = 6
 
 
 def make_checkpoint(path: Path, seed: int, n_in: int = N_IN, dt_s: float = 0.05) -> Path:
-    rng = np.random.default_rng(seed)
-    model = RSNN(RSNNConfig(n_in=n_in, n_hidden=16, n_out=2, dt_s=dt_s), seed=seed)
-    model.fit_normalisation(
-        rng.poisson(2.0, (200, n_in)).astype(np.float32),
-        rng.standard_normal((200, 2)).astype(np.float32),
-    )
-    return save_checkpoint(path, model, kinematics_labels=("vx", "vy"))
+    return tiny_checkpoint(path, n_in=n_in, n_hidden=16, bin_s=dt_s, seed=seed, rate=2.0)
 
 
 def bins(n: int, n_in: int = N_IN, seed: int = 0) -> np.ndarray:
@@ -128,7 +122,7 @@ def test_fifty_swaps_from_another_thread_keep_sequence_contiguous(
     try:
         for k, name in enumerate(order):
             engine.request_swap(paths[name])
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + 60  # generous: a loaded 2-core machine
             while engine.status()["swaps"]["applied"] < k + 1:  # wait for the loop to take it
                 assert time.monotonic() < deadline, "swap never applied"
                 time.sleep(0.0005)
@@ -298,3 +292,28 @@ def test_non_finite_channels_are_replaced_by_the_input_mean_and_all_bad_bins_dro
     status = engine.status()
     assert status["bins_dropped"] == 1
     assert status["non_finite_inputs"] == [1, 0, 0, 2] + [0] * (N_IN - 4)
+
+
+def test_eprop_update_runs_after_the_bin_is_published(
+    paths: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sinks have the bin that closes a window before its weight update starts: learning
+    never delays the output."""
+    events: list[str] = []
+    engine = Engine(load_decoder(paths["a"]), adapt=True, eprop=EpropConfig(update_every=5),
+                    sinks=[lambda decoded: events.append(f"bin {decoded.seq}")])  # fmt: skip
+    learner = engine.learner
+    assert learner is not None
+    real_update = learner.update
+
+    def observed_update() -> None:
+        events.append("update")
+        real_update()
+
+    monkeypatch.setattr(learner, "update", observed_update)
+    targets = np.random.default_rng(5).standard_normal((10, 2)).astype(np.float32)
+    for i, row in enumerate(bins(10)):
+        engine.process(row, targets[i], float(i))
+    window = [f"bin {i}" for i in range(5)], [f"bin {i}" for i in range(5, 10)]
+    assert events == [*window[0], "update", *window[1], "update"]
+    assert engine.status()["adaptation"]["updates_applied"] == 2

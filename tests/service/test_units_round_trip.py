@@ -14,7 +14,6 @@ from pathlib import Path
 import pylsl
 import pytest
 import pyxdf
-import torch
 from serving import wait_for
 
 from bci.checkpoint import read_manifest
@@ -53,22 +52,18 @@ def _labels(stream: dict) -> list[str]:
     return [c["label"][0] for c in channels]
 
 
+@pytest.mark.usefixtures("one_torch_thread")  # training: see conftest
 @pytest.mark.timeout(180)
 def test_units_round_trip_session_checkpoint_outlet_recordings(tmp_path: Path) -> None:
     session_path = save_session(tmp_path / "mm.npz", _session_in_mm_per_s())
     assert load_session(session_path).kinematics_units == UNITS
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        model = run_calibration(
-            session_path,
-            tmp_path / "model.safetensors",
-            tmp_path / "report",
-            CalibrationOptions(steps=20, hidden=16),
-        ).checkpoint
-    finally:
-        torch.set_num_threads(previous)
-    assert read_manifest(model)["kinematics_units"] == list(UNITS)
+    model = run_calibration(
+        session_path,
+        tmp_path / "model.safetensors",
+        tmp_path / "report",
+        CalibrationOptions(steps=20, hidden=16),
+    ).checkpoint
+    assert read_manifest(model).kinematics_units == list(UNITS)
 
     name = f"units-{uuid.uuid4().hex[:10]}"
     settings = Settings(stream=name, source_id=f"bci-player-{name}", model=model,

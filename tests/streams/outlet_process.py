@@ -303,15 +303,14 @@ def _push_loop(
 ) -> None:
     import pylsl  # imported in the child only
 
+    from streams.lsl_outlet import wait_for_consumers
+
     fmt = pylsl.cf_float32 if spec.channel_format == "float32" else pylsl.cf_double64
     info = pylsl.StreamInfo(spec.name, spec.type, spec.n_channels, spec.rate, fmt, spec.source_id)
     outlet = pylsl.StreamOutlet(info, chunk_size=0, max_buffered=60)
     ready.set()
     if spec.wait_for_consumer_s is not None:
-        deadline = time.monotonic() + spec.wait_for_consumer_s
-        while not stop.is_set() and time.monotonic() < deadline:
-            if outlet.wait_for_consumers(0.05):
-                break
+        wait_for_consumers([outlet], spec.wait_for_consumer_s, stop)
 
     total = spec.total_samples
     nan_at = np.asarray(spec.nan_at, dtype=np.int64)

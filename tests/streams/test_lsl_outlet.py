@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 
@@ -16,6 +17,7 @@ from streams.lsl_outlet import (
     open_outlet,
     software_version,
     stream_info,
+    wait_for_consumers,
 )
 
 TIMEOUT = 20.0
@@ -147,3 +149,27 @@ def test_units_reach_an_inlet_and_unknown_units_are_left_out() -> None:
         first = bare.desc().child("channels").child("channel")
         assert first.child("unit").empty()  # no invented unit
     assert known.header_xml() is None  # closed
+
+
+class _Outlet:
+    """Stands in for an outlet: gains a consumer after ``after`` polls (never if None)."""
+
+    def __init__(self, after: int | None) -> None:
+        self.after, self.polls = after, 0
+
+    def have_consumers(self) -> bool:
+        self.polls += 1
+        return self.after is not None and self.polls > self.after
+
+
+def test_wait_for_consumers_until_all_connected_timeout_or_stop() -> None:
+    assert wait_for_consumers([_Outlet(0), _Outlet(3)], 30.0, poll_s=0.0)
+    assert wait_for_consumers([], 0.0)
+    start = time.monotonic()
+    assert not wait_for_consumers([_Outlet(0), _Outlet(None)], 0.05, poll_s=0.001)
+    assert time.monotonic() - start >= 0.05
+    stop = threading.Event()
+    stop.set()
+    never = _Outlet(None)
+    assert not wait_for_consumers([never], 30.0, stop)  # at once, not after 30 s
+    assert never.polls == 1

@@ -213,9 +213,9 @@ def test_cli_calibrates_and_replays_an_nwb_file(nlb_file: Path, tmp_path, capsys
     argv = ["calibrate", str(nlb_file), "--out", str(model), "--bin-ms", "50"]
     assert main([*argv, "--steps", "20", "--hidden", "16"]) == 0
     manifest = load_checkpoint(model).manifest
-    assert manifest["kinematics_labels"] == ["hand_vel_x", "hand_vel_y"]
-    assert manifest["channel_labels"][:2] == ["unit100", "unit101"]
-    assert manifest["bin_s"] == BIN_S
+    assert manifest.kinematics_labels == ["hand_vel_x", "hand_vel_y"]
+    assert manifest.channel_labels[:2] == ["unit100", "unit101"]
+    assert manifest.bin_s == BIN_S
     result = tmp_path / "replay.json"
     argv = ["replay", str(nlb_file), "--model", str(model), "--fast", "--out", str(result)]
     assert main(argv) == 0  # binned at the model's bin width

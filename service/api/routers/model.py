@@ -22,13 +22,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, HTTPException, Request, UploadFile, status
 from pydantic import BaseModel, model_validator
 
-from bci.checkpoint import model_id as manifest_model_id
+from bci.atomic import fsync_directory
 from bci.checkpoint import read_manifest
 from service.api.deps import Authorized, LinkDep, SettingsDep, StatusDep, problems
 from service.api.finite_errors import FiniteErrorsRoute
 from service.api.link import ControlRefused, DecoderLink
 from service.settings import Settings
-from streams.atomic import fsync_directory
 
 MAX_UPLOAD_BYTES = 256 * 1024 * 1024
 MAX_SHOWN_BYTES = 64 * 1024  # JSON of one free-form manifest part in a response
@@ -144,15 +143,16 @@ def available(status_doc: StatusDep, settings: SettingsDep) -> AvailableModels:
     if folder is not None and folder.is_dir():
         for path in sorted(folder.glob("*.safetensors")):
             try:
-                manifest, error = read_manifest(path), None
+                checked, error = read_manifest(path), None
             except (ValueError, OSError) as exc:  # CheckpointError is a ValueError
-                manifest, error = {}, str(exc)
+                checked, error = None, str(exc)
+            manifest = {} if checked is None else checked.to_dict()
             omitted: list[str] = []
             found.append(
                 AvailableModel(
                     name=path.name,
                     size_bytes=path.stat().st_size,
-                    model_id=manifest_model_id(manifest) if "sha256" in manifest else None,
+                    model_id=None if checked is None else checked.model_id,
                     created=manifest.get("created"),
                     n_channels=manifest.get("n_channels"),
                     bin_s=manifest.get("bin_s"),
@@ -191,7 +191,7 @@ def _manifest(path: str, model_id: str) -> dict[str, Any]:
         manifest = read_manifest(path)
     except (ValueError, OSError):  # replaced or removed since: summary only
         return {}
-    return manifest if manifest_model_id(manifest) == model_id else {}
+    return manifest.to_dict() if manifest.model_id == model_id else {}
 
 
 def _swap(link: DecoderLink, previous: str, path: Path, what: str) -> SwapResult:
