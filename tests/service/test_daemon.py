@@ -412,8 +412,17 @@ def test_future_stamped_input_is_counted_and_never_a_negative_latency(tmp_path: 
                 time.sleep(0.002)
             outlets[""].push_sample(counts[0], pylsl.local_clock() + 0.1)
         assert wait_for(lambda: daemon.engine.bins_decoded >= 38, 10.0)
-        stream = daemon.status()["stream"]["future_stamped"]
-        latency = daemon.latency()
+
+        def counted() -> tuple[dict, dict]:
+            return daemon.status()["stream"]["future_stamped"], daemon.latency()
+
+        def settled() -> bool:  # no bin pushed for 0.3 s, so none lands between two reads
+            before = daemon.engine.bins_decoded
+            time.sleep(0.3)
+            return daemon.engine.bins_decoded == before
+
+        assert wait_for(settled, 5.0)
+        stream, latency = counted()
         window = daemon.shared.latency_window()[3]
     assert stream["bins"] >= 38 and 95.0 < stream["largest_lead_ms"] < 150.0
     assert latency["from_arrival"] == stream["bins"]
