@@ -1,6 +1,7 @@
 """End to end: ``bci serve`` in its own process decodes a held-out synthetic session played
 by a SessionPlayer process; a pylsl client reads the decoded stream while 50 hot swaps go
-over HTTP. Every bin must be decoded once (sequence numbers), reach the client, and the
+over HTTP. Every bin must be decoded once (sequence numbers), reach the client stamped as the
+session bin it decodes, and the
 decoded velocity must follow the true one (R² >= 0.5)."""
 
 from __future__ import annotations
@@ -110,18 +111,21 @@ class OutputReader(threading.Thread):
         self.inlet = pylsl.StreamInlet(infos[0], max_buflen=60)
         self.inlet.open_stream(10.0)
         self.values: list[list[float]] = []
+        self.stamps: list[float] = []
         self.stop = threading.Event()
 
     def run(self) -> None:
         while not self.stop.is_set():
-            samples, _ = self.inlet.pull_chunk(timeout=0.1)
+            samples, stamps = self.inlet.pull_chunk(timeout=0.1)
             self.values.extend(samples)
+            self.stamps.extend(stamps)
 
-    def finish(self) -> np.ndarray:
+    def finish(self) -> tuple[np.ndarray, np.ndarray]:
+        """The samples received, ``(n, 2)`` float32, and their timestamps ``(n,)`` (s)."""
         self.stop.set()
         self.join(5.0)
         self.inlet.close_stream()
-        return np.asarray(self.values, dtype=np.float32)
+        return np.asarray(self.values, dtype=np.float32), np.asarray(self.stamps)
 
 
 def test_live_decoding_with_50_hot_swaps_loses_and_repeats_no_bin(
@@ -158,8 +162,11 @@ def test_live_decoding_with_50_hot_swaps_loses_and_repeats_no_bin(
         assert wait_for(lambda: api.get("/health").json()["bins_decoded"] >= n_bins, 60.0)
         collect()
     assert wait_for(lambda: len(reader.values) >= n_bins, 10.0)
-    time.sleep(0.5)  # nothing more may come
-    received = reader.finish()
+    time.sleep(0.5)  # nothing more may come, but the zero-velocity hold of a quiet stream
+    received_all, stamps_all = reader.finish()
+    received, stamps = received_all[:n_bins], stamps_all[:n_bins]
+    holds = received_all[n_bins:]
+    assert not holds.any() and (stamps_all[n_bins:] > stamps[-1]).all(), "a bin came twice"
 
     assert statuses == [200] * N_SWAPS
     swaps = api.get("/model").json()["swaps"]
@@ -169,6 +176,11 @@ def test_live_decoding_with_50_hot_swaps_loses_and_repeats_no_bin(
     changes = sum(a != b for a, b in itertools.pairwise(model_ids))
     assert changes == swaps["applied"] and set(model_ids) == set(ids.values())
     assert received.shape == (n_bins, 2)  # the client got each bin once
+    # ... stamped as the session's bin it decodes (the player compresses time by SPEED)
+    played = player.start_time + (setup.test.timestamps - setup.test.timestamps[0]) / SPEED
+    np.testing.assert_allclose(stamps, played, rtol=0, atol=1e-3)
+    http_stamps = np.asarray([seen[s]["timestamp"] for s in range(n_bins)])
+    np.testing.assert_allclose(http_stamps, played, rtol=0, atol=1e-3)
     http_values = np.asarray([seen[s]["values"] for s in range(n_bins)], dtype=np.float32)
     np.testing.assert_array_equal(received, http_values)
     r2, per_dim = r2_score(setup.test.kinematics, received)
