@@ -1,8 +1,7 @@
 """End to end: ``bci serve`` in its own process decodes a held-out synthetic session played
 by a SessionPlayer process; a pylsl client reads the decoded stream while 50 hot swaps go
 over HTTP. Every bin must be decoded once (sequence numbers), reach the client stamped as the
-session bin it decodes, and the
-decoded velocity must follow the true one (R² >= 0.5)."""
+session bin it decodes, and the decoded velocity must follow the true one (R² >= 0.5)."""
 
 from __future__ import annotations
 
