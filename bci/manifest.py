@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from bci.compatibility import same_bin_width
 from bci.config import RSNNConfig, expected_tensor_shapes
 from bci.json_bounds import check_json_bounds
 
@@ -224,7 +224,7 @@ def _check_consistency(path: Path, manifest: Manifest, config: RSNNConfig) -> No
             f"{where}: n_channels is {manifest.n_channels} but the model config has "
             f"n_in={config.n_in}; the two must agree: {RESAVE}"
         )
-    if not math.isclose(manifest.bin_s, config.dt_s, rel_tol=1e-9, abs_tol=0.0):
+    if not same_bin_width(manifest.bin_s, config.dt_s):
         raise CheckpointError(
             f"{where}: bin_s is {manifest.bin_s} s but the model config has dt_s={config.dt_s} "
             f"s; the model must be run at the bin width it was trained with: {RESAVE}"

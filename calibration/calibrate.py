@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from bci.checkpoint import load_checkpoint, save_checkpoint
+from bci.compatibility import check_fits
 from bci.metrics import (
     activation_sparsity,
     footprint_bytes,
@@ -230,24 +231,20 @@ def split_session(session: Session, fractions: tuple[float, ...]) -> tuple[Sessi
     return chronological_split(session, fractions, min_bins=MIN_EVAL_BINS)
 
 
-def _load_init(path: Path, session: Session) -> tuple[RSNN, list[str] | None]:
-    """The checkpoint to fine-tune, checked against ``session``, and its channel labels."""
+def _load_init(path: Path, session: Session, where: str) -> tuple[RSNN, Session]:
+    """The checkpoint to fine-tune, and ``session`` checked against it (the one compatibility
+    check) with its channels in the checkpoint's order."""
     checkpoint = load_checkpoint(path)  # CheckpointError names the file and the problem
-    config = checkpoint.model.config
-    n_kin = session.kinematics.shape[1]
-    if config.n_out != n_kin:
-        raise ValueError(
-            f"kinematics mismatch: checkpoint {path} decodes {config.n_out} kinematics "
-            f"({', '.join(checkpoint.manifest.kinematics_labels)}) but the session has "
-            f"{n_kin} ({', '.join(session.kinematics_labels)}); calibrate without --init"
-        )
-    if not math.isclose(config.dt_s, session.bin_s, rel_tol=1e-6):
-        raise ValueError(
-            f"bin width mismatch: checkpoint {path} runs at {config.dt_s * 1e3:g} ms bins but "
-            f"the session has {session.bin_s * 1e3:g} ms bins; rebin the recording (--bin-ms "
-            f"{config.dt_s * 1e3:g} for XDF) or calibrate without --init"
-        )
-    return checkpoint.model, checkpoint.manifest.channel_labels
+    manifest = checkpoint.manifest
+    match = check_fits(
+        manifest, f"checkpoint {path}", where,
+        bin_s=session.bin_s, n_channels=session.n_channels,
+        channel_labels=session.channel_labels, n_kinematics=session.kinematics.shape[1],
+        bin_fix=f"rebin the recording (--bin-ms {manifest.bin_s * 1e3:g} for XDF) or calibrate "
+        "without --init",
+        kinematics_fix="calibrate without --init",
+    )  # fmt: skip
+    return checkpoint.model, in_model_order(session, match, manifest.channel_labels)
 
 
 def score_snn(
@@ -328,9 +325,7 @@ def run_calibration(
     session = load_calibration_session(Path(session_path), options)
     init_model = None
     if options.init is not None:  # the session's channels in the checkpoint's order
-        init_model, labels = _load_init(Path(options.init), session)
-        n_in = init_model.config.n_in
-        session = in_model_order(session, labels, n_in, where=f"session {session_path}")
+        init_model, session = _load_init(Path(options.init), session, f"session {session_path}")
     train, val, test = split_session(session, options.split)
     neuron = {"reset": options.reset, "surrogate": options.surrogate}
     snn_params: dict[str, Any] = {

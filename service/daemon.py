@@ -53,6 +53,7 @@ import numpy as np
 import pylsl
 
 from bci.checkpoint import load_decoder
+from bci.compatibility import ChannelMatch, match_channels, same_bin_width
 from bci.runtime import single_threaded_blas
 from service.decoding import BinDecoder
 from service.engine import STATES, Engine, Sink
@@ -61,7 +62,7 @@ from service.recording import DecodedRecording
 from service.settings import Settings
 from service.shared_state import DecodedBin, SharedState
 from service.targets import IntentionTargets, TargetFeed
-from streams.channels import ChannelMatch, match_channels, read_channel_map
+from streams.channels import read_channel_map
 from streams.frontend import FrontEnd, input_kind_of
 from streams.lsl_inlet import LslInlet, StreamSchema
 from streams.lsl_outlet import KINEMATICS_SUFFIX, KinematicsOutlet
@@ -806,7 +807,7 @@ def _stream_bin_s(info: StreamSchema, description: dict[str, str], engine: Engin
         speed = float(description.get("replay_speed", 1.0))
     except ValueError as error:
         raise ValueError(f"stream {info.name!r} has an unreadable desc: {error}") from None
-    if abs(declared / engine.bin_s - 1.0) > 1e-3:
+    if not same_bin_width(declared, engine.bin_s):
         raise ValueError(
             f"stream {info.name!r} carries {declared * 1e3:g} ms bins but the model decodes "
             f"{engine.bin_s * 1e3:g} ms bins; serve a model trained at this bin width"

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from bci.checkpoint import DecoderFile, load_decoder
+from bci.compatibility import check_fits
 from bci.eprop import EpropConfig, EpropLearner
 from bci.online import OnlineRSNN, OnlineState
 from bci.plausibility import check_warm_up, output_bound
@@ -427,23 +428,12 @@ class Engine:
     def _prepare(self, checkpoint: DecoderFile) -> _Slot:
         """Check a loaded model against the stream (runs on the caller's thread)."""
         decoder = checkpoint.decoder
-        config = decoder.config
         where = f"model {checkpoint.path}"
-        if config.n_in != self.n_channels:
-            raise ValueError(
-                f"{where} expects {config.n_in} input channels but the stream has "
-                f"{self.n_channels}; use a model trained on this stream's channels"
-            )
-        if not math.isclose(config.dt_s, self.bin_s, rel_tol=1e-9, abs_tol=0.0):
-            raise ValueError(
-                f"{where} was trained with {config.dt_s * 1e3:g} ms bins but the stream has "
-                f"{self.bin_s * 1e3:g} ms bins; use a model trained at this bin width"
-            )
-        if config.n_out != self.n_out:
-            raise ValueError(
-                f"{where} decodes {config.n_out} kinematics but this stream's output carries "
-                f"{self.n_out}; use a model with the same kinematics"
-            )
+        check_fits(
+            checkpoint.manifest, where, "the stream",
+            bin_s=self.bin_s, n_channels=self.n_channels, n_kinematics=self.n_out,
+            kinematics_fix="use a model with the same kinematics",
+        )  # fmt: skip
         try:
             check_warm_up(decoder, checkpoint.manifest)
         except ValueError as error:

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from bci.checkpoint import DecoderFile, load_decoder
+from bci.compatibility import check_fits
 from bci.eprop import EpropConfig, EpropStatus
 from bci.metrics import r2_score, windowed_r2
 from service.daemon import Daemon
@@ -180,21 +181,14 @@ def _load(
             f"session {session_path} has no kinematics: R² (and adaptation) need the true "
             "kinematics; replay a session recorded with a kinematics stream"
         )
-    session = in_model_order(
-        session, checkpoint.manifest.channel_labels, config.n_in, where=f"session {session_path}"
-    )
-    if not math.isclose(session.bin_s, config.dt_s, rel_tol=1e-6):
-        raise ValueError(
-            f"session {session_path} has {session.bin_s * 1e3:g} ms bins but model "
-            f"{model_path} was trained with {config.dt_s * 1e3:g} ms bins; use a model "
-            "trained at this bin width"
-        )
+    manifest = checkpoint.manifest
+    match = check_fits(
+        manifest, f"model {model_path}", f"session {session_path}",
+        bin_s=session.bin_s, n_channels=session.n_channels,
+        channel_labels=session.channel_labels, n_kinematics=session.kinematics.shape[1],
+    )  # fmt: skip
+    session = in_model_order(session, match, manifest.channel_labels)
     truth = np.asarray(session.kinematics, dtype=np.float32)
-    if truth.shape[1] != config.n_out:
-        raise ValueError(
-            f"session {session_path} has {truth.shape[1]} kinematics dimensions but model "
-            f"{model_path} decodes {config.n_out}"
-        )
     return session, checkpoint, truth
 
 

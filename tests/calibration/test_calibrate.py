@@ -324,7 +324,7 @@ def test_channel_mismatch_with_init(session, tmp_path: Path, capsys) -> None:
     ckpt = save_checkpoint(tmp_path / "eight.safetensors", other, kinematics_labels=["vx", "vy"])
     argv = ["calibrate", str(session[0]), "--out", str(tmp_path / "m.safetensors")]
     err = _fails([*argv, "--init", str(ckpt)], capsys)
-    assert "has 96 channels but the model expects 8" in err
+    assert f"has 96 channels but checkpoint {ckpt} expects 8" in err
 
 
 @pytest.mark.parametrize(
@@ -333,16 +333,22 @@ def test_channel_mismatch_with_init(session, tmp_path: Path, capsys) -> None:
         (
             {"n_out": 3},
             ["vx", "vy", "vz"],
-            "decodes 3 kinematics (vx, vy, vz) but the session has 2",
+            "has 2 kinematics but checkpoint {ckpt} decodes 3 (vx, vy, vz); calibrate "
+            "without --init",
         ),
-        ({"dt_s": 0.02}, ["vx", "vy"], "runs at 20 ms bins but the session has 50 ms bins"),
+        (
+            {"dt_s": 0.02},
+            ["vx", "vy"],
+            "has 50 ms bins but checkpoint {ckpt} decodes 20 ms bins; rebin the recording "
+            "(--bin-ms 20 for XDF) or calibrate without --init",
+        ),
     ],
 )
 def test_init_must_fit_the_session(session, tmp_path: Path, capsys, config, labels, expected):
     other = RSNN(RSNNConfig(n_in=96, n_hidden=4, **config), seed=0)
     ckpt = save_checkpoint(tmp_path / "other.safetensors", other, kinematics_labels=labels)
     argv = ["calibrate", str(session[0]), "--out", str(tmp_path / "m.safetensors")]
-    assert expected in _fails([*argv, "--init", str(ckpt)], capsys)
+    assert expected.format(ckpt=ckpt) in _fails([*argv, "--init", str(ckpt)], capsys)
 
 
 def test_unknown_stream_name_lists_streams(session, tmp_path: Path, capsys) -> None:

@@ -167,7 +167,7 @@ def test_bad_swaps_are_refused_and_good_swap_continues_seq(served: Served) -> No
     old = served.ids["a"]
     for body, reason in (
         ({"path": str(served.models / "corrupt.safetensors")}, "safetensors"),
-        ({"name": "eight.safetensors"}, "input channels"),
+        ({"name": "eight.safetensors"}, "eight.safetensors expects 8"),
         ({"name": "missing.safetensors"}, "missing.safetensors"),
         ({"name": "../a.safetensors"}, "plain file name"),
     ):
