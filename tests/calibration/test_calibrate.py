@@ -37,7 +37,6 @@ from calibration.search import (
     default_study_path,
     local_search,
 )
-from calibration.search_ray import ray_search
 from service.cli import main
 from streams.session import Session, save_session
 from streams.synthetic import SyntheticConfig, simulate_session
@@ -520,35 +519,33 @@ def test_interrupted_trial_is_failed_and_rerun(tiny_data, tmp_path: Path, monkey
 
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray (.[cluster]) absent")
-def test_ray_search_on_a_local_ray_shares_the_study(tiny_data, tmp_path, capsys) -> None:
-    """Ray Tune (OptunaSearch, ASHA) on a local Ray instance writes its trials to the SQLite
-    study, which a local run then resumes; ``bci calibrate --ray`` runs it."""
+def test_calibrate_ray_searches_on_a_local_ray_and_a_local_run_resumes(tmp_path, capsys) -> None:
+    """``bci calibrate --ray`` starts a real local Ray instance and runs the search on Ray Tune
+    (OptunaSearch, ASHA): both trials reach the SQLite study, the best one's settings train the
+    checkpoint, Ray is shut down; a local run then resumes the study with one trial more."""
     import ray
 
-    ray.init(num_cpus=2)  # one instance for both searches (a search reuses a running one)
-    try:
-        study = tmp_path / "s.sqlite"
-        remote = ray_search(3, tiny_data, study, 8, SearchSpace())
-        assert remote.backend == "ray" and len(remote.trials) == 3
-        for t in remote.trials:  # ASHA's first rung is at step 3 of 9
-            assert t["steps"] == (9 if t["state"] == "complete" else 3)
-            assert math.isfinite(t["val_r2"]) and t["seconds"] > 0
-        complete = [t for t in remote.trials if t["state"] == "complete"]
-        assert remote.best == max(complete, key=lambda t: t["val_r2"])["trial"]
-        local = local_search(4, tiny_data, study, 8)
-        assert local.resumed == 3 and local.trials[:3] == remote.trials
-        assert len(local.trials) == 4
+    session = save_session(
+        tmp_path / "s.npz", simulate_session(SyntheticConfig(duration_s=15.0, seed=1))
+    )
+    out, study = tmp_path / "m.safetensors", tmp_path / "m.study.sqlite"
+    argv = ["calibrate", str(session), "--out", str(out), "--hidden", "8", "--steps", "6"]
+    assert main([*argv, "--trials", "2", "--trial-steps", "6", "--ray"]) == 0
+    assert "search (ray): 2 trials" in capsys.readouterr().out
+    assert not ray.is_initialized()
+    search = load_checkpoint(out).manifest.training["search"]
+    assert search["backend"] == "ray" and search["study"] == str(study)
+    assert [t["trial"] for t in search["trials"]] == [0, 1]
+    for t in search["trials"]:  # ASHA's first rung is at step 2 of 6
+        assert t["steps"] == (6 if t["state"] == "complete" else 2)
+        assert math.isfinite(t["val_r2"]) and t["seconds"] > 0
+    complete = [t for t in search["trials"] if t["state"] == "complete"]
+    assert search["best"] == max(complete, key=lambda t: t["val_r2"])["trial"]
+    stored = optuna.load_study(study_name="bci-calibrate", storage=f"sqlite:///{study}")
+    assert len(stored.trials) == 2
 
-        session = save_session(
-            tmp_path / "s.npz", simulate_session(SyntheticConfig(duration_s=15.0, seed=1))
-        )
-        out = tmp_path / "m.safetensors"
-        argv = ["calibrate", str(session), "--out", str(out), "--hidden", "8", "--steps", "6"]
-        assert main([*argv, "--trials", "2", "--trial-steps", "6", "--ray"]) == 0
-        assert "search (ray): 2 trials" in capsys.readouterr().out
-        assert load_checkpoint(out).manifest.training["search"]["backend"] == "ray"
-        assert main([*argv, "--trials", "3", "--trial-steps", "6", "--force"]) == 0
-        stdout = capsys.readouterr().out
-        assert "search (local): 3 trials" in stdout and "(2 trials from earlier runs)" in stdout
-    finally:
-        ray.shutdown()
+    assert main([*argv, "--trials", "3", "--trial-steps", "6", "--force"]) == 0
+    stdout = capsys.readouterr().out
+    assert "search (local): 3 trials" in stdout and "(2 trials from earlier runs)" in stdout
+    resumed = load_checkpoint(out).manifest.training["search"]["trials"]
+    assert resumed[:2] == search["trials"] and len(resumed) == 3
