@@ -176,7 +176,7 @@ def relay(
 
         request_realtime()
     outlet = open_outlet(output, KINEMATICS_TYPE, ["vx", "vy"], "cm/s", rate,
-                         source_id=f"{output}-relay", model="e2e_latency relay")  # fmt: skip
+                         source_id=f"{output}-relay", component="e2e_latency relay")  # fmt: skip
     inlet = _open_inlet(neural, "relay", results)
     if inlet is None:
         return

@@ -67,7 +67,7 @@ def _produce(
         "a.u.",
         rate,
         source_id=source_id,
-        model="stream_latency benchmark",
+        component="stream_latency benchmark",
     )
     block = np.tile(np.arange(n_channels, dtype=np.float32), (_MAX_PUSH, 1))
     ready.set()

@@ -234,7 +234,7 @@ class Daemon:
             units=checkpoint.manifest.kinematics_units,  # the model's; None: unknown
             nominal_srate=1.0 / self.engine.bin_s,
             source_id=source_id,
-            model="bci serve",
+            component="bci serve",
             extra={  # what a lab needs to join this stream with its input (see README)
                 "input_stream": settings.stream,
                 "input_source_id": settings.source_id or "",

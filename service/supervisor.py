@@ -243,7 +243,7 @@ class _StandIn:
                  bin_s: float, source_id: str):  # fmt: skip
         self.outlet = KinematicsOutlet(name, labels=labels, units=units,
                                        nominal_srate=1.0 / bin_s, source_id=source_id,
-                                       model="bci serve (decoder restarting)")  # fmt: skip
+                                       component="bci serve (decoder restarting)")  # fmt: skip
         self.bin_s = bin_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bci-stand-in", daemon=True)

@@ -71,7 +71,7 @@ def stream_info(
     source_id: str | None = None,
     *,
     channel_types: Sequence[str] | str | None = None,
-    model: str = "outlet",
+    component: str = "outlet",
     extra: dict[str, str] | None = None,
 ) -> pylsl.StreamInfo:
     """Build a :class:`pylsl.StreamInfo` whose ``desc`` follows the LSL meta-data conventions.
@@ -88,7 +88,8 @@ def stream_info(
         source_id: unique id of the source so inlets can recover after a restart;
             defaults to ``"<name>@<type>"`` (pylsl would otherwise print a hashed one).
         channel_types: per-channel type (default: the stream type for every channel).
-        model: the component that opens the outlet (``desc/acquisition/model``).
+        component: what opens the outlet, e.g. ``"bci serve"`` (written as
+            ``desc/acquisition/model``, the LSL meta-data field for it).
         extra: more ``desc/<key>`` text elements, e.g. the replay speed.
     """
     if not name:
@@ -127,7 +128,7 @@ def stream_info(
         channel.append_child_value("type", channel_type)
     acquisition = desc.append_child("acquisition")
     acquisition.append_child_value("manufacturer", SOFTWARE)
-    acquisition.append_child_value("model", model)
+    acquisition.append_child_value("model", component)
     acquisition.append_child_value("software_version", software_version())
     for key, value in (extra or {}).items():
         desc.append_child_value(str(key), str(value))
@@ -163,7 +164,7 @@ def open_outlet(
     source_id: str | None = None,
     *,
     channel_types: Sequence[str] | str | None = None,
-    model: str = "outlet",
+    component: str = "outlet",
     extra: dict[str, str] | None = None,
     chunk_size: int = 0,
     max_buffered: int = 360,
@@ -183,7 +184,7 @@ def open_outlet(
         channel_format,
         source_id,
         channel_types=channel_types,
-        model=model,
+        component=component,
         extra=extra,
     )
     outlet = pylsl.StreamOutlet(info, chunk_size=chunk_size, max_buffered=max_buffered)
@@ -230,7 +231,7 @@ class KinematicsOutlet:
         nominal_srate: float = 0.0,
         *,
         source_id: str | None = None,
-        model: str = "decoder",
+        component: str = "decoder",
         extra: dict[str, str] | None = None,
     ) -> None:
         self.name = f"{name}{KINEMATICS_SUFFIX}"
@@ -246,7 +247,7 @@ class KinematicsOutlet:
             nominal_srate,
             "float32",
             source_id,
-            model=model,
+            component=component,
             extra=extra,
         )
         self.pushed = 0

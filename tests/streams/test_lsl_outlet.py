@@ -44,7 +44,7 @@ def test_desc_labels_units_and_acquisition_reach_an_inlet() -> None:
         ["counts", "counts", "Hz", "counts"],
         1000.0,
         source_id=source_id,
-        model="test",
+        component="test",
         extra={"replay_speed": "2"},
     )
     info = _inlet(name).info(timeout=TIMEOUT)
