@@ -8,25 +8,8 @@ Usage::
         data, timestamps = inlet.read_new()      # copies, oldest first
         counters = inlet.counters()              # every dropped/odd sample, with its cause
 
-States (``inlet.state``; each change is logged and kept in ``state_history`` with its
-``pylsl.local_clock()`` time and a message):
-
-================== ===========================================================================
-``idle``           constructed, ``start()`` not called yet
-``resolving``      looking for the stream for the first time
-``connected``      data flowing
-``stalled``        connected, but no sample for ``watchdog_s``; back to ``connected`` when data
-                   resume
-``lost``           liblsl raised ``LostError``, the stream stalled for ``lost_after_s``, or the
-                   first resolve found nothing within ``resolve_timeout_s``; the thread keeps
-                   re-resolving in the background and reconnects when the stream comes back
-``schema-mismatch`` the stream came back with another channel count, channel format or nominal
-                   rate than first seen: its data are refused (never written) and the thread
-                   keeps looking for a stream that matches the first-seen schema
-``stopped``        ``stop()`` returned
-``error``          unsupported stream (string format; irregular rate without ``capacity``) or
-                   an unexpected failure; the message says what to do; the thread has ended
-================== ===========================================================================
+States (``inlet.state``) and counters (:class:`InletCounters`, with causes) are listed in
+:mod:`streams.lsl_status`.
 
 Resolve timeout (decision): ``start()`` never blocks. If no stream matches within
 ``resolve_timeout_s`` the state becomes ``lost`` with a message naming the query and saying
@@ -64,10 +47,6 @@ and a gap must also exceed half a chunk, so chunk arrival jitter is not a gap. T
 ``time_correction()`` offset is kept in ``clock_offset`` (add it to map timestamps to the
 local clock) with its history, refreshed every ``clock_refresh_s``.
 
-Counters (:class:`InletCounters`), with causes::
-
-    samples_received == samples_written + non_finite_rejected + samples_refused
-
 A sample with a NaN or Inf is counted (``non_finite_samples``) and, by default, rejected;
 with ``keep_non_finite=True`` it is written as it is, for a consumer that repairs single
 channels (the daemon replaces them by the model's normalisation mean).
@@ -100,7 +79,6 @@ import math
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -109,7 +87,9 @@ import pylsl
 
 from streams.channels import labels_of
 from streams.discovery import visible_summary
-from streams.ring import RingBuffer, RingCounters
+from streams.lsl_schema import StreamSchema, desc_texts
+from streams.lsl_status import STATES, InletCounters, StateChange
+from streams.ring import RingBuffer
 from streams.timestamps import LiveChunkStamps
 
 try:
@@ -121,29 +101,7 @@ except ImportError:  # pragma: no cover - pylsl < 1.17 kept its exceptions in py
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["InletCounters", "LslInlet", "StateChange", "StreamSchema"]
-
-STATES = (
-    "idle",
-    "resolving",
-    "connected",
-    "stalled",
-    "lost",
-    "schema-mismatch",
-    "stopped",
-    "error",
-)
-
-# LSL channel formats: name and numpy dtype (None: not supported by this inlet).
-_FORMATS: dict[int, tuple[str, Any]] = {
-    pylsl.cf_float32: ("float32", np.float32),
-    pylsl.cf_double64: ("double64", np.float64),
-    pylsl.cf_string: ("string", None),
-    pylsl.cf_int32: ("int32", np.int32),
-    pylsl.cf_int16: ("int16", np.int16),
-    pylsl.cf_int8: ("int8", np.int8),
-    pylsl.cf_int64: ("int64", np.int64),
-}
+__all__ = ["LslInlet"]
 
 _SLICE_S = 0.25  # longest single blocking liblsl call in the thread (bounds stop())
 _RETRY_S = 0.5  # pause between resolve attempts after a refused or failed connection
@@ -152,148 +110,6 @@ _HISTORY = 1000  # state changes and clock offsets kept
 _FULL = 0.9  # liblsl's buffer this full: a pull may race its drops of the oldest samples
 RATE_WINDOW_S = 2.0  # arrival-rate measurement window, seconds
 RATE_TOLERANCE = 0.1  # relative difference between measured and declared rate tolerated
-
-
-@dataclass(frozen=True)
-class StreamSchema:
-    """What an inlet accepted from a stream; ``n_channels``, ``channel_format`` and
-    ``nominal_srate`` must not change across reconnects.
-
-    Attributes:
-        name, type, source_id, hostname: stream identity as advertised.
-        uid: identifier of one outlet instance (changes when the outlet restarts).
-        n_channels: channels per sample.
-        channel_format: LSL format name ("float32", "double64", "int16", ...).
-        nominal_srate: advertised rate in Hz (0 for irregular streams).
-    """
-
-    name: str
-    type: str
-    source_id: str
-    hostname: str
-    uid: str
-    n_channels: int
-    channel_format: str
-    nominal_srate: float
-
-    @classmethod
-    def from_info(cls, info: pylsl.StreamInfo) -> StreamSchema:
-        fmt = info.channel_format()
-        return cls(
-            name=info.name(),
-            type=info.type(),
-            source_id=info.source_id(),
-            hostname=info.hostname(),
-            uid=info.uid(),
-            n_channels=int(info.channel_count()),
-            channel_format=_FORMATS.get(fmt, (f"unknown({fmt})", None))[0],
-            nominal_srate=float(info.nominal_srate()),
-        )
-
-    @property
-    def dtype(self) -> np.dtype | None:
-        """numpy dtype of the samples (None for string streams)."""
-        for name, dtype in _FORMATS.values():
-            if name == self.channel_format:
-                return None if dtype is None else np.dtype(dtype)
-        return None
-
-    def differences(self, other: StreamSchema) -> list[str]:
-        """Human-readable list of what ``other`` changes (expected = self)."""
-        out = []
-        if other.n_channels != self.n_channels:
-            out.append(f"channel count: expected {self.n_channels}, received {other.n_channels}")
-        if other.channel_format != self.channel_format:
-            out.append(
-                f"channel format: expected {self.channel_format}, received {other.channel_format}"
-            )
-        if other.nominal_srate != self.nominal_srate:
-            out.append(
-                f"nominal rate: expected {self.nominal_srate:g} Hz, "
-                f"received {other.nominal_srate:g} Hz"
-            )
-        return out
-
-    def describe(self) -> str:
-        return (
-            f"'{self.name}' (type '{self.type}', source_id '{self.source_id}', "
-            f"{self.n_channels} x {self.channel_format} at {self.nominal_srate:g} Hz, "
-            f"host '{self.hostname}')"
-        )
-
-
-@dataclass(frozen=True)
-class StateChange:
-    """One state transition: ``time`` is ``pylsl.local_clock()`` seconds."""
-
-    state: str
-    time: float
-    message: str
-
-
-@dataclass(frozen=True)
-class InletCounters:
-    """One consistent snapshot of an inlet's counters (samples unless stated otherwise).
-
-    ``samples_received == samples_written + non_finite_rejected + samples_refused``, and
-    ``ring`` satisfies ``written == read + overflowed + available``.
-
-    Attributes:
-        samples_received: samples pulled from liblsl.
-        samples_written: samples written into the ring.
-        non_finite_samples: samples with a NaN or Inf in any channel.
-        non_finite_rejected: those of them rejected (all, unless ``keep_non_finite``).
-        transport_dropped: samples liblsl dropped from its full buffer before they were
-            pulled (the consumer fell behind); not counted as gaps.
-        rate_mismatches: rate windows more than 10% off the declared rate.
-        measured_rate_hz: arrival rate over the latest complete window (0: none yet).
-        chunk_stamped: the stream stamps whole chunks (re-stamped), None until judged (its
-            first 32 intervals, in which no gap is counted) or for irregular streams.
-        samples_refused: samples pulled after a reconnect whose schema did not match or could
-            not be checked.
-        gaps: timestamp steps larger than ``gap_factor / rate``.
-        gap_missing_samples: estimated samples missing in those gaps.
-        gap_total_s, last_gap_s: summed and latest gap duration (``dt - 1 / rate``), seconds.
-        jumps: forward timestamp steps larger than ``jump_s`` (also counted as gaps).
-        timestamps_backwards: steps with a timestamp earlier than the previous one.
-        duplicates: steps with a timestamp equal to the previous one.
-        reconnects: connections after the first (liblsl recoveries and own re-resolves).
-        source_changes: times another source (source_id) with the same schema replaced a
-            lost one; only without a given ``source_id``.
-        stalls: times no sample came for ``watchdog_s``.
-        lost: times the stream was declared lost.
-        schema_mismatches: outlet instances (uids) refused for a schema change.
-        resolve_timeouts: initial resolves that found nothing within ``resolve_timeout_s``.
-        clock_offset_updates: ``time_correction()`` values read.
-        overflowed: ring rows dropped because the consumer fell behind (= ``ring.overflowed``).
-        ring: the ring's own counters (None before the first connection).
-    """
-
-    samples_received: int
-    samples_written: int
-    non_finite_samples: int
-    non_finite_rejected: int
-    transport_dropped: int
-    rate_mismatches: int
-    measured_rate_hz: float
-    chunk_stamped: bool | None
-    samples_refused: int
-    gaps: int
-    gap_missing_samples: int
-    gap_total_s: float
-    last_gap_s: float
-    jumps: int
-    timestamps_backwards: int
-    duplicates: int
-    reconnects: int
-    source_changes: int
-    stalls: int
-    lost: int
-    schema_mismatches: int
-    resolve_timeouts: int
-    clock_offset_updates: int
-    overflowed: int
-    ring: RingCounters | None
 
 
 class _Stopping(Exception):
@@ -811,7 +627,7 @@ class LslInlet:
                 self._n["reconnects"] += 1
             self._connections += 1
             self._uid = schema.uid
-            self._description = _desc_texts(full)
+            self._description = desc_texts(full)
             self._channel_labels = labels_of(full)
             self._header_xml = full.as_xml()
             self._resolve_timeout_noted = ""
@@ -1298,14 +1114,3 @@ class LslInlet:
     def _sleep(self, seconds: float) -> None:
         if self._stop_event.wait(seconds):
             raise _Stopping
-
-
-def _desc_texts(info: pylsl.StreamInfo) -> dict[str, str]:
-    """``{name: text}`` of the elements directly under ``info.desc()`` that hold text."""
-    texts = {}
-    child = info.desc().first_child()
-    while not child.empty():
-        if child.first_child().is_text():
-            texts[child.name()] = child.child_value()
-        child = child.next_sibling()
-    return texts
