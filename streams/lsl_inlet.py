@@ -51,19 +51,8 @@ A sample with a NaN or Inf is counted (``non_finite_samples``) and, by default, 
 with ``keep_non_finite=True`` it is written as it is, for a consumer that repairs single
 channels (the daemon replaces them by the model's normalisation mean).
 
-Gap checks run on consecutive timestamps of the accepted stream (across chunks and
-reconnects): ``dt > gap_factor / rate`` is a gap (estimated ``round(dt * rate) - 1`` missing
-samples, duration ``dt - 1 / rate``); ``dt > jump_s`` is also a jump; ``dt == 0`` a duplicate;
-``dt < 0`` a backwards step. These samples are kept and counted, not altered. A step that
-comes with a pull which found liblsl's own buffer (nearly) full is not a gap of the source:
-liblsl drops the oldest samples when its buffer overflows (the consumer fell behind), also
-while a pull takes samples, so such gaps are counted as ``transport_dropped`` ("dropped by
-the transport: N samples").
-
-Rate check (regular streams): samples arriving per second of the local clock, over windows
-of :data:`RATE_WINDOW_S` without a stall, loss or transport drop. A window more than
-:data:`RATE_TOLERANCE` off the declared rate counts a ``rate_mismatches`` and logs a warning
-(once, until the rate is back within the tolerance); ``measured_rate_hz`` is the latest window.
+The gap, jump, transport-drop and rate checks are described in
+:mod:`streams.timestamp_audit`.
 
 liblsl caveat handled here: the first ``pull_chunk`` on a fresh pylsl inlet waits, without
 timeout, for the stream's full description; if the source dies before that, even
@@ -79,6 +68,7 @@ import math
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from types import TracebackType
 from typing import Any
 
@@ -90,6 +80,7 @@ from streams.discovery import visible_summary
 from streams.lsl_schema import StreamSchema, desc_texts
 from streams.lsl_status import STATES, InletCounters, StateChange
 from streams.ring import RingBuffer
+from streams.timestamp_audit import TimestampAudit
 from streams.timestamps import LiveChunkStamps
 
 try:
@@ -107,9 +98,6 @@ _SLICE_S = 0.25  # longest single blocking liblsl call in the thread (bounds sto
 _RETRY_S = 0.5  # pause between resolve attempts after a refused or failed connection
 _CLOCK_RETRY_S = 0.1  # period of time_correction() reads until liblsl has an estimate
 _HISTORY = 1000  # state changes and clock offsets kept
-_FULL = 0.9  # liblsl's buffer this full: a pull may race its drops of the oldest samples
-RATE_WINDOW_S = 2.0  # arrival-rate measurement window, seconds
-RATE_TOLERANCE = 0.1  # relative difference between measured and declared rate tolerated
 
 
 class _Stopping(Exception):
@@ -230,7 +218,7 @@ class LslInlet:
         self._channel_labels: tuple[str, ...] | None = None
         self._header_xml = ""  # the connected stream's full info.as_xml()
         self._gap_factor = float(gap_factor)
-        self._jump_s = float(jump_s)
+        self._audit = TimestampAudit(float(jump_s), self._query_text(), logger)
         self._poll_s = float(poll_interval_s)
         self._wake_on_sample = bool(wake_on_sample)
         if not (math.isfinite(coalesce_s) and coalesce_s >= 0):
@@ -243,10 +231,6 @@ class LslInlet:
             raise ValueError(f"irregular_capacity must be positive, got {irregular_capacity!r}")
         self._irregular_capacity = irregular_capacity
         self._keep_non_finite = bool(keep_non_finite)
-        self._transport_capacity = 0  # samples liblsl's buffer holds (set on open)
-        self._transport_full = False  # the latest pull found liblsl's buffer full
-        self._rate_window: tuple[float, int] | None = None  # (monotonic start, samples)
-        self._rate_off = False  # the latest window was off the declared rate
         self._chunk_stamps: LiveChunkStamps | None = None  # regular streams (first schema)
         # caller mode: the open pylsl inlet, the resolver looking for one, and the earliest
         # time of the next connection attempt after a refused or failed one
@@ -277,24 +261,16 @@ class LslInlet:
         self._connections = 0
         self._uid = ""  # outlet instance currently connected
         self._refused_uids: set[str] = set()
-        self._last_ts: float | None = None
         self._clock_offset: float | None = None
         self._clock_history: collections.deque[tuple[float, float]] = collections.deque(
             maxlen=_HISTORY
         )
-        self._n: dict[str, Any] = dict.fromkeys(
+        self._n: dict[str, int] = dict.fromkeys(
             (
                 "samples_received",
                 "non_finite_samples",
                 "non_finite_rejected",
-                "transport_dropped",
-                "rate_mismatches",
                 "samples_refused",
-                "gaps",
-                "gap_missing_samples",
-                "jumps",
-                "timestamps_backwards",
-                "duplicates",
                 "reconnects",
                 "source_changes",
                 "stalls",
@@ -305,9 +281,6 @@ class LslInlet:
             ),
             0,
         )
-        self._n["gap_total_s"] = 0.0
-        self._n["last_gap_s"] = 0.0
-        self._n["measured_rate_hz"] = 0.0
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -450,6 +423,7 @@ class LslInlet:
                 overflowed=ring.overflowed if ring is not None else 0,
                 ring=ring,
                 **self._n,
+                **asdict(self._audit.counters),
             )
 
     def wait_for_state(self, states: str | Sequence[str], timeout: float) -> bool:
@@ -611,7 +585,7 @@ class LslInlet:
         max_buflen = max(5, math.ceil(ring.capacity / max(schema.nominal_srate, 1.0)))
         inlet = pylsl.StreamInlet(info, max_buflen=max_buflen, recover=True)
         # liblsl's buffer: max_buflen seconds, or hundreds of samples for irregular streams
-        self._transport_capacity = max_buflen * (round(schema.nominal_srate) or 100)
+        self._audit.transport_capacity = max_buflen * (round(schema.nominal_srate) or 100)
         try:
             # Fetch the full description now: a first pull on an inlet whose source has died
             # meanwhile would otherwise wait for it without timeout.
@@ -752,7 +726,7 @@ class LslInlet:
             if now - self._last_data >= self._watchdog_s and self.state == "connected":
                 with self._lock:
                     self._n["stalls"] += 1
-                self._rate_window = None  # a stall is not the source's rate
+                self._audit.restart_rate_window()  # a stall is not the source's rate
                 self._set_state("stalled", f"no sample for {self._watchdog_s:g} s")
         if now >= self._next_clock:
             self._clock_known = self._update_clock(inlet) or self._clock_known
@@ -848,7 +822,7 @@ class LslInlet:
             self._stop_event.wait(early)
         available = inlet.samples_available()
         if available:
-            self._transport_full = available >= _FULL * self._transport_capacity
+            self._audit.note_backlog(available)
             _, stamps = inlet.pull_chunk(timeout=0.0, max_samples=self._max_chunk, dest_obj=buffer)
             self._last_take = time.monotonic()
             return np.asarray(stamps, dtype=np.float64)
@@ -861,7 +835,7 @@ class LslInlet:
         buffer[0] = sample
         rest: list[float] = []
         available = inlet.samples_available()
-        self._transport_full = available + 1 >= _FULL * self._transport_capacity
+        self._audit.note_backlog(available + 1)
         if self._max_chunk > 1 and available:
             _, rest = inlet.pull_chunk(
                 timeout=0.0, max_samples=self._max_chunk - 1, dest_obj=buffer[1:]
@@ -919,13 +893,15 @@ class LslInlet:
             finite = np.isfinite(data).all(axis=1)
             n_bad = n - int(finite.sum())
         rate = schema.nominal_srate
+        gap_s = math.inf  # irregular streams have no gaps
         if self._chunk_stamps is not None:
             timestamps = self._chunk_stamps(timestamps)
+            gap_s = self._chunk_stamps.gap_s
         with self._lock:
             self._n["samples_received"] += n
-            self._check_timestamps(timestamps, rate)
+            self._audit.check(timestamps, rate, gap_s)
             if rate > 0:
-                self._check_rate(n, rate)
+                self._audit.check_rate(n, rate, time.monotonic())
             if n_bad:
                 self._n["non_finite_samples"] += n_bad
                 if not self._keep_non_finite:
@@ -939,101 +915,6 @@ class LslInlet:
         if n_bad:
             kept = "kept" if self._keep_non_finite else "rejected"
             logger.debug("LslInlet: %s %d sample(s) with NaN/Inf", kept, n_bad)
-
-    def _check_rate(self, n: int, rate: float) -> None:
-        """Add ``n`` arrivals to the rate window; judge a complete one (caller holds the lock)."""
-        now = time.monotonic()
-        if self._rate_window is None:
-            self._rate_window = (now, 0)  # counts from the next arrival
-            return
-        start, count = self._rate_window
-        count += n
-        if now - start < RATE_WINDOW_S:
-            self._rate_window = (start, count)
-            return
-        measured = count / (now - start)
-        self._rate_window = (now, 0)
-        self._n["measured_rate_hz"] = measured
-        off = abs(measured - rate) > RATE_TOLERANCE * rate
-        if off:
-            self._n["rate_mismatches"] += 1
-            if not self._rate_off:
-                logger.warning(
-                    "LslInlet: %s declares %g Hz but delivers %.4g Hz (more than %d%% off); "
-                    "check the device's rate setting",
-                    self._query_text(),
-                    rate,
-                    measured,
-                    round(RATE_TOLERANCE * 100),
-                )
-        self._rate_off = off
-
-    def _check_timestamps(self, timestamps: np.ndarray, rate: float) -> None:
-        """Count gaps, jumps, duplicates and backwards steps, or, when this pull found
-        liblsl's buffer full, the samples it dropped (caller holds the lock)."""
-        transport, self._transport_full = self._transport_full, False
-        if len(timestamps) == 1 and self._last_ts is not None and not transport:  # live case
-            self._check_step(float(timestamps[0]) - self._last_ts, rate)
-            self._last_ts = float(timestamps[0])
-            return
-        if self._last_ts is None:
-            steps = np.diff(timestamps)
-        else:
-            steps = np.diff(timestamps, prepend=self._last_ts)
-        self._last_ts = float(timestamps[-1])
-        if not steps.size:
-            return
-        n = self._n
-        n["timestamps_backwards"] += int(np.count_nonzero(steps < 0))
-        n["duplicates"] += int(np.count_nonzero(steps == 0))
-        gaps = steps[steps > self._gap_s()] if rate > 0 else steps[:0]
-        if transport:  # liblsl dropped the oldest samples while this pull was pending
-            if gaps.size:
-                self._count_transport_drop(int(np.sum(np.rint(gaps * rate) - 1)))
-            return
-        jumps = steps[steps > self._jump_s]
-        if jumps.size:
-            n["jumps"] += int(jumps.size)
-            logger.warning("LslInlet: timestamp jump(s) of %s s", np.round(jumps, 3).tolist())
-        if gaps.size:
-            durations = gaps - 1.0 / rate
-            n["gaps"] += int(gaps.size)
-            n["gap_missing_samples"] += int(np.sum(np.rint(gaps * rate) - 1))
-            n["gap_total_s"] += float(durations.sum())
-            n["last_gap_s"] = float(durations[-1])
-            logger.debug("LslInlet: gap(s) of %s s", np.round(durations, 4).tolist())
-
-    def _gap_s(self) -> float:
-        """The timestamp step (s) above which a gap is counted (regular streams)."""
-        assert self._chunk_stamps is not None
-        return self._chunk_stamps.gap_s
-
-    def _count_transport_drop(self, missing: int) -> None:
-        """Count samples liblsl dropped from its full buffer (caller holds the lock)."""
-        self._n["transport_dropped"] += missing
-        self._rate_window = None  # these arrivals say nothing of the source's rate
-        logger.warning(
-            "LslInlet: dropped by the transport: %d samples (liblsl's buffer of %d samples "
-            "was full: the consumer fell behind)",
-            missing,
-            self._transport_capacity,
-        )
-
-    def _check_step(self, step: float, rate: float) -> None:
-        """:meth:`_check_timestamps` for one step (s), without numpy."""
-        n = self._n
-        if step <= 0:
-            n["timestamps_backwards" if step < 0 else "duplicates"] += 1
-            return
-        if step > self._jump_s:
-            n["jumps"] += 1
-            logger.warning("LslInlet: timestamp jump(s) of %s s", [round(step, 3)])
-        if rate > 0 and step > self._gap_s():
-            n["gaps"] += 1
-            n["gap_missing_samples"] += round(step * rate) - 1
-            n["gap_total_s"] += step - 1.0 / rate
-            n["last_gap_s"] = step - 1.0 / rate
-            logger.debug("LslInlet: gap(s) of %s s", [round(step - 1.0 / rate, 4)])
 
     # --- helpers -----------------------------------------------------------------------------
 
@@ -1073,7 +954,7 @@ class LslInlet:
             self._n["lost"] += 1
             if self._lost_since is None:
                 self._lost_since = time.monotonic()
-            self._rate_window = None
+            self._audit.restart_rate_window()
         self._set_state("lost", f"{reason}; re-resolving {self._current_query()}")
 
     def _count_refused(self, n: int) -> None:
