@@ -32,7 +32,9 @@ from dataclasses import dataclass
 
 from streams.ring import RingCounters
 
-__all__ = ["STATES", "InletCounters", "StateChange"]
+__all__ = ["HISTORY", "STATES", "InletCounters", "StateChange"]
+
+HISTORY = 1000  # state changes (and clock offsets) an inlet keeps
 
 STATES = (
     "idle",
