@@ -64,8 +64,9 @@ from service.shared_state import DecodedBin, SharedState
 from service.targets import IntentionTargets, TargetFeed
 from streams.channels import read_channel_map
 from streams.frontend import FrontEnd, input_kind_of
-from streams.lsl_inlet import LslInlet, StreamSchema
+from streams.lsl_inlet import LslInlet
 from streams.lsl_outlet import KINEMATICS_SUFFIX, KinematicsOutlet
+from streams.lsl_schema import StreamSchema
 
 __all__ = ["DAEMON_STATES", "Daemon", "ensure_output_free", "latency_stats", "output_source_id"]
 

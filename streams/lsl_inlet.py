@@ -8,53 +8,10 @@ Usage::
         data, timestamps = inlet.read_new()      # copies, oldest first
         counters = inlet.counters()              # every dropped/odd sample, with its cause
 
-States (``inlet.state``; each change is logged and kept in ``state_history`` with its
-``pylsl.local_clock()`` time and a message):
-
-================== ===========================================================================
-``idle``           constructed, ``start()`` not called yet
-``resolving``      looking for the stream for the first time
-``connected``      data flowing
-``stalled``        connected, but no sample for ``watchdog_s``; back to ``connected`` when data
-                   resume
-``lost``           liblsl raised ``LostError``, the stream stalled for ``lost_after_s``, or the
-                   first resolve found nothing within ``resolve_timeout_s``; the thread keeps
-                   re-resolving in the background and reconnects when the stream comes back
-``schema-mismatch`` the stream came back with another channel count, channel format or nominal
-                   rate than first seen: its data are refused (never written) and the thread
-                   keeps looking for a stream that matches the first-seen schema
-``stopped``        ``stop()`` returned
-``error``          unsupported stream (string format; irregular rate without ``capacity``) or
-                   an unexpected failure; the message says what to do; the thread has ended
-================== ===========================================================================
-
-Resolve timeout (decision): ``start()`` never blocks. If no stream matches within
-``resolve_timeout_s`` the state becomes ``lost`` with a message naming the query and saying
-that the search goes on; the thread keeps searching, so an outlet started later is still
-picked up. Callers that need data now use ``wait_connected(timeout)`` (False on timeout) and
-report ``state_message``.
-
-Recovery. The pylsl inlet is opened with ``recover=True``; liblsl can only recover a stream
-that has a ``source_id`` (it re-resolves by name, type, channel count and source_id when the
-connection breaks). Without a source_id liblsl raises ``LostError`` instead; the inlet then
-re-resolves by the original name/type query, which could pick up another device with the same
-name, so pass ``source_id`` (a warning is logged when none is given). Without a given
-``source_id`` the connected source's is used to find the stream again, until the stream has
-been lost for ``watchdog_s``: from then on any source with the given properties (e.g. the
-acquisition program restarted with a new source_id) is taken, if its schema matches, and
-logged and counted as "source changed". When liblsl does not
-find the stream again (e.g. it came back with another channel count), the inlet gives up after
-``lost_after_s`` without samples, drops the pylsl inlet and re-resolves by source_id itself.
-After any reconnect the channel count, channel format and nominal rate are checked against
-the first-seen schema before any new sample is accepted: for our own reconnects before
-opening, for liblsl's by resolving the source_id again and comparing the outlet instance
-(``uid``) and schema. liblsl's reconnects are noticed through ``was_clock_reset()`` (which
-liblsl only raises once it had a clock estimate, about 0.5 s after connecting) and through
-samples resuming after a stall; a restart that liblsl bridges within ``watchdog_s`` during
-the first half second of a connection goes unnoticed (its gap is still counted).
-``StreamInlet.info()`` is no help here: it keeps returning the *old* outlet's description
-after a liblsl recovery. If the source cannot be resolved for the check within
-``resolve_timeout_s``, the held samples are refused and the stream is declared lost.
+The rest of the contract is kept with the code it describes: the states and counters in
+:mod:`streams.lsl_status`; the resolve timeout, recovery and schema checks in
+:mod:`streams.lsl_connection`; the gap, jump, transport-drop and rate checks in
+:mod:`streams.timestamp_audit`.
 
 Timestamps are the raw LSL timestamps (sender clock); nothing is corrected, except in a
 chunk-stamped regular stream (a device that stamps every sample of a chunk with one arrival
@@ -64,32 +21,9 @@ and a gap must also exceed half a chunk, so chunk arrival jitter is not a gap. T
 ``time_correction()`` offset is kept in ``clock_offset`` (add it to map timestamps to the
 local clock) with its history, refreshed every ``clock_refresh_s``.
 
-Counters (:class:`InletCounters`), with causes::
-
-    samples_received == samples_written + non_finite_rejected + samples_refused
-
 A sample with a NaN or Inf is counted (``non_finite_samples``) and, by default, rejected;
 with ``keep_non_finite=True`` it is written as it is, for a consumer that repairs single
 channels (the daemon replaces them by the model's normalisation mean).
-
-Gap checks run on consecutive timestamps of the accepted stream (across chunks and
-reconnects): ``dt > gap_factor / rate`` is a gap (estimated ``round(dt * rate) - 1`` missing
-samples, duration ``dt - 1 / rate``); ``dt > jump_s`` is also a jump; ``dt == 0`` a duplicate;
-``dt < 0`` a backwards step. These samples are kept and counted, not altered. A step that
-comes with a pull which found liblsl's own buffer (nearly) full is not a gap of the source:
-liblsl drops the oldest samples when its buffer overflows (the consumer fell behind), also
-while a pull takes samples, so such gaps are counted as ``transport_dropped`` ("dropped by
-the transport: N samples").
-
-Rate check (regular streams): samples arriving per second of the local clock, over windows
-of :data:`RATE_WINDOW_S` without a stall, loss or transport drop. A window more than
-:data:`RATE_TOLERANCE` off the declared rate counts a ``rate_mismatches`` and logs a warning
-(once, until the rate is back within the tolerance); ``measured_rate_hz`` is the latest window.
-
-liblsl caveat handled here: the first ``pull_chunk`` on a fresh pylsl inlet waits, without
-timeout, for the stream's full description; if the source dies before that, even
-``pull_chunk(timeout=0.0)`` blocks until it comes back. The inlet therefore fetches ``info()``
-(with a timeout) right after opening, before the first pull.
 """
 
 from __future__ import annotations
@@ -99,212 +33,35 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict
 from types import TracebackType
-from typing import Any
 
 import numpy as np
 import pylsl
 
-from streams.channels import labels_of
-from streams.discovery import visible_summary
-from streams.ring import RingBuffer, RingCounters
+from streams.inlet_settings import InletSettings
+from streams.lsl_connection import (
+    RETRY_S,
+    LostError,
+    LslConnection,
+    LslTimeoutError,
+    StopRequested,
+    UnsupportedStream,
+)
+from streams.lsl_schema import StreamSchema
+from streams.lsl_status import HISTORY, InletCounters
+from streams.ring import RingBuffer
+from streams.timestamp_audit import TimestampAudit
 from streams.timestamps import LiveChunkStamps
-
-try:
-    from pylsl.util import LostError
-    from pylsl.util import TimeoutError as LslTimeoutError
-except ImportError:  # pragma: no cover - pylsl < 1.17 kept its exceptions in pylsl.pylsl
-    from pylsl.pylsl import LostError  # type: ignore[no-redef]
-    from pylsl.pylsl import TimeoutError as LslTimeoutError  # type: ignore[no-redef]
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["InletCounters", "LslInlet", "StateChange", "StreamSchema"]
+__all__ = ["LslInlet"]
 
-STATES = (
-    "idle",
-    "resolving",
-    "connected",
-    "stalled",
-    "lost",
-    "schema-mismatch",
-    "stopped",
-    "error",
-)
-
-# LSL channel formats: name and numpy dtype (None: not supported by this inlet).
-_FORMATS: dict[int, tuple[str, Any]] = {
-    pylsl.cf_float32: ("float32", np.float32),
-    pylsl.cf_double64: ("double64", np.float64),
-    pylsl.cf_string: ("string", None),
-    pylsl.cf_int32: ("int32", np.int32),
-    pylsl.cf_int16: ("int16", np.int16),
-    pylsl.cf_int8: ("int8", np.int8),
-    pylsl.cf_int64: ("int64", np.int64),
-}
-
-_SLICE_S = 0.25  # longest single blocking liblsl call in the thread (bounds stop())
-_RETRY_S = 0.5  # pause between resolve attempts after a refused or failed connection
 _CLOCK_RETRY_S = 0.1  # period of time_correction() reads until liblsl has an estimate
-_HISTORY = 1000  # state changes and clock offsets kept
-_FULL = 0.9  # liblsl's buffer this full: a pull may race its drops of the oldest samples
-RATE_WINDOW_S = 2.0  # arrival-rate measurement window, seconds
-RATE_TOLERANCE = 0.1  # relative difference between measured and declared rate tolerated
 
 
-@dataclass(frozen=True)
-class StreamSchema:
-    """What an inlet accepted from a stream; ``n_channels``, ``channel_format`` and
-    ``nominal_srate`` must not change across reconnects.
-
-    Attributes:
-        name, type, source_id, hostname: stream identity as advertised.
-        uid: identifier of one outlet instance (changes when the outlet restarts).
-        n_channels: channels per sample.
-        channel_format: LSL format name ("float32", "double64", "int16", ...).
-        nominal_srate: advertised rate in Hz (0 for irregular streams).
-    """
-
-    name: str
-    type: str
-    source_id: str
-    hostname: str
-    uid: str
-    n_channels: int
-    channel_format: str
-    nominal_srate: float
-
-    @classmethod
-    def from_info(cls, info: pylsl.StreamInfo) -> StreamSchema:
-        fmt = info.channel_format()
-        return cls(
-            name=info.name(),
-            type=info.type(),
-            source_id=info.source_id(),
-            hostname=info.hostname(),
-            uid=info.uid(),
-            n_channels=int(info.channel_count()),
-            channel_format=_FORMATS.get(fmt, (f"unknown({fmt})", None))[0],
-            nominal_srate=float(info.nominal_srate()),
-        )
-
-    @property
-    def dtype(self) -> np.dtype | None:
-        """numpy dtype of the samples (None for string streams)."""
-        for name, dtype in _FORMATS.values():
-            if name == self.channel_format:
-                return None if dtype is None else np.dtype(dtype)
-        return None
-
-    def differences(self, other: StreamSchema) -> list[str]:
-        """Human-readable list of what ``other`` changes (expected = self)."""
-        out = []
-        if other.n_channels != self.n_channels:
-            out.append(f"channel count: expected {self.n_channels}, received {other.n_channels}")
-        if other.channel_format != self.channel_format:
-            out.append(
-                f"channel format: expected {self.channel_format}, received {other.channel_format}"
-            )
-        if other.nominal_srate != self.nominal_srate:
-            out.append(
-                f"nominal rate: expected {self.nominal_srate:g} Hz, "
-                f"received {other.nominal_srate:g} Hz"
-            )
-        return out
-
-    def describe(self) -> str:
-        return (
-            f"'{self.name}' (type '{self.type}', source_id '{self.source_id}', "
-            f"{self.n_channels} x {self.channel_format} at {self.nominal_srate:g} Hz, "
-            f"host '{self.hostname}')"
-        )
-
-
-@dataclass(frozen=True)
-class StateChange:
-    """One state transition: ``time`` is ``pylsl.local_clock()`` seconds."""
-
-    state: str
-    time: float
-    message: str
-
-
-@dataclass(frozen=True)
-class InletCounters:
-    """One consistent snapshot of an inlet's counters (samples unless stated otherwise).
-
-    ``samples_received == samples_written + non_finite_rejected + samples_refused``, and
-    ``ring`` satisfies ``written == read + overflowed + available``.
-
-    Attributes:
-        samples_received: samples pulled from liblsl.
-        samples_written: samples written into the ring.
-        non_finite_samples: samples with a NaN or Inf in any channel.
-        non_finite_rejected: those of them rejected (all, unless ``keep_non_finite``).
-        transport_dropped: samples liblsl dropped from its full buffer before they were
-            pulled (the consumer fell behind); not counted as gaps.
-        rate_mismatches: rate windows more than 10% off the declared rate.
-        measured_rate_hz: arrival rate over the latest complete window (0: none yet).
-        chunk_stamped: the stream stamps whole chunks (re-stamped), None until judged (its
-            first 32 intervals, in which no gap is counted) or for irregular streams.
-        samples_refused: samples pulled after a reconnect whose schema did not match or could
-            not be checked.
-        gaps: timestamp steps larger than ``gap_factor / rate``.
-        gap_missing_samples: estimated samples missing in those gaps.
-        gap_total_s, last_gap_s: summed and latest gap duration (``dt - 1 / rate``), seconds.
-        jumps: forward timestamp steps larger than ``jump_s`` (also counted as gaps).
-        timestamps_backwards: steps with a timestamp earlier than the previous one.
-        duplicates: steps with a timestamp equal to the previous one.
-        reconnects: connections after the first (liblsl recoveries and own re-resolves).
-        source_changes: times another source (source_id) with the same schema replaced a
-            lost one; only without a given ``source_id``.
-        stalls: times no sample came for ``watchdog_s``.
-        lost: times the stream was declared lost.
-        schema_mismatches: outlet instances (uids) refused for a schema change.
-        resolve_timeouts: initial resolves that found nothing within ``resolve_timeout_s``.
-        clock_offset_updates: ``time_correction()`` values read.
-        overflowed: ring rows dropped because the consumer fell behind (= ``ring.overflowed``).
-        ring: the ring's own counters (None before the first connection).
-    """
-
-    samples_received: int
-    samples_written: int
-    non_finite_samples: int
-    non_finite_rejected: int
-    transport_dropped: int
-    rate_mismatches: int
-    measured_rate_hz: float
-    chunk_stamped: bool | None
-    samples_refused: int
-    gaps: int
-    gap_missing_samples: int
-    gap_total_s: float
-    last_gap_s: float
-    jumps: int
-    timestamps_backwards: int
-    duplicates: int
-    reconnects: int
-    source_changes: int
-    stalls: int
-    lost: int
-    schema_mismatches: int
-    resolve_timeouts: int
-    clock_offset_updates: int
-    overflowed: int
-    ring: RingCounters | None
-
-
-class _Stopping(Exception):
-    """Raised inside the acquisition thread when stop() was requested."""
-
-
-class _Unsupported(Exception):
-    """The stream cannot be handled by this inlet; the message says what to do."""
-
-
-class LslInlet:
+class LslInlet(LslConnection):
     """Acquire one LSL stream into a ring buffer from a background thread.
 
     Args:
@@ -363,135 +120,45 @@ class LslInlet:
         irregular_capacity: int | None = None,
         keep_non_finite: bool = False,
     ) -> None:
-        props = {"name": name, "type": type, "source_id": source_id}
-        props = {k: v for k, v in props.items() if v is not None}
-        if not props:
-            raise ValueError(
-                "LslInlet needs at least one of name, type or source_id to find the stream, "
-                "e.g. LslInlet(name='amp', source_id='amp-serial-1234')"
+        super().__init__(
+            InletSettings(
+                name,
+                type,
+                source_id,
+                resolve_timeout_s=resolve_timeout_s,
+                buffer_s=buffer_s,
+                capacity=capacity,
+                watchdog_s=watchdog_s,
+                lost_after_s=lost_after_s,
+                max_chunk=max_chunk,
+                gap_factor=gap_factor,
+                jump_s=jump_s,
+                poll_interval_s=poll_interval_s,
+                wake_on_sample=wake_on_sample,
+                coalesce_s=coalesce_s,
+                clock_refresh_s=clock_refresh_s,
+                pull_in_caller=pull_in_caller,
+                irregular_capacity=irregular_capacity,
+                keep_non_finite=keep_non_finite,
             )
-        for key, value in props.items():
-            if not isinstance(value, str) or not value:
-                raise ValueError(f"{key} must be a non-empty string, got {value!r}")
-            if "'" in value:
-                raise ValueError(
-                    f"{key} {value!r} contains a single quote, which LSL queries "
-                    "cannot match; rename the stream"
-                )
-        for key, value in (
-            ("resolve_timeout_s", resolve_timeout_s),
-            ("buffer_s", buffer_s),
-            ("watchdog_s", watchdog_s),
-            ("lost_after_s", lost_after_s),
-            ("gap_factor", gap_factor),
-            ("jump_s", jump_s),
-            ("poll_interval_s", poll_interval_s),
-            ("clock_refresh_s", clock_refresh_s),
-        ):
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"{key} must be a finite number > 0, got {value!r}")
-        if lost_after_s <= watchdog_s:
-            raise ValueError(
-                f"lost_after_s ({lost_after_s}) must exceed watchdog_s ({watchdog_s}): a stream "
-                "is declared stalled first, lost later"
-            )
-        if gap_factor <= 1:
-            raise ValueError(f"gap_factor must be > 1 sample period, got {gap_factor}")
-        if capacity is not None and (not isinstance(capacity, int) or capacity < 1):
-            raise ValueError(f"capacity must be a positive integer or None, got {capacity!r}")
-        if not isinstance(max_chunk, int) or max_chunk < 1:
-            raise ValueError(f"max_chunk must be a positive integer, got {max_chunk!r}")
-
-        self._props = props
-        self._resolve_timeout_s = float(resolve_timeout_s)
-        self._buffer_s = float(buffer_s)
-        self._capacity = capacity
-        self._watchdog_s = float(watchdog_s)
-        self._lost_after_s = float(lost_after_s)
-        self._max_chunk = max_chunk
+        )
+        self._thread: threading.Thread | None = None
+        self._started = False
+        self._stopped = False
+        self._ring: RingBuffer | None = None
+        self._buffer: np.ndarray | None = None  # pull destination, max_chunk rows
         self._data_event = threading.Event()  # set after each write to the ring
-        self._description: dict[str, str] = {}
-        self._channel_labels: tuple[str, ...] | None = None
-        self._header_xml = ""  # the connected stream's full info.as_xml()
-        self._gap_factor = float(gap_factor)
-        self._jump_s = float(jump_s)
-        self._poll_s = float(poll_interval_s)
-        self._wake_on_sample = bool(wake_on_sample)
-        if not (math.isfinite(coalesce_s) and coalesce_s >= 0):
-            raise ValueError(f"coalesce_s must be >= 0 seconds, got {coalesce_s!r}")
-        self._coalesce_s = float(coalesce_s)
-        self._last_take = 0.0  # monotonic time of the last pull that returned samples
-        self._clock_refresh_s = float(clock_refresh_s)
-        self._pull_in_caller = bool(pull_in_caller)
-        if irregular_capacity is not None and int(irregular_capacity) < 1:
-            raise ValueError(f"irregular_capacity must be positive, got {irregular_capacity!r}")
-        self._irregular_capacity = irregular_capacity
-        self._keep_non_finite = bool(keep_non_finite)
-        self._transport_capacity = 0  # samples liblsl's buffer holds (set on open)
-        self._transport_full = False  # the latest pull found liblsl's buffer full
-        self._rate_window: tuple[float, int] | None = None  # (monotonic start, samples)
-        self._rate_off = False  # the latest window was off the declared rate
         self._chunk_stamps: LiveChunkStamps | None = None  # regular streams (first schema)
-        # caller mode: the open pylsl inlet, the resolver looking for one, and the earliest
-        # time of the next connection attempt after a refused or failed one
-        self._inlet: pylsl.StreamInlet | None = None
-        self._resolver: tuple[str, pylsl.ContinuousResolver] | None = None
-        self._resolve_started = 0.0
-        self._resolve_timeout_noted = ""  # query whose resolve timeout was reported
-        self._retry_at = 0.0
-        self._lost_since: float | None = None  # monotonic time the stream was last lost
+        self._audit = TimestampAudit(self._settings.jump_s, self._query_text(), logger)
+        self._last_take = 0.0  # monotonic time of the last pull that returned samples
         # per-connection pump state (see _begin_pump)
         self._last_data = self._alive_since = self._next_clock = 0.0
         self._clock_known = False
         self._accepted = 0  # samples written by the current pull (caller mode)
-
-        self._lock = threading.Lock()  # state, counters, schema; taken before the ring's lock
-        self._state_changed = threading.Condition(self._lock)
-        self._stop_event = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._started = False
-        self._stopped = False
-
-        self._state = "idle"
-        self._history: collections.deque[StateChange] = collections.deque(maxlen=_HISTORY)
-        self._history.append(StateChange("idle", pylsl.local_clock(), "created"))
-        self._schema: StreamSchema | None = None
-        self._ring: RingBuffer | None = None
-        self._buffer: np.ndarray | None = None
-        self._connections = 0
-        self._uid = ""  # outlet instance currently connected
-        self._refused_uids: set[str] = set()
-        self._last_ts: float | None = None
         self._clock_offset: float | None = None
         self._clock_history: collections.deque[tuple[float, float]] = collections.deque(
-            maxlen=_HISTORY
+            maxlen=HISTORY
         )
-        self._n: dict[str, Any] = dict.fromkeys(
-            (
-                "samples_received",
-                "non_finite_samples",
-                "non_finite_rejected",
-                "transport_dropped",
-                "rate_mismatches",
-                "samples_refused",
-                "gaps",
-                "gap_missing_samples",
-                "jumps",
-                "timestamps_backwards",
-                "duplicates",
-                "reconnects",
-                "source_changes",
-                "stalls",
-                "lost",
-                "schema_mismatches",
-                "resolve_timeouts",
-                "clock_offset_updates",
-            ),
-            0,
-        )
-        self._n["gap_total_s"] = 0.0
-        self._n["last_gap_s"] = 0.0
-        self._n["measured_rate_hz"] = 0.0
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -512,7 +179,7 @@ class LslInlet:
                 self._query_text(),
             )
         self._set_state("resolving", f"looking for a stream with {self._query_text()}")
-        if self._pull_in_caller:
+        if self._settings.pull_in_caller:
             return self
         self._thread = threading.Thread(
             target=self._run, name=f"lsl-inlet[{self._query_text()}]", daemon=True
@@ -558,59 +225,10 @@ class LslInlet:
     def running(self) -> bool:
         """True while acquiring (the thread runs, or in caller mode: started) and stop() was
         not requested."""
-        if self._pull_in_caller:
+        if self._settings.pull_in_caller:
             return self._started and not self._stop_event.is_set()
         thread = self._thread
         return thread is not None and thread.is_alive() and not self._stop_event.is_set()
-
-    @property
-    def connected(self) -> bool:
-        """True while the state is ``connected`` (data flowing)."""
-        return self.state == "connected"
-
-    @property
-    def state(self) -> str:
-        with self._lock:
-            return self._state
-
-    @property
-    def state_message(self) -> str:
-        """The message of the latest state change (why the inlet is in its state)."""
-        with self._lock:
-            return self._history[-1].message
-
-    @property
-    def state_history(self) -> tuple[StateChange, ...]:
-        """The latest state changes, oldest first (at most 1000)."""
-        with self._lock:
-            return tuple(self._history)
-
-    @property
-    def info(self) -> StreamSchema | None:
-        """The first-seen stream schema (None before the first connection)."""
-        with self._lock:
-            return self._schema
-
-    @property
-    def description(self) -> dict[str, str]:
-        """Text elements directly under the connected stream's ``desc`` (e.g. the player's
-        ``session_bin_s``), as read when the connection opened; empty before."""
-        with self._lock:
-            return dict(self._description)
-
-    @property
-    def channel_labels(self) -> tuple[str, ...] | None:
-        """The connected stream's channel labels (``desc/channels/channel/label``); None
-        before a connection or when a channel has none."""
-        with self._lock:
-            return self._channel_labels
-
-    @property
-    def header_xml(self) -> str | None:
-        """The connected stream's full header (``info.as_xml()``: desc, created_at,
-        hostname), as read when the connection opened; None before."""
-        with self._lock:
-            return self._header_xml or None
 
     @property
     def clock_offset(self) -> float | None:
@@ -634,24 +252,8 @@ class LslInlet:
                 overflowed=ring.overflowed if ring is not None else 0,
                 ring=ring,
                 **self._n,
+                **asdict(self._audit.counters),
             )
-
-    def wait_for_state(self, states: str | Sequence[str], timeout: float) -> bool:
-        """Wait until the state is one of ``states``; False on timeout."""
-        wanted = {states} if isinstance(states, str) else set(states)
-        unknown = wanted.difference(STATES)
-        if unknown:
-            raise ValueError(f"unknown state(s) {sorted(unknown)}; states are {STATES}")
-        with self._state_changed:
-            return self._state_changed.wait_for(lambda: self._state in wanted, timeout)
-
-    def wait_connected(self, timeout: float) -> bool:
-        """Wait until data flow (state ``connected``); False on timeout, error or stop."""
-        with self._state_changed:
-            self._state_changed.wait_for(
-                lambda: self._state in ("connected", "error", "stopped"), timeout
-            )
-            return self._state == "connected"
 
     # --- reading -----------------------------------------------------------------------------
 
@@ -698,9 +300,9 @@ class LslInlet:
     def _run(self) -> None:
         try:
             self._acquire()
-        except _Stopping:
+        except StopRequested:
             pass
-        except _Unsupported as exc:
+        except UnsupportedStream as exc:
             self._set_state("error", str(exc))
         except Exception as exc:
             logger.exception("LslInlet for %s failed", self._query_text())
@@ -714,7 +316,7 @@ class LslInlet:
             info = self._resolve()
             inlet = self._open(info)
             if inlet is None:  # refused or failed; the state says why
-                self._sleep(_RETRY_S)
+                self._sleep(RETRY_S)
                 continue
             try:
                 self._pump(inlet)
@@ -722,132 +324,21 @@ class LslInlet:
                 inlet.close_stream()
                 del inlet  # destroys the liblsl inlet (and its recovery threads)
 
-    def _resolve(self) -> pylsl.StreamInfo:
-        """Resolve until a stream matches the current query (raises _Stopping on stop)."""
-        started = time.monotonic()
-        while True:
-            self._check_stop()
-            query = self._current_query()
-            infos = pylsl.resolve_bypred(query, 1, _SLICE_S)
-            if infos:
-                return self._choose(infos, query)
-            self._note_resolve_timeout(query, time.monotonic() - started)
-
-    def _choose(self, infos: list[pylsl.StreamInfo], query: str) -> pylsl.StreamInfo:
-        """The stream to open among those matching ``query``: one with the first-seen schema
-        when there is one (a warning names the choice when several match)."""
-        schema = self._schema
-        if schema is not None:
-            infos.sort(key=lambda i: bool(schema.differences(StreamSchema.from_info(i))))
-        if len(infos) > 1:
-            logger.warning(
-                "%d streams match %s; using %s; pass source_id to choose",
-                len(infos),
-                query,
-                StreamSchema.from_info(infos[0]).describe(),
-            )
-        return infos[0]
-
-    def _note_resolve_timeout(self, query: str, waited: float) -> None:
-        """After ``resolve_timeout_s`` of searching, say so once per search: the state turns
-        ``lost`` before the first connection, later a warning is logged."""
-        if waited < self._resolve_timeout_s or self._resolve_timeout_noted == query:
-            return
-        self._resolve_timeout_noted = query
-        message = (
-            f"no LSL stream with {query} found within {self._resolve_timeout_s:g} s; "
-            "still searching: check that the outlet runs and that name/type/source_id "
-            f"match; {visible_summary()}"  # 'bci streams' lists them too
-        )
-        with self._lock:
-            initial = self._schema is None
-            if initial:
-                self._n["resolve_timeouts"] += 1
-        if initial:
-            self._set_state("lost", message)
-        else:
-            logger.warning("LslInlet: %s", message)
-
-    def _open(self, info: pylsl.StreamInfo) -> pylsl.StreamInlet | None:
-        """Check the schema, open a pylsl inlet and fetch its full info; None if refused."""
-        schema = StreamSchema.from_info(info)
-        with self._lock:
-            first = self._schema
-        if first is None:
-            self._adopt_schema(schema)
-        else:
-            differences = first.differences(schema)
-            if differences:
-                self._refuse(schema, differences)
-                return None
-            if schema.source_id != first.source_id:
-                self._change_source(first, schema)
-        if not schema.source_id:
-            logger.warning(
-                "stream %s has no source_id: liblsl cannot recover it after a crash; the "
-                "inlet will re-resolve by %s",
-                schema.describe(),
-                self._query_text(),
-            )
-        with self._lock:
-            ring = self._ring
-        assert ring is not None
-        max_buflen = max(5, math.ceil(ring.capacity / max(schema.nominal_srate, 1.0)))
-        inlet = pylsl.StreamInlet(info, max_buflen=max_buflen, recover=True)
-        # liblsl's buffer: max_buflen seconds, or hundreds of samples for irregular streams
-        self._transport_capacity = max_buflen * (round(schema.nominal_srate) or 100)
-        try:
-            # Fetch the full description now: a first pull on an inlet whose source has died
-            # meanwhile would otherwise wait for it without timeout.
-            full = self._blocking(inlet.info, "fetch the stream description")
-            self._blocking(inlet.open_stream, "open the stream")
-        except (LslTimeoutError, LostError) as exc:
-            inlet.close_stream()
-            self._mark_lost(f"found {schema.describe()} but could not connect: {exc}")
-            return None
-        with self._lock:
-            self._lost_since = None
-            if self._connections:
-                self._n["reconnects"] += 1
-            self._connections += 1
-            self._uid = schema.uid
-            self._description = _desc_texts(full)
-            self._channel_labels = labels_of(full)
-            self._header_xml = full.as_xml()
-            self._resolve_timeout_noted = ""
-            again = self._connections > 1
-        self._set_state(
-            "connected", ("reconnected to " if again else "connected to ") + schema.describe()
-        )
-        return inlet
-
-    def _change_source(self, old: StreamSchema, new: StreamSchema) -> None:
-        """Another source with the same schema took the place of a lost one (no source_id
-        was given): follow it from now on."""
-        with self._lock:
-            self._schema = new
-            self._n["source_changes"] += 1
-        logger.warning(
-            "LslInlet: source changed: %s replaces %s (same channels, format and rate)",
-            new.describe(),
-            old.describe(),
-        )
-
     def _adopt_schema(self, schema: StreamSchema) -> None:
         dtype = schema.dtype
         if dtype is None:
-            raise _Unsupported(
+            raise UnsupportedStream(
                 f"stream {schema.describe()} has channel format '{schema.channel_format}', "
                 "which LslInlet does not support; use a numeric stream"
             )
-        if self._capacity is not None:
-            capacity = self._capacity
+        if self._settings.capacity is not None:
+            capacity = self._settings.capacity
         elif schema.nominal_srate > 0:
-            capacity = max(1, math.ceil(self._buffer_s * schema.nominal_srate))
-        elif self._irregular_capacity is not None:
-            capacity = int(self._irregular_capacity)
+            capacity = max(1, math.ceil(self._settings.buffer_s * schema.nominal_srate))
+        elif self._settings.irregular_capacity is not None:
+            capacity = int(self._settings.irregular_capacity)
         else:
-            raise _Unsupported(
+            raise UnsupportedStream(
                 f"stream {schema.describe()} has an irregular rate, so buffer_s cannot size "
                 "the ring; pass capacity=<samples>"
             )
@@ -855,31 +346,30 @@ class LslInlet:
         with self._lock:
             self._schema = schema
             self._ring = ring
-            self._buffer = np.empty((self._max_chunk, schema.n_channels), dtype=dtype)
+            self._buffer = np.empty((self._settings.max_chunk, schema.n_channels), dtype=dtype)
             if schema.nominal_srate > 0:
-                self._chunk_stamps = LiveChunkStamps(schema.nominal_srate, self._gap_factor)
+                self._chunk_stamps = LiveChunkStamps(
+                    schema.nominal_srate, self._settings.gap_factor
+                )
         logger.info(
             "LslInlet: schema of %s adopted; ring of %d samples", schema.describe(), capacity
         )
 
-    def _refuse(self, schema: StreamSchema, differences: list[str]) -> None:
+    def _liblsl_buflen(self, schema: StreamSchema) -> int:
+        """liblsl buffers as long as the ring, at least 5 s; its size in samples (hundreds for
+        irregular streams) is what the transport-drop check compares a backlog with."""
         with self._lock:
-            new = schema.uid not in self._refused_uids
-            if new:
-                self._refused_uids.add(schema.uid)
-                self._n["schema_mismatches"] += 1
-        message = (
-            f"stream {schema.describe()} does not match the first-seen schema "
-            f"({'; '.join(differences)}); its data are refused. Restart the outlet with the "
-            "original settings or create a new LslInlet"
-        )
-        if new or self.state != "schema-mismatch":
-            self._set_state("schema-mismatch", message)
+            ring = self._ring
+        assert ring is not None
+        max_buflen = max(5, math.ceil(ring.capacity / max(schema.nominal_srate, 1.0)))
+        self._audit.transport_capacity = max_buflen * (round(schema.nominal_srate) or 100)
+        return max_buflen
 
     def _pump(self, inlet: pylsl.StreamInlet) -> None:
         """Pull until stop, loss or refusal; returns so the caller closes the inlet."""
         self._begin_pump()
-        while not self._stop_event.is_set() and self._pump_step(inlet, self._poll_s):
+        wait_s = self._settings.poll_interval_s
+        while not self._stop_event.is_set() and self._pump_step(inlet, wait_s):
             pass
 
     def _begin_pump(self) -> None:
@@ -927,24 +417,24 @@ class LslInlet:
                 )
             self._last_data = self._alive_since = now
         else:
-            if now - self._alive_since >= self._lost_after_s:
+            if now - self._alive_since >= self._settings.lost_after_s:
                 self._mark_lost(
                     f"no sample for {now - self._last_data:.1f} s "
-                    f"(lost_after_s={self._lost_after_s:g})"
+                    f"(lost_after_s={self._settings.lost_after_s:g})"
                 )
                 return False
-            if now - self._last_data >= self._watchdog_s and self.state == "connected":
+            if now - self._last_data >= self._settings.watchdog_s and self.state == "connected":
                 with self._lock:
                     self._n["stalls"] += 1
-                self._rate_window = None  # a stall is not the source's rate
-                self._set_state("stalled", f"no sample for {self._watchdog_s:g} s")
+                self._audit.restart_rate_window()  # a stall is not the source's rate
+                self._set_state("stalled", f"no sample for {self._settings.watchdog_s:g} s")
         if now >= self._next_clock:
             self._clock_known = self._update_clock(inlet) or self._clock_known
-            refresh = self._clock_refresh_s if self._clock_known else _CLOCK_RETRY_S
+            refresh = self._settings.clock_refresh_s if self._clock_known else _CLOCK_RETRY_S
             self._next_clock = now + refresh
         return True
 
-    # --- caller mode ---------------------------------------------------------------------------
+    # --- caller mode -------------------------------------------------------------------------
 
     def pull(self, timeout: float) -> int:
         """Caller mode: connect when needed, wait up to ``timeout`` seconds for samples and
@@ -955,7 +445,7 @@ class LslInlet:
         Call from one thread only. Raises RuntimeError without ``pull_in_caller=True``,
         before :meth:`start` or after :meth:`stop`.
         """
-        if not self._pull_in_caller:
+        if not self._settings.pull_in_caller:
             raise RuntimeError(
                 "LslInlet.pull() needs pull_in_caller=True; this inlet's thread pulls: read "
                 "with wait_for_data() and read_new()"
@@ -965,78 +455,39 @@ class LslInlet:
         if self.state == "error":
             return 0
         try:
-            if self._inlet is None and not self._connect(timeout):
-                return 0
+            if self._inlet is None:
+                if not self._connect(timeout):
+                    return 0
+                self._begin_pump()
             assert self._inlet is not None
             self._accepted = 0
             if not self._pump_step(self._inlet, timeout):
                 self._close_caller_inlet()
-                self._retry_at = time.monotonic() + _RETRY_S
+                self._retry_at = time.monotonic() + RETRY_S
             return self._accepted
-        except _Unsupported as exc:
+        except UnsupportedStream as exc:
             self._close_caller_inlet()
             self._set_state("error", str(exc))
-        except _Stopping:
+        except StopRequested:
             pass
         return 0
-
-    def _connect(self, timeout: float) -> bool:
-        """Caller mode: look (without blocking in liblsl) for the stream and open it."""
-        now = time.monotonic()
-        if now < self._retry_at:
-            self._stop_event.wait(min(timeout, self._retry_at - now))
-            return False
-        info = self._resolved(timeout)
-        if info is None:
-            return False
-        inlet = self._open(info)
-        if inlet is None:
-            self._retry_at = time.monotonic() + _RETRY_S
-            return False
-        self._inlet = inlet
-        self._begin_pump()
-        return True
-
-    def _resolved(self, timeout: float) -> pylsl.StreamInfo | None:
-        """A stream matching the current query found by liblsl's background resolver, or
-        None after waiting up to ``timeout`` (the first-resolve timeout is counted here)."""
-        query = self._current_query()
-        if self._resolver is None or self._resolver[0] != query:
-            # forget a vanished outlet after a second, so a lost stream is not reopened
-            self._resolver = (query, pylsl.ContinuousResolver(pred=query, forget_after=1.0))
-            self._resolve_started = time.monotonic()
-        deadline = time.monotonic() + timeout
-        while True:
-            infos = self._resolver[1].results()
-            if infos:
-                return self._choose(infos, query)
-            self._note_resolve_timeout(query, time.monotonic() - self._resolve_started)
-            left = deadline - time.monotonic()
-            if left <= 0 or self._stop_event.wait(min(left, 0.005)):
-                return None
-
-    def _close_caller_inlet(self) -> None:
-        inlet, self._inlet = self._inlet, None
-        self._resolve_started = time.monotonic()  # the next search starts now
-        if inlet is not None:
-            inlet.close_stream()
-            del inlet  # destroys the liblsl inlet (and its recovery threads)
 
     def _pull(self, inlet: pylsl.StreamInlet, buffer: np.ndarray, wait_s: float) -> np.ndarray:
         """Pull what is buffered into ``buffer``; when nothing is, block up to ``wait_s``
         for one sample (liblsl wakes us as it arrives) and take what followed it,
         or, without ``wake_on_sample``, sleep the poll interval.
         Returns the timestamps of the samples now at the top of ``buffer``."""
-        early = self._last_take + self._coalesce_s - time.monotonic()
+        max_chunk = self._settings.max_chunk
+        early = self._last_take + self._settings.coalesce_s - time.monotonic()
         if early > 0:  # samples come fast: let a chunk gather
             self._stop_event.wait(early)
         available = inlet.samples_available()
         if available:
-            self._transport_full = available >= _FULL * self._transport_capacity
-            _, stamps = inlet.pull_chunk(timeout=0.0, max_samples=self._max_chunk, dest_obj=buffer)
+            self._audit.note_backlog(available)
+            _, stamps = inlet.pull_chunk(timeout=0.0, max_samples=max_chunk, dest_obj=buffer)
             self._last_take = time.monotonic()
             return np.asarray(stamps, dtype=np.float64)
-        if not self._wake_on_sample:
+        if not self._settings.wake_on_sample:
             self._stop_event.wait(wait_s)
             return np.empty(0, dtype=np.float64)
         sample, stamp = inlet.pull_sample(timeout=wait_s)
@@ -1045,56 +496,13 @@ class LslInlet:
         buffer[0] = sample
         rest: list[float] = []
         available = inlet.samples_available()
-        self._transport_full = available + 1 >= _FULL * self._transport_capacity
-        if self._max_chunk > 1 and available:
-            _, rest = inlet.pull_chunk(
-                timeout=0.0, max_samples=self._max_chunk - 1, dest_obj=buffer[1:]
-            )
+        self._audit.note_backlog(available + 1)
+        if max_chunk > 1 and available:
+            _, rest = inlet.pull_chunk(timeout=0.0, max_samples=max_chunk - 1, dest_obj=buffer[1:])
         self._last_take = time.monotonic()
         return np.array([stamp, *rest], dtype=np.float64)
 
-    def _check_source(self, n_held: int, liblsl_reset: bool) -> str | None:
-        """Resolve the source again after a liblsl recovery or a stall.
-
-        Returns "same" (still the outlet instance we opened), "new" (liblsl reconnected to a
-        restarted outlet with the first-seen schema), or None when the ``n_held`` samples are
-        refused (schema changed, or no answer within resolve_timeout_s); the state then says
-        why and the caller drops the pylsl inlet.
-        """
-        with self._lock:
-            schema = self._schema
-            current_uid = self._uid
-        assert schema is not None
-        query = self._current_query()
-        deadline = time.monotonic() + self._resolve_timeout_s
-        infos: list[pylsl.StreamInfo] = []
-        while not infos and time.monotonic() < deadline and not self._stop_event.is_set():
-            infos = pylsl.resolve_bypred(query, 1, _SLICE_S)
-        if not infos:
-            self._count_refused(n_held)
-            self._mark_lost(
-                f"no stream with {query} answered within {self._resolve_timeout_s:g} s to "
-                f"check the source after {'a liblsl reconnect' if liblsl_reset else 'a stall'}; "
-                f"{n_held} sample(s) refused"
-            )
-            return None
-        candidates = [StreamSchema.from_info(info) for info in infos]
-        if not liblsl_reset and any(c.uid == current_uid for c in candidates):
-            return "same"  # a stall of the same outlet, not a restart
-        restarted = [c for c in candidates if c.uid != current_uid] or candidates
-        for candidate in restarted:
-            differences = schema.differences(candidate)
-            if differences:
-                self._count_refused(n_held)
-                self._refuse(candidate, differences)
-                return None
-        with self._lock:
-            self._uid = restarted[0].uid
-            self._n["reconnects"] += 1
-            self._connections += 1
-        # The state turns "connected" when samples flow (see _pump).
-        logger.info("LslInlet: liblsl reconnected to %s; schema unchanged", restarted[0].describe())
-        return "new"
+    # --- samples -----------------------------------------------------------------------------
 
     def _accept(self, data: np.ndarray, timestamps: np.ndarray, schema: StreamSchema) -> None:
         n = len(timestamps)
@@ -1103,16 +511,18 @@ class LslInlet:
             finite = np.isfinite(data).all(axis=1)
             n_bad = n - int(finite.sum())
         rate = schema.nominal_srate
+        gap_s = math.inf  # irregular streams have no gaps
         if self._chunk_stamps is not None:
             timestamps = self._chunk_stamps(timestamps)
+            gap_s = self._chunk_stamps.gap_s
         with self._lock:
             self._n["samples_received"] += n
-            self._check_timestamps(timestamps, rate)
+            self._audit.check(timestamps, rate, gap_s)
             if rate > 0:
-                self._check_rate(n, rate)
+                self._audit.check_rate(n, rate, time.monotonic())
             if n_bad:
                 self._n["non_finite_samples"] += n_bad
-                if not self._keep_non_finite:
+                if not self._settings.keep_non_finite:
                     self._n["non_finite_rejected"] += n_bad
                     data = data[finite]
                     timestamps = timestamps[finite]
@@ -1121,127 +531,14 @@ class LslInlet:
             self._accepted += len(timestamps)
         self._data_event.set()
         if n_bad:
-            kept = "kept" if self._keep_non_finite else "rejected"
+            kept = "kept" if self._settings.keep_non_finite else "rejected"
             logger.debug("LslInlet: %s %d sample(s) with NaN/Inf", kept, n_bad)
-
-    def _check_rate(self, n: int, rate: float) -> None:
-        """Add ``n`` arrivals to the rate window; judge a complete one (caller holds the lock)."""
-        now = time.monotonic()
-        if self._rate_window is None:
-            self._rate_window = (now, 0)  # counts from the next arrival
-            return
-        start, count = self._rate_window
-        count += n
-        if now - start < RATE_WINDOW_S:
-            self._rate_window = (start, count)
-            return
-        measured = count / (now - start)
-        self._rate_window = (now, 0)
-        self._n["measured_rate_hz"] = measured
-        off = abs(measured - rate) > RATE_TOLERANCE * rate
-        if off:
-            self._n["rate_mismatches"] += 1
-            if not self._rate_off:
-                logger.warning(
-                    "LslInlet: %s declares %g Hz but delivers %.4g Hz (more than %d%% off); "
-                    "check the device's rate setting",
-                    self._query_text(),
-                    rate,
-                    measured,
-                    round(RATE_TOLERANCE * 100),
-                )
-        self._rate_off = off
-
-    def _check_timestamps(self, timestamps: np.ndarray, rate: float) -> None:
-        """Count gaps, jumps, duplicates and backwards steps, or, when this pull found
-        liblsl's buffer full, the samples it dropped (caller holds the lock)."""
-        transport, self._transport_full = self._transport_full, False
-        if len(timestamps) == 1 and self._last_ts is not None and not transport:  # live case
-            self._check_step(float(timestamps[0]) - self._last_ts, rate)
-            self._last_ts = float(timestamps[0])
-            return
-        if self._last_ts is None:
-            steps = np.diff(timestamps)
-        else:
-            steps = np.diff(timestamps, prepend=self._last_ts)
-        self._last_ts = float(timestamps[-1])
-        if not steps.size:
-            return
-        n = self._n
-        n["timestamps_backwards"] += int(np.count_nonzero(steps < 0))
-        n["duplicates"] += int(np.count_nonzero(steps == 0))
-        gaps = steps[steps > self._gap_s()] if rate > 0 else steps[:0]
-        if transport:  # liblsl dropped the oldest samples while this pull was pending
-            if gaps.size:
-                self._count_transport_drop(int(np.sum(np.rint(gaps * rate) - 1)))
-            return
-        jumps = steps[steps > self._jump_s]
-        if jumps.size:
-            n["jumps"] += int(jumps.size)
-            logger.warning("LslInlet: timestamp jump(s) of %s s", np.round(jumps, 3).tolist())
-        if gaps.size:
-            durations = gaps - 1.0 / rate
-            n["gaps"] += int(gaps.size)
-            n["gap_missing_samples"] += int(np.sum(np.rint(gaps * rate) - 1))
-            n["gap_total_s"] += float(durations.sum())
-            n["last_gap_s"] = float(durations[-1])
-            logger.debug("LslInlet: gap(s) of %s s", np.round(durations, 4).tolist())
-
-    def _gap_s(self) -> float:
-        """The timestamp step (s) above which a gap is counted (regular streams)."""
-        assert self._chunk_stamps is not None
-        return self._chunk_stamps.gap_s
-
-    def _count_transport_drop(self, missing: int) -> None:
-        """Count samples liblsl dropped from its full buffer (caller holds the lock)."""
-        self._n["transport_dropped"] += missing
-        self._rate_window = None  # these arrivals say nothing of the source's rate
-        logger.warning(
-            "LslInlet: dropped by the transport: %d samples (liblsl's buffer of %d samples "
-            "was full: the consumer fell behind)",
-            missing,
-            self._transport_capacity,
-        )
-
-    def _check_step(self, step: float, rate: float) -> None:
-        """:meth:`_check_timestamps` for one step (s), without numpy."""
-        n = self._n
-        if step <= 0:
-            n["timestamps_backwards" if step < 0 else "duplicates"] += 1
-            return
-        if step > self._jump_s:
-            n["jumps"] += 1
-            logger.warning("LslInlet: timestamp jump(s) of %s s", [round(step, 3)])
-        if rate > 0 and step > self._gap_s():
-            n["gaps"] += 1
-            n["gap_missing_samples"] += round(step * rate) - 1
-            n["gap_total_s"] += step - 1.0 / rate
-            n["last_gap_s"] = step - 1.0 / rate
-            logger.debug("LslInlet: gap(s) of %s s", [round(step - 1.0 / rate, 4)])
-
-    # --- helpers -----------------------------------------------------------------------------
-
-    def _blocking(self, call: Any, what: str) -> Any:
-        """Call ``call(timeout=...)`` in stop-aware slices for up to resolve_timeout_s (the
-        caller's loop: at most half a second, then the attempt is retried later); returns
-        its result."""
-        limit = self._resolve_timeout_s
-        if self._pull_in_caller:
-            limit = min(limit, 0.5)
-        deadline = time.monotonic() + limit
-        while True:
-            self._check_stop()
-            try:
-                return call(timeout=_SLICE_S)
-            except LslTimeoutError:
-                if time.monotonic() >= deadline:
-                    raise LslTimeoutError(f"could not {what} within {limit:g} s") from None
 
     def _update_clock(self, inlet: pylsl.StreamInlet) -> bool:
         """Read liblsl's clock offset estimate; False while there is none yet (the thread
         waits up to 10 ms for it, the caller's loop not at all)."""
         try:
-            timeout = 0.0 if self._pull_in_caller else 0.01
+            timeout = 0.0 if self._settings.pull_in_caller else 0.01
             offset = float(inlet.time_correction(timeout=timeout))
         except (LslTimeoutError, LostError) as exc:
             logger.debug("LslInlet: no clock offset yet (%s)", exc)
@@ -1253,59 +550,7 @@ class LslInlet:
         return True
 
     def _mark_lost(self, reason: str) -> None:
+        """Declare the stream lost; the arrivals around a loss say nothing of its rate."""
         with self._lock:
-            self._n["lost"] += 1
-            if self._lost_since is None:
-                self._lost_since = time.monotonic()
-            self._rate_window = None
-        self._set_state("lost", f"{reason}; re-resolving {self._current_query()}")
-
-    def _count_refused(self, n: int) -> None:
-        with self._lock:
-            self._n["samples_received"] += n
-            self._n["samples_refused"] += n
-
-    def _set_state(self, state: str, message: str) -> None:
-        with self._state_changed:
-            previous = self._state
-            self._state = state
-            self._history.append(StateChange(state, pylsl.local_clock(), message))
-            self._state_changed.notify_all()
-        level = logging.WARNING if state in ("stalled", "lost", "schema-mismatch") else logging.INFO
-        if state == "error":
-            level = logging.ERROR
-        logger.log(level, "LslInlet %s -> %s: %s", previous, state, message)
-
-    def _current_query(self) -> str:
-        """XPath predicate: the given properties, plus the connected source's source_id, unless
-        none was given and the stream has been lost for ``watchdog_s`` (then any source by the
-        given properties, e.g. an acquisition program restarted with a new source_id)."""
-        props = dict(self._props)
-        schema = self._schema
-        lost = self._lost_since
-        follow = lost is not None and time.monotonic() - lost >= self._watchdog_s
-        if schema is not None and schema.source_id and not (follow and "source_id" not in props):
-            props["source_id"] = schema.source_id
-        return " and ".join(f"{k}='{v}'" for k, v in props.items())
-
-    def _query_text(self) -> str:
-        return " and ".join(f"{k}='{v}'" for k, v in self._props.items())
-
-    def _check_stop(self) -> None:
-        if self._stop_event.is_set():
-            raise _Stopping
-
-    def _sleep(self, seconds: float) -> None:
-        if self._stop_event.wait(seconds):
-            raise _Stopping
-
-
-def _desc_texts(info: pylsl.StreamInfo) -> dict[str, str]:
-    """``{name: text}`` of the elements directly under ``info.desc()`` that hold text."""
-    texts = {}
-    child = info.desc().first_child()
-    while not child.empty():
-        if child.first_child().is_text():
-            texts[child.name()] = child.child_value()
-        child = child.next_sibling()
-    return texts
+            self._audit.restart_rate_window()
+        super()._mark_lost(reason)

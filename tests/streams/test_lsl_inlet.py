@@ -18,7 +18,8 @@ import pytest
 import pyxdf
 from outlet_process import OutletProcess, OutletSpec, expected_sample, stop_all, unique_ids
 
-from streams.lsl_inlet import InletCounters, LslInlet
+from streams.lsl_inlet import LslInlet
+from streams.lsl_status import InletCounters
 from streams.timestamps import chunk_starts
 
 RATE = 500.0

@@ -44,7 +44,7 @@ from prometheus_client.registry import Collector
 
 from service.api.link import DecoderLink
 from service.daemon import DAEMON_STATES
-from streams.lsl_inlet import STATES as INLET_STATES
+from streams.lsl_status import STATES as INLET_STATES
 
 __all__ = [
     "LATENCY_BUCKETS_S",
