@@ -7,10 +7,10 @@ reconnects): ``dt > gap_s`` is a gap (the inlet's ``gap_factor / rate``, plus ha
 for a chunk-stamped stream; estimated ``round(dt * rate) - 1`` missing samples, duration
 ``dt - 1 / rate``); ``dt > jump_s`` is also a jump; ``dt == 0`` a duplicate; ``dt < 0`` a
 backwards step. These samples are kept and counted, not altered. A step that comes with a
-pull which found liblsl's own buffer (nearly) full is not a gap of the source: liblsl drops
-the oldest samples when its buffer overflows (the consumer fell behind), also while a pull
-takes samples, so such gaps are counted as ``transport_dropped`` ("dropped by the transport:
-N samples").
+pull which found liblsl's own buffer (nearly) full, or with the pull after it, is not a gap of
+the source: liblsl drops the oldest samples when its buffer overflows (the consumer fell
+behind), also while a pull takes samples and while the rest of a burst lands, so such gaps are
+counted as ``transport_dropped`` ("dropped by the transport: N samples").
 
 Rate check (regular streams): samples arriving per second of the local clock, over windows
 of :data:`RATE_WINDOW_S` without a stall, loss or transport drop. A window more than
@@ -30,6 +30,7 @@ __all__ = ["RATE_TOLERANCE", "RATE_WINDOW_S", "TimestampAudit", "TimestampCounte
 RATE_WINDOW_S = 2.0  # arrival-rate measurement window, seconds
 RATE_TOLERANCE = 0.1  # relative difference between measured and declared rate tolerated
 _FULL = 0.9  # liblsl's buffer this full: a pull may race its drops of the oldest samples
+_TRANSPORT_CHECKS = 2  # the pull that found it full and the next may show liblsl's drops
 
 _logger = logging.getLogger(__name__)
 
@@ -68,15 +69,17 @@ class TimestampAudit:
         self._jump_s = jump_s
         self._label = label
         self._logger = logger
-        self._transport_full = False  # the latest pull found liblsl's buffer full
+        self._transport_checks = 0  # next checks whose gaps are liblsl's drops
         self._last_ts: float | None = None  # the latest timestamp checked, seconds
         self._rate_window: tuple[float, int] | None = None  # (start time s, samples)
         self._rate_off = False  # the latest window was off the declared rate
 
     def note_backlog(self, waiting: int) -> None:
         """A pull is taking samples while ``waiting`` were in liblsl's buffer: when that is
-        (nearly) full, the gaps of the next :meth:`check` are the transport's drops."""
-        self._transport_full = waiting >= _FULL * self.transport_capacity
+        (nearly) full, the gaps of this pull's :meth:`check` and the next one's are the
+        transport's drops."""
+        if waiting >= _FULL * self.transport_capacity:
+            self._transport_checks = _TRANSPORT_CHECKS
 
     def restart_rate_window(self) -> None:
         """Forget the current rate window (after a stall or loss: not the source's rate)."""
@@ -115,7 +118,8 @@ class TimestampAudit:
         ``rate`` is 0 Hz), jumps, duplicates and backwards steps of the next (non-empty)
         ``timestamps`` (s), or, when the pull found liblsl's buffer full, the samples it
         dropped."""
-        transport, self._transport_full = self._transport_full, False
+        transport = self._transport_checks > 0
+        self._transport_checks = max(self._transport_checks - 1, 0)
         if len(timestamps) == 1 and self._last_ts is not None and not transport:  # live case
             self._check_step(float(timestamps[0]) - self._last_ts, rate, gap_s)
             self._last_ts = float(timestamps[0])
