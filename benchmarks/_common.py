@@ -57,6 +57,13 @@ def machine() -> dict[str, object]:
     }
 
 
+def verdict(target: str, met: bool, measured: str) -> dict[str, object]:
+    """Print the benchmark's verdict against ``target`` (one line: met or MISSED, with what
+    was measured) and return it for the JSON."""
+    print(f"target {target}: {'met' if met else 'MISSED'} ({measured})")
+    return {"target": target, "met": met, "measured": measured}
+
+
 def write_json(path: str | None, payload: dict) -> None:
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)

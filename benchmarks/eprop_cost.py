@@ -24,7 +24,7 @@ from bci.online import OnlineRSNN
 from bci.rsnn import RSNN, RSNNConfig
 from bci.runtime import single_threaded_blas
 
-from _common import percentiles_us, print_table, time_calls, write_json
+from _common import percentiles_us, print_table, time_calls, verdict, write_json
 
 SIZES = ((96, 256, 2), (192, 512, 2))
 
@@ -100,10 +100,13 @@ def main() -> None:
             for r in rows
         ],
     )  # fmt: skip
-    write_json(
-        args.json,
-        {"benchmark": "eprop_cost", "target": "e-prop mean <= 1.5x inference", "results": rows},
+    eprop = [r for r in rows if r["method"] == "e-prop, K=10"]
+    result = verdict(
+        "e-prop mean cost per bin <= 1.5x inference",
+        max(r["ratio_to_inference_mean"] for r in eprop) <= 1.5,
+        ", ".join(f"{r['size']}: {r['ratio_to_inference_mean']:.2f}x" for r in eprop),
     )
+    write_json(args.json, {"benchmark": "eprop_cost", **result, "results": rows})
 
 
 if __name__ == "__main__":
