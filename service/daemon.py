@@ -237,7 +237,8 @@ class Daemon:
             self.outlet, self.engine, self._shared, self.deadline_s, self.kinematics_labels
         )
         self.events = EventOutlet(settings.output_base, source_id)
-        self._control_server = ControlServer(self.engine, self.events)
+        # Daemon.swap looked up per request: the one entry for swaps, from the API or not
+        self._control_server = ControlServer(self.engine, self.events, lambda p: self.swap(p))
         self.engine.on_swap = self._on_swap
         if settings.target_stream:
             self.targets = self._learning_targets().start()

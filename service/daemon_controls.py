@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +28,13 @@ Answer = tuple[int, bool, Any]
 
 class ControlServer:
     """Serve the API's requests on ``engine``; adaptation controls are published on
-    ``events``."""
+    ``events``. ``swap(path)`` validates and stages a checkpoint (on the loader thread) and
+    returns its model id, or raises ``ValueError`` / ``OSError``."""
 
-    def __init__(self, engine: Engine, events: EventOutlet) -> None:
+    def __init__(self, engine: Engine, events: EventOutlet, swap: Callable[[Path], str]) -> None:
         self.engine = engine
         self.events = events
+        self.swap = swap
         self._loader: queue.SimpleQueue[tuple[int, Path] | None] = queue.SimpleQueue()
         self._loader_thread: threading.Thread | None = None
         self._loaded: queue.SimpleQueue[Answer] = queue.SimpleQueue()
@@ -112,7 +115,7 @@ class ControlServer:
         while (item := self._loader.get()) is not None:
             request_id, path = item
             try:
-                model_id = self.engine.request_swap(path)  # counts and logs refusals
+                model_id = self.swap(path)
             except (ValueError, OSError) as error:
                 self._loaded.put((request_id, False, str(error)))
             else:
