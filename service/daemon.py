@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 import pylsl
 
-from bci.checkpoint import load_decoder
+from bci.checkpoint import DecoderFile, load_decoder
 from bci.runtime import single_threaded_blas
 from service.daemon_controls import ControlServer
 from service.daemon_input import InputMatch
@@ -202,19 +202,7 @@ class Daemon:
         if self._before_outlet is None:  # supervised, the supervisor checked the name
             ensure_output_free(settings)
         if settings.record is not None:  # before the outlet: an existing file stops here
-            self.recording = DecodedRecording(
-                settings.record,
-                input_name=settings.stream,
-                n_channels=self.engine.n_channels,
-                output_name=f"{settings.output_base}{KINEMATICS_SUFFIX}",
-                output_labels=self.kinematics_labels,
-                rate_hz=1.0 / self.engine.bin_s,
-                # labels, units and the live streams' own headers (known once they are open)
-                input_labels=checkpoint.manifest.channel_labels,
-                output_units=checkpoint.manifest.kinematics_units,
-                source_header=lambda: self.inlet.header_xml if self.inlet else None,
-                output_header=lambda: self.outlet.header_xml() if self.outlet else None,
-            )
+            self.recording = self._open_recording(settings.record, checkpoint, self.engine)
         if self._before_outlet is not None:
             self._before_outlet()
         source_id = self._output_source_id or output_source_id(settings, checkpoint.model_id)
@@ -256,6 +244,25 @@ class Daemon:
         )
         self._set_state("waiting-for-stream", f"looking for stream {settings.stream!r}")
         return self
+
+    def _open_recording(
+        self, path: Path, checkpoint: DecoderFile, engine: Engine
+    ) -> DecodedRecording:
+        """The recording of the input and decoded streams at ``path`` (``--record``)."""
+        settings = self.settings
+        return DecodedRecording(
+            path,
+            input_name=settings.stream,
+            n_channels=engine.n_channels,
+            output_name=f"{settings.output_base}{KINEMATICS_SUFFIX}",
+            output_labels=self.kinematics_labels,
+            rate_hz=1.0 / engine.bin_s,
+            # labels, units and the live streams' own headers (known once they are open)
+            input_labels=checkpoint.manifest.channel_labels,
+            output_units=checkpoint.manifest.kinematics_units,
+            source_header=lambda: self.inlet.header_xml if self.inlet else None,
+            output_header=lambda: self.outlet.header_xml() if self.outlet else None,
+        )
 
     def start(self) -> Daemon:
         """:meth:`prepare`, then run the loop on a thread (idempotent)."""
