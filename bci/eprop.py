@@ -19,18 +19,9 @@ exponential running rate (spikes per bin, time constant ``rate_tau_s``) and ``r*
 target; it acts through the same filtered trace (a simplification: the exact gradient of a
 rate penalty would use the unfiltered ``e``).
 
-Windowed formulation. Per neuron the recursion above is linear with time-varying scalar
-coefficients, so over a window of ``K`` bins both the window's gradient and the new traces are
-
-    G      = diag(g_v) ev0 + diag(g_a) ea0 + diag(g_b) eb0 + N P
-    ev_new = diag(f_vv) ev0 + ...          (a 3 x 3 per-neuron map of the old traces)
-
-with ``P`` the window's presynaptic signals (K, I + H) and ``N`` (H, K) per-neuron
-coefficients. All coefficients come from four reverse-time adjoint recursions over the
-window, O(K H) (compiled with Numba); the (H x K)(K x I+H) products run as one BLAS call and
-one pass over the (H, I + H) traces carries them over. This equals per-bin accumulation
-(:func:`reference_step`) to rounding error (tested for K in {1, 7, 50}), at ``4 / K`` of
-its memory traffic per bin.
+The traces advance a window at a time (:mod:`bci.eprop_window`: the windowed formulation,
+equal to per-bin accumulation to rounding error); the gradient becomes a bounded weight
+change in :mod:`bci.eprop_optimizer` (SGD or Adam).
 """
 
 from __future__ import annotations
@@ -41,218 +32,16 @@ import numbers
 from dataclasses import dataclass, replace
 from typing import Literal
 
-import numba
 import numpy as np
 
+from bci.eprop_optimizer import AdamMoments, apply_step, optimizer_step
+from bci.eprop_window import Traces, leaky_filter, reference_step, window_update
 from bci.online import OnlineRSNN, OnlineState
 from bci.validation import check_shape
 
 logger = logging.getLogger(__name__)
 
 GROUPS: tuple[str, ...] = ("input", "recurrent", "readout")
-
-
-# -- numerics ------------------------------------------------------------------------------
-
-
-@dataclass
-class Traces:
-    """Eligibility vectors ``ev``, ``ea`` and filtered traces ``eb``, each (H, P)."""
-
-    ev: np.ndarray
-    ea: np.ndarray
-    eb: np.ndarray
-
-    @classmethod
-    def zeros(cls, n_hidden: int, n_pre: int, dtype: type = np.float64) -> Traces:
-        return cls(*(np.zeros((n_hidden, n_pre), dtype=dtype) for _ in range(3)))
-
-    def clear(self) -> None:
-        for array in (self.ev, self.ea, self.eb):
-            array.fill(0.0)
-
-
-def reference_step(
-    traces: Traces,
-    p: np.ndarray,
-    at: np.ndarray,
-    c: np.ndarray,
-    learning_signal: np.ndarray,
-    rho: np.ndarray,
-    beta: np.ndarray,
-    kappa: float,
-    grad: np.ndarray,
-) -> None:
-    """Advance the traces one bin and add ``L[t] eb[t]`` to ``grad``, the direct way.
-
-    ``p`` (P,) presynaptic signals; ``at``, ``c``, ``learning_signal``, ``rho``, ``beta``
-    (H,). Reads and writes every (H, P) array each bin: the oracle for :func:`window_update`.
-    """
-    ea_prev = traces.ea.copy()
-    traces.ev *= at[:, None]
-    traces.ev += p[None, :]
-    e = c[:, None] * (traces.ev - beta[:, None] * ea_prev)
-    traces.ea *= rho[:, None]
-    traces.ea += (1.0 - rho)[:, None] * e
-    traces.eb *= kappa
-    traces.eb += e
-    grad += learning_signal[:, None] * traces.eb
-
-
-@numba.njit(cache=True, nogil=True)
-def _window_coefficients(
-    at: np.ndarray,
-    c: np.ndarray,
-    learning_signal: np.ndarray,
-    rho: np.ndarray,
-    beta: np.ndarray,
-    kappa: float,
-    coef_p: np.ndarray,
-    coef_0: np.ndarray,
-) -> None:
-    """Reverse-time adjoints of four linear functionals of one window.
-
-    Functional 0 is the gradient ``sum_t L[t] eb[t]``; 1, 2, 3 are the final ``ev``, ``ea``,
-    ``eb``. ``coef_p[r, j, k]`` is d(functional r)/d p[k] for neuron j; ``coef_0[r, s, j]``
-    its derivative with respect to the initial trace s (ev, ea, eb). With adjoints
-    ``nu = d/d ev``, ``eta = d/d ea``, ``zeta = d/d eb``, ``mu = d/d e``::
-
-        zeta[t] = d_b[t] + kappa zeta[t+1]
-        eta[t]  = d_a[t] + rho eta[t+1] - beta c[t+1] mu[t+1]
-        mu[t]   = zeta[t] + (1 - rho) eta[t]
-        nu[t]   = d_v[t] + c[t] mu[t] + at[t+1] nu[t+1]
-    """
-    n_steps, n_hidden = at.shape
-    last = n_steps - 1
-    for r in range(4):
-        for j in range(n_hidden):
-            zeta = 0.0
-            eta = 0.0
-            mu = 0.0
-            nu = 0.0
-            c_next = 0.0
-            at_next = 0.0
-            for k in range(last, -1, -1):
-                d_b = learning_signal[k, j] if r == 0 else (1.0 if (r == 3 and k == last) else 0.0)
-                d_a = 1.0 if (r == 2 and k == last) else 0.0
-                d_v = 1.0 if (r == 1 and k == last) else 0.0
-                zeta = d_b + kappa * zeta
-                eta = d_a + rho[j] * eta - beta[j] * c_next * mu
-                mu = zeta + (1.0 - rho[j]) * eta
-                nu = d_v + c[k, j] * mu + at_next * nu
-                coef_p[r, j, k] = nu
-                c_next = c[k, j]
-                at_next = at[k, j]
-            coef_0[r, 0, j] = at_next * nu
-            coef_0[r, 1, j] = rho[j] * eta - beta[j] * c_next * mu
-            coef_0[r, 2, j] = kappa * zeta
-
-
-@numba.njit(cache=True, nogil=True)
-def _carry(
-    ev: np.ndarray,
-    ea: np.ndarray,
-    eb: np.ndarray,
-    grad: np.ndarray,
-    coef_0: np.ndarray,
-    products: np.ndarray,
-) -> None:
-    """One pass over the (H, P) traces: ``grad += ...`` and the new traces, in place."""
-    n_hidden, n_pre = ev.shape
-    for j in range(n_hidden):
-        g0, g1, g2 = coef_0[0, 0, j], coef_0[0, 1, j], coef_0[0, 2, j]
-        v0, v1, v2 = coef_0[1, 0, j], coef_0[1, 1, j], coef_0[1, 2, j]
-        a0, a1, a2 = coef_0[2, 0, j], coef_0[2, 1, j], coef_0[2, 2, j]
-        b0, b1, b2 = coef_0[3, 0, j], coef_0[3, 1, j], coef_0[3, 2, j]
-        for i in range(n_pre):
-            old_v, old_a, old_b = ev[j, i], ea[j, i], eb[j, i]
-            grad[j, i] += g0 * old_v + g1 * old_a + g2 * old_b + products[0, j, i]
-            ev[j, i] = v0 * old_v + v1 * old_a + v2 * old_b + products[1, j, i]
-            ea[j, i] = a0 * old_v + a1 * old_a + a2 * old_b + products[2, j, i]
-            eb[j, i] = b0 * old_v + b1 * old_a + b2 * old_b + products[3, j, i]
-
-
-def window_update(
-    traces: Traces,
-    presynaptic: np.ndarray,
-    at: np.ndarray,
-    c: np.ndarray,
-    learning_signal: np.ndarray,
-    rho: np.ndarray,
-    beta: np.ndarray,
-    kappa: float,
-    grad: np.ndarray,
-) -> None:
-    """Advance the traces over a window of K bins and add its gradient to ``grad``.
-
-    ``presynaptic`` (K, P); ``at``, ``c``, ``learning_signal`` (K, H); ``rho``, ``beta`` (H,).
-    Equal to K calls of :func:`reference_step`.
-    """
-    n_steps, n_hidden = at.shape
-    dtype = traces.ev.dtype
-    coef_p = np.empty((4, n_hidden, n_steps), dtype=np.float64)
-    coef_0 = np.empty((4, 3, n_hidden), dtype=np.float64)
-    _window_coefficients(
-        np.ascontiguousarray(at, dtype=np.float64),
-        np.ascontiguousarray(c, dtype=np.float64),
-        np.ascontiguousarray(learning_signal, dtype=np.float64),
-        np.ascontiguousarray(rho, dtype=np.float64),
-        np.ascontiguousarray(beta, dtype=np.float64),
-        float(kappa),
-        coef_p,
-        coef_0,
-    )
-    products = coef_p.astype(dtype, copy=False).reshape(4 * n_hidden, n_steps) @ presynaptic
-    _carry(traces.ev, traces.ea, traces.eb, grad, coef_0.astype(dtype, copy=False),
-           products.reshape(4, n_hidden, -1))  # fmt: skip
-
-
-@numba.njit(cache=True, nogil=True, fastmath=True)
-def _optimizer_step(
-    grad: np.ndarray,
-    m: np.ndarray,
-    v: np.ndarray,
-    lr: float,
-    adam: bool,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    t: int,
-) -> None:
-    """Turn ``grad`` (flat) into the parameter change, in place: ``-lr g`` (SGD) or Adam's
-    ``-lr m^ / (sqrt(v^) + eps)`` with bias-corrected moments ``m``, ``v``."""
-    if not adam:
-        for i in range(grad.shape[0]):
-            grad[i] = -lr * grad[i]
-        return
-    # Constants in the arrays' dtype keep the loop in float32 (and vectorised) for float32.
-    one = grad.dtype.type(1.0)
-    b1 = grad.dtype.type(beta1)
-    b2 = grad.dtype.type(beta2)
-    step_size = grad.dtype.type(-lr / (1.0 - beta1**t))
-    inv_correction2 = grad.dtype.type(1.0 / (1.0 - beta2**t))
-    epsilon = grad.dtype.type(eps)
-    for i in range(grad.shape[0]):
-        g = grad[i]
-        m[i] = b1 * m[i] + (one - b1) * g
-        v[i] = b2 * v[i] + (one - b2) * g * g
-        grad[i] = step_size * m[i] / (np.sqrt(v[i] * inv_correction2) + epsilon)
-
-
-@numba.njit(cache=True, nogil=True)
-def _apply_step(param: np.ndarray, step: np.ndarray, scale: float, bound: float) -> None:
-    """``param += scale step``, clipped to ``[-bound, bound]`` (flat arrays), in place."""
-    for i in range(param.shape[0]):
-        value = param[i] + scale * step[i]
-        param[i] = min(max(value, -bound), bound)
-
-
-def _leaky_filter(x: np.ndarray, decay: float, initial: np.ndarray) -> np.ndarray:
-    """``y[t] = decay y[t-1] + x[t]`` over (n, H) ``x`` from ``initial``, as one matmul."""
-    n = x.shape[0]
-    lag = np.arange(n)[:, None] - np.arange(n)[None, :]
-    kernel = np.where(lag >= 0, decay ** np.maximum(lag, 0), 0.0).astype(x.dtype)
-    return kernel @ x + (decay ** np.arange(1, n + 1, dtype=x.dtype))[:, None] * initial
 
 
 # -- learner -------------------------------------------------------------------------------
@@ -321,13 +110,6 @@ class EpropStatus:
 
 
 @dataclass
-class _Adam:
-    m: np.ndarray
-    v: np.ndarray
-    t: int = 0
-
-
-@dataclass
 class _Window:
     """Per-bin records of the current window, preallocated (K rows each)."""
 
@@ -383,7 +165,9 @@ class EpropLearner:
             if config.optimizer == "adam"
             else (lambda a: np.zeros(0, dtype=a.dtype))
         )
-        self._adam = {name: _Adam(moments(a), moments(a)) for name, a in self._params().items()}
+        self._adam = {
+            name: AdamMoments(moments(a), moments(a)) for name, a in self._params().items()
+        }
         self._initial = self._copy_params()
         self._snapshot = self._copy_params()
         self._updates_since_snapshot = 0
@@ -605,7 +389,7 @@ class EpropLearner:
         window_update(
             self._traces, w.presynaptic[:n], at, c, learning_signal, rho, beta, kappa, self._grad
         )
-        filtered = _leaky_filter(w.spikes[:n], kappa, self._readout_trace)
+        filtered = leaky_filter(w.spikes[:n], kappa, self._readout_trace)
         self._readout_trace[:] = filtered[-1]
         self._grad_out += err.T @ filtered
         self._grad_bias += err.sum(axis=0)
@@ -616,7 +400,7 @@ class EpropLearner:
     def _rate_deviation(self, spikes: np.ndarray) -> np.ndarray:
         """Running rate (spikes per bin, EMA over ``rate_tau_s``) minus its target, per bin."""
         gamma = min(1.0, self.decoder.dt_s / self.config.rate_tau_s)
-        rates = _leaky_filter(gamma * spikes, 1.0 - gamma, self._rate)
+        rates = leaky_filter(gamma * spikes, 1.0 - gamma, self._rate)
         self._rate[:] = rates[-1]
         return rates - self.config.target_rate_hz * self.decoder.dt_s
 
@@ -645,7 +429,7 @@ class EpropLearner:
             for name, step in steps.items():
                 if name != "weights" and "readout" in self._frozen:
                     continue
-                _apply_step(params[name].reshape(-1), step.reshape(-1), scale,
+                apply_step(params[name].reshape(-1), step.reshape(-1), scale,
                             self.config.weight_bound)  # fmt: skip
             for block, values in kept:
                 params["weights"][block] = values
@@ -667,7 +451,7 @@ class EpropLearner:
         for name, g in grads.items():
             adam = self._adam[name]
             adam.t += 1
-            _optimizer_step(g.reshape(-1), adam.m.reshape(-1), adam.v.reshape(-1),
+            optimizer_step(g.reshape(-1), adam.m.reshape(-1), adam.v.reshape(-1),
                             self._status.lr, cfg.optimizer == "adam", beta1, beta2,
                             cfg.adam_eps, adam.t)  # fmt: skip
         n_in, h = self.decoder.n_in, self.decoder.n_hidden

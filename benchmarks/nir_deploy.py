@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.io
@@ -75,6 +76,60 @@ def _exports(model: object) -> bool:
     return True
 
 
+def _session_records(name: str, session: Session, steps: int, seed: int) -> list[dict[str, Any]]:
+    """One session's results: the Wiener filter's test R², then each recipe's (float and
+    quantized), whether it exports to NIR, and its training time (s)."""
+    _, val, test = chronological_split(session)
+    wiener = evaluate_decoders(session, EvaluationConfig(decoders=("wiener",)))
+    records: list[dict[str, Any]] = [
+        {
+            "session": name,
+            "recipe": "Wiener filter (reference)",
+            "exports": None,
+            "r2": {"float32": wiener.results["wiener"]["r2"]},
+            "seconds": None,
+        }
+    ]
+    for recipe, snn in RECIPES.items():
+        start = time.perf_counter()
+        config = EvaluationConfig(
+            decoders=("snn",),
+            snn=snn,
+            train=TrainConfig(max_steps=steps, seed=seed),
+            seed=seed,
+        )
+        model = evaluate_decoders(session, config).snn
+        r2 = quantized_r2(model, val, test)
+        records.append(
+            {
+                "session": name,
+                "recipe": recipe,
+                "exports": _exports(model),
+                "r2": r2,
+                "seconds": time.perf_counter() - start,
+            }
+        )
+        print(f"{name}, {recipe}: R² {r2['float32']:.3f} ({records[-1]['seconds']:.0f} s)")
+    return records
+
+
+def _print_results(records: list[dict[str, Any]]) -> None:
+    """The results, one row per session and recipe."""
+    print_table(
+        ["session", "recipe", "exports to NIR", "test R²", "8-bit R²", "4-bit R²"],
+        [
+            [
+                r["session"],
+                r["recipe"],
+                {True: "yes", False: "no", None: "-"}[r["exports"]],
+                *r["r2"].values(),
+                *["-"] * (3 - len(r["r2"])),
+            ]
+            for r in records
+        ],
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300, help="BPTT steps per model (300)")
@@ -89,53 +144,10 @@ def main() -> None:
         if not path.is_file():
             print(f"skipping {name}: {path.resolve()} is missing")
             continue
-        session = _load(path)
-        _, val, test = chronological_split(session)
-        wiener = evaluate_decoders(session, EvaluationConfig(decoders=("wiener",)))
-        records.append(
-            {
-                "session": name,
-                "recipe": "Wiener filter (reference)",
-                "exports": None,
-                "r2": {"float32": wiener.results["wiener"]["r2"]},
-                "seconds": None,
-            }
-        )
-        for recipe, snn in RECIPES.items():
-            start = time.perf_counter()
-            config = EvaluationConfig(
-                decoders=("snn",),
-                snn=snn,
-                train=TrainConfig(max_steps=args.steps, seed=args.seed),
-                seed=args.seed,
-            )
-            model = evaluate_decoders(session, config).snn
-            r2 = quantized_r2(model, val, test)
-            records.append(
-                {
-                    "session": name,
-                    "recipe": recipe,
-                    "exports": _exports(model),
-                    "r2": r2,
-                    "seconds": time.perf_counter() - start,
-                }
-            )
-            print(f"{name}, {recipe}: R² {r2['float32']:.3f} ({records[-1]['seconds']:.0f} s)")
+        records += _session_records(name, _load(path), args.steps, args.seed)
 
     print()
-    print_table(
-        ["session", "recipe", "exports to NIR", "test R²", "8-bit R²", "4-bit R²"],
-        [
-            [
-                r["session"],
-                r["recipe"],
-                {True: "yes", False: "no", None: "-"}[r["exports"]],
-                *r["r2"].values(),
-                *["-"] * (3 - len(r["r2"])),
-            ]
-            for r in records
-        ],
-    )
+    _print_results(records)
     r2 = {(r["session"], r["recipe"]): r["r2"]["float32"] for r in records}
     default, exportable = RECIPES
     costs = {s: r2[s, default] - r2[s, exportable] for s, recipe in r2 if recipe == default}

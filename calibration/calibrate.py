@@ -51,7 +51,7 @@ from bci.metrics import (
 from bci.rsnn import RSNN, RSNNConfig
 from bci.training import TrainConfig, TrainResult, train_rsnn
 from calibration.checks import ChannelSummary, channel_summary, split_warnings
-from calibration.evaluate import EvaluationConfig, evaluate_decoders
+from calibration.evaluate import Evaluation, EvaluationConfig, evaluate_decoders
 from calibration.report import ReportInputs, write_report
 from calibration.search import (
     SearchResult,
@@ -296,6 +296,165 @@ def _entry(scores: dict[str, Any]) -> dict[str, Any]:
     return {key: scores[key] for key in ("r2", "r2_per_dim", "pearson_r")}
 
 
+def _check_before_training(out: Path, options: CalibrationOptions) -> None:
+    """Fail before training, not after: ``out``'s directory must exist, and Ray be
+    installed when asked for."""
+    if not out.parent.is_dir():
+        raise FileNotFoundError(
+            f"cannot write checkpoint {out}: directory {out.parent} does not exist; create it"
+        )
+    if options.ray:
+        require_ray()
+
+
+def _load_session_and_init(
+    session_path: Path, options: CalibrationOptions
+) -> tuple[Session, RSNN | None]:
+    """Step 1: the session and, with ``options.init``, the model to fine-tune (None
+    without), the session's channels then in the checkpoint's order."""
+    session = load_calibration_session(Path(session_path), options)
+    init_model = None
+    if options.init is not None:  # the session's channels in the checkpoint's order
+        init_model, session = _load_init(Path(options.init), session, f"session {session_path}")
+    return session, init_model
+
+
+def _search(
+    session: Session,
+    train: Session,
+    val: Session,
+    out: Path,
+    options: CalibrationOptions,
+    progress: Progress | None,
+) -> tuple[SearchResult | None, dict[str, Any], TrainConfig]:
+    """Step 3: the search's result (None without ``trials``), the SNN's parameters and the
+    final training's config (the options', or the best trial's)."""
+    neuron = {"reset": options.reset, "surrogate": options.surrogate}
+    snn_params: dict[str, Any] = {
+        "n_hidden": options.hidden,
+        "alif_fraction": options.alif_fraction,
+        **neuron,
+    }
+    train_config = options.train_config()
+    if not options.trials:
+        return None, snn_params, train_config
+    data = TrialData(
+        train.neural,
+        train.kinematics,
+        val.neural,
+        val.kinematics,
+        session.bin_s,
+        train=options.train_config(options.trial_steps or min(options.steps, 300)),
+        snn=neuron,
+        seed=options.seed,
+    )
+    study = Path(options.study) if options.study is not None else default_study_path(out)
+    searched = (options.trials, data, study, options.hidden, options.search_space)
+    open_study(study, study_settings(data, options.hidden, options.search_space))
+    if progress:  # after the study is known to fit: a refusal is one clean line
+        progress("stage", {"stage": "search"})
+    if options.ray:
+        search = ray_search(*searched, address=options.ray_address)
+    else:
+        search = local_search(*searched, (lambda r: progress("trial", r)) if progress else None)
+    best_snn, best_train = split_params(search.best_params)
+    snn_params = {**neuron, **best_snn}
+    train_config = TrainConfig(**{**asdict(train_config), **best_train})
+    logger.info("search: best trial %d %s", search.best, search.best_params)
+    return search, snn_params, train_config
+
+
+def _train(
+    session: Session,
+    fit_parts: tuple[Session, Session],
+    init_model: RSNN | None,
+    decoders: tuple[str, ...],
+    snn_params: dict[str, Any],
+    train_config: TrainConfig,
+    options: CalibrationOptions,
+    progress: Progress | None,
+) -> tuple[Evaluation, RSNN, TrainResult]:
+    """Step 4: fit and score the baselines ``decoders`` and the SNN (trained from scratch,
+    or ``init_model`` fine-tuned on ``fit_parts``, the training and validation parts)."""
+    if progress:
+        progress("stage", {"stage": "training"})
+    evaluation = evaluate_decoders(
+        session,
+        EvaluationConfig(
+            fractions=options.split,
+            decoders=decoders if init_model is not None else ("snn", *decoders),
+            snn=snn_params,
+            train=train_config,
+            seed=options.seed,
+        ),
+        progress,
+    )
+    if init_model is not None:
+        train, val = fit_parts
+        model = init_model
+        training = train_rsnn(
+            model,
+            (train.neural, train.kinematics),
+            (val.neural, val.kinematics),
+            train_config,
+            callback=(lambda r: progress("snn", r)) if progress else None,
+        )
+    else:
+        model, training = evaluation.snn, evaluation.snn_training
+    if model is None or training is None:  # pragma: no cover - evaluate_decoders trains "snn"
+        raise RuntimeError("evaluate_decoders returned no SNN")
+    return evaluation, model, training
+
+
+def _metrics(
+    snn_scores: dict[str, Any],
+    evaluation: Evaluation,
+    decoders: tuple[str, ...],
+    efficiency: dict[str, Any],
+    parts: tuple[Session, Session, Session],
+) -> dict[str, Any]:
+    """Step 5's metrics: every decoder's test scores, the SNN's efficiency and the parts'
+    sizes in bins (``seconds`` is set just before writing)."""
+    train, val, test = parts
+    test_metrics = {"snn": _entry(snn_scores)}
+    for name in decoders:
+        test_metrics[name] = _entry(evaluation.results[name])
+    return {
+        "test": test_metrics,
+        "snn_efficiency": efficiency,
+        "n_bins": {"train": train.n_bins, "val": val.n_bins, "test": test.n_bins},
+        "seconds": float("nan"),  # set just before writing
+    }
+
+
+def _training_record(
+    train_config: TrainConfig,
+    model: RSNN,
+    training: TrainResult,
+    session_path: Path,
+    options: CalibrationOptions,
+    search: SearchResult | None,
+) -> dict[str, Any]:
+    """What the checkpoint records of the training: config, model, history, inputs and
+    the search."""
+    return {
+        "config": asdict(train_config),
+        "model": model.config.to_dict(),
+        **training.to_dict(),
+        "session": str(session_path),
+        "split": list(options.split),
+        "init": None if options.init is None else str(options.init),
+        "search": None
+        if search is None
+        else {
+            "backend": search.backend,
+            "best": search.best,
+            "trials": search.trials,
+            "study": str(search.study),
+        },
+    }
+
+
 def run_calibration(
     session_path: Path,
     out: Path,
@@ -316,105 +475,17 @@ def run_calibration(
     """
     start = time.perf_counter()
     out = Path(out)
-    if not out.parent.is_dir():  # fail before training, not after
-        raise FileNotFoundError(
-            f"cannot write checkpoint {out}: directory {out.parent} does not exist; create it"
-        )
-    if options.ray:
-        require_ray()
-    session = load_calibration_session(Path(session_path), options)
-    init_model = None
-    if options.init is not None:  # the session's channels in the checkpoint's order
-        init_model, session = _load_init(Path(options.init), session, f"session {session_path}")
+    _check_before_training(out, options)
+    session, init_model = _load_session_and_init(session_path, options)
     train, val, test = split_session(session, options.split)
-    neuron = {"reset": options.reset, "surrogate": options.surrogate}
-    snn_params: dict[str, Any] = {
-        "n_hidden": options.hidden,
-        "alif_fraction": options.alif_fraction,
-        **neuron,
-    }
-    train_config = options.train_config()
-    search: SearchResult | None = None
-    if options.trials:
-        data = TrialData(
-            train.neural,
-            train.kinematics,
-            val.neural,
-            val.kinematics,
-            session.bin_s,
-            train=options.train_config(options.trial_steps or min(options.steps, 300)),
-            snn=neuron,
-            seed=options.seed,
-        )
-        study = Path(options.study) if options.study is not None else default_study_path(out)
-        searched = (options.trials, data, study, options.hidden, options.search_space)
-        open_study(study, study_settings(data, options.hidden, options.search_space))
-        if progress:  # after the study is known to fit: a refusal is one clean line
-            progress("stage", {"stage": "search"})
-        if options.ray:
-            search = ray_search(*searched, address=options.ray_address)
-        else:
-            search = local_search(*searched, (lambda r: progress("trial", r)) if progress else None)
-        best_snn, best_train = split_params(search.best_params)
-        snn_params = {**neuron, **best_snn}
-        train_config = TrainConfig(**{**asdict(train_config), **best_train})
-        logger.info("search: best trial %d %s", search.best, search.best_params)
-
+    search, snn_params, train_config = _search(session, train, val, out, options, progress)
     decoders = ("wiener", "kalman", *(("gru",) if options.gru else ()))
-    if progress:
-        progress("stage", {"stage": "training"})
-    evaluation = evaluate_decoders(
-        session,
-        EvaluationConfig(
-            fractions=options.split,
-            decoders=decoders if init_model is not None else ("snn", *decoders),
-            snn=snn_params,
-            train=train_config,
-            seed=options.seed,
-        ),
-        progress,
+    evaluation, model, training = _train(
+        session, (train, val), init_model, decoders, snn_params, train_config, options, progress
     )
-    if init_model is not None:
-        model = init_model
-        training = train_rsnn(
-            model,
-            (train.neural, train.kinematics),
-            (val.neural, val.kinematics),
-            train_config,
-            callback=(lambda r: progress("snn", r)) if progress else None,
-        )
-    else:
-        model, training = evaluation.snn, evaluation.snn_training
-    if model is None or training is None:  # pragma: no cover - evaluate_decoders trains "snn"
-        raise RuntimeError("evaluate_decoders returned no SNN")
-
     snn_scores, efficiency, decoded, spikes = score_snn(model, val, test)
-    results = evaluation.results
-    test_metrics = {"snn": _entry(snn_scores)}
-    for name in decoders:
-        test_metrics[name] = _entry(results[name])
-    metrics = {
-        "test": test_metrics,
-        "snn_efficiency": efficiency,
-        "n_bins": {"train": train.n_bins, "val": val.n_bins, "test": test.n_bins},
-        "seconds": float("nan"),  # set just before writing
-    }
-    training_record = {
-        "config": asdict(train_config),
-        "model": model.config.to_dict(),
-        **training.to_dict(),
-        "session": str(session_path),
-        "split": list(options.split),
-        "init": None if options.init is None else str(options.init),
-        "search": None
-        if search is None
-        else {
-            "backend": search.backend,
-            "best": search.best,
-            "trials": search.trials,
-            "study": str(search.study),
-        },
-    }
+    metrics = _metrics(snn_scores, evaluation, decoders, efficiency, (train, val, test))
+    training_record = _training_record(train_config, model, training, session_path, options, search)
     channels, warnings = check_data(session, metrics["n_bins"], options.split, progress)
     metrics["seconds"] = time.perf_counter() - start
     checkpoint = save_checkpoint(

@@ -31,17 +31,17 @@ count decoded bins only), ``schema-mismatch`` (channel count, bin width or input
 fit the model; after data had flowed the output holds as when lost), ``stopped``, ``error``.
 The API adds ``restarting`` while the supervisor restarts a dead decoder process.
 
-Latency: for every decoded bin, ``pylsl.local_clock()`` right after the push minus the bin's
-close on the local clock (its end time plus the inlet's clock offset when known). Bins slower
-than ``deadline_s`` (default: the model's bin width) count as deadline misses.
+Collaborators, one job each: :mod:`service.daemon_input` (does the stream fit the model;
+its front-end), :mod:`service.daemon_output` (push, refuse, hold; latency: each bin's push
+minus its close on the local clock, a miss beyond ``deadline_s``, default the model's bin
+width), :mod:`service.daemon_controls` (the API's requests, swaps loaded off the loop) and
+:mod:`service.daemon_status` (the status document's parts, latency statistics).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import queue
-import socket
 import threading
 import time
 import weakref
@@ -52,9 +52,12 @@ from typing import Any
 import numpy as np
 import pylsl
 
-from bci.checkpoint import load_decoder
-from bci.compatibility import ChannelMatch, match_channels, same_bin_width
+from bci.checkpoint import DecoderFile, load_decoder
 from bci.runtime import single_threaded_blas
+from service.daemon_controls import ControlServer
+from service.daemon_input import InputMatch
+from service.daemon_output import DecodedOutput, ensure_output_free, output_source_id
+from service.daemon_status import latency_stats, outlet_status, stream_status
 from service.decoding import BinDecoder
 from service.engine import STATES, Engine, Sink
 from service.events import EventOutlet
@@ -63,12 +66,11 @@ from service.settings import Settings
 from service.shared_state import DecodedBin, SharedState
 from service.targets import IntentionTargets, TargetFeed
 from streams.channels import read_channel_map
-from streams.frontend import FrontEnd, input_kind_of
+from streams.frontend import FrontEnd
 from streams.lsl_inlet import LslInlet
 from streams.lsl_outlet import KINEMATICS_SUFFIX, KinematicsOutlet
-from streams.lsl_schema import StreamSchema
 
-__all__ = ["DAEMON_STATES", "Daemon", "ensure_output_free", "latency_stats", "output_source_id"]
+__all__ = ["DAEMON_STATES", "Daemon"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,9 +81,6 @@ _STATE_EVENTS = {"stream-lost": "stream_lost", "schema-mismatch": "schema_mismat
 _TARGET_POLL_S = 0.0005  # wait between looks while an update waits for late targets
 _PREWARM_LEAD_S = 0.0005  # prewarm the decoder this long before the next bin is due
 _EVENTS_CAPACITY = 1 << 16  # ring rows for a spike-event stream (irregular rate)
-
-Control = tuple[int, str, tuple[Any, ...]]
-"""A request from the API: ``(request id, command, arguments)``."""
 
 
 class Daemon:
@@ -94,10 +93,12 @@ class Daemon:
 
     ``state``: the shared block to write (default: a private one, readable in-process);
     a restarted decoder continues its sequence numbers and skips bins it already decoded.
-    ``controls`` / ``replies``: the API's request and answer queues (see :data:`Control`).
+    ``controls`` / ``replies``: the API's request and answer queues (see
+    :data:`~service.daemon_controls.Control`).
     ``before_outlet`` is called right before the outlet opens (the supervisor closes its
     zero-velocity stand-in then). ``output_source_id`` is the outlet's LSL source_id
-    (default: :func:`output_source_id`); ``realtime`` says what scheduling the process got.
+    (default: :func:`~service.daemon_output.output_source_id`); ``realtime`` says what
+    scheduling the process got.
     ``sinks`` get every decoded bin on the loop thread, after the outlet (keep them fast).
     """
 
@@ -138,35 +139,23 @@ class Daemon:
         self.recording: DecodedRecording | None = None
         self.outlet: KinematicsOutlet | None = None
         self.events: EventOutlet | None = None  # <output>-events (service.events)
-        self.channels = ChannelMatch(None, "")  # stream channel -> model input
-        self._source = ""  # the source_id whose channels self.channels matches
-        self._source_refusal = ""  # why that source's channels do not fit the model
-        self._model_labels: list[str] | None = None
-        self._channel_map: dict[str, str] | None = None  # --channel-map
+        self._input: InputMatch | None = None  # stream channel -> model input
+        self._output: DecodedOutput | None = None  # pushes, refusals, holds, latency
+        self._control_server: ControlServer | None = None
         self._rollbacks_seen = 0  # e-prop rollbacks already published
         self.kinematics_labels: tuple[str, ...] = ()
         self._blas_limits: Any = None
         self._state = "starting"
         self._message = "not started"
         self._state_lock = threading.Lock()
-        self._loader: queue.SimpleQueue[tuple[int, Path] | None] = queue.SimpleQueue()
-        self._loader_thread: threading.Thread | None = None
-        self._loaded: queue.SimpleQueue[tuple[int, bool, Any]] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._ever_connected = False
         self._skip_until = -np.inf  # bins ending at or before this were decoded already
-        self._next_hold = 0.0  # monotonic time of the next zero-velocity push while lost
         self._prewarm_at: float | None = None  # local clock time to prewarm the decoder
         self._last_arrival = 0.0  # local clock time samples last came
         self._next_status = 0.0
         self._published_model: str | None = None  # model id in the latest status document
-        self.outputs_refused = 0  # non-finite or implausible outputs, zero pushed instead
-        self.future_stamped = 0  # bins whose input was stamped ahead of the local clock
-        self.largest_lead_s = 0.0  # the largest such lead (s)
-        self.last_refusal = ""  # why the latest one was refused, and what was done
-        self._refused_models: set[str] = set()
-        self.hold_pushes = 0  # zero-velocity samples pushed while the stream was lost
         self.bins_skipped = 0  # bins a previous decoder process had decoded already
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -197,9 +186,9 @@ class Daemon:
             self._shared = SharedState.create(n_out)
             weakref.finalize(self, self._shared.close)
         self.kinematics_labels = tuple(checkpoint.manifest.kinematics_labels)
-        self._model_labels = checkpoint.manifest.channel_labels  # None: unlabelled
-        if settings.channel_map is not None:  # read now: a bad file stops the start
-            self._channel_map = read_channel_map(settings.channel_map)
+        channel_map = None  # --channel-map, read now: a bad file stops the start
+        if settings.channel_map is not None:
+            channel_map = read_channel_map(settings.channel_map)
         self._skip_until = self._shared.last_stamp
         self.engine = Engine(
             checkpoint,
@@ -213,19 +202,7 @@ class Daemon:
         if self._before_outlet is None:  # supervised, the supervisor checked the name
             ensure_output_free(settings)
         if settings.record is not None:  # before the outlet: an existing file stops here
-            self.recording = DecodedRecording(
-                settings.record,
-                input_name=settings.stream,
-                n_channels=self.engine.n_channels,
-                output_name=f"{settings.output_base}{KINEMATICS_SUFFIX}",
-                output_labels=self.kinematics_labels,
-                rate_hz=1.0 / self.engine.bin_s,
-                # labels, units and the live streams' own headers (known once they are open)
-                input_labels=checkpoint.manifest.channel_labels,
-                output_units=checkpoint.manifest.kinematics_units,
-                source_header=lambda: self.inlet.header_xml if self.inlet else None,
-                output_header=lambda: self.outlet.header_xml() if self.outlet else None,
-            )
+            self.recording = self._open_recording(settings.record, checkpoint, self.engine)
         if self._before_outlet is not None:
             self._before_outlet()
         source_id = self._output_source_id or output_source_id(settings, checkpoint.model_id)
@@ -244,7 +221,12 @@ class Daemon:
                 "timestamps": "input bin end time, on this host's LSL clock",
             },
         )
+        self._output = DecodedOutput(
+            self.outlet, self.engine, self._shared, self.deadline_s, self.kinematics_labels
+        )
         self.events = EventOutlet(settings.output_base, source_id)
+        # Daemon.swap looked up per request: the one entry for swaps, from the API or not
+        self._control_server = ControlServer(self.engine, self.events, lambda p: self.swap(p))
         self.engine.on_swap = self._on_swap
         if settings.target_stream:
             self.targets = self._learning_targets().start()
@@ -257,8 +239,30 @@ class Daemon:
             irregular_capacity=_EVENTS_CAPACITY,
             **self.inlet_options,
         ).start()
+        self._input = InputMatch(
+            settings, self.engine, self.inlet, checkpoint.manifest, channel_map
+        )
         self._set_state("waiting-for-stream", f"looking for stream {settings.stream!r}")
         return self
+
+    def _open_recording(
+        self, path: Path, checkpoint: DecoderFile, engine: Engine
+    ) -> DecodedRecording:
+        """The recording of the input and decoded streams at ``path`` (``--record``)."""
+        settings = self.settings
+        return DecodedRecording(
+            path,
+            input_name=settings.stream,
+            n_channels=engine.n_channels,
+            output_name=f"{settings.output_base}{KINEMATICS_SUFFIX}",
+            output_labels=self.kinematics_labels,
+            rate_hz=1.0 / engine.bin_s,
+            # labels, units and the live streams' own headers (known once they are open)
+            input_labels=checkpoint.manifest.channel_labels,
+            output_units=checkpoint.manifest.kinematics_units,
+            source_header=lambda: self.inlet.header_xml if self.inlet else None,
+            output_header=lambda: self.outlet.header_xml() if self.outlet else None,
+        )
 
     def start(self) -> Daemon:
         """:meth:`prepare`, then run the loop on a thread (idempotent)."""
@@ -294,10 +298,8 @@ class Daemon:
         self._close()
 
     def _close(self) -> None:
-        if self._loader_thread is not None:
-            self._loader.put(None)
-            self._loader_thread.join(5.0)
-            self._loader_thread = None
+        if self._control_server is not None:
+            self._control_server.close()
         if self.inlet is not None:
             self.inlet.stop()
         if self.targets is not None:
@@ -353,8 +355,8 @@ class Daemon:
         logger.log(level, "daemon %s -> %s: %s", previous, state, message)
         if self.engine is not None:
             self.engine.set_state(state)
-        if state in _HOLDING:
-            self._next_hold = 0.0  # the first zero-velocity sample goes out at once
+        if state in _HOLDING and self._output is not None:
+            self._output.next_hold = 0.0  # the first zero-velocity sample goes out at once
         self._next_status = 0.0  # readers see the change at once
         event = _STATE_EVENTS.get(state)
         if state == "decoding" and previous in ("stream-lost", "schema-mismatch"):
@@ -364,25 +366,8 @@ class Daemon:
 
     def status(self) -> dict[str, Any]:
         """The status document the API serves (see :mod:`service.api.link`)."""
-        engine, inlet, outlet, frontend = self.engine, self.inlet, self.outlet, self.frontend
-        info = None if inlet is None else inlet.info
-        stream: dict[str, Any] = {"name": self.settings.stream, "state": None, "message": None,
-                                  "info": None, "counters": None, "clock_offset": None,
-                                  "input": None, "frontend": None}  # fmt: skip
-        if inlet is not None:
-            stream.update(
-                state=inlet.state,
-                message=inlet.state_message,
-                info=None if info is None else vars(info).copy(),
-                counters=_counters_dict(inlet),
-                clock_offset=inlet.clock_offset,
-            )
-        if frontend is not None:
-            stream.update(input=frontend.kind, frontend=frontend.counters())
-        stream["future_stamped"] = {
-            "bins": self.future_stamped,
-            "largest_lead_ms": self.largest_lead_s * 1e3,
-        }
+        engine = self.engine
+        stream = stream_status(self.settings.stream, self.inlet, self.frontend, self._output)
         engine_status = None if engine is None else engine.status()
         return {
             "pid": os.getpid(),
@@ -397,14 +382,7 @@ class Daemon:
             "engine": engine_status,
             "activity": None if engine is None else engine.activity(),
             "stream": stream,
-            "outlet": {
-                "name": None if outlet is None else outlet.name,
-                "pushed": 0 if outlet is None else outlet.pushed,
-                "push_errors": self.outputs_refused,  # the API's name for refused outputs
-                "last_refusal": self.last_refusal or None,
-                "hold_pushes": self.hold_pushes,
-                "bins_skipped": self.bins_skipped,
-            },
+            "outlet": outlet_status(self.outlet, self._output, self.bins_skipped),
             "targets": None if self.targets is None else self.targets.status(),
         }
 
@@ -467,15 +445,16 @@ class Daemon:
             local_close = frontend.next_close + (inlet.clock_offset or 0.0)
             quiet = self._last_arrival + frontend.grace_s
             wait = min(wait, max(0.0, max(local_close, quiet) - pylsl.local_clock()))
-        if self.holding:
-            wait = min(wait, max(0.0, self._next_hold - time.monotonic()))
+        output = self._output
+        if self.holding and output is not None:
+            wait = min(wait, max(0.0, output.next_hold - time.monotonic()))
         if self._prewarm_at is not None:
             wait = min(wait, max(0.0, self._prewarm_at - pylsl.local_clock()))
         return wait
 
     def _between_bins(self) -> None:
-        if self.holding:
-            self._hold_tick()
+        if self.holding and self._output is not None:
+            self._output.hold_tick()
         learner = None if self.engine is None else self.engine.learner
         if learner is not None and learner.rollbacks != self._rollbacks_seen:
             self._rollbacks_seen = learner.rollbacks
@@ -490,65 +469,17 @@ class Daemon:
             self._publish_status()
 
     def _serve_controls(self, fail: bool = False) -> None:
-        """Answer the API's requests (between bins) and the swaps the loader has finished;
-        with ``fail`` (the loop ended) only the finished swaps: new requests stay
-        unanswered, and the API times out saying the decoder did not answer."""
-        answers = []
-        while True:  # swaps the loader thread has validated and staged (or refused)
-            try:
-                answers.append(self._loaded.get_nowait())
-            except queue.Empty:
-                break
-        controls = self._controls
-        while controls is not None and not fail:
-            try:
-                request = controls.get_nowait()
-            except queue.Empty:
-                break
-            answer = self._serve(request)
-            if answer is not None:
-                answers.append(answer)
+        """Answer the API's requests (between bins) and the swaps the loader has finished
+        (see :meth:`ControlServer.take_answers`; ``fail``: the loop ended)."""
+        server = self._control_server
+        if server is None:
+            return
+        answers = server.take_answers(self._controls, fail)
         if answers:  # readers see each answer's effect as soon as they have the answer
             self._publish_status()
-            for request_id, ok, payload in answers:
-                self._reply(request_id, ok, payload)
-
-    def _serve(self, request: Control) -> tuple[int, bool, Any] | None:
-        """One API request: swaps go to the loader thread (answered when loaded), the rest is
-        done here; returns the answer ``(id, ok, result or error text)``."""
-        request_id, command, args = request
-        if command == "swap":
-            self._start_loader()
-            self._loader.put((request_id, Path(args[0])))
-            return None
-        try:
-            if command == "rollback":
-                result: Any = self._require_engine().rollback()
-            elif command == "adaptation":
-                result = self._adaptation(*args)
-            else:
-                raise ValueError(f"unknown control {command!r}")
-        except (ValueError, RuntimeError) as error:
-            return request_id, False, str(error)
-        return request_id, True, result
-
-    def _adaptation(self, action: str, *args: Any) -> None:
-        engine = self._require_engine()
-        if action in ("enable", "disable"):
-            engine.set_adaptation(action == "enable")
-        else:
-            learner = engine.learner
-            if learner is None:
-                raise RuntimeError(
-                    "adaptation is off: POST /adaptation/enable first (or start with --adapt)"
-                )
-            getattr(learner, action)(*args)
-        if self.events is not None:
-            if action == "set_learning_rate":
-                self.events.publish("learning_rate", lr=float(args[0]))
-            else:
-                self.events.publish("adaptation", action=action)
-        return None
+            if self._replies is not None:
+                for answer in answers:
+                    self._replies.put(answer)
 
     def _on_swap(self, applied: dict[str, Any]) -> None:
         """The engine applied a swap or rollback between two bins: publish it."""
@@ -557,33 +488,11 @@ class Daemon:
                                 previous_model_id=applied["previous_model_id"],
                                 at_seq=applied["at_seq"])  # fmt: skip
 
-    def _start_loader(self) -> None:
-        if self._loader_thread is None:
-            self._loader_thread = threading.Thread(
-                target=self._load_swaps, name="bci-model-loader", daemon=True
-            )
-            self._loader_thread.start()
-
-    def _load_swaps(self) -> None:
-        """Loader thread: load and validate requested checkpoints off the loop."""
-        while (item := self._loader.get()) is not None:
-            request_id, path = item
-            try:
-                model_id = self.swap(path)
-            except (ValueError, OSError) as error:
-                self._loaded.put((request_id, False, str(error)))
-            else:
-                self._loaded.put((request_id, True, model_id))
-
-    def _reply(self, request_id: int, ok: bool, payload: Any) -> None:
-        if self._replies is not None:
-            self._replies.put((request_id, ok, payload))
-
     def _decode_new(self) -> None:
         """Bin what is new and decode every bin that closed."""
-        inlet, engine, decoder = self.inlet, self._require_engine(), self.decoder
-        assert inlet is not None and decoder is not None
-        if not self._stream_usable(inlet, engine):
+        inlet, match, decoder = self.inlet, self._input, self.decoder
+        assert inlet is not None and match is not None and decoder is not None
+        if not self._stream_usable(inlet, match):
             return
         try:
             data, stamps = inlet.read_new()
@@ -606,7 +515,7 @@ class Daemon:
         recording = self.recording
         # the next bin is due one bin width after this batch's last: prewarm just before it
         self._prewarm_at = bins.end_times[-1] + frontend.bin_s + offset - _PREWARM_LEAD_S
-        inputs = self.channels.select(bins.data).astype(np.float32)
+        inputs = match.channels.select(bins.data).astype(np.float32)
         for x, end in zip(inputs, bins.end_times, strict=True):
             if end <= self._skip_until:
                 self.bins_skipped += 1
@@ -617,7 +526,7 @@ class Daemon:
         refused = f"; output refused at {self.last_refusal}" if self.last_refusal else ""
         self._set_state("decoding", f"decoding {inlet.info.name if inlet.info else '?'}{refused}")
 
-    def _stream_usable(self, inlet: LslInlet, engine: Engine) -> bool:
+    def _stream_usable(self, inlet: LslInlet, match: InputMatch) -> bool:
         """Check the inlet's state and schema (making the front-end on first contact);
         False, with the state saying why, when nothing can be decoded now."""
         state = inlet.state
@@ -631,13 +540,18 @@ class Daemon:
         info = inlet.info
         if info is not None and self.frontend is None:
             try:
-                self.frontend = self._make_frontend(info, inlet.description, engine)
+                frontend = match.make_frontend(info, inlet.description)
+                if self.targets is not None:
+                    self.targets.use_bin_width(frontend.bin_s)
             except ValueError as error:
                 self._set_state("schema-mismatch", str(error))
                 return False
+            self.frontend = frontend
         if info is None or self.frontend is None:
             return False
-        if not self._source_fits(info):
+        refusal = match.source_refusal(info)
+        if refusal:  # a new source whose channels do not fit
+            self._set_state("schema-mismatch", refusal)
             return False
         if state == "schema-mismatch":  # a restarted outlet with another schema: refused
             self._set_state("schema-mismatch", inlet.state_message)
@@ -646,211 +560,26 @@ class Daemon:
             self._set_state("stream-lost", f"inlet {state}: {inlet.state_message}")
         return True
 
-    def _make_frontend(
-        self, info: StreamSchema, description: dict[str, str], engine: Engine
-    ) -> FrontEnd:
-        """The front-end for this stream; ``ValueError`` when it cannot feed the model."""
-        settings = self.settings
-        bin_s = _stream_bin_s(info, description, engine)
-        kind = settings.input
-        if kind == "auto":
-            kind = input_kind_of(
-                info.nominal_srate, info.channel_format, info.n_channels, description, bin_s
-            )
-        if kind == "events":
-            if info.n_channels != 1:
-                raise ValueError(
-                    f"stream {info.name!r} has {info.n_channels} channels but an events stream "
-                    "has one (the channel index); pass --input for another input kind"
-                )
-            self.channels = ChannelMatch(None, "")
-        else:
-            self.channels = self._match_channels(info)
-        self._source = info.source_id
-        frontend = FrontEnd(
-            kind,
-            bin_s,
-            engine.n_channels if kind == "events" else info.n_channels,
-            sample_rate_hz=info.nominal_srate,
-            grace_s=settings.bin_grace_ms * 1e-3,
-            threshold_k=settings.threshold_k,
-        )
-        logger.info(
-            "input %s from %s: %g Hz into %g ms bins", kind, info.describe(),
-            info.nominal_srate, bin_s * 1e3,
-        )  # fmt: skip
-        if self.targets is not None:
-            self.targets.use_bin_width(bin_s)
-        return frontend
-
-    def _source_fits(self, info: StreamSchema) -> bool:
-        """After the source changed (a new source_id under the stream's name), match its
-        channel labels again; False, in state ``schema-mismatch``, while they do not fit."""
-        if info.source_id != self._source:
-            self._source = info.source_id
-            try:
-                self.channels = self._match_channels(info)
-                self._source_refusal = ""
-            except ValueError as error:
-                self._source_refusal = str(error)
-        if self._source_refusal:
-            self._set_state("schema-mismatch", self._source_refusal)
-            return False
-        return True
-
-    def _match_channels(self, info: StreamSchema) -> ChannelMatch:
-        """Which stream channel feeds which model input (:mod:`streams.channels`)."""
-        assert self.inlet is not None
-        match = match_channels(
-            self._model_labels,
-            self._require_engine().n_channels,
-            self.inlet.channel_labels,
-            info.n_channels,
-            where=f"stream {info.name!r}",
-            explicit=self._channel_map,
-        )
-        if match.note:
-            level = logging.INFO if match.index is not None else logging.WARNING
-            logger.log(level, "%s", match.note)
-        return match
-
     def _push(self, decoded: DecodedBin) -> None:
-        outlet = self.outlet
-        if outlet is None or not outlet.running:
+        """The engine's first sink: push ``decoded`` to the outlet (see :class:`DecodedOutput`)."""
+        output = self._output
+        if output is None:
             return
         inlet = self.inlet
         offset = None if inlet is None else inlet.clock_offset
-        local_stamp = decoded.timestamp + (offset or 0.0)
-        values = decoded.values
-        if not (np.abs(values) <= self._require_engine().output_bound).all():  # NaN: refused
-            self._refuse_output(decoded)
-            values = np.zeros_like(values)  # the bin's slot holds zero velocity
-        outlet.push(values, local_stamp)
-        now = pylsl.local_clock()
-        latency = now - local_stamp
-        future = latency < 0  # stamped ahead of this clock: measure from the arrival instead
-        if future:
-            self.future_stamped += 1
-            self.largest_lead_s = max(self.largest_lead_s, -latency)
-            latency = now - self._last_arrival
-        deadline = self.deadline_s
-        self.shared.record_latency(
-            latency, deadline is not None and latency > deadline, offset is not None, future
-        )
+        output.push(decoded, offset, self._last_arrival)
 
-    def _refuse_output(self, decoded: DecodedBin) -> None:
-        """A non-finite or implausible output is never pushed: count it, roll back to the
-        previous model unless it was refused too (else hold zero velocity), say why."""
-        engine = self._require_engine()
-        bound = engine.output_bound
-        k = int(np.flatnonzero(~(np.abs(decoded.values) <= bound))[0])
-        self.outputs_refused += 1
-        self._refused_models.add(decoded.model_id)
-        reason = (
-            f"bin {decoded.seq}: {self.kinematics_labels[k]} = {float(decoded.values[k]):.3g} "
-            f"beyond the bound {float(bound[k]):.3g} of model {decoded.model_id}"
-        )
-        previous = engine.previous_model_id
-        if previous is not None and previous not in self._refused_models:
-            engine.rollback()
-            self._refused_models.add(previous)  # rolled back to once; never ping-pong
-            reason += f"; rolled back to model {previous}"
-        else:
-            reason += "; holding zero velocity until a plausible model is swapped in"
-        if reason != self.last_refusal:
-            logger.error("output refused: %s", reason)
-        self.last_refusal = reason
+    @property
+    def outputs_refused(self) -> int:
+        """Non-finite or implausible outputs, zero pushed instead."""
+        return 0 if self._output is None else self._output.refused
 
-    def _hold_tick(self) -> None:
-        """While lost: push zero velocity once per bin."""
-        now = time.monotonic()
-        if now < self._next_hold:
-            return
-        bin_s = self._require_engine().bin_s
-        # keep the bin rate; after a pause longer than a bin (or the first tick) restart from now
-        following = self._next_hold + bin_s
-        self._next_hold = following if following > now else now + bin_s
-        outlet = self.outlet
-        if outlet is not None and outlet.running and self.kinematics_labels:
-            outlet.push(np.zeros(len(self.kinematics_labels), dtype=np.float32))
-            self.hold_pushes += 1
+    @property
+    def last_refusal(self) -> str:
+        """Why the latest output was refused, and what was done ("" before one)."""
+        return "" if self._output is None else self._output.last_refusal
 
-
-def ensure_output_free(settings: Settings, wait_s: float = 0.5) -> None:
-    """``ValueError`` naming the outlet when another one already publishes the decoded
-    stream's name (two daemons, one name: consumers would switch between them)."""
-    name = f"{settings.output_base}{KINEMATICS_SUFFIX}"
-    found = pylsl.resolve_byprop("name", name, 1, wait_s)
-    if found:
-        info = found[0]
-        raise ValueError(
-            f"an outlet named {name!r} already publishes (source_id {info.source_id()!r}, "
-            f"host {info.hostname()!r}): stop it, or choose another --output-name"
-        )
-
-
-def output_source_id(settings: Settings, model_id: str) -> str:
-    """The decoded stream's LSL source_id: host, output name and the first model's id; the
-    supervisor keeps it across decoder restarts so consumers recover to the new decoder."""
-    return f"bci-decoder@{socket.gethostname()}/{settings.output_base}/{model_id}"
-
-
-def _stream_bin_s(info: StreamSchema, description: dict[str, str], engine: Engine) -> float:
-    """The bin width on the stream's clock (s); ``ValueError`` when the stream's bins are not
-    the model's.
-
-    A session player declares ``desc/session_bin_s`` (its samples are bins, played at
-    ``desc/replay_speed`` x real time: ``session_bin_s / speed`` on its clock). Any other stream is
-    binned at the model's bin width.
-    """
-    try:
-        declared = float(description.get("session_bin_s", engine.bin_s))
-        speed = float(description.get("replay_speed", 1.0))
-    except ValueError as error:
-        raise ValueError(f"stream {info.name!r} has an unreadable desc: {error}") from None
-    if not same_bin_width(declared, engine.bin_s):
-        raise ValueError(
-            f"stream {info.name!r} carries {declared * 1e3:g} ms bins but the model decodes "
-            f"{engine.bin_s * 1e3:g} ms bins; serve a model trained at this bin width"
-        )
-    if not speed > 0:
-        raise ValueError(f"stream {info.name!r} declares speed {speed:g}; it must be > 0")
-    return declared / speed
-
-
-def _counters_dict(inlet: LslInlet) -> dict[str, Any]:
-    counters = vars(inlet.counters()).copy()
-    ring = counters.get("ring")
-    counters["ring"] = None if ring is None else vars(ring).copy()
-    return counters
-
-
-def latency_stats(shared: SharedState, deadline_s: float | None) -> dict[str, Any]:
-    """Latency over the shared latency ring (milliseconds): ``p50_ms``/``p99_ms``/``max_ms``
-    (None before the first bin), ``bins``, ``window``, ``deadline_misses``,
-    ``timestamp_mapping`` (offset / raw / mixed / none: how input times met the local clock)
-    and ``from_arrival`` (bins whose input was stamped ahead of the local clock: their latency
-    runs from the input's arrival instead, never negative)."""
-    total, misses, with_offset, window = shared.latency_window()
-    stats: dict[str, float | None] = {"p50_ms": None, "p99_ms": None, "max_ms": None}
-    if len(window):
-        p50, p99 = np.percentile(window, [50.0, 99.0]) * 1e3
-        stats = {"p50_ms": float(p50), "p99_ms": float(p99), "max_ms": float(window.max() * 1e3)}
-    return {
-        **stats,
-        "bins": total,
-        "window": len(window),
-        "window_capacity": shared.layout["latency_capacity"],
-        "deadline_ms": None if deadline_s is None else deadline_s * 1e3,
-        "deadline_misses": misses,
-        "from_arrival": shared.latency_from_arrival(),
-        "timestamp_mapping": (
-            "none"
-            if total == 0
-            else "offset"
-            if with_offset == total
-            else "raw"
-            if with_offset == 0
-            else "mixed"
-        ),
-    }
+    @property
+    def hold_pushes(self) -> int:
+        """Zero-velocity samples pushed while the stream was lost."""
+        return 0 if self._output is None else self._output.hold_pushes

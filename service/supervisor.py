@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from bci.checkpoint import read_manifest
-from service.daemon import ensure_output_free, output_source_id
+from service.daemon_output import ensure_output_free, output_source_id
 from service.settings import Settings
 from service.shared_state import SharedState
 from streams.lsl_outlet import KinematicsOutlet

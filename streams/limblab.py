@@ -49,43 +49,7 @@ def load_limblab_session(path: str | os.PathLike[str], struct_name: str | None =
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"limblab file {path} does not exist; check the path")
-    try:
-        contents = scipy.io.loadmat(path, squeeze_me=True, struct_as_record=False)
-    except NotImplementedError as exc:  # MATLAB v7.3 (HDF5) files
-        raise SessionError(
-            f"cannot read {path}: {exc}; re-save it in MATLAB with save(..., '-v7')"
-        ) from None
-    except (
-        scipy.io.matlab.MatReadError,
-        ValueError,
-        TypeError,
-        IndexError,
-        EOFError,
-        OSError,
-        zlib.error,
-    ) as exc:
-        raise SessionError(
-            f"cannot read {path} as a MATLAB .mat file ({exc}); the file is corrupt or not a "
-            "limblab binned-data file"
-        ) from None
-
-    variables = sorted(k for k in contents if not k.startswith("__"))
-    wanted = STRUCT_NAMES if struct_name is None else (struct_name,)
-    found = [name for name in wanted if name in contents]
-    if not found:
-        names = " or ".join(f"'{name}'" for name in wanted)
-        raise SessionError(
-            f"{path} has no struct {names} (variables present: {variables}); it is not a "
-            "limblab binned-data file"
-        )
-    struct_name = found[0]
-    struct = contents[struct_name]
-    fields = list(getattr(struct, "_fieldnames", None) or [])
-    if not fields:
-        raise SessionError(
-            f"'{struct_name}' in {path} is not a MATLAB struct (got {type(struct).__name__}); "
-            "it is not a limblab binned-data file"
-        )
+    struct_name, struct, fields = _binned_struct(_read_mat(path), path, struct_name)
     for field in _REQUIRED_FIELDS:
         if field not in fields:
             raise SessionError(
@@ -120,6 +84,54 @@ def load_limblab_session(path: str | os.PathLike[str], struct_name: str | None =
     )
     logger.info("loaded %s from %s", session, path)
     return session
+
+
+def _read_mat(path: Path) -> dict[str, Any]:
+    """The variables of the MATLAB v5 file ``path``; SessionError when it is not one."""
+    try:
+        return scipy.io.loadmat(path, squeeze_me=True, struct_as_record=False)
+    except NotImplementedError as exc:  # MATLAB v7.3 (HDF5) files
+        raise SessionError(
+            f"cannot read {path}: {exc}; re-save it in MATLAB with save(..., '-v7')"
+        ) from None
+    except (
+        scipy.io.matlab.MatReadError,
+        ValueError,
+        TypeError,
+        IndexError,
+        EOFError,
+        OSError,
+        zlib.error,
+    ) as exc:
+        raise SessionError(
+            f"cannot read {path} as a MATLAB .mat file ({exc}); the file is corrupt or not a "
+            "limblab binned-data file"
+        ) from None
+
+
+def _binned_struct(
+    contents: dict[str, Any], path: Path, struct_name: str | None
+) -> tuple[str, Any, list[str]]:
+    """The binned-data struct's name, the struct and its field names: ``struct_name``, or
+    the first of :data:`STRUCT_NAMES` in ``contents``; SessionError when there is none."""
+    variables = sorted(k for k in contents if not k.startswith("__"))
+    wanted = STRUCT_NAMES if struct_name is None else (struct_name,)
+    found = [name for name in wanted if name in contents]
+    if not found:
+        names = " or ".join(f"'{name}'" for name in wanted)
+        raise SessionError(
+            f"{path} has no struct {names} (variables present: {variables}); it is not a "
+            "limblab binned-data file"
+        )
+    struct_name = found[0]
+    struct = contents[struct_name]
+    fields = list(getattr(struct, "_fieldnames", None) or [])
+    if not fields:
+        raise SessionError(
+            f"'{struct_name}' in {path} is not a MATLAB struct (got {type(struct).__name__}); "
+            "it is not a limblab binned-data file"
+        )
+    return struct_name, struct, fields
 
 
 def _field(

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from service.daemon import latency_stats
+from service.daemon_status import latency_stats
 from service.settings import Settings
 from service.shared_state import SharedState
 
