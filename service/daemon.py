@@ -24,7 +24,7 @@ the engine; adaptation controls run here), e-prop updates once a window's target
 Readers never block the loop: they read the :class:`~service.shared_state.SharedState`
 (recent bins, latency ring, status document) the loop writes.
 
-States (``Daemon.state``; transitions logged, mirrored to ``Engine.set_state``):
+States (``Daemon.state``, a :class:`~service.lifecycle.DecoderState`; transitions logged):
 ``starting``, ``waiting-for-stream``, ``decoding``, ``stream-lost`` (stalled or lost after
 data had flowed; the output *holds*: zero velocity at the model's bin rate; sequence numbers
 count decoded bins only), ``schema-mismatch`` (channel count, bin width or input kind do not
@@ -59,8 +59,9 @@ from service.daemon_input import InputMatch
 from service.daemon_output import DecodedOutput, ensure_output_free, output_source_id
 from service.daemon_status import latency_stats, outlet_status, stream_status
 from service.decoding import BinDecoder
-from service.engine import STATES, Engine, Sink
+from service.engine import Engine, Sink
 from service.events import EventOutlet
+from service.lifecycle import DecoderState
 from service.recording import DecodedRecording
 from service.settings import Settings
 from service.shared_state import DecodedBin, SharedState
@@ -69,15 +70,17 @@ from streams.channels import read_channel_map
 from streams.frontend import FrontEnd
 from streams.lsl_inlet import LslInlet
 from streams.lsl_outlet import KINEMATICS_SUFFIX, KinematicsOutlet
+from streams.lsl_status import InletState
 
-__all__ = ["DAEMON_STATES", "Daemon"]
+__all__ = ["Daemon"]
 
 logger = logging.getLogger(__name__)
 
-DAEMON_STATES = STATES  # the daemon reports the engine's lifecycle states
-_LOST = ("stalled", "lost")
-_HOLDING = ("stream-lost", "schema-mismatch")  # daemon states that push zero velocity
-_STATE_EVENTS = {"stream-lost": "stream_lost", "schema-mismatch": "schema_mismatch"}
+_LOST = (InletState.STALLED, InletState.LOST)
+_STATE_EVENTS = {
+    DecoderState.STREAM_LOST: "stream_lost",
+    DecoderState.SCHEMA_MISMATCH: "schema_mismatch",
+}
 _TARGET_POLL_S = 0.0005  # wait between looks while an update waits for late targets
 _PREWARM_LEAD_S = 0.0005  # prewarm the decoder this long before the next bin is due
 _EVENTS_CAPACITY = 1 << 16  # ring rows for a spike-event stream (irregular rate)
@@ -145,7 +148,7 @@ class Daemon:
         self._rollbacks_seen = 0  # e-prop rollbacks already published
         self.kinematics_labels: tuple[str, ...] = ()
         self._blas_limits: Any = None
-        self._state = "starting"
+        self._state = DecoderState.STARTING
         self._message = "not started"
         self._state_lock = threading.Lock()
         self._stop = threading.Event()
@@ -242,7 +245,7 @@ class Daemon:
         self._input = InputMatch(
             settings, self.engine, self.inlet, checkpoint.manifest, channel_map
         )
-        self._set_state("waiting-for-stream", f"looking for stream {settings.stream!r}")
+        self._set_state(DecoderState.WAITING_FOR_STREAM, f"looking for stream {settings.stream!r}")
         return self
 
     def _open_recording(
@@ -310,8 +313,8 @@ class Daemon:
             self.outlet.close()
         if self.events is not None:
             self.events.close()
-        if self._state != "stopped":
-            self._set_state("stopped", "stopped by stop()")
+        if self._state != DecoderState.STOPPED:
+            self._set_state(DecoderState.STOPPED, "stopped by stop()")
         if self._shared is not None:
             self._publish_status()
 
@@ -323,7 +326,7 @@ class Daemon:
 
     # -- state -----------------------------------------------------------------------------
     @property
-    def state(self) -> str:
+    def state(self) -> DecoderState:
         with self._state_lock:
             return self._state
 
@@ -336,30 +339,28 @@ class Daemon:
     def holding(self) -> bool:
         """True while the output holds zero velocity: the stream was decoded, then was lost
         or came back with another schema."""
-        return self._ever_connected and self.state in _HOLDING
+        return self._ever_connected and self.state.holds_output
 
     def latency(self) -> dict[str, Any]:
         """Latency over the latency ring's bins (milliseconds); see :func:`latency_stats`."""
         return latency_stats(self.shared, self.deadline_s)
 
-    def _set_state(self, state: str, message: str) -> None:
+    def _set_state(self, state: DecoderState, message: str) -> None:
         with self._state_lock:
             previous = self._state
             if state == previous:
                 self._message = message
                 return
             self._state, self._message = state, message
-        level = logging.WARNING if state in _HOLDING else logging.INFO
-        if state == "error":
+        level = logging.WARNING if state.holds_output else logging.INFO
+        if state == DecoderState.ERROR:
             level = logging.ERROR
         logger.log(level, "daemon %s -> %s: %s", previous, state, message)
-        if self.engine is not None:
-            self.engine.set_state(state)
-        if state in _HOLDING and self._output is not None:
+        if state.holds_output and self._output is not None:
             self._output.next_hold = 0.0  # the first zero-velocity sample goes out at once
         self._next_status = 0.0  # readers see the change at once
         event = _STATE_EVENTS.get(state)
-        if state == "decoding" and previous in ("stream-lost", "schema-mismatch"):
+        if state == DecoderState.DECODING and previous.holds_output:
             event = "stream_restored"
         if event is not None and self.events is not None:
             self.events.publish(event, message=message)
@@ -424,7 +425,7 @@ class Daemon:
                 self._between_bins()
         except Exception as error:  # the loop must say why it ended
             logger.exception("daemon loop failed")
-            self._set_state("error", f"{type(error).__name__}: {error}")
+            self._set_state(DecoderState.ERROR, f"{type(error).__name__}: {error}")
         finally:
             self._blas_limits.restore_original_limits()
             self._serve_controls(fail=True)
@@ -524,18 +525,21 @@ class Daemon:
             if recording is not None and decoded is not None:
                 recording.add(float(end) + offset, x, decoded.values)
         refused = f"; output refused at {self.last_refusal}" if self.last_refusal else ""
-        self._set_state("decoding", f"decoding {inlet.info.name if inlet.info else '?'}{refused}")
+        self._set_state(
+            DecoderState.DECODING, f"decoding {inlet.info.name if inlet.info else '?'}{refused}"
+        )
 
     def _stream_usable(self, inlet: LslInlet, match: InputMatch) -> bool:
         """Check the inlet's state and schema (making the front-end on first contact);
         False, with the state saying why, when nothing can be decoded now."""
         state = inlet.state
-        if state == "error":
-            self._set_state("error", f"inlet failed: {inlet.state_message}")
+        if state == InletState.ERROR:
+            self._set_state(DecoderState.ERROR, f"inlet failed: {inlet.state_message}")
             self._stop.set()
             return False
-        if state in ("idle", "resolving") or (state in _LOST and not self._ever_connected):
-            self._set_state("waiting-for-stream", inlet.state_message)
+        waiting = state in (InletState.IDLE, InletState.RESOLVING)
+        if waiting or (state in _LOST and not self._ever_connected):
+            self._set_state(DecoderState.WAITING_FOR_STREAM, inlet.state_message)
             return False
         info = inlet.info
         if info is not None and self.frontend is None:
@@ -544,20 +548,20 @@ class Daemon:
                 if self.targets is not None:
                     self.targets.use_bin_width(frontend.bin_s)
             except ValueError as error:
-                self._set_state("schema-mismatch", str(error))
+                self._set_state(DecoderState.SCHEMA_MISMATCH, str(error))
                 return False
             self.frontend = frontend
         if info is None or self.frontend is None:
             return False
         refusal = match.source_refusal(info)
         if refusal:  # a new source whose channels do not fit
-            self._set_state("schema-mismatch", refusal)
+            self._set_state(DecoderState.SCHEMA_MISMATCH, refusal)
             return False
-        if state == "schema-mismatch":  # a restarted outlet with another schema: refused
-            self._set_state("schema-mismatch", inlet.state_message)
+        if state == InletState.SCHEMA_MISMATCH:  # a restarted outlet, another schema: refused
+            self._set_state(DecoderState.SCHEMA_MISMATCH, inlet.state_message)
             return False
         if state in _LOST:
-            self._set_state("stream-lost", f"inlet {state}: {inlet.state_message}")
+            self._set_state(DecoderState.STREAM_LOST, f"inlet {state}: {inlet.state_message}")
         return True
 
     def _push(self, decoded: DecodedBin) -> None:

@@ -32,21 +32,9 @@ from bci.online import OnlineRSNN, OnlineState
 from bci.plausibility import check_warm_up, output_bound
 from service.shared_state import DecodedBin
 
-__all__ = ["STATES", "DecodedBin", "Engine", "Sink"]
+__all__ = ["DecodedBin", "Engine", "Sink"]
 
 logger = logging.getLogger(__name__)
-
-STATES: tuple[str, ...] = (
-    "starting",
-    "waiting-for-stream",
-    "decoding",
-    "stream-lost",
-    "schema-mismatch",
-    "restarting",
-    "stopped",
-    "error",
-)
-
 
 Sink = Callable[[DecodedBin], None]
 
@@ -123,7 +111,6 @@ class Engine:
         self._seq = int(first_seq)  # a restarted decoder continues the sequence
         self.non_finite_inputs = np.zeros(self.n_channels, dtype=np.int64)  # bins, per channel
         self.bins_dropped = 0  # bins without one finite channel
-        self._lifecycle = "starting"
         self._lock = threading.Lock()  # guards _staged and the swap bookkeeping only
         self._staged: _Staged | None = None
         self._swaps_applied = 0
@@ -167,8 +154,6 @@ class Engine:
             spikes[self._raster].astype(np.uint8),
         )
         self._seq += 1
-        if self._lifecycle != "decoding":
-            self.set_state("decoding")
         for sink in self.sinks:
             sink(decoded)
         self._rates *= self._rate_decay  # bookkeeping after publishing
@@ -367,14 +352,6 @@ class Engine:
             },
         }
 
-    def set_state(self, state: str) -> None:
-        """Set the lifecycle state (one of :data:`STATES`); transitions are logged."""
-        if state not in STATES:
-            raise ValueError(f"unknown engine state {state!r}; valid: {', '.join(STATES)}")
-        if state != self._lifecycle:
-            logger.info("engine state %s -> %s", self._lifecycle, state)
-            self._lifecycle = state
-
     @property
     def learner(self) -> EpropLearner | None:
         """The current model's e-prop learner (None when not adapting)."""
@@ -412,7 +389,6 @@ class Engine:
             }
         learner = current.learner
         return {
-            "state": self._lifecycle,
             "bins_decoded": self._seq,
             "model_id": current.model_id,
             "model_path": str(current.file.path),

@@ -52,7 +52,7 @@ from streams.channels import labels_of
 from streams.discovery import visible_summary
 from streams.inlet_settings import InletSettings
 from streams.lsl_schema import StreamSchema, desc_texts
-from streams.lsl_status import HISTORY, STATES, StateChange
+from streams.lsl_status import HISTORY, InletState, StateChange
 
 try:
     from pylsl.util import LostError
@@ -90,9 +90,9 @@ class LslConnection(ABC):
         self._lock = threading.Lock()  # state, counters, schema; taken before the ring's lock
         self._state_changed = threading.Condition(self._lock)
         self._stop_event = threading.Event()
-        self._state = "idle"
+        self._state = InletState.IDLE
         self._history: collections.deque[StateChange] = collections.deque(maxlen=HISTORY)
-        self._history.append(StateChange("idle", pylsl.local_clock(), "created"))
+        self._history.append(StateChange(InletState.IDLE, pylsl.local_clock(), "created"))
         self._n: dict[str, int] = dict.fromkeys(
             (
                 "samples_received",
@@ -139,10 +139,10 @@ class LslConnection(ABC):
     @property
     def connected(self) -> bool:
         """True while the state is ``connected`` (data flowing)."""
-        return self.state == "connected"
+        return self.state == InletState.CONNECTED
 
     @property
-    def state(self) -> str:
+    def state(self) -> InletState:
         with self._lock:
             return self._state
 
@@ -186,21 +186,23 @@ class LslConnection(ABC):
             return self._header_xml or None
 
     def wait_for_state(self, states: str | Sequence[str], timeout: float) -> bool:
-        """Wait until the state is one of ``states``; False on timeout."""
-        wanted = {states} if isinstance(states, str) else set(states)
-        unknown = wanted.difference(STATES)
+        """Wait until the state is one of ``states`` (:class:`InletState` or their values);
+        False on timeout."""
+        named = [states] if isinstance(states, str) else list(states)
+        unknown = sorted(set(named).difference(InletState))
         if unknown:
-            raise ValueError(f"unknown state(s) {sorted(unknown)}; states are {STATES}")
+            known = ", ".join(InletState)
+            raise ValueError(f"unknown state(s) {unknown}; states are {known}")
+        wanted = {InletState(state) for state in named}
         with self._state_changed:
             return self._state_changed.wait_for(lambda: self._state in wanted, timeout)
 
     def wait_connected(self, timeout: float) -> bool:
         """Wait until data flow (state ``connected``); False on timeout, error or stop."""
         with self._state_changed:
-            self._state_changed.wait_for(
-                lambda: self._state in ("connected", "error", "stopped"), timeout
-            )
-            return self._state == "connected"
+            ended = (InletState.CONNECTED, InletState.ERROR, InletState.STOPPED)
+            self._state_changed.wait_for(lambda: self._state in ended, timeout)
+            return self._state == InletState.CONNECTED
 
     # --- finding the stream ------------------------------------------------------------------
 
@@ -264,7 +266,7 @@ class LslConnection(ABC):
             if initial:
                 self._n["resolve_timeouts"] += 1
         if initial:
-            self._set_state("lost", message)
+            self._set_state(InletState.LOST, message)
         else:
             logger.warning("LslInlet: %s", message)
 
@@ -328,7 +330,8 @@ class LslConnection(ABC):
             self._resolve_timeout_noted = ""
             again = self._connections > 1
         self._set_state(
-            "connected", ("reconnected to " if again else "connected to ") + schema.describe()
+            InletState.CONNECTED,
+            ("reconnected to " if again else "connected to ") + schema.describe(),
         )
         return inlet
 
@@ -355,8 +358,8 @@ class LslConnection(ABC):
             f"({'; '.join(differences)}); its data are refused. Restart the outlet with the "
             "original settings or create a new LslInlet"
         )
-        if new or self.state != "schema-mismatch":
-            self._set_state("schema-mismatch", message)
+        if new or self.state != InletState.SCHEMA_MISMATCH:
+            self._set_state(InletState.SCHEMA_MISMATCH, message)
 
     def _check_source(self, n_held: int, liblsl_reset: bool) -> str | None:
         """Resolve the source again after a liblsl recovery or a stall.
@@ -448,22 +451,22 @@ class LslConnection(ABC):
             self._n["lost"] += 1
             if self._lost_since is None:
                 self._lost_since = time.monotonic()
-        self._set_state("lost", f"{reason}; re-resolving {self._current_query()}")
+        self._set_state(InletState.LOST, f"{reason}; re-resolving {self._current_query()}")
 
     def _count_refused(self, n: int) -> None:
         with self._lock:
             self._n["samples_received"] += n
             self._n["samples_refused"] += n
 
-    def _set_state(self, state: str, message: str) -> None:
+    def _set_state(self, state: InletState, message: str) -> None:
         with self._state_changed:
             previous = self._state
             self._state = state
             self._history.append(StateChange(state, pylsl.local_clock(), message))
             self._state_changed.notify_all()
-        level = logging.WARNING if state in ("stalled", "lost", "schema-mismatch") else logging.INFO
-        if state == "error":
-            level = logging.ERROR
+        level = logging.ERROR if state == InletState.ERROR else logging.INFO
+        if state in (InletState.STALLED, InletState.LOST, InletState.SCHEMA_MISMATCH):
+            level = logging.WARNING
         logger.log(level, "LslInlet %s -> %s: %s", previous, state, message)
 
     def _check_stop(self) -> None:

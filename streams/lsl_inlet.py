@@ -49,7 +49,7 @@ from streams.lsl_connection import (
     UnsupportedStream,
 )
 from streams.lsl_schema import StreamSchema
-from streams.lsl_status import HISTORY, InletCounters
+from streams.lsl_status import HISTORY, InletCounters, InletState
 from streams.ring import RingBuffer
 from streams.timestamp_audit import TimestampAudit
 from streams.timestamps import LiveChunkStamps
@@ -178,7 +178,7 @@ class LslInlet(LslConnection):
                 "have one, and a re-resolve by name/type may pick up another device",
                 self._query_text(),
             )
-        self._set_state("resolving", f"looking for a stream with {self._query_text()}")
+        self._set_state(InletState.RESOLVING, f"looking for a stream with {self._query_text()}")
         if self._settings.pull_in_caller:
             return self
         self._thread = threading.Thread(
@@ -205,8 +205,8 @@ class LslInlet(LslConnection):
                     f"the LslInlet acquisition thread did not stop within {timeout} s "
                     f"(state '{self.state}'); it blocks inside liblsl"
                 )
-        if self.state != "stopped":
-            self._set_state("stopped", "stopped by stop()")
+        if self.state != InletState.STOPPED:
+            self._set_state(InletState.STOPPED, "stopped by stop()")
 
     def __enter__(self) -> LslInlet:
         return self.start()
@@ -303,11 +303,11 @@ class LslInlet(LslConnection):
         except StopRequested:
             pass
         except UnsupportedStream as exc:
-            self._set_state("error", str(exc))
+            self._set_state(InletState.ERROR, str(exc))
         except Exception as exc:
             logger.exception("LslInlet for %s failed", self._query_text())
             self._set_state(
-                "error",
+                InletState.ERROR,
                 f"acquisition thread failed: {exc!r}; stop() this inlet and create a new one",
             )
 
@@ -400,7 +400,7 @@ class LslInlet(LslConnection):
         # stall may also come from a new outlet. Either way the samples may already be
         # from it: check the source before accepting anything.
         reset = inlet.was_clock_reset()
-        if reset or (n and self.state == "stalled"):
+        if reset or (n and self.state == InletState.STALLED):
             data = data.copy()
             verdict = self._check_source(n, liblsl_reset=reset)
             if verdict is None:
@@ -411,9 +411,10 @@ class LslInlet(LslConnection):
         now = time.monotonic()
         if n:
             self._accept(data, timestamps, schema)
-            if self.state == "stalled":
+            if self.state == InletState.STALLED:
                 self._set_state(
-                    "connected", f"samples again after {now - self._last_data:.2f} s without"
+                    InletState.CONNECTED,
+                    f"samples again after {now - self._last_data:.2f} s without",
                 )
             self._last_data = self._alive_since = now
         else:
@@ -423,11 +424,16 @@ class LslInlet(LslConnection):
                     f"(lost_after_s={self._settings.lost_after_s:g})"
                 )
                 return False
-            if now - self._last_data >= self._settings.watchdog_s and self.state == "connected":
+            if (
+                now - self._last_data >= self._settings.watchdog_s
+                and self.state == InletState.CONNECTED
+            ):
                 with self._lock:
                     self._n["stalls"] += 1
                 self._audit.restart_rate_window()  # a stall is not the source's rate
-                self._set_state("stalled", f"no sample for {self._settings.watchdog_s:g} s")
+                self._set_state(
+                    InletState.STALLED, f"no sample for {self._settings.watchdog_s:g} s"
+                )
         if now >= self._next_clock:
             self._clock_known = self._update_clock(inlet) or self._clock_known
             refresh = self._settings.clock_refresh_s if self._clock_known else _CLOCK_RETRY_S
@@ -452,7 +458,7 @@ class LslInlet(LslConnection):
             )
         if not self.running:
             raise RuntimeError("LslInlet.pull() before start() or after stop(): start it first")
-        if self.state == "error":
+        if self.state == InletState.ERROR:
             return 0
         try:
             if self._inlet is None:
@@ -467,7 +473,7 @@ class LslInlet(LslConnection):
             return self._accepted
         except UnsupportedStream as exc:
             self._close_caller_inlet()
-            self._set_state("error", str(exc))
+            self._set_state(InletState.ERROR, str(exc))
         except StopRequested:
             pass
         return 0
@@ -483,8 +489,8 @@ class LslInlet(LslConnection):
             self._stop_event.wait(early)
         available = inlet.samples_available()
         if available:
-            self._audit.note_backlog(available)
             _, stamps = inlet.pull_chunk(timeout=0.0, max_samples=max_chunk, dest_obj=buffer)
+            self._note_backlog(inlet, available, len(stamps))
             self._last_take = time.monotonic()
             return np.asarray(stamps, dtype=np.float64)
         if not self._settings.wake_on_sample:
@@ -496,11 +502,17 @@ class LslInlet(LslConnection):
         buffer[0] = sample
         rest: list[float] = []
         available = inlet.samples_available()
-        self._audit.note_backlog(available + 1)
         if max_chunk > 1 and available:
             _, rest = inlet.pull_chunk(timeout=0.0, max_samples=max_chunk - 1, dest_obj=buffer[1:])
+        self._note_backlog(inlet, available + 1, len(rest) + 1)
         self._last_take = time.monotonic()
         return np.array([stamp, *rest], dtype=np.float64)
+
+    def _note_backlog(self, inlet: pylsl.StreamInlet, before: int, pulled: int) -> None:
+        """Tell the audit how full liblsl's buffer was around this pull: ``before`` samples
+        waited when it started, and ``pulled`` were taken with more still waiting after (a
+        drop may land between the count and the pull, on a busy machine)."""
+        self._audit.note_backlog(max(before, pulled + inlet.samples_available()))
 
     # --- samples -----------------------------------------------------------------------------
 

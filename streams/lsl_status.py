@@ -29,30 +29,37 @@ Counters (:class:`InletCounters`), with causes::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
 from streams.ring import RingCounters
 
-__all__ = ["HISTORY", "STATES", "InletCounters", "StateChange"]
+__all__ = ["HISTORY", "InletCounters", "InletState", "StateChange"]
 
 HISTORY = 1000  # state changes (and clock offsets) an inlet keeps
 
-STATES = (
-    "idle",
-    "resolving",
-    "connected",
-    "stalled",
-    "lost",
-    "schema-mismatch",
-    "stopped",
-    "error",
-)
+
+class InletState(str, Enum):
+    """An inlet's lifecycle (the table above); a state is its value in JSON, logs and
+    metrics, and compares equal to it."""
+
+    IDLE = "idle"
+    RESOLVING = "resolving"
+    CONNECTED = "connected"
+    STALLED = "stalled"
+    LOST = "lost"
+    SCHEMA_MISMATCH = "schema-mismatch"
+    STOPPED = "stopped"
+    ERROR = "error"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass(frozen=True)
 class StateChange:
     """One state transition: ``time`` is ``pylsl.local_clock()`` seconds."""
 
-    state: str
+    state: InletState
     time: float
     message: str
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from service.daemon_status import latency_stats
+from service.lifecycle import DecoderState
 from service.settings import Settings
 from service.shared_state import SharedState
 
@@ -63,7 +64,7 @@ class DecoderLink:
         """The decoder's status document, with ``state``/``message`` telling when the decoder
         process is being restarted or has stopped answering, and ``decoder`` its process."""
         status = self.shared.status() or {
-            "state": "starting",
+            "state": DecoderState.STARTING,
             "message": "the decoder process is starting",
         }
         process = self.shared.decoder()
@@ -71,15 +72,18 @@ class DecoderLink:
         age = process["heartbeat_age_s"]
         if process["supervisor"] == "restarting":
             status.update(
-                state="restarting",
+                state=DecoderState.RESTARTING,
                 message=f"the decoder process died and is being restarted (restart "
                 f"{process['restarts']}); the output holds zero velocity meanwhile",
                 holding=True,
             )
-        elif status.get("state") not in ("stopped", "error") and age is not None:
+        elif (
+            status.get("state") not in (DecoderState.STOPPED, DecoderState.ERROR)
+            and age is not None
+        ):
             if age > self.stale_after_s:
                 status.update(
-                    state="error",
+                    state=DecoderState.ERROR,
                     message=f"the decoder process has not answered for {age:.1f} s",
                 )
         status.setdefault("labels", [])

@@ -64,19 +64,16 @@ def test_states_waiting_then_decoding_then_lost_then_stopped(tmp_path: Path) -> 
         assert daemon.engine is not None and daemon.engine.bins_decoded == 0
         player.start()
         assert wait_for(lambda: daemon.state == "decoding"), daemon.state_message
-        assert daemon.engine.status()["state"] == "decoding"
         assert wait_for(lambda: len(daemon.recent) >= 5)
         seqs = [b.seq for b in daemon.recent.recent()]
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
         player.stop()
         # the inlet's watchdog (1 s) declares the stream stalled: the daemon reports it lost
         assert wait_for(lambda: daemon.state == "stream-lost"), daemon.state
-        assert wait_for(lambda: daemon.engine.status()["state"] == "stream-lost")
     finally:
         player.stop()
         daemon.stop()
     assert daemon.state == "stopped"
-    assert daemon.engine.status()["state"] == "stopped"
     daemon.stop()  # twice is fine
 
 
@@ -89,7 +86,6 @@ def test_channel_count_mismatch_is_reported_and_nothing_decoded(tmp_path: Path) 
         assert wait_for(lambda: daemon.state == "schema-mismatch"), daemon.state_message
         assert "12 channels" in daemon.state_message and "expects 8" in daemon.state_message
         assert daemon.engine is not None
-        assert wait_for(lambda: daemon.engine.status()["state"] == "schema-mismatch")
         assert daemon.engine.bins_decoded == 0
 
 

@@ -15,7 +15,8 @@ from serving import N_CHANNELS, run_server, train_checkpoint, wait_for
 from service.api import create_app
 from service.api.link import DecoderLink
 from service.api.routers.prometheus import LATENCY_BUCKETS_S, build_registry
-from service.daemon import DAEMON_STATES, Daemon
+from service.daemon import Daemon
+from service.lifecycle import DecoderState
 from service.settings import Settings
 from service.shared_state import SharedState
 from streams.player import simulate_stream
@@ -83,7 +84,7 @@ def test_exposition_while_decoding(scrape: tuple[httpx.Client, Daemon]) -> None:
     for family in text_string_to_metric_families(text):
         assert family.name.startswith("bci_") and family.documentation, family.name
     samples = parse(text)
-    states = {s: value(samples, "bci_daemon_state", state=s) for s in DAEMON_STATES}
+    states = {s: value(samples, "bci_daemon_state", state=s.value) for s in DecoderState}
     assert states["decoding"] == 1.0 and sum(states.values()) == 1.0
     assert value(samples, "bci_stream_state", state="connected") == 1.0
     assert value(samples, "bci_bins_decoded_total") >= 40

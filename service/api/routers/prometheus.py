@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from enum import Enum
 from typing import Any
 
 import numpy as np
@@ -43,8 +44,8 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 
 from service.api.link import DecoderLink
-from service.daemon import DAEMON_STATES
-from streams.lsl_status import STATES as INLET_STATES
+from service.lifecycle import DecoderState
+from streams.lsl_status import InletState
 
 __all__ = [
     "LATENCY_BUCKETS_S",
@@ -107,7 +108,7 @@ class DaemonCollector(Collector):
         yield _state_gauge(
             "bci_daemon_state",
             "Daemon lifecycle state (1 = current).",
-            DAEMON_STATES,
+            DecoderState,
             status["state"],
         )
         yield from self._latency(status)
@@ -211,11 +212,12 @@ def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
 
 
 def _state_gauge(
-    name: str, documentation: str, states: tuple[str, ...], current: str
+    name: str, documentation: str, states: type[Enum], current: str
 ) -> GaugeMetricFamily:
+    """One gauge per state of the lifecycle ``states``: 1 for ``current``, else 0."""
     family = GaugeMetricFamily(name, documentation, labels=["state"])
     for state in states:
-        family.add_metric([state], float(state == current))
+        family.add_metric([state.value], float(state.value == current))
     return family
 
 
@@ -231,7 +233,7 @@ def _labelled_counter(
 def _inlet_metrics(stream: dict[str, Any]) -> Iterator[Metric]:
     counters = stream["counters"]
     yield _state_gauge(
-        "bci_stream_state", "Neural LSL inlet state (1 = current).", INLET_STATES, stream["state"]
+        "bci_stream_state", "Neural LSL inlet state (1 = current).", InletState, stream["state"]
     )
     yield _counter(
         "bci_stream_samples_received", "Samples pulled from liblsl.", counters["samples_received"]
