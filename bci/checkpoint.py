@@ -440,7 +440,7 @@ def _online_decoder(path: Path, config: RSNNConfig, arrays: dict[str, np.ndarray
     not finite (e.g. a zero ``input_scale``)."""
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):  # checked just below
         decoder = OnlineRSNN.from_arrays(config, arrays)
-    for name in ("weights", "w_out", "neuron", "normalisation", "readout"):
+    for name in ("weights", "w_out", "neuron", "normalisation", "readout_constants"):
         if not np.isfinite(getattr(decoder, name)).all():
             raise CheckpointError(
                 f"checkpoint file {path}: decoder constant {name!r} is not finite (e.g. a zero "

@@ -118,7 +118,7 @@ class _Window:
     spikes: np.ndarray  # (K, H)
     outputs: np.ndarray  # (K, n_out) decoded kinematics
     targets: np.ndarray  # (K, n_out) true or intended kinematics, NaN = none
-    readout: np.ndarray  # (K, n_out) readout integrator y (normalised, before bias)
+    integrator: np.ndarray  # (K, n_out) the readout's integrator y (normalised, before bias)
     bins: np.ndarray  # (K,) int64: the learner's bin index (see EpropLearner.bins_seen)
     length: int = 0
 
@@ -155,7 +155,7 @@ class EpropLearner:
             spikes=np.zeros((n, h), dtype=dtype),
             outputs=np.zeros((n, k), dtype=dtype),
             targets=np.full((n, k), np.nan, dtype=dtype),
-            readout=np.zeros((n, k), dtype=dtype),
+            integrator=np.zeros((n, k), dtype=dtype),
             bins=np.full(n, -1, dtype=np.int64),
         )
         rng = np.random.default_rng(config.seed)
@@ -346,7 +346,7 @@ class EpropLearner:
         k = w.length
         dec.advance(x, state, w.presynaptic[k], w.scaled[k], w.outputs[k])
         w.spikes[k] = state.z
-        w.readout[k] = state.y
+        w.integrator[k] = state.y
         w.bins[k] = self._status.bins - 1
         if target is None:
             w.targets[k] = np.nan
@@ -368,12 +368,12 @@ class EpropLearner:
         dec = self.decoder
         cfg = self.config
         alpha, theta, beta, rho = dec.neuron[0], dec.neuron[1], dec.neuron[2], dec.neuron[3]
-        kappa = float(dec.readout[0, 0])
-        bias, scale, mean = dec.readout[1], dec.readout[2], dec.readout[3]
+        kappa = float(dec.readout_constants[0, 0])
+        bias, scale, mean = dec.readout_constants[1:4]
 
         has_target = np.all(np.isfinite(w.targets[:n]), axis=1)
         err = np.zeros((n, dec.n_out), dtype=self._dtype)
-        err[has_target] = (w.readout[:n][has_target] + bias) - (
+        err[has_target] = (w.integrator[:n][has_target] + bias) - (
             (w.targets[:n][has_target] - mean) / scale
         )
         feedback = dec.w_out.T if cfg.feedback == "symmetric" else self._random_feedback
@@ -476,7 +476,7 @@ class EpropLearner:
     # -- helpers ---------------------------------------------------------------------------
     def _params(self) -> dict[str, np.ndarray]:
         dec = self.decoder
-        return {"weights": dec.weights, "w_out": dec.w_out, "b_out": dec.readout[1]}
+        return {"weights": dec.weights, "w_out": dec.w_out, "b_out": dec.readout_constants[1]}
 
     def _copy_params(self) -> dict[str, np.ndarray]:
         return {name: a.copy() for name, a in self._params().items()}

@@ -60,13 +60,13 @@ def _step_kernel(
     neuron: np.ndarray,
     normalisation: np.ndarray,
     w_out: np.ndarray,
-    readout: np.ndarray,
+    readout_constants: np.ndarray,
     reset_zero: bool,
     scaled: np.ndarray,
     out: np.ndarray,
 ) -> None:
     """One bin in place. ``neuron`` rows: alpha, theta, beta, rho, 1 - rho (H,);
-    ``normalisation`` rows: mean, 1 / scale (C,); ``readout`` rows: kappa, b, s, m (K,).
+    ``normalisation`` rows: mean, 1 / scale (C,); ``readout_constants`` rows: kappa, b, s, m (K,).
     Also writes ``scaled`` = (v - theta - beta a_prev) / theta, the surrogate's argument."""
     n_in = x.shape[0]
     n_hidden = v.shape[0]
@@ -91,12 +91,12 @@ def _step_kernel(
         z[j] = 1 if v[j] > theta + beta * a[j] else 0
         a[j] = rho * a[j] + one_minus_rho * z[j]
     for k in range(y.shape[0]):
-        acc = readout[0, k] * y[k]
+        acc = readout_constants[0, k] * y[k]
         for j in range(n_hidden):
             if z[j] != 0:
                 acc += w_out[k, j]
         y[k] = acc
-        out[k] = (acc + readout[1, k]) * readout[2, k] + readout[3, k]
+        out[k] = (acc + readout_constants[1, k]) * readout_constants[2, k] + readout_constants[3, k]
 
 
 @dataclass
@@ -162,7 +162,7 @@ class OnlineRSNN:
         self.neuron = np.stack([alpha, threshold, f64["beta"], rho, 1 - rho]).astype(dtype)
         self.normalisation = np.stack([f64["input_mean"], 1 / f64["input_scale"]]).astype(dtype)
         kappa = np.full(self.n_out, config.kappa)
-        self.readout = np.stack(
+        self.readout_constants = np.stack(
             [kappa, f64["b_out"], f64["output_scale"], f64["output_mean"]]
         ).astype(dtype)
         self.surrogate = get_surrogate(config.surrogate, **config.surrogate_params)
@@ -202,6 +202,6 @@ class OnlineRSNN:
             x = x.astype(self.dtype)
         _step_kernel(
             x, self.weights, xz, self._current, state.v, state.z, state.a, state.y,
-            self.neuron, self.normalisation, self.w_out, self.readout, self.reset_zero,
+            self.neuron, self.normalisation, self.w_out, self.readout_constants, self.reset_zero,
             scaled, out,
         )  # fmt: skip

@@ -107,7 +107,7 @@ def learnt_weights(learner: EpropLearner) -> dict[str, np.ndarray]:
         "input": dec.weights[:, :n_in].copy(),
         "recurrent": dec.weights[:, n_in:].copy(),
         "w_out": dec.w_out.copy(),
-        "b_out": dec.readout[1].copy(),
+        "b_out": dec.readout_constants[1].copy(),
     }
 
 

@@ -151,7 +151,7 @@ def test_non_finite_input_pauses_rolls_back_and_decodes_with_the_channel_mean() 
     # the bin is decoded with the rolled-back weights and channel 3 at its training mean
     reference = OnlineRSNN(model, dtype=np.float64)
     reference.weights[:, :N_IN], reference.weights[:, N_IN:] = after["input"], after["recurrent"]
-    reference.w_out[...], reference.readout[1] = after["w_out"], after["b_out"]
+    reference.w_out[...], reference.readout_constants[1] = after["w_out"], after["b_out"]
     substituted = neural[17].copy()
     substituted[3] = model.input_mean[3].item()
     assert np.all(np.isfinite(out))

@@ -189,10 +189,11 @@ def test_gradient_leaves_weights_and_advances_state_like_the_decoder() -> None:
     model = float64_model()
     neural, kinematics = recording(60, seed=5)
     decoder = OnlineRSNN(model, dtype=np.float64)
-    before = decoder.weights.copy(), decoder.w_out.copy(), decoder.readout.copy()
+    before = decoder.weights.copy(), decoder.w_out.copy(), decoder.readout_constants.copy()
     state = decoder.initial_state()
     EpropLearner(decoder, EpropConfig(update_every=7)).gradient(neural, kinematics, state)
-    for got, want in zip((decoder.weights, decoder.w_out, decoder.readout), before, strict=True):
+    after = decoder.weights, decoder.w_out, decoder.readout_constants
+    for got, want in zip(after, before, strict=True):
         np.testing.assert_array_equal(got, want)
     plain = OnlineRSNN(model, dtype=np.float64)
     plain_state = plain.initial_state()

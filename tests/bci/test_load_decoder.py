@@ -18,7 +18,7 @@ from bci.online import OnlineRSNN
 from bci.rsnn import RSNN, RSNNConfig
 
 N_IN, N_HIDDEN, N_OUT = 16, 48, 2
-ARRAYS = ("weights", "w_out", "neuron", "normalisation", "readout")
+ARRAYS = ("weights", "w_out", "neuron", "normalisation", "readout_constants")
 
 
 def _model(seed: int = 0, **overrides) -> RSNN:
@@ -109,10 +109,11 @@ def test_derived_constants_mirror_the_rsnn_properties(dtype) -> None:
     close(decoder.neuron[4], 1 - model.rho)
     close(decoder.normalisation[0], model.input_mean)
     close(decoder.normalisation[1], 1 / model.input_scale)
-    close(decoder.readout[0], torch.full((N_OUT,), model.config.kappa, dtype=torch.float64))
-    close(decoder.readout[1], model.b_out)
-    close(decoder.readout[2], model.output_scale)
-    close(decoder.readout[3], model.output_mean)
+    kappa = torch.full((N_OUT,), model.config.kappa, dtype=torch.float64)
+    close(decoder.readout_constants[0], kappa)
+    close(decoder.readout_constants[1], model.b_out)
+    close(decoder.readout_constants[2], model.output_scale)
+    close(decoder.readout_constants[3], model.output_mean)
     assert decoder.neuron.shape == (5, N_HIDDEN) and decoder.weights.dtype == dtype
 
 

@@ -41,7 +41,7 @@ def test_plausible_model_passes_and_decoder_state_is_untouched(checkpoint) -> No
 
 def test_output_beyond_bound_is_refused(checkpoint) -> None:
     decoder = OnlineRSNN(checkpoint.model)
-    decoder.readout[1, 1] = 1e6  # b_out of vy: every output is ~1e6 scales off
+    decoder.readout_constants[1, 1] = 1e6  # b_out of vy: every output is ~1e6 scales off
     with pytest.raises(ValueError, match=r"warm-up decode of the stored input means gave vy = "
                        r"[0-9.e+]+ at bin 0, beyond the bound [0-9.]+ \(from the output "
                        r"normalisation\)"):  # fmt: skip
@@ -53,7 +53,7 @@ def test_output_beyond_bound_is_refused(checkpoint) -> None:
 
 def test_non_finite_output_is_refused(checkpoint) -> None:
     decoder = OnlineRSNN(checkpoint.model)
-    decoder.readout[3, 0] = np.nan  # the output mean of vx
+    decoder.readout_constants[3, 0] = np.nan  # the output mean of vx
     with pytest.raises(ValueError, match="gave vx = nan at bin 0"):
         check_warm_up(decoder, checkpoint.manifest)
 

@@ -218,7 +218,7 @@ def test_adaptation_changes_weights_and_counts(paths: dict[str, Path]) -> None:
     engine = Engine(load_decoder(paths["a"]), adapt=True, eprop=config)
     learner = engine.learner
     assert learner is not None
-    w_out, b_out = learner.decoder.w_out.copy(), learner.decoder.readout[1].copy()
+    w_out, b_out = learner.decoder.w_out.copy(), learner.decoder.readout_constants[1].copy()
     x = bins(50)
     targets = np.random.default_rng(5).standard_normal((50, 2)).astype(np.float32)
     for i, row in enumerate(x):
@@ -226,7 +226,7 @@ def test_adaptation_changes_weights_and_counts(paths: dict[str, Path]) -> None:
     adaptation = engine.status()["adaptation"]
     assert adaptation["bins"] == 50 and adaptation["bins_with_target"] == 40
     assert adaptation["updates_applied"] == 10 and adaptation["lr"] == pytest.approx(1e-2)
-    assert not np.array_equal(learner.decoder.readout[1], b_out)
+    assert not np.array_equal(learner.decoder.readout_constants[1], b_out)
     assert not np.array_equal(learner.decoder.w_out, w_out)
     # a frozen engine on the same bins decodes differently once weights moved
     frozen = Engine(load_decoder(paths["a"]))
