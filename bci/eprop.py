@@ -249,17 +249,26 @@ class EpropLearner:
         return result
 
     # -- per bin ---------------------------------------------------------------------------
-    def step(self, x: np.ndarray, target: np.ndarray | None, state: OnlineState) -> np.ndarray:
+    def step(
+        self,
+        x: np.ndarray,
+        target: np.ndarray | None,
+        state: OnlineState,
+        *,
+        update: bool = True,
+    ) -> np.ndarray:
         """Decode bin ``x`` (n_in,) and learn from ``target`` (n_out,) or ``None`` (no target).
 
-        Returns the decoded kinematics (n_out,), a view valid until the next call.
-        A non-finite target skips that bin's learning signal (counted). Non-finite input
-        channels are decoded as their training mean; the pending update is rejected, the
-        weights roll back to the last snapshot and learning pauses until :meth:`resume`.
-        Equivalent to :meth:`decode` followed by :meth:`update` when :attr:`update_due`.
+        Returns the decoded kinematics (n_out,), valid until the next call. A non-finite target
+        skips that bin's learning signal (counted). Non-finite input channels are decoded as
+        their training mean; the pending update is rejected, the weights roll back to the last
+        snapshot and learning pauses until :meth:`resume`. With ``update`` the window's weight
+        update runs here when it is due; without, the bin is only recorded and the caller runs
+        :meth:`update` when :attr:`update_due`, after publishing the output (a window still due
+        at the next step is closed first).
         """
-        out = self.decode(x, target, state)
-        if not self.update_due:
+        out = self._decode(x, target, state)
+        if not (update and self.update_due):
             return out
         out = out.copy()
         self.update()
@@ -267,7 +276,7 @@ class EpropLearner:
 
     @property
     def bins_seen(self) -> int:
-        """Bins decoded so far; the next :meth:`decode` gets this index."""
+        """Bins decoded so far; the next :meth:`step` gets this index."""
         return self._status.bins
 
     def set_target(self, bin_index: int, target: np.ndarray) -> bool:
@@ -275,7 +284,7 @@ class EpropLearner:
         after the fact, e.g. when the target stream lags the neural one.
 
         True when stored: the bin is still in the open window and had no target. A
-        non-finite target is refused and counted, as in :meth:`decode`.
+        non-finite target is refused and counted, as in :meth:`step`.
         """
         w = self._window
         slots = np.flatnonzero(w.bins[: w.length] == bin_index)
@@ -316,17 +325,13 @@ class EpropLearner:
     def update(self) -> None:
         """Close the window: compute its e-prop gradient and apply the weight update.
 
-        A real-time caller decodes with :meth:`decode`, publishes the output, then calls this
+        A real-time caller steps with ``update=False``, publishes the output, then calls this
         when :attr:`update_due`, so the update's cost never delays an output.
         """
         self._finish_window()
 
-    def decode(self, x: np.ndarray, target: np.ndarray | None, state: OnlineState) -> np.ndarray:
-        """:meth:`step` without the window update: decode ``x``, record the bin for learning.
-
-        Returns a view valid until the next call. Call :meth:`update` when :attr:`update_due`;
-        a window still due at the next call is closed first.
-        """
+    def _decode(self, x: np.ndarray, target: np.ndarray | None, state: OnlineState) -> np.ndarray:
+        """Decode ``x`` and record the bin for learning (a view valid until the next call)."""
         dec = self.decoder
         w = self._window
         if x.shape != (dec.n_in,):

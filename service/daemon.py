@@ -521,7 +521,7 @@ class Daemon:
             if end <= self._skip_until:
                 self.bins_skipped += 1
                 continue
-            decoded = decoder.decode(x, float(end), float(end) + offset)
+            decoded = decoder.step(x, float(end), float(end) + offset)
             if recording is not None and decoded is not None:
                 recording.add(float(end) + offset, x, decoded.values)
         refused = f"; output refused at {self.last_refusal}" if self.last_refusal else ""

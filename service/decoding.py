@@ -124,7 +124,7 @@ class IntentionArrays(_Immediate):
 class BinDecoder:
     """Decode bins with ``engine``, learning (when the engine adapts) from ``targets``.
 
-    Call :meth:`decode` for each bin as it closes, and :meth:`learn` whenever there is time
+    Call :meth:`step` for each bin as it closes, and :meth:`learn` whenever there is time
     (after each batch of bins, and while waiting for input): it attaches the targets that are
     in and runs a due weight update. ``on_target(seq, target)`` is told of each attached
     target (e.g. to show it beside the decoded bin).
@@ -152,17 +152,17 @@ class BinDecoder:
         """True while a due update waits for late targets (poll again soon)."""
         return bool(self._due_since)
 
-    def decode(self, x: np.ndarray, timestamp: float, local_stamp: float) -> DecodedBin | None:
+    def step(self, x: np.ndarray, timestamp: float, local_stamp: float) -> DecodedBin | None:
         """Decode and publish one bin (``timestamp``: its end on the source clock); None when
         the engine dropped it (no finite channel)."""
         targets, learning = self.targets, self.engine.learner is not None
         if learning and targets is not None and getattr(targets, "known_before_decoding", False):
             target = targets.target_for(self.index, local_stamp, None)
-            decoded = self.engine.process(x, target, timestamp)
+            decoded = self.engine.step(x, target, timestamp)
             if decoded is not None:
                 targets.record(target is not None)
         else:
-            decoded = self.engine.process(x, None, timestamp)
+            decoded = self.engine.step(x, None, timestamp)
             if learning and targets is not None and decoded is not None:
                 self._awaiting.append((decoded.seq, self.index, local_stamp, decoded.values))
         self.index += 1
@@ -196,9 +196,9 @@ class BinDecoder:
         """Decode a whole recording (``neural`` (T, C), ``timestamps`` (T,) s) into ``out``
         (T, K), learning as live, bin by bin (offline sources answer at once); a dropped bin
         (no finite channel) is NaN."""
-        decode, learn = self.decode, self.learn
+        step, learn = self.step, self.learn
         for t in range(neural.shape[0]):
-            decoded = decode(neural[t], timestamps[t], timestamps[t])
+            decoded = step(neural[t], timestamps[t], timestamps[t])
             out[t] = np.nan if decoded is None else decoded.values
             learn()
 

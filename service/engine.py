@@ -3,7 +3,7 @@ one bin at a time by whatever source drives it (an LSL inlet, a session file).
 
 The engine owns the model and its state and swaps both together. A hot swap is validated off
 the processing thread (:meth:`Engine.request_swap`) and staged; the processing thread takes the
-staged model at the start of its next :meth:`Engine.process` call, so a swap always falls
+staged model at the start of its next :meth:`Engine.step` call, so a swap always falls
 between two bins: sequence numbers continue, no bin is lost or decoded twice, and the new
 model starts from its own initial state. A lock guards only the staging slot; it is never held
 while decoding.
@@ -70,7 +70,7 @@ class Engine:
     Learning targets may come late: :meth:`provide_target` gives a decoded bin its target
     while its e-prop window is open. With ``defer_updates`` the caller runs the window's
     weight update (:meth:`run_update`, when :attr:`update_due`) once the window's targets
-    are in, before the next bin; otherwise :meth:`process` runs it after publishing.
+    are in, before the next bin; otherwise :meth:`step` runs it after publishing.
     Sequence numbers start at ``first_seq``. A model with another number of outputs than the
     first is refused on swap (the outlet's channels are fixed).
     """
@@ -120,7 +120,7 @@ class Engine:
         self.on_swap: Callable[[dict[str, Any]], object] | None = None  # told of each applied
 
     # -- processing thread ---------------------------------------------------------------
-    def process(
+    def step(
         self, x: np.ndarray, target: np.ndarray | None, timestamp: float
     ) -> DecodedBin | None:
         """Decode bin ``x`` (C,) (learning from ``target`` (K,) when adapting) and publish it.
@@ -141,7 +141,7 @@ class Engine:
         learner = slot.learner
         if learner is not None:
             self._learner_bins.append((self._seq, learner.bins_seen))
-            out = learner.decode(x, target, self._state)
+            out = learner.step(x, target, self._state, update=False)
         else:
             out = slot.decoder.step(x, self._state)
         spikes = self._state.z
@@ -245,7 +245,7 @@ class Engine:
     def request_swap(self, checkpoint_path: str | os.PathLike[str]) -> str:
         """Load and validate a checkpoint on the calling thread, then stage it.
 
-        The swap happens at the start of the next :meth:`process` call. Returns the new
+        The swap happens at the start of the next :meth:`step` call. Returns the new
         model's id. Raises :class:`bci.checkpoint.CheckpointError` (unreadable or invalid
         file) or ``ValueError`` (channel count, bin width or non-finite output); the current
         model then keeps decoding. A swap staged but not yet applied is replaced.

@@ -33,8 +33,8 @@ def test_decode_then_deferred_update_equals_step() -> None:
     want = run_bins(stepped, s_state, neural, kinematics)
     got, got_lazy = [], []
     for x, y in zip(neural, kinematics, strict=True):
-        got.append(split.decode(x, y, p_state).copy())
-        got_lazy.append(lazy.decode(x, y, l_state).copy())
+        got.append(split.step(x, y, p_state, update=False).copy())
+        got_lazy.append(lazy.step(x, y, l_state, update=False).copy())
         if split.update_due:
             split.update()
     np.testing.assert_array_equal(np.array(got), want)
@@ -55,7 +55,7 @@ def test_targets_given_late_within_the_window_learn_as_given_on_time() -> None:
     got = []
     for t, x in enumerate(neural):
         index = late.bins_seen
-        got.append(late.decode(x, None, l_state).copy())
+        got.append(late.step(x, None, l_state, update=False).copy())
         assert late.set_target(index, kinematics[t])
         assert not late.set_target(index, kinematics[t])  # already has one
         if late.update_due:
@@ -68,7 +68,7 @@ def test_targets_given_late_within_the_window_learn_as_given_on_time() -> None:
         np.testing.assert_array_equal(learnt_weights(late)[name], value, err_msg=name)
     assert not late.set_target(late.bins_seen + 3, kinematics[0])  # never decoded
     index = late.bins_seen
-    late.decode(neural[0], None, l_state)
+    late.step(neural[0], None, l_state, update=False)
     assert not late.set_target(index, np.array([np.nan, 0.0]))
     assert late.status.targets_rejected == 1
     with pytest.raises(ValueError, match="expected \\(2,\\)"):

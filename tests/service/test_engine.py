@@ -48,7 +48,7 @@ def test_process_matches_online_decoder_and_feeds_sinks(paths: dict[str, Path]) 
     seen: list[DecodedBin] = []
     engine = Engine(load_decoder(paths["a"]), sinks=[ring.write_bin, seen.append])
     x = bins(40)
-    out = [engine.process(row, None, 10.0 + 0.05 * i) for i, row in enumerate(x)]
+    out = [engine.step(row, None, 10.0 + 0.05 * i) for i, row in enumerate(x)]
     np.testing.assert_array_equal(np.stack([b.values for b in out]), reference(paths["a"], x))
     assert [b.seq for b in out] == list(range(40))
     assert seen == out
@@ -70,11 +70,11 @@ def test_process_matches_online_decoder_and_feeds_sinks(paths: dict[str, Path]) 
 def test_swap_happens_between_bins_with_fresh_state_and_rollback(paths: dict[str, Path]) -> None:
     engine = Engine(load_decoder(paths["a"]))
     x = bins(30)
-    first = [engine.process(row, None, i) for i, row in enumerate(x[:10])]
+    first = [engine.step(row, None, i) for i, row in enumerate(x[:10])]
     new_id = engine.request_swap(paths["b"])
     assert engine.model_id == first[0].model_id  # staged, not applied yet
     assert engine.status()["swaps"]["pending"] is True
-    second = [engine.process(row, None, 10 + i) for i, row in enumerate(x[10:20])]
+    second = [engine.step(row, None, 10 + i) for i, row in enumerate(x[10:20])]
     assert [b.seq for b in second] == list(range(10, 20))
     assert {b.model_id for b in second} == {new_id} != {first[0].model_id}
     # the new model starts from its initial state at the swap
@@ -85,7 +85,7 @@ def test_swap_happens_between_bins_with_fresh_state_and_rollback(paths: dict[str
     assert status["previous_model_id"] == first[0].model_id
     assert status["last_swap"]["result"] == "applied" and status["last_swap"]["at_seq"] == 10
     assert engine.rollback() == first[0].model_id
-    third = [engine.process(row, None, 20 + i) for i, row in enumerate(x[20:])]
+    third = [engine.step(row, None, 20 + i) for i, row in enumerate(x[20:])]
     assert {b.model_id for b in third} == {first[0].model_id}
     np.testing.assert_array_equal(
         np.stack([b.values for b in third]), reference(paths["a"], x[20:])
@@ -113,7 +113,7 @@ def test_fifty_swaps_from_another_thread_keep_sequence_contiguous(
     def loop() -> None:
         i = 0
         while not stop.is_set():
-            processed.append(engine.process(x[i % len(x)], None, float(i)).seq)
+            processed.append(engine.step(x[i % len(x)], None, float(i)).seq)
             i += 1
 
     order = ["b" if k % 2 == 0 else "a" for k in range(50)]
@@ -152,7 +152,7 @@ def test_fifty_swaps_from_another_thread_keep_sequence_contiguous(
             np.stack([b.values for b in decoded[lo:hi]]), reference(paths[name], inputs)
         )
     engine.rollback()
-    engine.process(x[0], None, 0.0)
+    engine.step(x[0], None, 0.0)
     assert engine.model_id == ids[order[-2]] and engine.status()["previous_model_id"] == ids["a"]
 
 
@@ -161,7 +161,7 @@ def test_truncated_checkpoint_is_refused_and_old_model_keeps_decoding(
 ) -> None:
     engine = Engine(load_decoder(paths["a"]))
     x = bins(10)
-    before = engine.process(x[0], None, 0.0)
+    before = engine.step(x[0], None, 0.0)
     broken = tmp_path / "broken.safetensors"
     data = paths["b"].read_bytes()
     broken.write_bytes(data[: len(data) // 2])
@@ -169,7 +169,7 @@ def test_truncated_checkpoint_is_refused_and_old_model_keeps_decoding(
         engine.request_swap(broken)
     with pytest.raises(CheckpointError, match="does not exist"):
         engine.request_swap(tmp_path / "missing.safetensors")
-    after = [engine.process(row, None, 1.0 + i) for i, row in enumerate(x[1:])]
+    after = [engine.step(row, None, 1.0 + i) for i, row in enumerate(x[1:])]
     assert {b.model_id for b in after} == {before.model_id}
     assert [b.seq for b in after] == list(range(1, 10))
     np.testing.assert_array_equal(
@@ -191,7 +191,7 @@ def test_channel_count_and_bin_width_mismatch_are_refused(
     slow = make_checkpoint(tmp_path / "slow.safetensors", 4, dt_s=0.02)
     with pytest.raises(ValueError, match=r"the stream has 50 ms bins but model .* decodes 20 ms"):
         engine.request_swap(slow)
-    assert engine.process(bins(1)[0], None, 0.0).model_id == engine.status()["model_id"]
+    assert engine.step(bins(1)[0], None, 0.0).model_id == engine.status()["model_id"]
     assert engine.status()["previous_model_id"] is None
     # the stream's channel count, not only the model's, is checked at construction
     with pytest.raises(ValueError, match="the stream has 9"):
@@ -210,7 +210,7 @@ def test_model_with_non_finite_output_is_refused(tmp_path: Path, paths: dict[str
     with pytest.raises(ValueError, match="not finite"):
         engine.request_swap(bad)
     assert engine.status()["swaps"]["refused"] == 1
-    assert engine.process(bins(1)[0], None, 0.0).model_id == load_decoder(paths["a"]).model_id
+    assert engine.step(bins(1)[0], None, 0.0).model_id == load_decoder(paths["a"]).model_id
 
 
 def test_adaptation_changes_weights_and_counts(paths: dict[str, Path]) -> None:
@@ -222,7 +222,7 @@ def test_adaptation_changes_weights_and_counts(paths: dict[str, Path]) -> None:
     x = bins(50)
     targets = np.random.default_rng(5).standard_normal((50, 2)).astype(np.float32)
     for i, row in enumerate(x):
-        engine.process(row, targets[i] if i < 40 else None, float(i))
+        engine.step(row, targets[i] if i < 40 else None, float(i))
     adaptation = engine.status()["adaptation"]
     assert adaptation["bins"] == 50 and adaptation["bins_with_target"] == 40
     assert adaptation["updates_applied"] == 10 and adaptation["lr"] == pytest.approx(1e-2)
@@ -230,9 +230,9 @@ def test_adaptation_changes_weights_and_counts(paths: dict[str, Path]) -> None:
     assert not np.array_equal(learner.decoder.w_out, w_out)
     # a frozen engine on the same bins decodes differently once weights moved
     frozen = Engine(load_decoder(paths["a"]))
-    plain = np.stack([frozen.process(row, None, 0.0).values for row in x])
+    plain = np.stack([frozen.step(row, None, 0.0).values for row in x])
     engine2 = Engine(load_decoder(paths["a"]), adapt=True, eprop=config)
-    adapted = np.stack([engine2.process(row, targets[i], 0.0).values for i, row in enumerate(x)])
+    adapted = np.stack([engine2.step(row, targets[i], 0.0).values for i, row in enumerate(x)])
     np.testing.assert_array_equal(adapted[:5], plain[:5])  # first update after bin 5
     assert not np.allclose(adapted[10:], plain[10:])
 
@@ -244,13 +244,13 @@ def test_late_targets_with_deferred_updates_learn_as_on_time(paths: dict[str, Pa
     x = bins(40)
     targets = np.random.default_rng(5).standard_normal((40, 2)).astype(np.float32)
     on_time = Engine(load_decoder(paths["a"]), adapt=True, eprop=config)
-    want = [on_time.process(row, targets[i], float(i)).values for i, row in enumerate(x)]
+    want = [on_time.step(row, targets[i], float(i)).values for i, row in enumerate(x)]
     ring = SharedState.create(2, bins_capacity=8)
     late = Engine(load_decoder(paths["a"]), adapt=True, eprop=config, sinks=[ring.write_bin],
                   defer_updates=True)  # fmt: skip
     got = []
     for i, row in enumerate(x):
-        decoded = late.process(row, None, float(i))
+        decoded = late.step(row, None, float(i))
         got.append(decoded.values)
         assert decoded.target is None and late.awaits_target(decoded.seq)
         assert late.provide_target(decoded.seq, targets[i])
@@ -266,7 +266,7 @@ def test_late_targets_with_deferred_updates_learn_as_on_time(paths: dict[str, Pa
     assert not ring.set_target(0, targets[0])  # no longer held
     ring.close()
     frozen = Engine(load_decoder(paths["a"]), defer_updates=True)
-    assert not frozen.provide_target(frozen.process(x[0], None, 0.0).seq, targets[0])
+    assert not frozen.provide_target(frozen.step(x[0], None, 0.0).seq, targets[0])
     assert not frozen.update_due
 
 
@@ -283,7 +283,7 @@ def test_non_finite_channels_are_replaced_by_the_input_mean_and_all_bad_bins_dro
     repaired = np.delete(x, 4, axis=0)
     repaired[1, [0, 3]] = mean[[0, 3]]
     repaired[2, 3] = mean[3]
-    out = [engine.process(row, None, float(i)) for i, row in enumerate(broken)]
+    out = [engine.step(row, None, float(i)) for i, row in enumerate(broken)]
     assert out[4] is None
     kept = [b for b in out if b is not None]
     assert [b.seq for b in kept] == [0, 1, 2, 3, 4]
@@ -313,7 +313,7 @@ def test_eprop_update_runs_after_the_bin_is_published(
     monkeypatch.setattr(learner, "update", observed_update)
     targets = np.random.default_rng(5).standard_normal((10, 2)).astype(np.float32)
     for i, row in enumerate(bins(10)):
-        engine.process(row, targets[i], float(i))
+        engine.step(row, targets[i], float(i))
     window = [f"bin {i}" for i in range(5)], [f"bin {i}" for i in range(5, 10)]
     assert events == [*window[0], "update", *window[1], "update"]
     assert engine.status()["adaptation"]["updates_applied"] == 2
