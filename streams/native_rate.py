@@ -38,6 +38,7 @@ _PEAK_DELAY_S = 0.0004
 _PEAK_SD_S = 0.00025
 _PEAK_FRACTION = 0.25
 _SUPPORT_S = (-0.0004, 0.0012)  # waveform support around the trough
+_EDGE_MARGIN = 0.01  # spike events keep this fraction of a bin clear of its edges
 
 
 class Broadband(NamedTuple):
@@ -109,8 +110,9 @@ def render_events(
     n_channels = counts.shape[1]
     cell = np.repeat(np.arange(counts.size), counts.reshape(-1))
     end = np.asarray(end_times, dtype=np.float64)[cell // n_channels]
-    # u < 1 - 1e-3 keeps every stamp well clear of the bin's start edge
-    stamps = end - bin_s * rng.uniform(0.0, 1.0 - 1e-3, size=cell.shape[0])
+    # 1% of a bin clear of both edges: a recording's clock-offset correction (tens of µs on
+    # one host) cannot move a spike into the neighbouring bin
+    stamps = end - bin_s * rng.uniform(_EDGE_MARGIN, 1.0 - _EDGE_MARGIN, size=cell.shape[0])
     order = np.argsort(stamps, kind="stable")
     channels = (cell % n_channels).astype(np.int32)
     return channels[order, None], stamps[order]
