@@ -33,7 +33,7 @@ import numpy as np
 
 from bci.training import TrainConfig
 from calibration.evaluate import DECODERS, EvaluationConfig, evaluate_decoders
-from calibration.search import TrialData, local_search, split_params
+from calibration.search import TrialData, default_trial_steps, local_search, split_params
 from calibration.search_rnn import rnn_search
 from streams.session import Session, chronological_split, load_session
 
@@ -46,16 +46,8 @@ def search(session: Session, config: EvaluationConfig, trials: int) -> dict[str,
     """Search each of snn/gru/lstm in ``config.decoders`` with ``trials`` trials; returns
     ``{name: {"trials", "seconds", "best_params", "best_val_r2"}}`` and the config to use."""
     train, val, _ = chronological_split(session, config.fractions)
-    trial_steps = min(config.train.max_steps, 300)
-    data = TrialData(
-        train.neural,
-        train.kinematics,
-        val.neural,
-        val.kinematics,
-        session.bin_s,
-        train=replace(config.train, max_steps=trial_steps),
-        seed=config.seed,
-    )
+    budget = replace(config.train, max_steps=default_trial_steps(config.train.max_steps))
+    data = TrialData.from_split(train, val, budget, seed=config.seed)
     found: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as folder:
         for name in ("snn", "gru", "lstm"):

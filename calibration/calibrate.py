@@ -58,6 +58,7 @@ from calibration.search import (
     SearchSpace,
     TrialData,
     default_study_path,
+    default_trial_steps,
     local_search,
     open_study,
     split_params,
@@ -338,13 +339,10 @@ def _search(
     train_config = options.train_config()
     if not options.trials:
         return None, snn_params, train_config
-    data = TrialData(
-        train.neural,
-        train.kinematics,
-        val.neural,
-        val.kinematics,
-        session.bin_s,
-        train=options.train_config(options.trial_steps or min(options.steps, 300)),
+    data = TrialData.from_split(
+        train,
+        val,
+        options.train_config(options.trial_steps or default_trial_steps(options.steps)),
         snn=neuron,
         seed=options.seed,
     )

@@ -49,10 +49,12 @@ import numpy as np
 
 from bci.rsnn import RSNN, RSNNConfig
 from bci.training import TrainConfig, train_rsnn
+from streams.session import Session
 
 logger = logging.getLogger(__name__)
 
 STUDY_NAME = "bci-calibrate"
+TRIAL_STEPS = 300  # a search trial's default budget at most, BPTT steps
 STUDY_SUFFIX = ".study.sqlite"
 STARTUP_TRIALS = 5
 REDUCTION_FACTOR = 3
@@ -108,6 +110,25 @@ class TrialData:
     train: TrainConfig = field(default_factory=TrainConfig)  # max_steps = per-trial budget
     snn: dict[str, Any] = field(default_factory=dict)  # RSNNConfig fields not searched
     seed: int = 0
+
+    @classmethod
+    def from_split(
+        cls,
+        train: Session,
+        val: Session,
+        train_config: TrainConfig,
+        snn: dict[str, Any] | None = None,
+        seed: int = 0,
+    ) -> TrialData:
+        """The trials' data from a session's training and validation parts."""
+        return cls(train.neural, train.kinematics, val.neural, val.kinematics, train.bin_s,
+                   train=train_config, snn=dict(snn or {}), seed=seed)  # fmt: skip
+
+
+def default_trial_steps(max_steps: int) -> int:
+    """A search trial's default budget, BPTT steps: the final training's, at most
+    :data:`TRIAL_STEPS`."""
+    return min(max_steps, TRIAL_STEPS)
 
 
 @dataclass

@@ -120,9 +120,7 @@ class Engine:
         self.on_swap: Callable[[dict[str, Any]], object] | None = None  # told of each applied
 
     # -- processing thread ---------------------------------------------------------------
-    def step(
-        self, x: np.ndarray, target: np.ndarray | None, timestamp: float
-    ) -> DecodedBin | None:
+    def step(self, x: np.ndarray, target: np.ndarray | None, timestamp: float) -> DecodedBin | None:
         """Decode bin ``x`` (C,) (learning from ``target`` (K,) when adapting) and publish it.
 
         A staged swap or rollback is applied first, so it takes effect between bins. Channels
