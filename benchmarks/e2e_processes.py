@@ -85,7 +85,7 @@ def push(
 ) -> None:
     """Push ``n_bins`` bins of samples on the stamp grid; put ``("pusher", stats)``."""
     _quiet_sigint()
-    common = {"source_id": source_id, "model": "e2e_latency benchmark"}
+    common = {"source_id": source_id, "component": "e2e_latency benchmark"}
     neural = open_outlet(name, NEURAL_TYPE, [f"ch{c}" for c in range(N_IN)], "counts",
                          float(stream.sample_rate), **common)  # fmt: skip
     common["source_id"] = f"{source_id}-kinematics"
