@@ -52,7 +52,16 @@ from typing import Any
 
 import httpx
 import numpy as np
-from e2e_processes import N_IN, N_OUT, SPIKE_RATE_HZ, Input, push, relay
+from e2e_processes import (
+    N_IN,
+    N_OUT,
+    SPIKE_RATE_HZ,
+    Input,
+    load_dashboards,
+    push,
+    read_output,
+    relay,
+)
 
 from streams.lsl_config import quiet_liblsl
 from streams.lsl_outlet import KINEMATICS_SUFFIX
@@ -223,10 +232,10 @@ def run_case(
         children.append(child)
 
     def measure(base: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
-        spawn(read, f"{output}{KINEMATICS_SUFFIX}", reader_ready, stop)
+        spawn(read_output, f"{output}{KINEMATICS_SUFFIX}", reader_ready, stop)
         _wait_ready(reader_ready, 45.0, results, "reader", got)
         if dashboards and base is not None:
-            spawn(dashboards, base, dashboards, dash_ready, stop)
+            spawn(load_dashboards, base, dashboards, dash_ready, stop)
             _wait_ready(dash_ready, 30.0, results, "dashboards", got)
         wait_target_s = 5.0 if adapt else 0.0
         spawn(push, neural, source_id, stream, n_total, wait_target_s, 7, started, stop)

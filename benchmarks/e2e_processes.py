@@ -26,6 +26,7 @@ from streams.lsl_outlet import (
     open_outlet,
     wait_for_consumers,
 )
+from streams.schedule import PushSchedule
 
 N_IN, N_OUT = 96, 2
 SPIKE_RATE_HZ = 30.0  # Poisson rate per channel; counts per bin = SPIKE_RATE_HZ / R
@@ -132,18 +133,14 @@ def _push_on_schedule(
     bin_s = per_bin / rate
     clock = pylsl.local_clock
     t0 = math.ceil((clock() + 0.05) / bin_s) * bin_s  # bin ends on whole multiples of bin_s
-    stamps = t0 + np.arange(1, n_samples + 1) / rate
+    schedule = PushSchedule(t0 + 1.0 / rate, rate, n_samples)  # the first bin ends at t0 + bin
+    stamps = schedule.stamps(np.arange(n_samples))
     spin = min(SPIN_S, 0.25 / rate)
     lag = np.empty(n_samples, dtype=np.float64)
     for k in range(n_samples):
-        if stop.is_set():
+        if not schedule.wait_for(k, stop, spin):
             return stamps[:k], lag[:k]
         due = stamps[k]
-        ahead = due - clock() - spin
-        if ahead > 0:
-            time.sleep(ahead)
-        while clock() < due:
-            pass
         lag[k] = clock() - due
         if (k + 1) % per_bin == 0:
             target.push_sample(velocity[k // per_bin], due)
@@ -193,7 +190,7 @@ def relay(
 # --- reader process ------------------------------------------------------------------------
 
 
-def read(output: str, ready: Any, stop: Any, results: Any) -> None:
+def read_output(output: str, ready: Any, stop: Any, results: Any) -> None:
     """Pull ``output`` until ``stop``; put ``("reader", (stamps, received))`` (local clock, s)."""
     _quiet_sigint()
     inlet = _open_inlet(output, "reader", results)
@@ -285,7 +282,7 @@ def _count_error(stats: dict[str, Any], path: str, error: Exception) -> None:
     stats["errors"][f"{path} {kind}"] += 1
 
 
-def dashboards(base: str, n: int, ready: Any, stop: Any, results: Any) -> None:
+def load_dashboards(base: str, n: int, ready: Any, stop: Any, results: Any) -> None:
     """Run ``n`` dashboard clients (two threads each); put ``("dashboards", totals)``."""
     _quiet_sigint()
     stats = [

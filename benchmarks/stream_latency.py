@@ -36,6 +36,7 @@ import pylsl
 from streams.lsl_config import quiet_liblsl
 from streams.lsl_inlet import LslInlet
 from streams.lsl_outlet import open_outlet, wait_for_consumers
+from streams.schedule import PushSchedule
 
 _CTX = multiprocessing.get_context("spawn")
 CHANNELS = (96, 384)
@@ -75,19 +76,19 @@ def _produce(
         return
     time.sleep(0.2)  # let the inlet settle before the clock starts
     clock = pylsl.local_clock
-    t0 = clock()
+    schedule = PushSchedule(clock(), rate, n_samples)
     k = 0
     max_lag = 0.0
     while k < n_samples and not stop.is_set():
         now = clock()
-        due = min(n_samples, int((now - t0) * rate) + 1, k + _MAX_PUSH)
+        due = min(schedule.due(now), k + _MAX_PUSH)
         if due > k:
             n = due - k
             chunk = block[:n]
             chunk[:, 0] = np.arange(k, due, dtype=np.float32)
             chunk[:, 1] = 0.0
             chunk[-1, 1] = 1.0
-            lag = now - (t0 + (due - 1) / rate)  # how late the newest sample is pushed
+            lag = now - float(schedule.stamps(due - 1))  # how late the newest sample is pushed
             max_lag = max(max_lag, lag)
             outlet.push_chunk(chunk, clock())  # the last sample is stamped at the push
             k = due
@@ -95,9 +96,7 @@ def _produce(
             stats[1] = max_lag
             stats[3] = lag
             continue
-        wait = t0 + k / rate - clock()
-        if wait > 0:
-            time.sleep(min(wait, 0.01))
+        schedule.wait_for(k, stop)
     stats[2] = 1.0
     stop.wait(30.0)  # keep the outlet open until the consumer has everything
 

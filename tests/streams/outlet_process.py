@@ -304,6 +304,7 @@ def _push_loop(
     import pylsl  # imported in the child only
 
     from streams.lsl_outlet import wait_for_consumers
+    from streams.schedule import PushSchedule
 
     fmt = pylsl.cf_float32 if spec.channel_format == "float32" else pylsl.cf_double64
     info = pylsl.StreamInfo(spec.name, spec.type, spec.n_channels, spec.rate, fmt, spec.source_id)
@@ -319,17 +320,14 @@ def _push_loop(
     backwards_at = np.sort(np.asarray(spec.backwards_at, dtype=np.int64))
     pauses = sorted(set(spec.pause_at))
     bad_channel = spec.n_channels - 1
-    t0 = pylsl.local_clock()
+    schedule = PushSchedule(pylsl.local_clock(), spec.rate, total)
     k = 0  # next sample index
     while not stop.is_set():
         if total is not None and k >= total:
             finished.set()
             stop.wait(0.05)
             continue
-        due = int((pylsl.local_clock() - t0) * spec.rate) + 1
-        if total is not None:
-            due = min(due, total)
-        n = min(due - k, spec.chunk_max)
+        n = min(schedule.due(pylsl.local_clock()) - k, spec.chunk_max)
         if pauses and k == pauses[0]:  # stall here, then catch up
             pauses.pop(0)
             stop.wait(spec.pause_s)
@@ -344,7 +342,7 @@ def _push_loop(
         chunk[np.isin(index, nan_at), bad_channel] = spec.bad_value
         chunk[np.isin(index, inf_at), bad_channel] = np.inf
         steps = np.searchsorted(backwards_at, index, side="right") * spec.backwards_step_s
-        stamps = t0 + index / spec.rate - steps
+        stamps = schedule.stamps(index) - steps
         repeats = np.isin(index, repeat_at)
         if repeats.any():  # push those samples twice: same values, same timestamp
             order = np.repeat(np.arange(n), 1 + repeats)
