@@ -67,8 +67,10 @@ def test_events_are_published_and_recorded_by_labrecorder(tmp_path: Path) -> Non
             players.append(_player(name))
             players[-1].start()
             assert wait_for(lambda: daemon.state == "decoding", 60.0), daemon.state_message
-            published = daemon.events.published
             time.sleep(1.0)  # LabRecorder pulls the last events in its own time
+            # read after the state change's own event ("stream_restored"), which the
+            # daemon publishes just after the state turns "decoding"
+            published = daemon.events.published
             recording_open = False
             labrecorder.stop()  # LabRecorderCLI writes its footers and exits
             api.close()
