@@ -3,14 +3,15 @@
 Every variant is the baseline recipe (the defaults before these options existed: homogeneous
 time constants, no input augmentation, windows of 100 bins with 20 of burn-in, rate_reg 1)
 with one idea added; then, if two or more ideas raised the mean test R² on more than one
-recording while keeping activation sparsity >= 0.9, their combination. Each run trains the
+recording while keeping activation sparsity >= 0.9, their combination (``combined``); a
+variant written ``a+b`` is ideas a and b together. Each run trains the
 default-size SNN through :func:`calibration.evaluate.evaluate_decoders` (chronological
 70/10/20 split, test R² as in ``benchmarks/accuracy.py``), once per seed.
 
 Usage::
 
     python benchmarks/recipe_ablation.py --session A.npz B.npz ... [--seeds N]
-        [--variants baseline,hetero_tau,...] [--json OUT]
+        [--variants baseline,hetero_tau,input_noise+long_window,...] [--json OUT]
 
 The table gives, per recording and variant, test R² (mean ± sd over seeds), its change
 against the baseline, activation sparsity (the fraction of hidden neuron-bins without a
@@ -140,14 +141,14 @@ def main() -> None:
         help="comma-separated subset of baseline,"
         + ",".join([*IDEAS, COMBINED])
         + f" (baseline always runs; {COMBINED}: the ideas that raised R² on more than one "
-        "recording, when two or more did)",
+        "recording, when two or more did; a+b: ideas a and b together)",
     )
     parser.add_argument("--steps", type=int, default=TrainConfig().max_steps, help="max BPTT steps")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--json", help="write results to this JSON file (after every run)")
     args = parser.parse_args()
     variants = [v for v in args.variants.split(",") if v != "baseline"]
-    unknown = sorted(set(variants) - {*IDEAS, COMBINED})
+    unknown = sorted({i for v in variants if v != COMBINED for i in v.split("+")} - set(IDEAS))
     if unknown or args.seeds < 1:
         parser.error(f"unknown variant(s) {unknown} or --seeds < 1")
     torch.set_num_threads(args.threads)
@@ -168,11 +169,12 @@ def main() -> None:
             write_json(args.json, {"benchmark": "recipe_ablation", "results": results})
 
     record("baseline", [])
-    for idea in (v for v in variants if v != COMBINED):
-        record(idea, [idea])
+    for variant in (v for v in variants if v != COMBINED):
+        record(variant, variant.split("+"))
     if COMBINED in variants:
         combined = [i for i in IDEAS if i in variants and len(helped(results, i)) > 1]
         if len(combined) > 1:
+            print(f"{COMBINED}: {'+'.join(combined)}", flush=True)
             record(COMBINED, combined)
         else:
             print(f"{COMBINED}: skipped, fewer than two ideas raised R² on more than one recording")
