@@ -92,12 +92,12 @@ def test_history_and_callback_records(trained) -> None:
 
 
 def test_first_step_loss_is_the_documented_loss(data) -> None:
-    """Recompute step 1's loss from the docstring with the same random windows:
-    mean (out~ - y~)^2 after burn-in + rate_reg mean_j (r_j - r*)^2 + l2 |W|^2, where
+    """Recompute step 1's loss from the docstring with the same random windows and input
+    noise: mean (out~ - y~)^2 after burn-in + rate_reg mean_j (r_j - r*)^2 + l2 |W|^2, where
     W_rec is the masked matrix the network uses (its diagonal is no parameter)."""
     config = TrainConfig(
         window=40, burn_in=10, batch_size=4, max_steps=1, eval_every=1, rate_reg=2.0,
-        l2=0.01, target_rate_hz=3.0, seed=5,
+        l2=0.01, target_rate_hz=3.0, input_noise=0.5, seed=5,
     )  # fmt: skip
     model = _fresh_model()
     reference = copy.deepcopy(model)
@@ -108,7 +108,13 @@ def test_first_step_loss_is_the_documented_loss(data) -> None:
     starts = np.random.default_rng(5).integers(0, 3000 - 40 + 1, size=4)
     index = starts[None, :] + np.arange(40)[:, None]  # (W, B)
     with torch.no_grad():
-        trace = reference.run(torch.from_numpy(neural[index]))
+        noisy = augment_window(
+            torch.from_numpy(neural[index]),
+            reference.input_scale,
+            config,
+            torch.Generator().manual_seed(5),
+        )
+        trace = reference.run(noisy)
     out = ((trace.outputs - reference.output_mean) / reference.output_scale).numpy()
     target = (kinematics[index] - reference.output_mean.numpy()) / reference.output_scale.numpy()
     mse = np.mean((out[10:] - target[10:]) ** 2)
