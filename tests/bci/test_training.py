@@ -300,12 +300,13 @@ def _windows(n_bins: int = 50, batch: int = 200, n_in: int = 40) -> torch.Tensor
 
 def test_augmentation_off_returns_the_windows_untouched() -> None:
     x = _windows()
-    assert augment_window(x, torch.ones(x.shape[-1]), TrainConfig(), torch.Generator()) is x
+    off = TrainConfig(input_noise=0.0, channel_dropout=0.0)
+    assert augment_window(x, torch.ones(x.shape[-1]), off, torch.Generator()) is x
 
 
 def test_channel_dropout_silences_whole_channels_at_the_stated_rate() -> None:
     x = _windows()
-    config = TrainConfig(channel_dropout=0.25)
+    config = TrainConfig(input_noise=0.0, channel_dropout=0.25)
     out = augment_window(x, torch.ones(x.shape[-1]), config, torch.Generator().manual_seed(1))
     silent = (out == 0).all(dim=0)  # (B, C): silent for the whole window
     assert torch.equal(out == 0, silent.expand_as(out))  # a channel is silent in all bins or none
