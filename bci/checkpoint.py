@@ -308,7 +308,7 @@ def _neuron_summary(model: RSNN) -> dict[str, Any]:
             "n_alif": config.n_alif,
             "tau_mem_s": stats(model.tau_mem_s),
             "threshold": stats(model.threshold),
-            "tau_adapt_s": float(config.tau_adapt_s),
+            "tau_adapt_s": stats(-config.dt_s / torch.log(model.rho.double())),
             "beta_adapt": float(config.beta_adapt),
             "tau_out_s": float(config.tau_out_s),
             "kappa": float(config.kappa),

@@ -22,7 +22,12 @@ THRESHOLD_MIN = 1e-2
 
 @dataclass(frozen=True)
 class RSNNConfig:
-    """Architecture and neuron constants of the decoder (times in seconds)."""
+    """Architecture and neuron constants of the decoder (times in seconds).
+
+    ``tau_spread`` (dimensionless, >= 1): each neuron's initial ``tau_mem`` and ``tau_adapt``
+    are drawn log-uniformly from ``[tau / tau_spread, tau * tau_spread]`` around the
+    configured value (1: every neuron starts at the configured value).
+    """
 
     n_in: int
     n_hidden: int = 256
@@ -31,6 +36,7 @@ class RSNNConfig:
     dt_s: float = 0.05
     tau_mem_s: float = 0.1
     tau_adapt_s: float = 0.5
+    tau_spread: float = 1.0
     beta_adapt: float = 1.0
     tau_out_s: float = 0.1
     threshold: float = 1.0
@@ -51,6 +57,8 @@ class RSNNConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be positive and finite; got {value}")
+        if not self.tau_spread >= 1.0:  # also rejects NaN
+            raise ValueError(f"tau_spread must be 1 or more; got {self.tau_spread}")
         if self.reset not in RESET_MODES:
             raise ValueError(
                 f"unknown reset mode {self.reset!r}; valid modes: {', '.join(RESET_MODES)}"

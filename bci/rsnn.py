@@ -9,7 +9,9 @@ Per bin ``t`` (``dt`` = bin width, seconds)::
     out[t] = (y[t] + b_out) * s + m                         kinematics in their own units
 
 The first ``n_hidden - n_alif`` hidden neurons are LIF (``beta = 0``), the rest ALIF.
-Membrane time constants and thresholds are learnable per neuron, kept positive by a softplus.
+Membrane time constants and thresholds are learnable per neuron, kept positive by a softplus;
+``RSNNConfig.tau_spread`` spreads the initial membrane and adaptation time constants around
+the configured ones (the adaptation decay ``rho`` stays fixed).
 The module holds weights only; the caller owns the :class:`RSNNState`. The online face over the
 same weights is :class:`bci.online.OnlineRSNN`. :class:`RSNNConfig` and the softplus bounds
 live in the torch-free :mod:`bci.config` and are re-exported here.
@@ -64,8 +66,14 @@ class RSNN(nn.Module):
         )
         self.w_out = nn.Parameter(normal(k, h, scale=1.0 / math.sqrt(h)))
         self.b_out = nn.Parameter(torch.zeros(k))
+
+        def spread(tau_s: float) -> Tensor:
+            """``h`` time constants log-uniform in ``[tau_s / spread, tau_s * spread]`` (s)."""
+            exponent = 2.0 * torch.rand(h, generator=gen, dtype=torch.float64) - 1.0
+            return tau_s * config.tau_spread**exponent
+
         self.raw_tau_mem = nn.Parameter(
-            positive_inverse(torch.full((h,), config.tau_mem_s), TAU_MIN_S),
+            positive_inverse(spread(config.tau_mem_s), TAU_MIN_S),
             requires_grad=config.learn_tau,
         )
         self.raw_threshold = nn.Parameter(
@@ -75,7 +83,8 @@ class RSNN(nn.Module):
         beta = torch.zeros(h)
         beta[h - config.n_alif :] = config.beta_adapt
         self.register_buffer("beta", beta)
-        self.register_buffer("rho", torch.full((h,), math.exp(-config.dt_s / config.tau_adapt_s)))
+        rho = torch.exp(-config.dt_s / spread(config.tau_adapt_s))
+        self.register_buffer("rho", rho.to(torch.get_default_dtype()))
         self.register_buffer("input_mean", torch.zeros(c))
         self.register_buffer("input_scale", torch.ones(c))
         self.register_buffer("output_mean", torch.zeros(k))

@@ -122,6 +122,42 @@ def test_initial_per_neuron_constants_follow_config() -> None:
     torch.testing.assert_close(model.threshold, torch.full((5,), 0.8), rtol=1e-6, atol=0)
 
 
+def _initial_taus(model: RSNN, dt_s: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-neuron tau_mem and tau_adapt (s) of a fresh model, in float64."""
+    tau_mem = model.tau_mem_s.detach().double()
+    return tau_mem, -dt_s / torch.log(model.rho.double())
+
+
+def test_tau_spread_draws_log_uniform_time_constants_within_bounds() -> None:
+    cfg = RSNNConfig(n_in=3, n_hidden=2000, dt_s=0.05, tau_mem_s=0.1, tau_adapt_s=0.5,
+                     tau_spread=3.0)  # fmt: skip
+    for tau, configured in zip(_initial_taus(RSNN(cfg), 0.05), (0.1, 0.5), strict=True):
+        assert configured / 3.0 * (1 - 1e-5) <= tau.min() < configured / 3.0 * 1.05
+        assert configured * 3.0 * 0.95 < tau.max() <= configured * 3.0 * (1 + 1e-5)
+        # log-uniform: log(tau / configured) is uniform on [-log 3, log 3], mean 0, sd log3/sqrt3
+        logs = torch.log(tau / configured)
+        assert abs(float(logs.mean())) < 0.05
+        assert float(logs.std()) == pytest.approx(math.log(3.0) / math.sqrt(3.0), rel=0.05)
+
+
+def test_tau_spread_is_seeded_and_leaves_the_weights_alone() -> None:
+    cfg = RSNNConfig(n_in=3, n_hidden=50, tau_spread=2.0)
+    a, b, c = RSNN(cfg, seed=4), RSNN(cfg, seed=4), RSNN(cfg, seed=5)
+    for ta, tb, tc in zip(_initial_taus(a, cfg.dt_s), _initial_taus(b, cfg.dt_s),
+                          _initial_taus(c, cfg.dt_s), strict=True):  # fmt: skip
+        assert torch.equal(ta, tb)
+        assert not torch.equal(ta, tc)
+    homogeneous = RSNN(RSNNConfig(n_in=3, n_hidden=50), seed=4)
+    for name in ("w_in", "w_rec", "w_out"):
+        assert torch.equal(getattr(a, name), getattr(homogeneous, name))
+
+
+@pytest.mark.parametrize("value", [0.5, 0.0, math.nan])
+def test_config_rejects_tau_spread_below_one(value: float) -> None:
+    with pytest.raises(ValueError, match=rf"tau_spread must be 1 or more; got {value}"):
+        RSNNConfig(n_in=3, tau_spread=value)
+
+
 def test_recurrent_diagonal_is_zero_and_stays_zero_after_an_optimiser_step() -> None:
     model = _model()
     h = model.config.n_hidden

@@ -15,7 +15,7 @@ from factories import cosine_tuned_counts
 
 from bci.metrics import r2_score
 from bci.rsnn import RSNN, RSNNConfig
-from bci.training import TrainConfig, TrainResult, train_rsnn
+from bci.training import TrainConfig, TrainResult, augment_window, train_rsnn
 
 N_IN, N_HIDDEN, DT = 20, 32, 0.05
 BASE = TrainConfig(
@@ -92,12 +92,12 @@ def test_history_and_callback_records(trained) -> None:
 
 
 def test_first_step_loss_is_the_documented_loss(data) -> None:
-    """Recompute step 1's loss from the docstring with the same random windows:
-    mean (out~ - y~)^2 after burn-in + rate_reg mean_j (r_j - r*)^2 + l2 |W|^2, where
+    """Recompute step 1's loss from the docstring with the same random windows and input
+    noise: mean (out~ - y~)^2 after burn-in + rate_reg mean_j (r_j - r*)^2 + l2 |W|^2, where
     W_rec is the masked matrix the network uses (its diagonal is no parameter)."""
     config = TrainConfig(
         window=40, burn_in=10, batch_size=4, max_steps=1, eval_every=1, rate_reg=2.0,
-        l2=0.01, target_rate_hz=3.0, seed=5,
+        l2=0.01, target_rate_hz=3.0, input_noise=0.5, seed=5,
     )  # fmt: skip
     model = _fresh_model()
     reference = copy.deepcopy(model)
@@ -108,7 +108,13 @@ def test_first_step_loss_is_the_documented_loss(data) -> None:
     starts = np.random.default_rng(5).integers(0, 3000 - 40 + 1, size=4)
     index = starts[None, :] + np.arange(40)[:, None]  # (W, B)
     with torch.no_grad():
-        trace = reference.run(torch.from_numpy(neural[index]))
+        noisy = augment_window(
+            torch.from_numpy(neural[index]),
+            reference.input_scale,
+            config,
+            torch.Generator().manual_seed(5),
+        )
+        trace = reference.run(noisy)
     out = ((trace.outputs - reference.output_mean) / reference.output_scale).numpy()
     target = (kinematics[index] - reference.output_mean.numpy()) / reference.output_scale.numpy()
     mse = np.mean((out[10:] - target[10:]) ** 2)
@@ -263,6 +269,9 @@ def test_data_shorter_than_one_window_gives_advice(data) -> None:
         ({"lr": 0.0}, "lr must be positive; got 0.0"),
         ({"lr": -1e-3}, "lr must be positive; got -0.001"),
         ({"grad_clip": 0.0}, "grad_clip must be positive; got 0.0"),
+        ({"input_noise": -0.1}, "input_noise must be zero or more; got -0.1"),
+        ({"channel_dropout": 1.0}, "channel_dropout must lie in [0, 1); got 1.0"),
+        ({"channel_dropout": -0.1}, "channel_dropout must lie in [0, 1); got -0.1"),
     ],
 )
 def test_train_config_validation(kwargs: dict, message: str) -> None:
@@ -282,3 +291,36 @@ def test_read_only_training_arrays_are_accepted(data) -> None:
     config = TrainConfig(window=40, burn_in=10, batch_size=4, max_steps=2, eval_every=1)
     result = train_rsnn(_fresh_model(), (neural, kinematics), data["val"], config)
     assert result.steps == 2
+
+
+def _windows(n_bins: int = 50, batch: int = 200, n_in: int = 40) -> torch.Tensor:
+    """Positive counts (T, B, C), so that a silenced channel is the only source of zeros."""
+    return torch.rand(n_bins, batch, n_in, generator=torch.Generator().manual_seed(0)) + 1.0
+
+
+def test_augmentation_off_returns_the_windows_untouched() -> None:
+    x = _windows()
+    off = TrainConfig(input_noise=0.0, channel_dropout=0.0)
+    assert augment_window(x, torch.ones(x.shape[-1]), off, torch.Generator()) is x
+
+
+def test_channel_dropout_silences_whole_channels_at_the_stated_rate() -> None:
+    x = _windows()
+    config = TrainConfig(input_noise=0.0, channel_dropout=0.25)
+    out = augment_window(x, torch.ones(x.shape[-1]), config, torch.Generator().manual_seed(1))
+    silent = (out == 0).all(dim=0)  # (B, C): silent for the whole window
+    assert torch.equal(out == 0, silent.expand_as(out))  # a channel is silent in all bins or none
+    assert torch.equal(out[:, ~silent], x[:, ~silent])  # the others are untouched
+    assert float(silent.float().mean()) == pytest.approx(0.25, abs=0.02)  # 8000 (B, C) pairs
+    assert not torch.equal(silent[0], silent[1])  # drawn per window, not once per channel
+
+
+def test_input_noise_has_the_stated_sd_per_channel_and_is_seeded() -> None:
+    x = _windows()
+    channel_sd = torch.linspace(0.5, 4.0, x.shape[-1])
+    config = TrainConfig(input_noise=0.3)
+    out = augment_window(x, channel_sd, config, torch.Generator().manual_seed(2))
+    noise_sd = (out - x).std(dim=(0, 1))
+    torch.testing.assert_close(noise_sd, 0.3 * channel_sd, rtol=0.02, atol=0)
+    again = augment_window(x, channel_sd, config, torch.Generator().manual_seed(2))
+    assert torch.equal(out, again)
