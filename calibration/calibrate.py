@@ -40,7 +40,6 @@ from typing import Any
 import numpy as np
 
 from bci.checkpoint import load_checkpoint, save_checkpoint
-from bci.compatibility import check_fits
 from bci.metrics import (
     activation_sparsity,
     footprint_bytes,
@@ -237,15 +236,13 @@ def _load_init(path: Path, session: Session, where: str) -> tuple[RSNN, Session]
     check) with its channels in the checkpoint's order."""
     checkpoint = load_checkpoint(path)  # CheckpointError names the file and the problem
     manifest = checkpoint.manifest
-    match = check_fits(
-        manifest, f"checkpoint {path}", where,
-        bin_s=session.bin_s, n_channels=session.n_channels,
-        channel_labels=session.channel_labels, n_kinematics=session.kinematics.shape[1],
+    session = in_model_order(
+        session, manifest, f"checkpoint {path}", where,
         bin_fix=f"rebin the recording (--bin-ms {manifest.bin_s * 1e3:g} for XDF) or calibrate "
         "without --init",
         kinematics_fix="calibrate without --init",
     )  # fmt: skip
-    return checkpoint.model, in_model_order(session, match, manifest.channel_labels)
+    return checkpoint.model, session
 
 
 def score_snn(

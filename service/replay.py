@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 
 from bci.checkpoint import DecoderFile, load_decoder
-from bci.compatibility import check_fits
 from bci.eprop import EpropConfig, EpropStatus
 from bci.metrics import r2_score, windowed_r2
 from service.daemon import Daemon
@@ -182,12 +181,7 @@ def _load(
             "kinematics; replay a session recorded with a kinematics stream"
         )
     manifest = checkpoint.manifest
-    match = check_fits(
-        manifest, f"model {model_path}", f"session {session_path}",
-        bin_s=session.bin_s, n_channels=session.n_channels,
-        channel_labels=session.channel_labels, n_kinematics=session.kinematics.shape[1],
-    )  # fmt: skip
-    session = in_model_order(session, match, manifest.channel_labels)
+    session = in_model_order(session, manifest, f"model {model_path}", f"session {session_path}")
     truth = np.asarray(session.kinematics, dtype=np.float32)
     return session, checkpoint, truth
 

@@ -2,8 +2,8 @@
 
 :func:`labels_of` reads a live stream's labels from its ``desc/channels/channel/label`` (the LSL
 meta-data convention); :func:`read_channel_map` reads a ``--channel-map`` file;
-:func:`in_model_order` puts a session's channels in a model's order. The matching rule itself
-is :func:`bci.compatibility.match_channels`, part of the one compatibility check.
+:func:`in_model_order` checks a session against a model (the one compatibility check,
+:func:`bci.compatibility.check_fits`) and puts its channels in the model's order.
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 
 import pylsl
 
-from bci.compatibility import ChannelMatch
+from bci.compatibility import check_fits
+from bci.manifest import Manifest
 from streams.session import Session
 
 __all__ = ["in_model_order", "labels_of", "read_channel_map"]
@@ -54,15 +54,24 @@ def read_channel_map(path: str | Path) -> dict[str, str]:
 
 
 def in_model_order(
-    session: Session, match: ChannelMatch, model_labels: Sequence[str] | None
+    session: Session, manifest: Manifest, model: str, where: str, **fixes: str
 ) -> Session:
-    """``session`` with its channels put in a model's order by ``match`` (from
-    :func:`bci.compatibility.check_fits`): the same session when they agree, its columns
-    reordered when the labels come in another order (the match's note is logged)."""
+    """``session`` (named ``where`` in messages) checked against the model of ``manifest``
+    (named ``model``) by :func:`bci.compatibility.check_fits` (``fixes``: its ``bin_fix`` and
+    ``kinematics_fix``), with its channels in the model's order: the same session when they
+    agree, its columns reordered when the labels come in another order (logged)."""
+    match = check_fits(
+        manifest, model, where, bin_s=session.bin_s, n_channels=session.n_channels,
+        channel_labels=session.channel_labels,
+        n_kinematics=None if session.kinematics is None else session.kinematics.shape[1],
+        **fixes,
+    )  # fmt: skip
     if match.note:
         logger.log(logging.INFO if match.index is not None else logging.WARNING, "%s", match.note)
     if match.index is None:
         return session
     return dataclasses.replace(
-        session, neural=match.select(session.neural), channel_labels=tuple(model_labels or ())
+        session,
+        neural=match.select(session.neural),
+        channel_labels=tuple(manifest.channel_labels or ()),
     )

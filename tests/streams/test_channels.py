@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pylsl
 import pytest
+from factories import tiny_checkpoint
 
-from bci.compatibility import match_channels
+from bci.checkpoint import load_checkpoint
 from streams.channels import in_model_order, labels_of, read_channel_map
 from streams.lsl_outlet import stream_info
 from streams.session import Session
@@ -35,13 +36,19 @@ def test_labels_of_reads_the_lsl_channel_description() -> None:
     assert labels_of(pylsl.StreamInfo("bare", "Neural", 2, 10.0, "float32", "b-1")) is None
 
 
-def test_a_session_is_put_in_the_model_order() -> None:
+def test_a_session_is_checked_and_put_in_the_model_order(tmp_path: Path) -> None:
+    manifest = load_checkpoint(tiny_checkpoint(tmp_path / "m.safetensors",
+                                               channel_labels=MODEL)).manifest  # fmt: skip
     neural = np.arange(8, dtype=np.float32).reshape(2, 4)
     session = Session(neural=neural, timestamps=np.array([0.05, 0.1]), bin_s=0.05,
                       channel_labels=("d", "c", "b", "a"))  # fmt: skip
-    match = match_channels(MODEL, 4, session.channel_labels, 4, where="session s.npz")
-    ordered = in_model_order(session, match, MODEL)
+    ordered = in_model_order(session, manifest, "model m", "session s.npz")
     np.testing.assert_array_equal(ordered.neural, neural[:, ::-1])
     assert ordered.channel_labels == tuple(MODEL)
-    same = match_channels(MODEL, 4, ordered.channel_labels, 4, where="session s.npz")
-    assert in_model_order(ordered, same, MODEL) is ordered
+    assert in_model_order(ordered, manifest, "model m", "session s.npz") is ordered
+    slow = Session(neural=neural, timestamps=np.array([0.1, 0.2]), bin_s=0.1,
+                   channel_labels=tuple(MODEL))  # fmt: skip
+    with pytest.raises(ValueError) as error:
+        in_model_order(slow, manifest, "model m", "session s.npz", bin_fix="rebin it")
+    expected = "session s.npz has 100 ms bins but model m decodes 50 ms bins; rebin it"
+    assert str(error.value) == expected
