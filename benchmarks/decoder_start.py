@@ -63,7 +63,7 @@ def _run(path: Path, with_torch: bool) -> dict:
 
 
 def main() -> None:
-    from _common import print_table, write_json
+    from _common import print_table, verdict, write_json
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="interpreters per case (5)")
@@ -84,10 +84,14 @@ def main() -> None:
         [[r["case"], r["import_s"], r["load_s"], r["first_bin_s"], r["rss_mib"],
           r["torch_imported"]] for r in rows],
     )  # fmt: skip
-    met = not rows[0]["torch_imported"]
-    print(f"target: the decoder process imports no torch: {'met' if met else 'MISSED'}")
-    write_json(args.json, {"benchmark": "decoder_start", "runs": args.runs, "cases": rows,
-                           "target_met": met})  # fmt: skip
+    torch_imported = rows[0]["torch_imported"]
+    result = verdict(
+        "the decoder process imports no torch",
+        not torch_imported,
+        f"{rows[0]['case']}: torch {'imported' if torch_imported else 'not imported'}",
+    )
+    write_json(args.json, {"benchmark": "decoder_start", **result, "target_met": result["met"],
+                           "runs": args.runs, "cases": rows})  # fmt: skip
 
 
 if __name__ == "__main__":
