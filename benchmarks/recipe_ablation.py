@@ -32,7 +32,7 @@ import torch
 
 from bci.training import TrainConfig
 from calibration.evaluate import EvaluationConfig, evaluate_decoders
-from streams.session import load_session
+from streams.session import Session, load_session
 
 from _common import print_table, write_json
 
@@ -67,10 +67,9 @@ def variant_config(ideas: list[str], seed: int, max_steps: int) -> EvaluationCon
 
 
 def run_variant(
-    session_path: str, ideas: list[str], seeds: int, first_seed: int, max_steps: int
+    session: Session, ideas: list[str], seeds: int, first_seed: int, max_steps: int
 ) -> dict:
     """Train and score the SNN with ``ideas`` once per seed; R² per seed and means."""
-    session = load_session(session_path)
     r2s, sparsity, seconds, steps = [], [], [], []
     for seed in range(first_seed, first_seed + seeds):
         evaluation = evaluate_decoders(session, variant_config(ideas, seed, max_steps))
@@ -155,11 +154,12 @@ def main() -> None:
 
     start = time.perf_counter()
     names = {path: Path(path).stem for path in args.session}
+    sessions = {path: load_session(path) for path in args.session}
     results: dict[str, dict[str, dict]] = {names[p]: {} for p in args.session}
 
     def record(variant: str, ideas: list[str]) -> None:
-        for path in args.session:
-            run = run_variant(path, ideas, args.seeds, args.seed, args.steps)
+        for path, session in sessions.items():
+            run = run_variant(session, ideas, args.seeds, args.seed, args.steps)
             results[names[path]][variant] = run
             print(
                 f"{names[path]} {variant}: R² {run['r2']:.3f} "
