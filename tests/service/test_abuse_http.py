@@ -249,7 +249,11 @@ def test_http_abuse_never_touches_the_decoded_stream(rig: Rig) -> None:
     got, sent = np.load(rig.records["output"]), np.load(rig.records["input"])
     stamps = got["stamps"]
     assert len(stamps) >= 100
-    np.testing.assert_allclose(np.diff(stamps), BIN_S, atol=1e-4)  # one per bin, none spurious
+    # One sample per bin, none spurious or missing: a missing or extra sample moves a step by a
+    # whole bin (50 ms). The stamps are mapped to the local clock through the decoder's clock
+    # offset estimate, which liblsl refreshes every few seconds: a refresh moves a step by up to
+    # a few hundred µs, hence 1 ms.
+    np.testing.assert_allclose(np.diff(stamps), BIN_S, atol=1e-3)
     assert np.isfinite(got["values"]).all()
     # the decoder's part: from the input sample's arrival to its decoded bin's arrival
     # (the decoded stamp is the input's mapped to the local clock: tens of µs apart here)
