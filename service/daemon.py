@@ -196,6 +196,7 @@ class Daemon:
         self.engine = Engine(
             checkpoint,
             adapt=settings.adapt,
+            track_inputs_s=settings.track_inputs,
             sinks=[self._push, self._shared.write_bin, *self.sinks],
             defer_updates=True,  # run by the BinDecoder once the window's targets are in
             first_seq=self._shared.bins_written,

@@ -209,11 +209,13 @@ def decode_recording(
     targets: TargetSource | None = None,
     eprop: EpropConfig | None = None,
     timestamps: np.ndarray | None = None,
+    track_inputs_s: float | None = None,
 ) -> tuple[np.ndarray, EpropStatus | None]:
     """Decode a recording ``neural`` (T, C) bin by bin as the daemon would, frozen, or with
-    ``eprop`` adapting from ``targets``. Returns the outputs (T, K) and the learner's final
-    status (None when frozen). ``timestamps`` (T,) default to the bin ends from 0. The
-    model is copied: ``model.decoder`` is not changed."""
+    ``eprop`` adapting from ``targets``; with ``track_inputs_s`` the input normalisation
+    follows the recording (:mod:`bci.input_tracking`). Returns the outputs (T, K) and the
+    learner's final status (None when frozen). ``timestamps`` (T,) default to the bin ends
+    from 0. The model is copied: ``model.decoder`` is not changed."""
     neural = np.ascontiguousarray(neural, dtype=np.float32)
     n_bins = neural.shape[0]
     if timestamps is None:
@@ -224,6 +226,7 @@ def decode_recording(
         eprop=eprop,
         n_channels=neural.shape[1],
         defer_updates=True,
+        track_inputs_s=track_inputs_s,
     )
     out = np.empty((n_bins, model.decoder.n_out), dtype=np.float32)
     limiter = single_threaded_blas()

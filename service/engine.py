@@ -28,6 +28,7 @@ import numpy as np
 from bci.checkpoint import DecoderFile, load_decoder
 from bci.compatibility import check_fits
 from bci.eprop import EpropConfig, EpropLearner
+from bci.input_tracking import InputTracker
 from bci.online import OnlineRSNN, OnlineState
 from bci.plausibility import check_warm_up, output_bound
 from service.shared_state import DecodedBin
@@ -48,6 +49,7 @@ class _Slot:
     learner: EpropLearner | None
     model_id: str
     bound: np.ndarray  # (K,) largest plausible |output| (bci.plausibility.output_bound)
+    tracker: InputTracker | None  # when the input normalisation follows the stream
 
 
 @dataclass
@@ -73,6 +75,10 @@ class Engine:
     are in, before the next bin; otherwise :meth:`step` runs it after publishing.
     Sequence numbers start at ``first_seq``. A model with another number of outputs than the
     first is refused on swap (the outlet's channels are fixed).
+
+    With ``track_inputs_s`` each model's input normalisation follows the stream's running
+    mean and sd over that many seconds (:mod:`bci.input_tracking`), starting from the
+    model's stored statistics when it is loaded.
     """
 
     def __init__(
@@ -88,6 +94,7 @@ class Engine:
         rate_tau_s: float = 2.0,
         defer_updates: bool = False,
         first_seq: int = 0,
+        track_inputs_s: float | None = None,
     ) -> None:
         if int(raster_neurons) != raster_neurons or raster_neurons < 0:
             raise ValueError(f"raster_neurons must be zero or more; got {raster_neurons!r}")
@@ -97,6 +104,7 @@ class Engine:
         self.raster_neurons = int(raster_neurons)
         self.rate_tau_s = float(rate_tau_s)
         self.adapt = bool(adapt)
+        self.track_inputs_s = track_inputs_s
         self.eprop = eprop if eprop is not None else EpropConfig()
         config = checkpoint.decoder.config
         self.n_channels = config.n_in if n_channels is None else int(n_channels)
@@ -136,6 +144,8 @@ class Engine:
             x = self._repaired(x, slot)
             if x is None:
                 return None
+        if slot.tracker is not None:
+            slot.tracker.observe(x)
         learner = slot.learner
         if learner is not None:
             self._learner_bins.append((self._seq, learner.bins_seen))
@@ -414,4 +424,7 @@ class Engine:
             raise ValueError(f"{where}: {error}") from None
         learner = EpropLearner(decoder, self.eprop) if self.adapt else None
         bound = output_bound(checkpoint.manifest).astype(np.float32)
-        return _Slot(checkpoint, decoder, learner, checkpoint.model_id, bound)
+        tracker = None
+        if self.track_inputs_s is not None:
+            tracker = InputTracker(decoder, self.track_inputs_s)
+        return _Slot(checkpoint, decoder, learner, checkpoint.model_id, bound, tracker)

@@ -47,11 +47,13 @@ def replay_session(
     adapt: bool = False,
     eprop: EpropConfig | None = None,
     window_s: float = 30.0,
+    track_inputs_s: float | None = None,
 ) -> dict[str, Any]:
     """Decode a session file (NPZ, XDF or NWB) bin by bin with the model in ``model_path``.
 
     With ``adapt`` the model learns online by e-prop (``eprop`` settings, default
-    :class:`EpropConfig`) from the session's kinematics. R² is measured against the
+    :class:`EpropConfig`) from the session's kinematics; with ``track_inputs_s`` its input
+    normalisation follows the session (:mod:`bci.input_tracking`). R² is measured against the
     session's kinematics, over the whole session and in ``window_s`` windows. Returns::
 
         {"r2": float, "r2_per_dim": [K floats], "r2_windows": [[t_start, t_end, r2], ...],
@@ -66,8 +68,9 @@ def replay_session(
     config = (eprop or EpropConfig()) if adapt else None
     start = time.perf_counter()
     decoded, status = decode_recording(
-        checkpoint, session.neural, ArrayTargets(truth), config, session.timestamps
-    )
+        checkpoint, session.neural, ArrayTargets(truth), config, session.timestamps,
+        track_inputs_s=track_inputs_s,
+    )  # fmt: skip
     elapsed = time.perf_counter() - start
     result = _result(session, truth, decoded, elapsed, status, window_s)
     logger.info("replayed %s with %s: %s", session_path, model_path, _summary(result))
@@ -81,6 +84,7 @@ def replay_live(
     adapt: bool = False,
     window_s: float = 30.0,
     idle_timeout_s: float = 10.0,
+    track_inputs_s: float | None = None,
 ) -> dict[str, Any]:
     """Play a session over LSL at ``speed`` x real time into a daemon decoding it live.
 
@@ -89,8 +93,8 @@ def replay_live(
     so a bin lost on the way is counted, not misaligned. Returns :func:`replay_session`'s
     result, its ``bins`` counting bins decoded, plus ``"mode": "live"``, ``"speed"``,
     ``"bins_lost"`` and ``"latency"`` (the daemon's :meth:`~Daemon.latency`); R² covers the
-    decoded bins. ``TimeoutError`` when the daemon decodes nothing for ``idle_timeout_s`` s
-    while the player still plays.
+    decoded bins; ``track_inputs_s`` as in :func:`replay_session`. ``TimeoutError`` when
+    the daemon decodes nothing for ``idle_timeout_s`` s while the player still plays.
     """
     if not (math.isfinite(speed) and speed > 0):
         raise ValueError(f"speed must be a positive factor (1 = real time); got {speed}")
@@ -113,6 +117,7 @@ def replay_live(
         source_id=f"bci-player-{name}",
         model=Path(model_path),
         adapt=adapt,
+        track_inputs=track_inputs_s,
         target_stream=f"{name}-kinematics" if adapt else None,
         output_name=f"{name}-decoded",
     )

@@ -39,6 +39,13 @@ class Settings(BaseSettings):
         None, description="folder of checkpoints that POST /model/swap finds by name"
     )
     adapt: bool = Field(False, description="adapt the decoder online with e-prop")
+    track_inputs: float | None = Field(
+        None,
+        gt=0,
+        description="seconds: the model's input normalisation follows the stream's running "
+        "mean and sd over this time constant (e.g. 60; none: the stored statistics), an "
+        "unsupervised adaptation to day-to-day drift, with or without e-prop",
+    )
     target_stream: str | None = Field(
         None,
         description=(

@@ -61,6 +61,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     replay.add_argument(
         "--adapt", action="store_true", help="model: adapt online by e-prop (default off)"
     )
+    replay.add_argument(
+        "--track-inputs",
+        type=float,
+        metavar="SECONDS",
+        help="model: the input normalisation follows the session's running mean and sd over "
+        "this time constant (e.g. 60), for a model calibrated on another day (default off)",
+    )
     replay.add_argument("--out", help="model: also write the results to this JSON file")
     replay.add_argument("--speed", type=float, help="play, model: x real time (default 1)")
     replay.add_argument("--loop", action="store_true", help="play: start over at the end")
@@ -95,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
             "one of the arguments --inspect --play is required, or --model MODEL"
         )
     path = session_path(args.session)
-    model_only = given(args, "--adapt", "--fast", "--out")
+    model_only = given(args, "--adapt", "--fast", "--out", "--track-inputs")
     if args.model is None and model_only:
         raise UsageError(f"{', '.join(model_only)} only apply with --model MODEL")
     if args.model is not None:
@@ -148,6 +155,7 @@ def _decode(path: Path, args: argparse.Namespace) -> int:
     speed = 1.0 if args.speed is None else args.speed
     if not speed > 0:
         raise UsageError(f"--speed must be > 0 (1 = real time), got {speed:g}")
+    positive_seconds(args.track_inputs, "--track-inputs")
     stream_flags = given(args, "--neural", "--kinematics", "--targets", "--bin-ms")
     if stream_flags:
         raise UsageError(
@@ -164,11 +172,12 @@ def _decode(path: Path, args: argparse.Namespace) -> int:
     from service.replay import replay_live, replay_session
 
     with damaged_inputs():  # a model that does not fit the session stays a usage error
+        track = args.track_inputs
         if args.fast:
-            result = replay_session(path, args.model, adapt=args.adapt)
+            result = replay_session(path, args.model, adapt=args.adapt, track_inputs_s=track)
         else:
             print(f"playing {path.name} over LSL at {speed:g}x real time ...", flush=True)
-            result = replay_live(path, args.model, speed, adapt=args.adapt)
+            result = replay_live(path, args.model, speed, adapt=args.adapt, track_inputs_s=track)
     print(f"replayed {path.name} with {Path(args.model).name}")
     print_table(["metric", "value"], _result_rows(result, args.fast))
     if out is not None:

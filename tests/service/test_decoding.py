@@ -3,11 +3,14 @@ forward; with e-prop it learns as it goes from an array, a function or ReFIT int
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
 from bci.checkpoint import DecoderFile, decoder_of
 from bci.eprop import EpropConfig
+from bci.input_tracking import InputTracker
 from bci.intention import intended_velocity, rotation_target
 from bci.rsnn import RSNN, RSNNConfig
 from service.decoding import ArrayTargets, FunctionTargets, IntentionArrays, decode_recording
@@ -88,3 +91,26 @@ def test_intention_targets_rotate_each_bins_output_toward_the_goal(model_and_dat
     b, status_b = decode_recording(file, neural, FunctionTargets(by_hand), config)
     np.testing.assert_array_equal(a, b)
     assert status_a == status_b and status_a.updates_applied == T // 5
+
+
+def test_tracked_inputs_decode_as_a_tracker_beside_the_step(model_and_data) -> None:
+    """The loop observes each bin before decoding it; the given decoder keeps its stored
+    statistics."""
+    _, file, neural, _ = model_and_data
+    stored = file.decoder.normalisation.copy()
+    drifted = 2.0 * neural + 1.0
+    tracked, _ = decode_recording(file, drifted, track_inputs_s=1.0)
+    np.testing.assert_array_equal(file.decoder.normalisation, stored)
+    decoder = copy.deepcopy(file.decoder)
+    tracker, state = InputTracker(decoder, 1.0), decoder.initial_state()
+    expected = []
+    for x in drifted:
+        tracker.observe(x)
+        expected.append(decoder.step(x, state).copy())
+    np.testing.assert_array_equal(tracked, np.array(expected))
+    frozen, _ = decode_recording(file, drifted)
+    assert np.abs(tracked - frozen).max() > 1e-3
+    adapted, status = decode_recording(
+        file, drifted, ArrayTargets(np.zeros((T, K), np.float32)), EpropConfig(), track_inputs_s=1.0
+    )
+    assert status.updates_applied > 0 and np.isfinite(adapted).all()

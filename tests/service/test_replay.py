@@ -140,6 +140,7 @@ def test_cli_replay_model_writes_json(
         (["--speed", "0"], "--speed must be > 0"),
         (["--fast", "--out", "/nonexistent-dir/x.json"], "does not exist"),
         (["--fast", "--neural", "spikes"], "not supported with --model"),
+        (["--fast", "--track-inputs", "0"], "--track-inputs must be a positive number"),
     ],
 )
 def test_cli_replay_model_bad_flags_exit_2(
@@ -164,6 +165,33 @@ def test_cli_replay_bad_inputs_exit_2(
     # model-only flags without --model
     assert main(["replay", str(files["session"]), "--inspect", "--fast"]) == 2
     assert "only apply with --model" in capsys.readouterr().err
+    assert main(["replay", str(files["session"]), "--play", "--track-inputs", "60"]) == 2
+    assert "--track-inputs only apply with --model" in capsys.readouterr().err
+
+
+def test_cli_replay_tracking_inputs_undoes_an_affine_drift(
+    tmp_path: Path, files: dict[str, Path]
+) -> None:
+    """The same session recorded with every rate doubled and shifted, as on another day:
+    frozen, the model decodes it differently; with --track-inputs both sessions are z-scored
+    by their own statistics and decode alike once the first time constants have passed."""
+    data = load_session(files["session"])
+    drifted = save_session(
+        tmp_path / "drifted.npz",
+        Session(
+            neural=2.0 * data.neural + 3.0, timestamps=data.timestamps, bin_s=data.bin_s,
+            kinematics=data.kinematics, kinematics_labels=data.kinematics_labels,
+        ),
+    )  # fmt: skip
+    r2 = {}
+    for session in (files["session"], drifted):
+        for extra in ([], ["--track-inputs", "1"]):
+            out = tmp_path / "out.json"
+            argv = ["replay", str(session), "--model", str(files["model"]), "--fast"]
+            assert main([*argv, "--out", str(out), *extra]) == 0
+            r2[session.stem, bool(extra)] = json.loads(out.read_text())["r2"]
+    assert abs(r2["drifted", False] - r2["s", False]) > 0.1
+    assert abs(r2["drifted", True] - r2["s", True]) < 0.02
 
 
 def test_cli_replay_modes_stay_exclusive(files: dict[str, Path]) -> None:

@@ -1,0 +1,83 @@
+"""Input normalisation that follows the stream: unsupervised adaptation to day-to-day drift.
+
+A decoder z-scores each input channel with the mean and sd of its training data (stored in
+the checkpoint). On another day the same electrodes record other units and other rates
+(Spike's 07-19 fired at twice 07-18's mean rate), so the stored statistics no longer centre
+the input and a frozen decoder's output runs far off. Tracking replaces them, bin by bin, by
+exponentially weighted estimates over the stream itself, with time constant ``tau_s``::
+
+    a       = 1 - exp(-dt / tau)
+    d       = x[t] - m[t-1]
+    m[t]    = m[t-1] + a d                         running mean per channel
+    q[t]    = (1 - a) (q[t-1] + a d^2)             running variance (West's recursion)
+    x~[t]   = (x[t] - m[t]) / max(sqrt(q[t]), f s)  what the decoder sees
+
+starting from the stored mean ``m[-1] = mu`` and variance ``q[-1] = s^2``, so the first
+bins decode as without tracking. The sd is floored at ``f = MIN_SCALE_FRACTION`` of the
+stored sd ``s``: a channel that falls silent is not amplified more than ``1 / f`` times. No
+label is used: it runs beside a frozen decoder or beside e-prop. Only the normalisation
+changes, never a weight, so e-prop's gradients stay exact for the inputs it sees.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from bci.online import OnlineRSNN
+
+MIN_SCALE_FRACTION = 0.1
+
+
+@numba.njit(cache=True, nogil=True)
+def _track_kernel(
+    x: np.ndarray, a: float, mean: np.ndarray, var: np.ndarray, floor: np.ndarray,
+    normalisation: np.ndarray,
+) -> None:  # fmt: skip
+    """One bin in place: update ``mean`` and ``var`` (C,) with ``x`` and write the decoder's
+    ``normalisation`` rows (mean, 1 / sd)."""
+    for i in range(x.shape[0]):
+        d = x[i] - mean[i]
+        mean[i] += a * d
+        var[i] = (1.0 - a) * (var[i] + a * d * d)
+        sd = max(math.sqrt(var[i]), floor[i])
+        normalisation[0, i] = mean[i]
+        normalisation[1, i] = 1.0 / sd
+
+
+class InputTracker:
+    """Makes ``decoder``'s input normalisation follow the stream (see the module docstring).
+
+    Call :meth:`observe` with each bin before the decoder steps on it. Changes the
+    decoder's ``normalisation`` in place; :meth:`reset` restores the stored statistics.
+    """
+
+    def __init__(self, decoder: OnlineRSNN, tau_s: float) -> None:
+        if not (math.isfinite(tau_s) and tau_s > 0):
+            raise ValueError(f"input tracking time constant must be positive seconds; got {tau_s}")
+        self.decoder = decoder
+        self.tau_s = float(tau_s)
+        self.rate = 1.0 - math.exp(-decoder.dt_s / self.tau_s)
+        stored = decoder.normalisation.astype(np.float64)
+        self._stored_mean = stored[0].copy()
+        self._stored_sd = 1.0 / stored[1]
+        self._floor = MIN_SCALE_FRACTION * self._stored_sd
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to the stored statistics (the decoder's normalisation too)."""
+        self.mean = self._stored_mean.copy()
+        self.var = self._stored_sd**2
+        self.decoder.normalisation[0] = self._stored_mean
+        self.decoder.normalisation[1] = 1.0 / self._stored_sd
+
+    def observe(self, x: np.ndarray) -> None:
+        """Take bin ``x`` (n_in,) of raw counts into the running statistics."""
+        _track_kernel(x, self.rate, self.mean, self.var, self._floor, self.decoder.normalisation)
+
+    @property
+    def scale(self) -> np.ndarray:
+        """The sd the decoder divides by now, per channel (C,)."""
+        return np.maximum(np.sqrt(self.var), self._floor)
