@@ -26,8 +26,6 @@ import math
 import numba
 import numpy as np
 
-from bci.online import OnlineRSNN
-
 MIN_SCALE_FRACTION = 0.1
 
 
@@ -48,19 +46,21 @@ def _track_kernel(
 
 
 class InputTracker:
-    """Makes ``decoder``'s input normalisation follow the stream (see the module docstring).
+    """Makes an input normalisation follow the stream (see the module docstring).
 
-    Call :meth:`observe` with each bin before the decoder steps on it. Changes the
-    decoder's ``normalisation`` in place; :meth:`reset` restores the stored statistics.
+    ``normalisation`` (2, C) holds the stored mean and ``1 / scale`` per channel (an
+    :class:`~bci.online.OnlineRSNN`'s ``normalisation``); ``dt_s`` is the bin width (s). Call
+    :meth:`observe` with each bin before the decoder steps on it: it rewrites
+    ``normalisation`` in place. :meth:`reset` restores the stored statistics.
     """
 
-    def __init__(self, decoder: OnlineRSNN, tau_s: float) -> None:
+    def __init__(self, normalisation: np.ndarray, dt_s: float, tau_s: float) -> None:
         if not (math.isfinite(tau_s) and tau_s > 0):
             raise ValueError(f"input tracking time constant must be positive seconds; got {tau_s}")
-        self.decoder = decoder
+        self.normalisation = normalisation
         self.tau_s = float(tau_s)
-        self.rate = 1.0 - math.exp(-decoder.dt_s / self.tau_s)
-        stored = decoder.normalisation.astype(np.float64)
+        self.rate = 1.0 - math.exp(-dt_s / self.tau_s)
+        stored = normalisation.astype(np.float64)
         self._stored_mean = stored[0].copy()
         self._stored_sd = 1.0 / stored[1]
         self._floor = MIN_SCALE_FRACTION * self._stored_sd
@@ -70,14 +70,30 @@ class InputTracker:
         """Back to the stored statistics (the decoder's normalisation too)."""
         self.mean = self._stored_mean.copy()
         self.var = self._stored_sd**2
-        self.decoder.normalisation[0] = self._stored_mean
-        self.decoder.normalisation[1] = 1.0 / self._stored_sd
+        self.normalisation[0] = self._stored_mean
+        self.normalisation[1] = 1.0 / self._stored_sd
 
     def observe(self, x: np.ndarray) -> None:
         """Take bin ``x`` (n_in,) of raw counts into the running statistics."""
-        _track_kernel(x, self.rate, self.mean, self.var, self._floor, self.decoder.normalisation)
+        _track_kernel(x, self.rate, self.mean, self.var, self._floor, self.normalisation)
 
     @property
     def scale(self) -> np.ndarray:
         """The sd the decoder divides by now, per channel (C,)."""
         return np.maximum(np.sqrt(self.var), self._floor)
+
+
+def track_recording(
+    neural: np.ndarray, mean: np.ndarray, scale: np.ndarray, dt_s: float, tau_s: float
+) -> np.ndarray:
+    """A recording (T, C) as a decoder with stored statistics ``mean`` and ``scale`` (C,)
+    sees it under tracking, in the recording's units again: ``x~[t] * scale + mean``. For
+    decoders that normalise inside (the GRU, the Wiener filter), so they can be fed the
+    tracked input as raw input."""
+    normalisation = np.stack([mean, 1.0 / np.asarray(scale)]).astype(np.float64)
+    tracker = InputTracker(normalisation, dt_s, tau_s)
+    tracked = np.empty(neural.shape, dtype=np.float64)
+    for t, x in enumerate(np.asarray(neural, dtype=np.float64)):
+        tracker.observe(x)
+        tracked[t] = (x - normalisation[0]) * normalisation[1]
+    return tracked * scale + mean

@@ -426,5 +426,5 @@ class Engine:
         bound = output_bound(checkpoint.manifest).astype(np.float32)
         tracker = None
         if self.track_inputs_s is not None:
-            tracker = InputTracker(decoder, self.track_inputs_s)
+            tracker = InputTracker(decoder.normalisation, decoder.dt_s, self.track_inputs_s)
         return _Slot(checkpoint, decoder, learner, checkpoint.model_id, bound, tracker)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from bci.input_tracking import MIN_SCALE_FRACTION, InputTracker
+from bci.input_tracking import MIN_SCALE_FRACTION, InputTracker, track_recording
 from bci.online import OnlineRSNN
 from bci.rsnn import RSNN, RSNNConfig
 
@@ -32,7 +32,7 @@ def _tau_for(rate: float) -> float:
 
 def test_two_bins_by_hand() -> None:
     decoder = _decoder(mean=1.0, scale=2.0)  # stored variance 4
-    tracker = InputTracker(decoder, _tau_for(0.5))
+    tracker = InputTracker(decoder.normalisation, DT, _tau_for(0.5))
     assert tracker.rate == pytest.approx(0.5, abs=1e-15)
     tracker.observe(np.full(C, 3.0))  # d = 2: m = 1 + 0.5 * 2 = 2, q = 0.5 (4 + 0.5 * 4) = 3
     np.testing.assert_allclose(decoder.normalisation[0], 2.0, rtol=1e-14)
@@ -46,7 +46,7 @@ def test_two_bins_by_hand() -> None:
 
 def test_mean_is_the_exponentially_weighted_mean_from_the_stored_one() -> None:
     decoder = _decoder(mean=4.0, scale=1.5)
-    tracker = InputTracker(decoder, tau_s=0.4)
+    tracker = InputTracker(decoder.normalisation, DT, tau_s=0.4)
     x = np.random.default_rng(0).poisson(6.0, (60, C)).astype(np.float64)
     for row in x:
         tracker.observe(row)
@@ -60,7 +60,7 @@ def test_a_drifted_stream_is_z_scored_by_its_own_statistics() -> None:
     """Rates doubled and shifted, as between two recording days: after ten time constants the
     decoder sees each channel at mean ~0 and sd ~1 again."""
     decoder = _decoder(mean=3.0, scale=math.sqrt(3.0))  # trained on Poisson(3) counts
-    tracker = InputTracker(decoder, tau_s=5.0)  # 100 bins
+    tracker = InputTracker(decoder.normalisation, DT, tau_s=5.0)  # 100 bins
     rng = np.random.default_rng(1)
     rates = np.array([6.0, 9.0, 1.0])
     seen = []
@@ -75,7 +75,7 @@ def test_a_drifted_stream_is_z_scored_by_its_own_statistics() -> None:
 
 def test_a_silent_channel_is_amplified_at_most_by_the_floor() -> None:
     decoder = _decoder(mean=2.0, scale=2.0)
-    tracker = InputTracker(decoder, tau_s=0.5)
+    tracker = InputTracker(decoder.normalisation, DT, tau_s=0.5)
     for _ in range(2000):
         tracker.observe(np.zeros(C))
     np.testing.assert_allclose(decoder.normalisation[0], 0.0, atol=1e-12)
@@ -85,4 +85,18 @@ def test_a_silent_channel_is_amplified_at_most_by_the_floor() -> None:
 @pytest.mark.parametrize("tau_s", [0.0, -1.0, math.nan, math.inf])
 def test_bad_time_constants_are_refused(tau_s: float) -> None:
     with pytest.raises(ValueError, match="positive seconds"):
-        InputTracker(_decoder(), tau_s)
+        InputTracker(_decoder().normalisation, DT, tau_s)
+
+
+def test_a_tracked_recording_z_scores_as_the_tracking_decoder_does() -> None:
+    """For decoders that normalise inside: the recording mapped back to the stored units is
+    z-scored by the stored statistics exactly as the tracker z-scores the raw bins."""
+    decoder = _decoder(mean=3.0, scale=1.5)
+    tracker = InputTracker(decoder.normalisation, DT, tau_s=1.0)
+    x = np.random.default_rng(2).poisson(7.0, (200, C)).astype(np.float64)
+    seen = []
+    for row in x:
+        tracker.observe(row)
+        seen.append((row - decoder.normalisation[0]) * decoder.normalisation[1])
+    mapped = track_recording(x, np.full(C, 3.0), np.full(C, 1.5), DT, tau_s=1.0)
+    np.testing.assert_allclose((mapped - 3.0) / 1.5, np.array(seen), rtol=1e-12, atol=1e-12)

@@ -102,7 +102,7 @@ def test_tracked_inputs_decode_as_a_tracker_beside_the_step(model_and_data) -> N
     tracked, _ = decode_recording(file, drifted, track_inputs_s=1.0)
     np.testing.assert_array_equal(file.decoder.normalisation, stored)
     decoder = copy.deepcopy(file.decoder)
-    tracker, state = InputTracker(decoder, 1.0), decoder.initial_state()
+    tracker, state = InputTracker(decoder.normalisation, decoder.dt_s, 1.0), decoder.initial_state()
     expected = []
     for x in drifted:
         tracker.observe(x)
