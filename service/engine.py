@@ -366,6 +366,11 @@ class Engine:
         return self._current.learner
 
     @property
+    def tracker(self) -> InputTracker | None:
+        """The current model's input tracker (None when not tracking)."""
+        return self._current.tracker
+
+    @property
     def model_id(self) -> str:
         return self._current.model_id
 

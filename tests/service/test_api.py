@@ -139,6 +139,7 @@ def test_foreign_host_is_refused(served: Served) -> None:
 
 def test_model_stream_adaptation_and_schema(served: Served) -> None:
     client = served.client
+    assert wait_for(lambda: client.get("/health").json()["state"] == "decoding", 30.0)
     model = client.get("/model").json()
     assert model["n_channels"] == N_CHANNELS and model["bin_s"] == 0.05
     assert model["kinematics_labels"] == ["vx", "vy"] and model["config"]["n_hidden"] == 32
@@ -150,6 +151,7 @@ def test_model_stream_adaptation_and_schema(served: Served) -> None:
         "enabled": False,
         "target_stream": None,
         "status": None,
+        "track_inputs_s": None,
     }
     auth = {"Authorization": f"Bearer {TOKEN}"}
     response = client.post("/adaptation/pause", headers=auth)
@@ -338,6 +340,7 @@ def test_adaptation_controls_when_adapt_is_on(served: Served) -> None:
         stream=f"{served.name}-absent",
         model=served.models / "a.safetensors",
         adapt=True,
+        track_inputs=30.0,
         token=TOKEN,
         output_name=f"{served.name}-adapt",
     )
@@ -348,6 +351,7 @@ def test_adaptation_controls_when_adapt_is_on(served: Served) -> None:
     ):
         status = client.get("/adaptation").json()
         assert status["enabled"] is True and status["status"]["paused"] is False
+        assert status["track_inputs_s"] == 30.0
         assert client.post("/adaptation/pause").status_code == 401
         paused = client.post("/adaptation/pause", headers=auth).json()["status"]
         assert paused["paused"] is True and paused["pause_reason"] == "paused over HTTP"
@@ -436,5 +440,6 @@ def test_adaptation_enable_reset_disable_between_bins(served: Served) -> None:
     finally:
         response = client.post("/adaptation/disable", headers=auth)
     assert response.status_code == 200
-    assert response.json() == {"enabled": False, "target_stream": None, "status": None}
+    assert response.json() == {"enabled": False, "target_stream": None, "status": None,
+                               "track_inputs_s": None}  # fmt: skip
     assert client.post("/adaptation/reset", headers=auth).status_code == 409

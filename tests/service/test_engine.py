@@ -14,6 +14,7 @@ from factories import tiny_checkpoint
 
 from bci.checkpoint import CheckpointError, load_checkpoint, load_decoder, save_checkpoint
 from bci.eprop import EpropConfig
+from bci.input_tracking import InputTracker
 from bci.online import OnlineRSNN
 from service.engine import Engine
 from service.shared_state import DecodedBin, SharedState
@@ -317,3 +318,22 @@ def test_eprop_update_runs_after_the_bin_is_published(
     window = [f"bin {i}" for i in range(5)], [f"bin {i}" for i in range(5, 10)]
     assert events == [*window[0], "update", *window[1], "update"]
     assert engine.status()["adaptation"]["updates_applied"] == 2
+
+
+def test_tracking_engine_z_scores_each_model_by_the_stream(paths: dict[str, Path]) -> None:
+    """With tracking, each model's input normalisation follows the stream from its own
+    stored statistics; a swapped-in model starts again from its own."""
+    engine = Engine(load_decoder(paths["a"]), track_inputs_s=0.5)  # 10 bins
+    stored = load_decoder(paths["b"]).decoder.normalisation.copy()
+    x = 3.0 * bins(200) + 5.0  # rates tripled and shifted
+    for i, row in enumerate(x[:100]):
+        engine.step(row, None, i)
+    assert engine.tracker is not None and engine.tracker.tau_s == 0.5
+    np.testing.assert_allclose(engine.tracker.mean, x[:100].mean(axis=0), rtol=0.15)
+    engine.request_swap(paths["b"])
+    engine.step(x[100], None, 100.0)
+    assert engine.model_id == load_decoder(paths["b"]).model_id
+    expected = InputTracker(stored.copy(), 0.05, 0.5)
+    expected.observe(x[100])
+    np.testing.assert_array_equal(engine.tracker.mean, expected.mean)
+    assert Engine(load_decoder(paths["a"])).tracker is None

@@ -4,7 +4,8 @@ Controls travel to the decoder loop, which applies them between bins, so the lea
 touched by the loop. ``enable`` starts a fresh learner for the current model (later swaps keep
 adapting) and ``disable`` stops learning, keeping the weights learned so far; ``pause`` /
 ``resume`` / ``reset`` / ``learning-rate`` act on a running learner (409 when adaptation is
-off).
+off). ``track_inputs_s`` says whether the input normalisation follows the stream
+(:mod:`bci.input_tracking`), with or without e-prop.
 
 The learning rate refuses ``NaN``, ``Infinity`` and ``1e999`` with 422 naming ``lr``
 (:class:`service.api.finite_errors.FiniteErrorsRoute` keeps that answer valid JSON).
@@ -30,6 +31,10 @@ class AdaptationStatus(BaseModel):
     enabled: bool
     target_stream: str | None
     status: dict[str, Any] | None
+    track_inputs_s: float | None = Field(
+        description="time constant (s) of the input normalisation following the stream "
+        "(bci serve --track-inputs); null: the model's stored statistics"
+    )
 
 
 class LearningRate(BaseModel):
@@ -43,6 +48,7 @@ def _status(link: DecoderLink, status_doc: dict[str, Any] | None = None) -> Adap
         enabled=learner is not None,
         target_stream=link.settings.target_stream,
         status=learner,
+        track_inputs_s=link.settings.track_inputs,
     )
 
 
