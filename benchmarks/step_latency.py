@@ -5,6 +5,8 @@ For each size the script times, bin by bin and side by side in one run:
   (``W = [W_in | W_rec]``, (H, C + H) float32) — no decoder can do less memory traffic;
 - ``online step``: :meth:`bci.online.OnlineRSNN.step` (the online face the daemon uses:
   the matvec plus one compiled Numba kernel for the neuron updates and the readout);
+- ``online step + tracking``: the same with the input normalisation following the stream
+  (:class:`bci.input_tracking.InputTracker`, ``bci serve --track-inputs``) before each step;
 - ``torch step``: the sequence forward at T = 1, batch 1, under ``no_grad`` (why not torch).
 
 Usage: ``python benchmarks/step_latency.py [--steps 20000] [--json OUT]``.
@@ -18,6 +20,7 @@ import argparse
 import numpy as np
 import torch
 
+from bci.input_tracking import InputTracker
 from bci.online import OnlineRSNN
 from bci.rsnn import RSNN, RSNNConfig
 from bci.runtime import single_threaded_blas
@@ -40,6 +43,13 @@ def bench_size(n_in: int, n_hidden: int, n_out: int, steps: int, seed: int) -> l
     torch_x = torch.from_numpy(counts)[:, None, None, :]
     torch_steps = min(steps, 5000)
     torch_state = [model.initial_state(1)]
+    tracked = OnlineRSNN(model)
+    tracked_state = tracked.initial_state()
+    tracker = InputTracker(tracked.normalisation, tracked.dt_s, tau_s=60.0)
+
+    def tracked_step(i: int) -> None:
+        tracker.observe(counts[i])
+        tracked.step(counts[i], tracked_state)
 
     def torch_step(i: int) -> None:
         _, torch_state[0] = model(torch_x[i], torch_state[0])
@@ -48,6 +58,7 @@ def bench_size(n_in: int, n_hidden: int, n_out: int, steps: int, seed: int) -> l
     for name, fn, n in (
         ("floor (matvec)", lambda i: np.matmul(weights, vec, out=out), steps),
         ("online step", lambda i: online.step(counts[i], state), steps),
+        ("online step + tracking", tracked_step, steps),
         ("torch step", torch_step, torch_steps),
     ):
         with torch.no_grad():
