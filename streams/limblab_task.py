@@ -10,7 +10,9 @@ The outer targets are 3 x 3 squares 8 units from the centre in 8 directions.
 Goal of a bin (its start time ``t`` from ``timeframe``): the outer target's centre while
 ``go cue <= t < trial end`` (whatever the trial's result: the instruction was to go there);
 otherwise the centre target at the origin (holding before the go cue, returning after the
-trial). The hold radius is half the outer target's side (1.5 units): inside it the intended
+trial). A trial without a go cue (the table's -1: Spike 07-18's trial at 670 s, for one) or
+whose times are out of order has no outward goal: taking its -1 as a time would make the
+outer target the goal of every bin from the session's start to that trial's end. The hold radius is half the outer target's side (1.5 units): inside it the intended
 velocity is zero. ``cursor`` is ``cursorposbin``, the cursor the monkey saw (it followed his
 wrist, not a decoder; ReFIT's assumption that he aimed it at the goal holds there too).
 """
@@ -66,6 +68,8 @@ def load_limblab_task(path: str | os.PathLike[str]) -> LimblabTask:
     goal = np.zeros_like(cursor)
     centres = np.c_[table[:, _UL_X] + table[:, _LR_X], table[:, _UL_Y] + table[:, _LR_Y]] / 2
     for row, centre in zip(table, centres, strict=True):
+        if not row[_START] <= row[_GO] < row[_END]:  # no go cue (-1), or NaN: no outward goal
+            continue
         goal[(start >= row[_GO]) & (start < row[_END])] = centre
     side = np.median(np.abs(table[:, _LR_X] - table[:, _UL_X]))
     return LimblabTask(goal=goal, cursor=cursor, hold_radius=float(side / 2))
