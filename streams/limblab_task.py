@@ -12,9 +12,10 @@ Goal of a bin (its start time ``t`` from ``timeframe``): the outer target's cent
 otherwise the centre target at the origin (holding before the go cue, returning after the
 trial). A trial without a go cue (the table's -1: Spike 07-18's trial at 670 s, for one) or
 whose times are out of order has no outward goal: taking its -1 as a time would make the
-outer target the goal of every bin from the session's start to that trial's end. The hold radius is half the outer target's side (1.5 units): inside it the intended
-velocity is zero. ``cursor`` is ``cursorposbin``, the cursor the monkey saw (it followed his
-wrist, not a decoder; ReFIT's assumption that he aimed it at the goal holds there too).
+outer target the goal of every bin from the session's start to that trial's end. The hold
+radius is half the outer target's side (1.5 units): inside it the intended velocity is zero.
+``cursor`` is ``cursorposbin``, the cursor the monkey saw (it followed his wrist, not a
+decoder; ReFIT's assumption that he aimed it at the goal holds there too).
 """
 
 from __future__ import annotations
