@@ -42,11 +42,14 @@ from _common import print_table, write_json
 SNN_BASE_HIDDEN = 256  # bci calibrate --hidden default
 
 
-def search(session: Session, config: EvaluationConfig, trials: int) -> dict[str, Any]:
-    """Search each of snn/gru/lstm in ``config.decoders`` with ``trials`` trials; returns
+def search(
+    session: Session, config: EvaluationConfig, trials: int, trial_steps: int
+) -> dict[str, Any]:
+    """Search each of snn/gru/lstm in ``config.decoders`` with ``trials`` trials (SNN
+    trials: up to ``trial_steps`` BPTT steps); returns
     ``{name: {"trials", "seconds", "best_params", "best_val_r2"}}`` and the config to use."""
     train, val, _ = chronological_split(session, config.fractions)
-    budget = replace(config.train, max_steps=default_trial_steps(config.train.max_steps))
+    budget = replace(config.train, max_steps=trial_steps)
     data = TrialData.from_split(train, val, budget, seed=config.seed)
     found: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as folder:
@@ -91,10 +94,12 @@ def aggregate(entries: list[Any]) -> Any:
     return float(np.mean(entries))
 
 
-def run(session: Session, config: EvaluationConfig, seeds: int, trials: int) -> dict[str, Any]:
+def run(
+    session: Session, config: EvaluationConfig, seeds: int, trials: int, trial_steps: int
+) -> dict[str, Any]:
     """Every decoder's mean entry over ``seeds`` seeds (``r2_sd``, ``r2_seeds`` and the
     ``budget`` added), the search record and ``n_test_bins``."""
-    found = search(session, config, trials) if trials else {}
+    found = search(session, config, trials, trial_steps) if trials else {}
     config = searched_config(config, found)
     per_seed = [
         evaluate_decoders(session, replace(config, seed=config.seed + i)).results
@@ -171,6 +176,11 @@ def main() -> None:
         "--steps", type=int, default=TrainConfig().max_steps, help="max SNN training steps"
     )
     parser.add_argument(
+        "--trial-steps",
+        type=int,
+        help="max BPTT steps of an SNN search trial (default: as bci calibrate, min(--steps, 300))",
+    )
+    parser.add_argument(
         "--decoders",
         default=",".join(DECODERS),
         help="comma-separated subset of " + ",".join(DECODERS),
@@ -186,7 +196,9 @@ def main() -> None:
         train=TrainConfig(max_steps=args.steps),
         seed=args.seed,
     )
-    results = run(session, config, args.seeds, args.trials)
+    trial_steps = args.trial_steps or default_trial_steps(args.steps)
+    results = run(session, config, args.seeds, args.trials, trial_steps)
+    results["snn_trial_steps"] = trial_steps
     print(
         f"{args.session}: {session.n_bins} bins x {session.n_channels} channels, "
         f"test {results['n_test_bins']} bins, {args.seeds} seed(s), "
