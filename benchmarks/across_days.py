@@ -15,8 +15,8 @@ evaluate_decoders`, ``bci calibrate``'s default recipe, 70/10/20 split): the SNN
   bin's decoded velocity turned toward the task's goal from the recorded cursor, zero within
   the hold radius (:class:`service.decoding.IntentionArrays`; goals from the trial table,
   :mod:`streams.limblab_task`); no true velocity is used. Its rate (``--refit-lr``, 1e-5)
-  is a tenth of the true velocity's: intention is a noisier target, and at 1e-4 it lowered
-  R² below tracking alone on every day tried;
+  is a tenth of the true velocity's: intention is a noisier target, and at 1e-4 it ended
+  below tracking alone on three of the four days tried (one seed);
 - ``snn recalibrated``: a new SNN calibrated on that day (same recipe), trained on all but
   its last 5 minutes (10% of the day for validation) and scored on the last 5 minutes, the
   upper reference.
@@ -94,6 +94,7 @@ class Trained:
 
 
 def calibrate(session: Session, config: EvaluationConfig) -> Trained:
+    """Fit the training day's decoders (``config.decoders``) as ``bci calibrate`` would."""
     evaluation = evaluate_decoders(session, config)
     file = decoder_of(evaluation.snn, session.kinematics_labels)
     train = chronological_split(session, config.fractions)[0].neural.astype(np.float64)
