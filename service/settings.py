@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     track_inputs: float | None = Field(
         None,
         gt=0,
+        allow_inf_nan=False,
         description="seconds: the model's input normalisation follows the stream's running "
         "mean and sd over this time constant (e.g. 60; none: the stored statistics), an "
         "unsupervised adaptation to day-to-day drift, with or without e-prop",

@@ -284,6 +284,22 @@ def test_serve_without_model_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "none.safetensors does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("value", "rule"),
+    [("inf", "a finite number"), ("nan", "a finite number"), ("0", "greater than 0")],
+)
+def test_serve_bad_track_inputs_exits_2_naming_the_flag(
+    served: Served, capsys: pytest.CaptureFixture[str], value: str, rule: str
+) -> None:
+    model = str(served.models / "a.safetensors")
+    with pytest.raises(SystemExit) as info:
+        main(["serve", "--model", model, "--token", "x", "--track-inputs", value])
+    assert info.value.code == 2
+    assert f"argument --track-inputs: input should be {rule}, got '{value}'" in (
+        capsys.readouterr().err
+    )
+
+
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
 def test_bci_serve_process_prints_url_and_token_and_stops_cleanly(
     served: Served, tmp_path: Path, stop: signal.Signals
