@@ -77,20 +77,17 @@ class InputTracker:
         """Take bin ``x`` (n_in,) of raw counts into the running statistics."""
         _track_kernel(x, self.rate, self.mean, self.var, self._floor, self.normalisation)
 
-    @property
-    def scale(self) -> np.ndarray:
-        """The sd the decoder divides by now, per channel (C,)."""
-        return np.maximum(np.sqrt(self.var), self._floor)
-
 
 def track_recording(
-    neural: np.ndarray, mean: np.ndarray, scale: np.ndarray, dt_s: float, tau_s: float
+    neural: np.ndarray, stored: np.ndarray, dt_s: float, tau_s: float
 ) -> np.ndarray:
-    """A recording (T, C) as a decoder with stored statistics ``mean`` and ``scale`` (C,)
-    sees it under tracking, in the recording's units again: ``x~[t] * scale + mean``. For
-    decoders that normalise inside (the GRU, the Wiener filter), so they can be fed the
-    tracked input as raw input."""
-    normalisation = np.stack([mean, 1.0 / np.asarray(scale)]).astype(np.float64)
+    """A recording (T, C) as a decoder with the normalisation ``stored`` (2, C: mean and
+    ``1 / scale``, left unchanged) sees it under tracking, in the recording's units again:
+    ``x~[t] * scale + mean``. For decoders that normalise inside (the GRU, the Wiener
+    filter) and were fitted on the same data, so they can be fed the tracked input as raw
+    input."""
+    normalisation = np.array(stored, dtype=np.float64)
+    mean, scale = normalisation[0].copy(), 1.0 / normalisation[1]
     tracker = InputTracker(normalisation, dt_s, tau_s)
     tracked = np.empty(neural.shape, dtype=np.float64)
     for t, x in enumerate(np.asarray(neural, dtype=np.float64)):

@@ -58,7 +58,7 @@ from calibration.evaluate import EvaluationConfig, evaluate_decoders
 from service.decoding import ArrayTargets, IntentionArrays, decode_recording
 from streams.limblab import load_limblab_session
 from streams.limblab_task import load_limblab_task
-from streams.session import Session, chronological_split
+from streams.session import Session
 
 from _common import print_table, write_json
 
@@ -83,25 +83,19 @@ def day_name(path: str) -> str:
 
 @dataclass
 class Trained:
-    """The training day's SNN (as a decoder file), GRU and Wiener filter, their test R²
-    there, and its training part's input statistics (mean, sd per channel)."""
+    """The training day's SNN (as a decoder file, its normalisation holding the training
+    part's input statistics), GRU and Wiener filter, and their test R² there."""
 
     snn: DecoderFile
     baselines: dict[str, Any]
     results: dict[str, Any]
-    input_mean: np.ndarray
-    input_sd: np.ndarray
 
 
 def calibrate(session: Session, config: EvaluationConfig) -> Trained:
     """Fit the training day's decoders (``config.decoders``) as ``bci calibrate`` would."""
     evaluation = evaluate_decoders(session, config)
     file = decoder_of(evaluation.snn, session.kinematics_labels)
-    train = chronological_split(session, config.fractions)[0].neural.astype(np.float64)
-    sd = train.std(axis=0)
-    return Trained(
-        file, evaluation.baselines, evaluation.results, train.mean(axis=0), np.where(sd > 0, sd, 1)
-    )
+    return Trained(file, evaluation.baselines, evaluation.results)
 
 
 def recalibrated_last(session: Session, config: EvaluationConfig) -> tuple[np.ndarray, int]:
@@ -143,7 +137,8 @@ def decode_day(
     }
     if track_s is not None:
         decoded["snn tracked"] = decode_recording(file, x, **track)[0]
-        tracked = track_recording(x, trained.input_mean, trained.input_sd, session.bin_s, track_s)
+        stored = file.decoder.normalisation  # fitted on the part the GRU was trained on
+        tracked = track_recording(x, stored, session.bin_s, track_s)
         decoded["gru tracked"] = baselines["gru"].predict(tracked.astype(np.float32))
     recal, first_recal = recalibrated_last(session, config)
     edge = round(EDGE_S / session.bin_s)

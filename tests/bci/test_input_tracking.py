@@ -70,7 +70,7 @@ def test_a_drifted_stream_is_z_scored_by_its_own_statistics() -> None:
     late = np.array(seen[1000:])
     np.testing.assert_allclose(late.mean(axis=0), 0.0, atol=0.1)
     np.testing.assert_allclose(late.std(axis=0), 1.0, atol=0.1)
-    np.testing.assert_allclose(tracker.scale, np.sqrt(rates), rtol=0.25)
+    np.testing.assert_allclose(1 / decoder.normalisation[1], np.sqrt(rates), rtol=0.25)
 
 
 def test_a_silent_channel_is_amplified_at_most_by_the_floor() -> None:
@@ -98,5 +98,7 @@ def test_a_tracked_recording_z_scores_as_the_tracking_decoder_does() -> None:
     for row in x:
         tracker.observe(row)
         seen.append((row - decoder.normalisation[0]) * decoder.normalisation[1])
-    mapped = track_recording(x, np.full(C, 3.0), np.full(C, 1.5), DT, tau_s=1.0)
+    stored = np.array([[3.0] * C, [1 / 1.5] * C])
+    mapped = track_recording(x, stored, DT, tau_s=1.0)
+    np.testing.assert_array_equal(stored, [[3.0] * C, [1 / 1.5] * C])  # left unchanged
     np.testing.assert_allclose((mapped - 3.0) / 1.5, np.array(seen), rtol=1e-12, atol=1e-12)
