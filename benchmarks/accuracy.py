@@ -188,6 +188,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.seeds < 1 or args.trials < 0:
         parser.error("--seeds must be >= 1 and --trials >= 0")
+    if args.trial_steps is not None and args.trial_steps < 1:
+        parser.error(f"--trial-steps must be >= 1 (e.g. 300), got {args.trial_steps}")
 
     start = time.perf_counter()
     session = load_session(args.session)
