@@ -26,9 +26,10 @@ demo: $(STAMP)
 $(CHROMIUM):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
+# Four workers on any core count: most tests wait on real-time streams, not on the CPU.
 test: $(STAMP) $(CHROMIUM)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest
+	$(PY) -m pytest -n 4
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

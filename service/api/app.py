@@ -97,6 +97,7 @@ def create_app(
     app.state.link = link
     app.state.daemon = daemon
     app.state.prometheus = prometheus.build_registry(lambda: app.state.link)
+    app.state.feed_clients = feed.FeedClients()  # replace it before serving to change the limit
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(settings.allowed_hosts))
     app.add_middleware(
         RequestGuard,

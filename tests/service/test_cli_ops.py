@@ -4,6 +4,7 @@ sockets and LSL outlets)."""
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import json
 import os
@@ -277,8 +278,9 @@ def test_serve_process_takes_its_settings_from_file_environment_and_flags(
             auth = {"Authorization": "Bearer from-the-file"}
             url = f"http://127.0.0.1:{port}/api/v1/model/rollback"
             answers = []  # 503 until the decoder process has loaded the model
-            assert wait_for(lambda: answers.append(httpx.post(url, headers=auth)) or
-                            answers[-1].status_code != 503, 30.0)  # fmt: skip
+            post = functools.partial(httpx.post, url, headers=auth, timeout=30.0)
+            assert wait_for(lambda: answers.append(post()) or answers[-1].status_code != 503,
+                            30.0)  # fmt: skip
             rollback = answers[-1]
             assert rollback.status_code == 409  # authorised by the file's token: nothing to undo
             process.send_signal(signal.SIGTERM)

@@ -33,7 +33,7 @@ from streams.synthetic import SyntheticConfig, simulate_session
 
 N_CHANNELS = 48
 N_SWAPS = 50
-SPEED = 4.0  # 50 ms bins at 80 bins/s
+SPEED = 2.0  # 50 ms bins at 40 bins/s: 30 s of playback, twice what the 50 swaps need unloaded
 TOKEN = "e2e-token"
 
 pytestmark = pytest.mark.timeout(240)

@@ -121,7 +121,9 @@ def test_feed_streams_every_bin_once_at_10_hz_or_more(feed: Feed) -> None:
 
 
 def test_feed_resumes_after_last_event_id(feed: Feed) -> None:
-    resume_after = feed.daemon.recent.latest().seq - 10
+    recent = feed.daemon.recent
+    assert wait_for(lambda: (latest := recent.latest()) is not None and latest.seq >= 10, 30.0)
+    resume_after = recent.latest().seq - 10
     headers = {"Last-Event-ID": str(resume_after)}
     with feed.client.stream("GET", "/feed", headers=headers) as response:
         events = read_events(response, 0.5)
@@ -137,7 +139,7 @@ def test_bad_period_is_422(feed: Feed, period: str) -> None:
 
 
 def test_client_limit_503_and_slots_freed_on_disconnect(feed: Feed) -> None:
-    clients = feed.app.state.feed_clients  # created by the earlier requests
+    clients = feed.app.state.feed_clients
     assert wait_for(lambda: clients.open == 0, 15.0)
     with ExitStack() as stack:
         for _ in range(MAX_FEED_CLIENTS):

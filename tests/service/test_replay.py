@@ -251,11 +251,12 @@ def test_adapting_live_replay_learns_bit_for_bit_as_the_fast_path(
 ) -> None:
     """Adapting, the live path (player, LSL, daemon, targets from the played kinematics
     stream, attached after each bin) decodes and learns exactly as --fast when every target
-    arrives within its bin's window: 400 bins at 2x (25 ms bins, room on a loaded machine)."""
-    short = save_session(tmp_path / "short.npz", load_session(files["session"]).slice(0, 400))
-    live = replay_live(short, files["model"], speed=2.0, adapt=True)
+    arrives within its bin's window: 300 bins in real time (a target may come up to half a
+    bin, 25 ms, after its update fell due: room on a loaded machine)."""
+    short = save_session(tmp_path / "short.npz", load_session(files["session"]).slice(0, 300))
+    live = replay_live(short, files["model"], speed=1.0, adapt=True)
     fast = replay_session(short, files["model"], adapt=True)
-    assert live["bins_lost"] == 0 and live["adaptation"]["bins_with_target"] == 400
+    assert live["bins_lost"] == 0 and live["adaptation"]["bins_with_target"] == 300
     assert live["r2"] == fast["r2"] and live["r2_windows"] == fast["r2_windows"]
     for key in ("updates_applied", "bins", "bins_with_target", "last_update_norm"):
         assert live["adaptation"][key] == fast["adaptation"][key], key

@@ -20,7 +20,9 @@ pytestmark = pytest.mark.timeout(60)
 def outlets() -> Iterator[list[pylsl.StreamInfo]]:
     infos = []
     for kind, channels, rate in (("Neural", 96, 20.0), ("Markers", 1, pylsl.IRREGULAR_RATE)):
-        name, source_id = unique_ids(f"disc-{kind.lower()}")
+        # "0..." sorts before every other test's stream, so however many streams concurrent
+        # tests have open, these two are among the first that a summary names
+        name, source_id = unique_ids(f"0disc-{kind.lower()}")
         infos.append(pylsl.StreamInfo(name, kind, channels, rate, pylsl.cf_float32, source_id))
     streams = [pylsl.StreamOutlet(info) for info in infos]
     yield infos

@@ -54,8 +54,8 @@ STATUS_EVERY_S = 0.5  # seconds between status events
 class FeedClients:
     """Count of open feeds, bounded by ``limit``; used on the event loop only (no lock).
 
-    Kept on ``app.state.feed_clients`` (created with :data:`MAX_FEED_CLIENTS` on first use;
-    set it before serving to change the limit).
+    Kept on ``app.state.feed_clients`` (made by :func:`service.api.create_app` with
+    :data:`MAX_FEED_CLIENTS`; replace it before serving to change the limit).
     """
 
     def __init__(self, limit: int = MAX_FEED_CLIENTS) -> None:
@@ -91,12 +91,6 @@ class _FeedResponse(StreamingResponse):
         finally:
             self._clients.release()
 
-
-def _clients(request: Request) -> FeedClients:
-    state = request.app.state
-    if not hasattr(state, "feed_clients"):
-        state.feed_clients = FeedClients()
-    return state.feed_clients
 
 
 def _clean(value: Any) -> Any:
@@ -254,7 +248,7 @@ async def feed(
     last_event_id: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> StreamingResponse:
     """Live decoded bins (every ``period_ms``) and daemon status (every ~0.5 s) as SSE."""
-    clients = _clients(request)
+    clients: FeedClients = request.app.state.feed_clients
     if not clients.acquire():
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
