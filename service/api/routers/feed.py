@@ -92,7 +92,6 @@ class _FeedResponse(StreamingResponse):
             self._clients.release()
 
 
-
 def _clean(value: Any) -> Any:
     """``value`` with non-finite floats as None (JSON has no NaN or Infinity)."""
     if isinstance(value, float):
