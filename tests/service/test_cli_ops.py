@@ -44,7 +44,8 @@ def bci(*argv: str, timeout: float = 60.0, **kwargs) -> subprocess.CompletedProc
 @pytest.fixture(scope="module")
 def outlet() -> Iterator[pylsl.StreamInfo]:
     tag = uuid.uuid4().hex[:12]
-    info = pylsl.StreamInfo(f"ops-{tag}", "EEG", 3, 250.0, pylsl.cf_float32, f"ops-src-{tag}")
+    # "0..." sorts before the streams of concurrent tests: a summary line names it first
+    info = pylsl.StreamInfo(f"0ops-{tag}", "EEG", 3, 250.0, pylsl.cf_float32, f"ops-src-{tag}")
     stream = pylsl.StreamOutlet(info)
     yield info
     del stream

@@ -39,7 +39,16 @@ class Dashboard:
     url: str
     ids: dict[str, str]
     paths: set[str]
+    stream: str
     player: SessionPlayer
+
+
+def start_player(name: str) -> SessionPlayer:
+    """The simulated population looping under ``name`` (source_id ``bci-player-<name>``)."""
+    config = SyntheticConfig(n_channels=N_CHANNELS, duration_s=30.0, seed=3)
+    player = simulate_stream(config, name=name, speed=1.0, loop=True)
+    player.start()
+    return player
 
 
 @pytest.fixture(scope="module")
@@ -64,23 +73,18 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
         output_name=f"{name}-decoded",
     )
     app = create_app(settings, Daemon(settings))
-    player = simulate_stream(
-        SyntheticConfig(n_channels=N_CHANNELS, duration_s=30.0, seed=3),
-        name=name,
-        speed=1.0,
-        loop=True,
-    )
     errors: list[str] = []
 
     def on_console(message: ConsoleMessage) -> None:
         if message.type == "error":
             errors.append(f"console: {message.text} at {message.location.get('url')}")
 
+    players = []
     try:
         with run_server(app) as port, sync_playwright() as playwright:
             url = f"http://127.0.0.1:{port}"
             paths = set(httpx.get(f"{url}/openapi.json").json()["paths"])
-            player.start()
+            players.append(start_player(name))
             assert wait_for(lambda: httpx.get(f"{url}/api/v1/health").json()["state"] == "decoding")
             browser = playwright.chromium.launch(
                 executable_path=str(CHROMIUM),
@@ -91,22 +95,37 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
                 page.set_default_timeout(WAIT_MS)
                 page.on("console", on_console)
                 page.on("pageerror", lambda error: errors.append(f"pageerror: {error}"))
-                yield Dashboard(page, errors, url, ids, paths, player)
+                dashboard = Dashboard(page, errors, url, ids, paths, name, players[0])
+                yield dashboard
+                players.append(dashboard.player)  # a test may have restarted the stream
                 page.close()
             finally:
                 browser.close()
     finally:
-        player.stop()
+        for player in players:
+            player.stop()
+
+
+@pytest.fixture
+def page(dashboard: Dashboard) -> Page:
+    """The dashboard's page, freshly loaded and live, adaptation on and running (whatever
+    ran before), its error log empty."""
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    for control in ("enable", "resume"):
+        response = httpx.post(f"{dashboard.url}/api/v1/adaptation/{control}", headers=auth)
+        assert response.status_code == 200, response.text
+    page = dashboard.page
+    dashboard.errors.clear()  # each test sees the errors logged from its own page load on
+    page.goto(dashboard.url + "/")
+    expect(page.locator("#feed-state")).to_have_attribute("data-state", "live")
+    return page
 
 
 def last_seq(page: Page) -> int:
     return int(page.locator("#last-seq").get_attribute("data-seq") or -1)
 
 
-def test_page_is_live_without_console_errors(dashboard: Dashboard) -> None:
-    page = dashboard.page
-    page.goto(dashboard.url + "/")
-    expect(page.locator("#feed-state")).to_have_attribute("data-state", "live")
+def test_page_is_live_without_console_errors(dashboard: Dashboard, page: Page) -> None:
     expect(page.locator("#daemon-state")).to_have_attribute("data-state", "decoding")
     assert wait_for(lambda: last_seq(page) >= 0)
     seq, values = last_seq(page), page.locator("#latest-values").text_content()
@@ -150,8 +169,7 @@ def expect_answer(page: Page, status: int, text: str) -> None:
     expect(page.locator("#answer")).to_contain_text(text)
 
 
-def test_pause_and_resume_need_the_token(dashboard: Dashboard) -> None:
-    page = dashboard.page
+def test_pause_and_resume_need_the_token(dashboard: Dashboard, page: Page) -> None:
     page.evaluate("sessionStorage.clear()")
     page.click("[data-adapt=pause]")
     use_token(page, "wrong-token")
@@ -175,8 +193,7 @@ def test_pause_and_resume_need_the_token(dashboard: Dashboard) -> None:
 @pytest.mark.parametrize(
     ("action", "enabled"), [("disable", False), ("enable", True), ("reset", True)]
 )
-def test_adaptation_controls(dashboard: Dashboard, action: str, enabled: bool) -> None:
-    page = dashboard.page
+def test_adaptation_controls(dashboard: Dashboard, page: Page, action: str, enabled: bool) -> None:
     page.evaluate(f"sessionStorage.setItem('bci-token', '{TOKEN}')")
     page.click(f"[data-adapt={action}]")
     expect_answer(page, 200, f'"enabled": {str(enabled).lower()}')
@@ -188,8 +205,7 @@ def test_adaptation_controls(dashboard: Dashboard, action: str, enabled: bool) -
     assert unexpected_errors(dashboard, 401) == []
 
 
-def test_rollback_and_swap(dashboard: Dashboard) -> None:
-    page = dashboard.page
+def test_rollback_and_swap(dashboard: Dashboard, page: Page) -> None:
     page.evaluate(f"sessionStorage.setItem('bci-token', '{TOKEN}')")
     page.click("#rollback")
     expect_answer(page, 409, "no previous model")
@@ -224,10 +240,12 @@ def test_feed_disconnected_is_shown_and_reconnects(dashboard: Dashboard) -> None
         page.close()
 
 
-def test_stream_lost_is_shown(dashboard: Dashboard) -> None:
-    page = dashboard.page
+def test_stream_lost_is_shown_and_cleared_when_it_returns(dashboard: Dashboard, page: Page) -> None:
     dashboard.player.stop()
     expect(page.locator("#daemon-state")).to_have_attribute("data-state", "stream-lost")
     expect(page.locator("#state-banner")).to_contain_text("Stream lost")
     expect(page.locator("#daemon-state")).to_contain_text("holding")
+    dashboard.player = start_player(dashboard.stream)  # the same source_id comes back
+    expect(page.locator("#daemon-state")).to_have_attribute("data-state", "decoding")
+    expect(page.locator("#state-banner")).to_be_hidden()
     assert unexpected_errors(dashboard, 401, 409) == []
