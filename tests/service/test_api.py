@@ -84,7 +84,8 @@ def test_health_decoding_and_latest_advances(served: Served) -> None:
     client = served.client
     assert wait_for(lambda: client.get("/health").json()["state"] == "decoding")
     health = client.get("/health").json()
-    assert health["model_id"] == served.ids["a"] and health["stream_state"] == "connected"
+    assert health["model_id"] in served.ids.values()  # a, or what another test swapped in
+    assert health["stream_state"] == "connected"
     first = client.get("/kinematics/latest").json()
     assert wait_for(lambda: client.get("/kinematics/latest").json()["seq"] >= first["seq"] + 25)
     later = client.get("/kinematics/latest").json()
@@ -119,6 +120,8 @@ def test_outlet_carries_decoded_values(served: Served) -> None:
 
 def test_every_post_needs_the_token(served: Served) -> None:
     client = served.client
+    assert served.daemon.engine is not None
+    applied = served.daemon.engine.status()["swaps"]["applied"]
     upload = {"file": ("a.safetensors", (served.models / "b.safetensors").read_bytes())}
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}):
         for path, body in POSTS:
@@ -127,8 +130,7 @@ def test_every_post_needs_the_token(served: Served) -> None:
             assert "bearer token" in response.json()["detail"]
         response = client.post("/model/upload", files=upload, headers=headers)
         assert response.status_code == 401, response.text
-    assert served.daemon.engine is not None
-    assert served.daemon.engine.status()["swaps"]["applied"] == 0
+    assert served.daemon.engine.status()["swaps"]["applied"] == applied
 
 
 def test_foreign_host_is_refused(served: Served) -> None:
@@ -166,7 +168,8 @@ def test_bad_swaps_are_refused_and_good_swap_continues_seq(served: Served) -> No
     client = served.client
     auth = {"Authorization": f"Bearer {TOKEN}"}
     assert wait_for(lambda: client.get("/health").json()["state"] == "decoding")
-    old = served.ids["a"]
+    old = client.get("/model").json()["model_id"]  # another test may have swapped
+    name = "a" if old == served.ids["b"] else "b"
     for body, reason in (
         ({"path": str(served.models / "corrupt.safetensors")}, "safetensors"),
         ({"name": "eight.safetensors"}, "eight.safetensors expects 8"),
@@ -182,14 +185,10 @@ def test_bad_swaps_are_refused_and_good_swap_continues_seq(served: Served) -> No
     assert client.get("/kinematics/latest").json()["model_id"] == old
     assert client.get("/model").json()["swaps"]["refused"] >= 3
 
-    response = client.post("/model/swap", json={"name": "b.safetensors"}, headers=auth)
+    response = client.post("/model/swap", json={"name": f"{name}.safetensors"}, headers=auth)
     assert response.status_code == 200, response.text
-    assert response.json() == {
-        "model_id": served.ids["b"],
-        "previous_model_id": old,
-        "staged": True,
-    }
-    new = served.ids["b"]
+    new = served.ids[name]
+    assert response.json() == {"model_id": new, "previous_model_id": old, "staged": True}
     assert wait_for(lambda: client.get("/kinematics/latest").json()["model_id"] == new)
     assert wait_for(lambda: client.get("/kinematics/latest").json()["seq"] > seq + 20)
     bins = client.get("/kinematics/recent", params={"n": 1200}).json()["bins"]
