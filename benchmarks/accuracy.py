@@ -8,11 +8,14 @@ get the same hyperparameter search first (N trials of Optuna TPE with pruning, s
 the validation part; :mod:`calibration.search`, :mod:`calibration.search_rnn`; the SNN's
 trials run ``min(steps, 300)`` BPTT steps as in ``bci calibrate``), on the first seed; the
 best configuration of each is then trained once per seed. ``budget`` in the table is the
-number of search trials each decoder got (0: the defaults, no search).
+number of search trials each decoder got (0: the defaults, no search). With
+``--snn-members K`` each seed's SNN is K SNNs (seeds ``seed * K + i``) merged into one
+decoder of their mean (:mod:`bci.ensemble`).
 
 Usage::
 
-    python benchmarks/accuracy.py --session PATH.npz [--seeds N] [--trials N] [--json OUT]
+    python benchmarks/accuracy.py --session PATH.npz [--seeds N] [--trials N]
+        [--snn-members K] [--json OUT]
 
 Efficiency (NeuroBench names, :mod:`bci.efficiency`; per bin): ActivationSparsity,
 SynapticOperations (Effective_MACs, Effective_ACs, Dense), Footprint (bytes),
@@ -181,6 +184,12 @@ def main() -> None:
         help="max BPTT steps of an SNN search trial (default: as bci calibrate, min(--steps, 300))",
     )
     parser.add_argument(
+        "--snn-members",
+        type=int,
+        default=1,
+        help="SNNs trained per seed and merged into one decoder of their mean (bci.ensemble)",
+    )
+    parser.add_argument(
         "--decoders",
         default=",".join(DECODERS),
         help="comma-separated subset of " + ",".join(DECODERS),
@@ -188,6 +197,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.seeds < 1 or args.trials < 0:
         parser.error("--seeds must be >= 1 and --trials >= 0")
+    if args.snn_members < 1:
+        parser.error(f"--snn-members must be >= 1 (e.g. 3), got {args.snn_members}")
     if args.trial_steps is not None and args.trial_steps < 1:
         parser.error(f"--trial-steps must be >= 1 (e.g. 300), got {args.trial_steps}")
 
@@ -196,14 +207,17 @@ def main() -> None:
     config = EvaluationConfig(
         decoders=tuple(args.decoders.split(",")),
         train=TrainConfig(max_steps=args.steps),
+        snn_members=args.snn_members,
         seed=args.seed,
     )
     trial_steps = args.trial_steps or default_trial_steps(args.steps)
     results = run(session, config, args.seeds, args.trials, trial_steps)
     results["snn_trial_steps"] = trial_steps
+    results["snn_members"] = args.snn_members
     print(
         f"{args.session}: {session.n_bins} bins x {session.n_channels} channels, "
         f"test {results['n_test_bins']} bins, {args.seeds} seed(s), "
+        f"{args.snn_members} SNN(s) merged per seed, "
         f"{time.perf_counter() - start:.0f} s"
     )
     headers = [

@@ -17,6 +17,7 @@ import numpy as np
 
 from bci.baselines import CausalDecoder, KalmanFilter, WienerFilter
 from bci.efficiency import recurrent_efficiency, snn_efficiency
+from bci.ensemble import train_rsnn_ensemble
 from bci.metrics import (
     activation_sparsity,
     footprint_bytes,
@@ -25,7 +26,7 @@ from bci.metrics import (
     synaptic_operations,
 )
 from bci.rsnn import RSNN, RSNNConfig
-from bci.training import TrainConfig, TrainResult, train_rsnn
+from bci.training import TrainConfig, TrainResult
 from calibration.search_rnn import make_rnn
 from streams.session import Session, SessionError, chronological_split
 
@@ -43,6 +44,7 @@ class EvaluationConfig:
     fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
     decoders: tuple[str, ...] = DEFAULT_DECODERS
     snn: dict[str, object] = field(default_factory=dict)
+    snn_members: int = 1  # > 1: that many SNNs merged into one (bci.ensemble)
     train: TrainConfig = field(default_factory=TrainConfig)
     wiener_lags: int = 10
     wiener_ridge: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1000.0)
@@ -117,9 +119,9 @@ def evaluate_decoders(
                 dt_s=session.bin_s,
                 **config.snn,  # type: ignore[arg-type]
             )
-            snn = RSNN(snn_config, seed=config.seed)
-            training = train_rsnn(
-                snn,
+            snn, training = train_rsnn_ensemble(
+                snn_config,
+                config.snn_members,
                 (train.neural, train.kinematics),
                 (val.neural, val.kinematics),
                 replace(config.train, seed=config.seed),
