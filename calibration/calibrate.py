@@ -84,6 +84,7 @@ class CalibrationOptions:
     search trial (default ``min(steps, 300)``). ``reset`` and ``surrogate`` are the neuron
     choices of :class:`bci.rsnn.RSNNConfig`, used by the search trials too; a LIF model
     (``alif_fraction=0``) with ``reset="zero"`` exports to NIR exactly (:mod:`bci.nir_export`).
+    ``members`` > 1 trains that many SNNs and merges them into one (:mod:`bci.ensemble`).
     """
 
     neural: str | None = None
@@ -99,6 +100,7 @@ class CalibrationOptions:
     lr: float = 3e-3
     rate_hz: float = 2.0
     seed: int = 0
+    members: int = 1
     gru: bool = False
     init: Path | None = None
     trials: int = 0
@@ -113,7 +115,7 @@ class CalibrationOptions:
             raise ValueError(
                 f"--split must have three fractions (train, validation, test); got {self.split}"
             )
-        for name in ("hidden", "steps"):
+        for name in ("hidden", "steps", "members"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be a positive integer; got {getattr(self, name)}")
         if self.trials < 0:
@@ -123,6 +125,11 @@ class CalibrationOptions:
         if self.bin_ms is not None and not (math.isfinite(self.bin_ms) and self.bin_ms > 0):
             raise ValueError(
                 f"--bin-ms must be a positive number of milliseconds; got {self.bin_ms}"
+            )
+        if self.init is not None and self.members > 1:
+            raise ValueError(
+                "fine-tuning (--init) trains the one checkpoint given; --members trains new "
+                "models: drop one of the two"
             )
         if self.init is not None and self.trials:
             raise ValueError(
@@ -379,6 +386,7 @@ def _train(
             fractions=options.split,
             decoders=decoders if init_model is not None else ("snn", *decoders),
             snn=snn_params,
+            snn_members=options.members,
             train=train_config,
             seed=options.seed,
         ),

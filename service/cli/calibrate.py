@@ -161,6 +161,13 @@ def _add_training_arguments(calibrate: argparse.ArgumentParser) -> None:
     calibrate.add_argument(
         "--seed", type=nonnegative_int, default=0, help="random seed (default 0)"
     )
+    calibrate.add_argument(
+        "--members",
+        type=positive_int,
+        default=1,
+        help="train this many SNNs (seeds SEED x MEMBERS + i) and merge them into one decoder "
+        "of their mean, MEMBERS x --hidden neurons (default 1)",
+    )
     calibrate.add_argument("--gru", action="store_true", help="also fit the GRU baseline (slow)")
     calibrate.add_argument("--init", help="fine-tune this checkpoint instead of a new model")
 
@@ -275,6 +282,7 @@ def _calibration_options(args: argparse.Namespace) -> CalibrationOptions:
             lr=args.lr,
             rate_hz=args.rate_hz,
             seed=args.seed,
+            members=args.members,
             gru=args.gru,
             init=None if args.init is None else Path(args.init),
             trials=args.trials,
@@ -299,7 +307,12 @@ def _progress(options: CalibrationOptions, bars: dict[str, tqdm]) -> Callable[[s
                 bars["trial"] = tqdm(total=options.trials, desc="search", unit="trial", leave=False)
             elif record["stage"] == "training":
                 bars["snn"] = tqdm(
-                    total=options.steps, desc="training SNN", unit="step", leave=False
+                    total=options.steps * options.members,
+                    desc="training SNN"
+                    if options.members == 1
+                    else f"training {options.members} SNNs",
+                    unit="step",
+                    leave=False,
                 )
         elif kind == "trial" and "trial" in bars:
             bars["trial"].update(1)
@@ -309,7 +322,8 @@ def _progress(options: CalibrationOptions, bars: dict[str, tqdm]) -> Callable[[s
             )
         elif kind == "snn" and "snn" in bars:
             bar = bars["snn"]
-            bar.update(int(record["step"]) - bar.n)
+            done = int(record.get("member", 0)) * options.steps  # earlier members' budgets
+            bar.update(done + int(record["step"]) - bar.n)
             bar.set_postfix(loss=f"{record['loss']:.4f}", val_r2=f"{record['val_r2']:.3f}")
 
     return on_progress

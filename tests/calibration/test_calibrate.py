@@ -253,6 +253,22 @@ def test_init_refuses_model_options(calibrated, session, tmp_path: Path, capsys)
     argv = ["calibrate", str(session[0]), "--out", str(tmp_path / "m.safetensors")]
     assert main([*argv, "--init", str(result.checkpoint), "--hidden", "64"]) == 2
     assert "--hidden cannot change a model fine-tuned with --init" in capsys.readouterr().err
+    assert main([*argv, "--init", str(result.checkpoint), "--members", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "--members trains new models: drop one of the two" in err and err.count("\n") == 1
+
+
+def test_cli_members_merges_that_many_snns_into_one_checkpoint(
+    session: tuple[Path, Session], tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "ensemble.safetensors"
+    argv = ["calibrate", str(session[0]), "--out", str(out), "--hidden", "16", "--members", "2"]
+    assert main([*argv, "--steps", "30", "--seed", "1"]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    merged = load_checkpoint(out)
+    assert merged.model.config.n_hidden == 32 and merged.model.config.n_alif == 16
+    members = {record["member"] for record in merged.manifest.training["history"]}
+    assert members == {0.0, 1.0}  # seeds 2 and 3 (seed 1 x 2 members + i)
 
 
 def _interrupting_train(real):
