@@ -15,7 +15,7 @@ decoder of their mean (:mod:`bci.ensemble`).
 Usage::
 
     python benchmarks/accuracy.py --session PATH.npz [--seeds N] [--trials N]
-        [--snn-members K] [--json OUT]
+        [--search snn,gru,lstm] [--snn-members K] [--json OUT]
 
 Efficiency (NeuroBench names, :mod:`bci.efficiency`; per bin): ActivationSparsity,
 SynapticOperations (Effective_MACs, Effective_ACs, Dense), Footprint (bytes),
@@ -43,12 +43,17 @@ from streams.session import Session, chronological_split, load_session
 from _common import print_table, write_json
 
 SNN_BASE_HIDDEN = 256  # bci calibrate --hidden default
+SEARCHABLE = ("snn", "gru", "lstm")
 
 
 def search(
-    session: Session, config: EvaluationConfig, trials: int, trial_steps: int
+    session: Session,
+    config: EvaluationConfig,
+    trials: int,
+    trial_steps: int,
+    searched: tuple[str, ...] = SEARCHABLE,
 ) -> dict[str, Any]:
-    """Search each of snn/gru/lstm in ``config.decoders`` with ``trials`` trials (SNN
+    """Search each of ``searched`` in ``config.decoders`` with ``trials`` trials (SNN
     trials: up to ``trial_steps`` BPTT steps); returns
     ``{name: {"trials", "seconds", "best_params", "best_val_r2"}}`` and the config to use."""
     train, val, _ = chronological_split(session, config.fractions)
@@ -56,8 +61,8 @@ def search(
     data = TrialData.from_split(train, val, budget, seed=config.seed)
     found: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as folder:
-        for name in ("snn", "gru", "lstm"):
-            if name not in config.decoders:
+        for name in SEARCHABLE:
+            if name not in config.decoders or name not in searched:
                 continue
             study = Path(folder) / f"{name}.study.sqlite"
             if name == "snn":
@@ -98,11 +103,16 @@ def aggregate(entries: list[Any]) -> Any:
 
 
 def run(
-    session: Session, config: EvaluationConfig, seeds: int, trials: int, trial_steps: int
+    session: Session,
+    config: EvaluationConfig,
+    seeds: int,
+    trials: int,
+    trial_steps: int,
+    searched: tuple[str, ...] = SEARCHABLE,
 ) -> dict[str, Any]:
     """Every decoder's mean entry over ``seeds`` seeds (``r2_sd``, ``r2_seeds`` and the
     ``budget`` added), the search record and ``n_test_bins``."""
-    found = search(session, config, trials, trial_steps) if trials else {}
+    found = search(session, config, trials, trial_steps, searched) if trials else {}
     config = searched_config(config, found)
     per_seed = [
         evaluate_decoders(session, replace(config, seed=config.seed + i)).results
@@ -184,6 +194,12 @@ def main() -> None:
         help="max BPTT steps of an SNN search trial (default: as bci calibrate, min(--steps, 300))",
     )
     parser.add_argument(
+        "--search",
+        default=",".join(SEARCHABLE),
+        help="which of --decoders get the --trials search (default: snn,gru,lstm; the others "
+        "train with their defaults, budget 0)",
+    )
+    parser.add_argument(
         "--snn-members",
         type=int,
         default=1,
@@ -197,6 +213,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.seeds < 1 or args.trials < 0:
         parser.error("--seeds must be >= 1 and --trials >= 0")
+    searched = tuple(args.search.split(","))
+    if not set(searched) <= set(SEARCHABLE):
+        parser.error(f"--search takes a subset of {','.join(SEARCHABLE)}; got {args.search}")
     if args.snn_members < 1:
         parser.error(f"--snn-members must be >= 1 (e.g. 3), got {args.snn_members}")
     if args.trial_steps is not None and args.trial_steps < 1:
@@ -211,7 +230,7 @@ def main() -> None:
         seed=args.seed,
     )
     trial_steps = args.trial_steps or default_trial_steps(args.steps)
-    results = run(session, config, args.seeds, args.trials, trial_steps)
+    results = run(session, config, args.seeds, args.trials, trial_steps, searched)
     results["snn_trial_steps"] = trial_steps
     results["snn_members"] = args.snn_members
     print(
