@@ -60,9 +60,7 @@ def merge_rsnns(models: Sequence[RSNN]) -> RSNN:
                 )
     k, h = len(models), first.n_hidden
     n_alif = k * first.n_alif
-    config = replace(first, n_hidden=k * h, alif_fraction=n_alif / (k * h))
-    if config.n_alif != n_alif:  # cannot happen for alif_fraction = n_alif / n_hidden
-        raise AssertionError(f"merged ALIF count {config.n_alif} != {n_alif}")
+    config = replace(first, n_hidden=k * h, alif_fraction=n_alif / (k * h))  # n_alif ALIF
     merged = RSNN(config).to(models[0].w_in.dtype)
     # members' LIF neurons first, then their ALIF neurons (RSNN's order)
     lif, alif = [], []
