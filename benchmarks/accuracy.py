@@ -16,6 +16,7 @@ Usage::
 
     python benchmarks/accuracy.py --session PATH.npz [--seeds N] [--trials N]
         [--search snn,gru,lstm] [--snn-members K] [--json OUT]
+    python benchmarks/accuracy.py --combine RUN.json [RUN.json ...] [--json OUT]
 
 Efficiency (NeuroBench names, :mod:`bci.efficiency`; per bin): ActivationSparsity,
 SynapticOperations (Effective_MACs, Effective_ACs, Dense), Footprint (bytes),
@@ -26,6 +27,7 @@ search budget, with activation sparsity >= 0.9.
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from dataclasses import replace
@@ -175,7 +177,14 @@ def verdict(results: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--session", required=True, help="session file (.npz)")
+    parser.add_argument("--session", help="session file (.npz)")
+    parser.add_argument(
+        "--combine",
+        nargs="+",
+        metavar="RUN_JSON",
+        help="instead of training: the table and verdict of earlier runs' --json files on one "
+        "session (each decoder from the last file that has it)",
+    )
     parser.add_argument("--json", help="write results to this JSON file")
     parser.add_argument("--seed", type=int, default=0, help="first seed")
     parser.add_argument("--seeds", type=int, default=1, help="seeds (seed, seed + 1, ...)")
@@ -211,6 +220,13 @@ def main() -> None:
         help="comma-separated subset of " + ",".join(DECODERS),
     )
     args = parser.parse_args()
+    if (args.session is None) == (args.combine is None):
+        parser.error("give --session FILE (train and score) or --combine RUN_JSON ... (report)")
+    if args.combine:
+        results = combine(args.combine)
+        report(results, tuple(n for n in DECODERS if n in results))
+        write_json(args.json, {"benchmark": "accuracy", "combined": args.combine, **results})
+        return
     if args.seeds < 1 or args.trials < 0:
         parser.error("--seeds must be >= 1 and --trials >= 0")
     searched = tuple(args.search.split(","))
@@ -239,6 +255,33 @@ def main() -> None:
         f"{args.snn_members} SNN(s) merged per seed, "
         f"{time.perf_counter() - start:.0f} s"
     )
+    report(results, config.decoders)
+    seconds = time.perf_counter() - start
+    write_json(
+        args.json, {"benchmark": "accuracy", "session": args.session, "seconds": seconds, **results}
+    )
+
+
+def combine(paths: list[str]) -> dict[str, Any]:
+    """The decoders' entries of earlier runs (``--json`` files) on one session, each from the
+    last file that has it (``run`` added: its file), with that run's search record."""
+    runs = [(path, json.loads(Path(path).read_text())) for path in paths]
+    sessions = {(Path(run["session"]).name, run["n_test_bins"]) for _, run in runs}
+    if len(sessions) != 1:
+        raise SystemExit(f"--combine needs runs on one session; got (file, test bins) {sessions}")
+    results: dict[str, Any] = {"n_test_bins": runs[0][1]["n_test_bins"], "search": {}}
+    for path, run in runs:
+        for name in DECODERS:
+            if name in run:
+                results[name] = {**run[name], "run": path}
+                results["search"].pop(name, None)
+                if name in run["search"]:
+                    results["search"][name] = run["search"][name]
+    return results
+
+
+def report(results: dict[str, Any], decoders: tuple[str, ...]) -> None:
+    """Print the table, the search records and the verdict."""
     headers = [
         "decoder",
         "R² (mean ± sd)",
@@ -252,17 +295,16 @@ def main() -> None:
         "budget",
         "fit s",
     ]
-    print_table(headers, table_rows(results, config.decoders))
+    print_table(headers, table_rows(results, decoders))
     for name, record in results["search"].items():
         print(
             f"search {name}: {record['trials']} trials, {record['seconds']:.0f} s, "
             f"best validation R² {record['best_val_r2']:.3f}, {record['best_params']}"
         )
+    for name in decoders:
+        if "run" in results[name]:
+            print(f"{name}: from {results[name]['run']}")
     print(verdict(results))
-    seconds = time.perf_counter() - start
-    write_json(
-        args.json, {"benchmark": "accuracy", "session": args.session, "seconds": seconds, **results}
-    )
 
 
 if __name__ == "__main__":
