@@ -16,7 +16,7 @@ import optuna
 import pytest
 import torch
 
-import calibration.evaluate
+import bci.ensemble
 import calibration.search
 from bci.baselines import KalmanFilter, WienerFilter
 from bci.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -286,8 +286,8 @@ def test_ctrl_c_during_training_leaves_no_file(
 ) -> None:
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    real = calibration.evaluate.train_rsnn
-    monkeypatch.setattr(calibration.evaluate, "train_rsnn", _interrupting_train(real))
+    real = bci.ensemble.train_rsnn  # the SNN's training, one member or more
+    monkeypatch.setattr(bci.ensemble, "train_rsnn", _interrupting_train(real))
     out = out_dir / "m.safetensors"
     argv = ["calibrate", str(session[0]), "--out", str(out), "--report", str(out_dir / "r")]
     assert main([*argv, *SMALL_ARGS]) == 130

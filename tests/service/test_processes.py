@@ -200,6 +200,7 @@ def test_children_die_with_a_killed_supervisor(serve: Serve) -> None:
     assert wait_for(lambda: all(_gone(pid) for pid in children), 10.0), children
 
 
+@pytest.mark.solo  # a deadline: other tests' load must not decide it
 def test_a_start_into_a_running_stream_has_no_deadline_miss(tmp_path: Path) -> None:
     """The stream runs before ``bci serve`` starts (as on a rig): the decoder is warmed up
     (kernels compiled, a step run) before its first bin, so the first 100 bins all meet
