@@ -164,6 +164,7 @@ def _chunked(total: int, size: int = 64 * 1024) -> Iterator[bytes]:
         yield f"{size:x}\r\n".encode() + b"x" * size + b"\r\n"
 
 
+@pytest.mark.solo  # a deadline (no bin a bin width late): other tests' load must not decide it
 def test_http_abuse_never_touches_the_decoded_stream(rig: Rig) -> None:
     port, api = rig.port, rig.api
     big = 40_000_000

@@ -246,6 +246,7 @@ def test_cli_replay_model_at_speed_prints_live_figures(
     assert result["mode"] == "live" and result["bins"] == N_BINS
 
 
+@pytest.mark.solo  # every target within its bin's window: other tests' load must not decide it
 def test_adapting_live_replay_learns_bit_for_bit_as_the_fast_path(
     files: dict[str, Path], tmp_path: Path
 ) -> None:
