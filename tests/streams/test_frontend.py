@@ -73,13 +73,15 @@ def test_one_khz_stamps_on_bin_edges_give_exact_bins() -> None:
     i = np.arange(1, 1001)
     t = t0 + i * 0.001
     counts = np.column_stack([i, np.ones_like(i)]).astype(float)
-    front = FrontEnd("counts", 0.05, 2, sample_rate_hz=1000.0)
-    out = _feed_in_chunks(front, counts, t, np.arange(7, 1000, 7))
-    assert out.n_bins == 20 and front.next_close == pytest.approx(t0 + 1.05 + front.grace_s)
-    np.testing.assert_array_equal(out.n_samples, np.full(20, 50))
-    np.testing.assert_array_equal(out.data[:, 0], i.reshape(20, 50).sum(axis=1))
-    np.testing.assert_allclose(out.end_times, t0 + 0.05 * np.arange(1, 21), atol=1e-9)
-    assert front.counters()["late"] == 0
+    for cuts in (np.arange(7, 1000, 7), np.arange(1, 1000)):  # 7 samples a chunk, or 1
+        front = FrontEnd("counts", 0.05, 2, sample_rate_hz=1000.0)
+        out = _feed_in_chunks(front, counts, t, cuts)
+        assert out.n_bins == 20
+        assert front.next_close == pytest.approx(t0 + 1.05 + front.grace_s)
+        np.testing.assert_array_equal(out.n_samples, np.full(20, 50))
+        np.testing.assert_array_equal(out.data[:, 0], i.reshape(20, 50).sum(axis=1))
+        np.testing.assert_allclose(out.end_times, t0 + 0.05 * np.arange(1, 21), atol=1e-9)
+        assert front.counters()["late"] == 0
 
 
 def test_counts_at_the_bin_rate_are_one_bin_per_sample() -> None:
@@ -110,8 +112,9 @@ def test_chunking_does_not_change_counts_and_matches_a_loop_oracle() -> None:
         while next_k < k:
             emitted.append((next_k, sums.pop(next_k, np.zeros(c))))
             next_k += 1
-    for seed in range(3):
-        cuts = np.sort(np.random.default_rng(seed).choice(n, size=20, replace=False))
+    one_by_one = np.arange(1, n)  # the live case: one sample per call
+    for cuts in [*(np.sort(np.random.default_rng(seed).choice(n, size=20, replace=False))
+                   for seed in range(3)), one_by_one]:  # fmt: skip
         front = FrontEnd("counts", bin_s, c, sample_rate_hz=0.0)
         out = _feed_in_chunks(front, x, t, cuts)
         np.testing.assert_allclose(out.end_times, [k * bin_s for k, _ in emitted])
