@@ -45,6 +45,7 @@ BASELINE: tuple[dict[str, Any], dict[str, Any]] = (
 IDEAS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "hetero_tau": ({"tau_spread": 3.0}, {}),
     "input_noise": ({}, {"input_noise": 0.5}),
+    "strong_noise": ({}, {"input_noise": 1.0}),
     "channel_dropout": ({}, {"channel_dropout": 0.1}),
     "long_window": ({}, {"window": 200, "burn_in": 50}),
     "rate_reg": ({}, {"rate_reg": 0.1}),

@@ -27,9 +27,9 @@ from bci.runtime import single_threaded_blas
 
 from _common import percentiles_us, print_table, time_calls, verdict, write_json
 
-# the default decoder, a larger one, and `bci calibrate --members 3` (three 256-neuron
-# SNNs merged: its recurrent matrix is block-diagonal but stored and multiplied dense)
-SIZES = ((96, 256, 2), (192, 512, 2), (96, 768, 2))
+# the default decoder, a larger one, and `bci calibrate --members 3` and `--members 5` (256-
+# neuron SNNs merged: the recurrent matrix is block-diagonal but stored and multiplied dense)
+SIZES = ((96, 256, 2), (192, 512, 2), (96, 768, 2), (96, 1280, 2))
 
 
 def bench_size(n_in: int, n_hidden: int, n_out: int, steps: int, seed: int) -> list[dict]:
