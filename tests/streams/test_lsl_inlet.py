@@ -347,6 +347,9 @@ def test_a_burst_beyond_liblsls_buffer_is_dropped_by_the_transport_not_a_gap() -
         burst = 12_000  # the loop did not pull while these came: liblsl keeps the last 5000
         stamps = t0 + (np.arange(burst) + 1) / rate  # t0 stamps the first chunk's last
         outlet.push_chunk(np.ones((burst, n_channels), np.float32), stamps.tolist())
+        # the loop is busy elsewhere for 2 s: the whole burst lands in liblsl's buffer first
+        # (pulling while it lands, a loaded machine could take part of it before the overflow)
+        time.sleep(2.0)
 
         def all_accounted() -> bool:
             inlet.pull(0.05)
