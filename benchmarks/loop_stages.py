@@ -74,8 +74,12 @@ class StageTimer:
             finally:
                 durations.append((start, clock() - start))
 
-        setattr(cls, name, timed)
-        self._restore.append((cls, name, original))
+        self.replace(cls, name, timed)
+
+    def replace(self, cls: type, name: str, function: Callable) -> None:
+        """Put ``function`` in place of ``cls.name`` until :meth:`restore`."""
+        self._restore.append((cls, name, getattr(cls, name)))
+        setattr(cls, name, function)
 
     def restore(self) -> None:
         for cls, name, original in reversed(self._restore):
@@ -105,10 +109,8 @@ def _instrument(timer: StageTimer, pulls: list, pushes: list) -> None:
             pushes.append((timestamp, pylsl.local_clock(), time.perf_counter()))
         outlet_push(self, values, timestamp)
 
-    pylsl.StreamInlet.pull_sample = pulled  # type: ignore[method-assign]
-    KinematicsOutlet.push = pushed  # type: ignore[method-assign]
-    timer._restore += [(pylsl.StreamInlet, "pull_sample", pull_sample),
-                       (KinematicsOutlet, "push", outlet_push)]  # fmt: skip
+    timer.replace(pylsl.StreamInlet, "pull_sample", pulled)
+    timer.replace(KinematicsOutlet, "push", pushed)
     timer.wrap(LslInlet, "_accept", "LslInlet._accept (audit, ring)")
     timer.wrap(FrontEnd, "feed", "FrontEnd.feed")
     timer.wrap(OnlineRSNN, "advance", "decode kernel, the bin")
@@ -120,7 +122,7 @@ def _instrument(timer: StageTimer, pulls: list, pushes: list) -> None:
         timed_prewarm(self)
         del kernel[before:]
 
-    Engine.prewarm = prewarm  # type: ignore[method-assign]
+    timer.replace(Engine, "prewarm", prewarm)
     timer.wrap(KinematicsOutlet, "push", "KinematicsOutlet.push")
     timer.wrap(pylsl.StreamOutlet, "push_sample", "  liblsl push_sample")
 
