@@ -220,8 +220,8 @@ class FrontEnd:
             return self._no_bins()
         if self.per_sample_bins:
             return self._feed_per_sample(data, stamps)
-        if n == 1 and self.kind == "counts" and self._next_k is not None:
-            return self._feed_one_count(data[0], float(stamps[0]))
+        if n == 1 and self._detector is None and self._next_k is not None:
+            return self._feed_one(data[0], float(stamps[0]))
         self._buffer.append((data.copy(), stamps.copy()))
         self._buffered += n
         if self._detector is None or self._next_k is None:
@@ -305,10 +305,11 @@ class FrontEnd:
                 self._sums[offsets, channel] = np.nan
         return self._emit_before(max(self._next_k, int(closes.max())))
 
-    def _feed_one_count(self, sample: np.ndarray, stamp: float) -> Bins:
-        """One counts sample (the live case: a 1 kHz inlet takes them one by one), binned as
-        :meth:`_process_buffer` would, in scalar arithmetic: the same bins, far fewer array
-        passes on the path from a bin's closing sample to its decode."""
+    def _feed_one(self, sample: np.ndarray, stamp: float) -> Bins:
+        """One counts or events sample (the live case: a 1 kHz inlet takes them one by one),
+        binned as :meth:`_process_buffer` would, in scalar arithmetic: the same bins and
+        counters, far fewer array passes on the path from a bin's closing sample to its
+        decode."""
         assert self._next_k is not None
         x = stamp / self.bin_s
         k = math.ceil(x - _EDGE_TOLERANCE)
@@ -316,12 +317,21 @@ class FrontEnd:
         if k < self._next_k:
             self._counters["late"] += 1
             logger.debug("1 late sample (bins up to %d closed)", self._next_k - 1)
-        else:
-            offset = k - self._next_k
+            return self._emit_before(max(self._next_k, closes))
+        offset = k - self._next_k
+        if self.kind == "counts":
             self._grow(offset + 1)
             self._sums[offset] += sample
-            self._counts[offset] += 1
-            self._counters["samples_binned"] += 1
+        else:  # events: the sample is a channel index, truncated as the array path does
+            index = sample[0]
+            channel = int(index) if math.isfinite(index) else -1
+            if not 0 <= channel < self.n_channels:
+                self._counters["out_of_range"] += 1
+                return self._emit_before(max(self._next_k, closes))
+            self._grow(offset + 1)
+            self._sums[offset, channel] += 1
+        self._counts[offset] += 1
+        self._counters["samples_binned"] += 1
         return self._emit_before(max(self._next_k, closes))
 
     def _held_finite(self, data: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:

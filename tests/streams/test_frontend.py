@@ -123,11 +123,12 @@ def test_chunking_does_not_change_counts_and_matches_a_loop_oracle() -> None:
         assert counters["late"] == late and counters["samples_binned"] + late == n
 
 
-def test_events_are_counted_per_channel() -> None:
+@pytest.mark.parametrize("one_by_one", [False, True])
+def test_events_are_counted_per_channel(one_by_one: bool) -> None:
     front = FrontEnd("events", 0.1, 3, sample_rate_hz=0.0, grace_s=0.01)
     t = np.array([1.01, 1.02, 1.05, 1.05, 1.15, 1.31, 1.32])
     ch = np.array([[0], [2], [2], [7], [1], [-1], [0]], dtype=np.int32)
-    out = front.feed(ch, t)
+    out = _feed_in_chunks(front, ch, t, np.arange(1, len(t)) if one_by_one else np.array([]))
     # (1.0, 1.1]: ch 0, 2, 2 (7 is out of range); (1.1, 1.2]: ch 1; (1.2, 1.3]: none
     np.testing.assert_allclose(out.end_times, [1.1, 1.2, 1.3])
     np.testing.assert_array_equal(out.data, [[1, 0, 2], [0, 1, 0], [0, 0, 0]])
@@ -253,9 +254,28 @@ def test_non_finite_broadband_voltage_marks_only_its_channel_and_bins() -> None:
     np.testing.assert_array_equal(out.data[later], clean.data[later])
 
 
-def test_non_finite_event_indices_are_out_of_range() -> None:
+def test_events_one_by_one_match_one_chunk() -> None:
+    # the live case (one event per pull) against the array path: random channels, some out of
+    # range or not finite, some stamps out of order (late where a later bin was seen)
+    rng = np.random.default_rng(1)
+    n, c, bin_s = 600, 4, 0.02
+    t = 2.0 + np.sort(rng.uniform(0.0, 1.0, size=n))
+    t[200:215] = t[200:215][::-1]
+    index = rng.integers(-1, c + 1, size=(n, 1)).astype(float)
+    index[rng.choice(n, size=10, replace=False)] = np.nan
+    fronts = [FrontEnd("events", bin_s, c, sample_rate_hz=0.0) for _ in range(2)]
+    whole = fronts[0].feed(index, t)
+    single = _feed_in_chunks(fronts[1], index, t, np.arange(1, n))
+    for field in Bins._fields:
+        np.testing.assert_array_equal(getattr(single, field), getattr(whole, field))
+    assert fronts[1].counters() == fronts[0].counters()
+    assert fronts[0].counters()["late"] > 0 and fronts[0].counters()["out_of_range"] > 10
+
+
+@pytest.mark.parametrize("one_by_one", [False, True])
+def test_non_finite_event_indices_are_out_of_range(one_by_one: bool) -> None:
     front = FrontEnd("events", 0.1, 3, sample_rate_hz=0.0)
-    out = front.feed(np.array([[0.0], [np.nan], [np.inf], [2.0]]), np.array([1.01, 1.02, 1.03,
-                                                                                1.11]))  # fmt: skip
+    index, t = np.array([[0.0], [np.nan], [np.inf], [2.0]]), np.array([1.01, 1.02, 1.03, 1.11])
+    out = _feed_in_chunks(front, index, t, np.arange(1, 4) if one_by_one else np.array([]))
     np.testing.assert_array_equal(out.data, [[1, 0, 0]])
     assert front.counters()["out_of_range"] == 2
