@@ -280,10 +280,10 @@ class KinematicsOutlet:
                 f"outlet {self.name!r} has {len(self.labels)} channels {self.labels}; got "
                 f"{sample.shape[0]} values"
             )
-        if not np.all(np.isfinite(sample)):
+        if not np.isfinite(sample).all():
             raise ValueError(f"outlet {self.name!r}: refusing non-finite values {sample}")
         stamp = pylsl.local_clock() if timestamp is None else float(timestamp)
-        self._outlet.push_sample(sample, stamp)
+        self._outlet.push_sample(sample.tolist(), stamp)  # a list: pylsl converts it fastest
         self.pushed += 1
 
     def close(self) -> None:
