@@ -311,28 +311,30 @@ class FrontEnd:
         counters, far fewer array passes on the path from a bin's closing sample to its
         decode."""
         assert self._next_k is not None
-        x = stamp / self.bin_s
-        k = math.ceil(x - _EDGE_TOLERANCE)
-        closes = k + (x >= k - _EDGE_TOLERANCE)
+        k, closes = self._bin_index_one(stamp)
         if k < self._next_k:
             self._counters["late"] += 1
             logger.debug("1 late sample (bins up to %d closed)", self._next_k - 1)
-            return self._emit_before(max(self._next_k, closes))
-        offset = k - self._next_k
+        else:
+            self._add_one(k - self._next_k, sample)
+        return self._emit_before(max(self._next_k, closes))
+
+    def _add_one(self, offset: int, sample: np.ndarray) -> None:
+        """:meth:`_add` for one sample that is not late, ``offset`` bins after the oldest open
+        one: its counts, or its event (an index truncated as the array path does)."""
         if self.kind == "counts":
             self._grow(offset + 1)
             self._sums[offset] += sample
-        else:  # events: the sample is a channel index, truncated as the array path does
+        else:
             index = sample[0]
             channel = int(index) if math.isfinite(index) else -1
             if not 0 <= channel < self.n_channels:
                 self._counters["out_of_range"] += 1
-                return self._emit_before(max(self._next_k, closes))
+                return
             self._grow(offset + 1)
             self._sums[offset, channel] += 1
         self._counts[offset] += 1
         self._counters["samples_binned"] += 1
-        return self._emit_before(max(self._next_k, closes))
 
     def _held_finite(self, data: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Broadband ``data`` with each non-finite value replaced by its channel's last finite
@@ -355,6 +357,13 @@ class FrontEnd:
         open after it (``k + 1`` for a stamp at the bin end, else ``k``)."""
         x = stamps / self.bin_s
         k = np.ceil(x - _EDGE_TOLERANCE).astype(np.int64)
+        return k, k + (x >= k - _EDGE_TOLERANCE)
+
+    def _bin_index_one(self, stamp: float) -> tuple[int, int]:
+        """:meth:`_bin_index` of one stamp, in Python arithmetic (numpy on a scalar costs
+        ten times more, on the live path)."""
+        x = stamp / self.bin_s
+        k = math.ceil(x - _EDGE_TOLERANCE)
         return k, k + (x >= k - _EDGE_TOLERANCE)
 
     def _add(
