@@ -175,7 +175,8 @@ def verdict(results: dict[str, Any]) -> str:
     )
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--session", help="session file (.npz)")
     parser.add_argument(
@@ -219,6 +220,11 @@ def main() -> None:
         default=",".join(DECODERS),
         help="comma-separated subset of " + ",".join(DECODERS),
     )
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
     if (args.session is None) == (args.combine is None):
         parser.error("give --session FILE (train and score) or --combine RUN_JSON ... (report)")

@@ -166,10 +166,16 @@ def _chunked(total: int, size: int = 64 * 1024) -> Iterator[bytes]:
 
 @pytest.mark.solo  # a deadline (no bin a bin width late): other tests' load must not decide it
 def test_http_abuse_never_touches_the_decoded_stream(rig: Rig) -> None:
-    port, api = rig.port, rig.api
+    _big_bodies_are_answered_from_the_headers(rig.port)
+    _slow_and_flooding_clients_leave_the_token_holder_served(rig)
+    _bad_models_and_numbers_keep_the_first_model(rig)
+    time.sleep(1.0)  # a second of decoding after the abuse
+    _assert_the_decoded_stream_was_untouched(rig)
+
+
+def _big_bodies_are_answered_from_the_headers(port: int) -> None:
     big = 40_000_000
     results: dict[str, tuple] = {}
-
     # 1. a 40 MB JSON body without a token: 401 from the headers, the body never read
     head = _head("POST", "/model/swap", {"Content-Type": "application/json",
                                         "Content-Length": str(big)})  # fmt: skip
@@ -198,6 +204,9 @@ def test_http_abuse_never_touches_the_decoded_stream(rig: Rig) -> None:
         assert seconds < 2.0, (case, seconds)
         assert sent <= 2 << 20, (case, sent)  # answered long before the body was through
 
+
+def _slow_and_flooding_clients_leave_the_token_holder_served(rig: Rig) -> None:
+    port, api = rig.port, rig.api
     # 5. 32 slow unauthenticated uploads stay open; the token holder is served meanwhile
     slow = [_connect(port) for _ in range(32)]
     try:
@@ -227,6 +236,9 @@ def test_http_abuse_never_touches_the_decoded_stream(rig: Rig) -> None:
     assert during == [200] * 5
     assert set(codes) <= {"200", "503"} and codes.get("200", 0) > 0, codes
 
+
+def _bad_models_and_numbers_keep_the_first_model(rig: Rig) -> None:
+    api = rig.api
     # 7. listing a folder with a 4 MB manifest and a 100,000-deep one stays small
     listing = api.get("/model/available")
     assert listing.status_code == 200 and len(listing.content) < 64 * 1024
@@ -242,7 +254,8 @@ def test_http_abuse_never_touches_the_decoded_stream(rig: Rig) -> None:
     assert health["state"] == "decoding"
     assert api.get("/model").json()["model_id"] == rig.first_model
 
-    time.sleep(1.0)  # a second of decoding after the abuse
+
+def _assert_the_decoded_stream_was_untouched(rig: Rig) -> None:
     for probe in rig.probes:
         probe.send_signal(signal.SIGTERM)
         assert probe.wait(10.0) == 0
