@@ -1,7 +1,9 @@
 """End to end: ``bci serve`` in its own process decodes a held-out synthetic session played
 by a SessionPlayer process; a pylsl client reads the decoded stream while 50 hot swaps go
 over HTTP. Every bin must be decoded once (sequence numbers), reach the client stamped as the
-session bin it decodes, and the decoded velocity must follow the true one (R² >= 0.5)."""
+session bin it decodes, with the values an offline decode of that bin gives (each model from
+its own initial state at the bin it was swapped in), and the decoded velocity must follow the
+true one (R² >= 0.5)."""
 
 from __future__ import annotations
 
@@ -23,10 +25,11 @@ import pylsl
 import pytest
 from serving import free_port, wait_for
 
-from bci.checkpoint import save_checkpoint
+from bci.checkpoint import load_decoder, save_checkpoint
 from bci.metrics import r2_score
 from bci.rsnn import RSNN, RSNNConfig
 from bci.training import TrainConfig, train_rsnn
+from service.decoding import decode_recording
 from streams.player import SessionPlayer
 from streams.session import Session, chronological_split
 from streams.synthetic import SyntheticConfig, simulate_session
@@ -182,6 +185,20 @@ def test_live_decoding_with_50_hot_swaps_loses_and_repeats_no_bin(
     np.testing.assert_allclose(http_stamps, played, rtol=0, atol=1e-3)
     http_values = np.asarray([seen[s]["values"] for s in range(n_bins)], dtype=np.float32)
     np.testing.assert_array_equal(received, http_values)
+    np.testing.assert_array_equal(received, _decoded_offline(setup, model_ids, ids))
     r2, per_dim = r2_score(setup.test.kinematics, received)
     print(f"live R² {r2:.3f} {np.round(per_dim, 3)} over {n_bins} bins, {changes} swaps")
     assert r2 >= 0.5
+
+
+def _decoded_offline(setup: Setup, model_ids: list[str], ids: dict[str, str]) -> np.ndarray:
+    """The session's bins decoded offline: each run of bins by the model that decoded it live,
+    from that model's initial state (a swapped-in model starts afresh)."""
+    paths = {model_id: setup.models / name for name, model_id in ids.items()}
+    out, start = [], 0
+    for model_id, run in itertools.groupby(model_ids):
+        stop = start + len(list(run))
+        decoded, _ = decode_recording(load_decoder(paths[model_id]), setup.test.neural[start:stop])
+        out.append(decoded)
+        start = stop
+    return np.concatenate(out)
