@@ -256,7 +256,8 @@ def main() -> None:
     rows = mean_rows(per_seed)
     print(f"\nmean over {args.seeds} seed(s)")
     print_rows(rows)
-    for line in verdicts(rows):
+    day_verdicts = verdicts(rows)
+    for line in day_verdicts:
         print(line)
     seconds = time.perf_counter() - start
     print(f"total {seconds:.0f} s")
@@ -272,6 +273,7 @@ def main() -> None:
             "seed": args.seed,
             "seeds": args.seeds,
             "rows": rows,
+            "verdicts": day_verdicts,
             "seconds": seconds,
         },
     )

@@ -137,15 +137,17 @@ def _push_on_schedule(
     stamps = schedule.stamps(np.arange(n_samples))
     spin = min(SPIN_S, 0.25 / rate)
     lag = np.empty(n_samples, dtype=np.float64)
-    for k in range(n_samples):
-        if not schedule.wait_for(k, stop, spin):
-            return stamps[:k], lag[:k]
+
+    def push(k: int, _n: int) -> int:
         due = stamps[k]
         lag[k] = clock() - due
         if (k + 1) % per_bin == 0:
             target.push_sample(velocity[k // per_bin], due)
         neural.push_sample(counts[k], due)
-    return stamps, lag
+        return 1
+
+    pushed = schedule.run(push, stop, spin_s=spin)
+    return stamps[:pushed], lag[:pushed]
 
 
 # --- relay process -------------------------------------------------------------------------

@@ -2,14 +2,15 @@
 stand in for a device (the latency benchmarks' pushers and the tests' outlet process).
 
 Sample ``k`` (0-based) is due at ``t0 + k / rate`` seconds on ``pylsl.local_clock()`` and is
-stamped with that time. A pusher pushes what :meth:`PushSchedule.due` says is due (in chunks,
-or one by one after :meth:`PushSchedule.wait_for`), so a late pusher catches up rather than
-drifting.
+stamped with that time. :meth:`PushSchedule.run` is the one pushing loop: it hands each batch
+of due samples (chunks, or one by one after :meth:`PushSchedule.wait_for`) to the pusher's own
+``push``, so a late pusher catches up rather than drifting.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -56,3 +57,22 @@ class PushSchedule:
             if spin_s <= 0:
                 time.sleep(0)
         return not stop.is_set()
+
+    def run(
+        self, push: Callable[[int, int], int], stop: Stop, chunk_max: int = 1, spin_s: float = 0.0
+    ) -> int:
+        """Push the samples as they fall due, until ``total`` are pushed (never, when None) or
+        ``stop`` is set; returns how many were pushed.
+
+        ``push(k, n)`` pushes up to ``n`` due samples from sample ``k`` on and returns how many
+        it pushed (fewer, even 0, when it pauses). Batches hold at most ``chunk_max`` samples;
+        with 1, each sample is pushed when :meth:`wait_for` (spinning ``spin_s``) says it is
+        due."""
+        k = 0
+        while (self.total is None or k < self.total) and not stop.is_set():
+            n = min(self.due(pylsl.local_clock()) - k, chunk_max)
+            if n > 0:
+                k += push(k, n)
+            elif not self.wait_for(k, stop, spin_s):
+                break
+        return k

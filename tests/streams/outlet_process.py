@@ -304,14 +304,49 @@ def _push_loop(
     import pylsl  # imported in the child only
 
     from streams.lsl_outlet import wait_for_consumers
-    from streams.schedule import PushSchedule
 
+    stop = _PolledStop(stop)
     fmt = pylsl.cf_float32 if spec.channel_format == "float32" else pylsl.cf_double64
     info = pylsl.StreamInfo(spec.name, spec.type, spec.n_channels, spec.rate, fmt, spec.source_id)
     outlet = pylsl.StreamOutlet(info, chunk_size=0, max_buffered=60)
     ready.set()
     if spec.wait_for_consumer_s is not None:
         wait_for_consumers([outlet], spec.wait_for_consumer_s, stop)
+    _push_on_schedule(spec, outlet, stop, pushed, first_ts, last_ts)
+    if not stop.is_set():
+        finished.set()
+        stop.wait()
+    del outlet  # close the outlet before the process ends
+
+
+class _PolledStop:
+    """A multiprocessing ``Event`` polled, never waited on: the tests SIGKILL this process, and
+    one killed while waiting on the parent's event leaves that event's ``set()`` waiting for
+    the dead sleeper for ever."""
+
+    def __init__(self, event: Any) -> None:
+        self._event = event
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        deadline = math.inf if timeout is None else time.monotonic() + timeout
+        while not self._event.is_set():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.002)
+        return True
+
+
+def _push_on_schedule(
+    spec: OutletSpec, outlet: Any, stop: Any, pushed: Any, first_ts: Any, last_ts: Any
+) -> None:
+    """Push ``spec``'s samples on their schedule, with its faults, until all are pushed or
+    ``stop`` is set."""
+    import pylsl
+
+    from streams.schedule import PushSchedule
 
     total = spec.total_samples
     nan_at = np.asarray(spec.nan_at, dtype=np.int64)
@@ -321,22 +356,14 @@ def _push_loop(
     pauses = sorted(set(spec.pause_at))
     bad_channel = spec.n_channels - 1
     schedule = PushSchedule(pylsl.local_clock(), spec.rate, total)
-    k = 0  # next sample index
-    while not stop.is_set():
-        if total is not None and k >= total:
-            finished.set()
-            stop.wait(0.05)
-            continue
-        n = min(schedule.due(pylsl.local_clock()) - k, spec.chunk_max)
+
+    def push(k: int, n: int) -> int:
         if pauses and k == pauses[0]:  # stall here, then catch up
             pauses.pop(0)
             stop.wait(spec.pause_s)
-            continue
+            return 0
         if pauses:
             n = min(n, pauses[0] - k)  # never push across a pause
-        if n <= 0:
-            time.sleep(0.002)
-            continue
         index = np.arange(k, k + n)
         chunk = expected_sample(spec.start_count + index, spec.n_channels)
         chunk[np.isin(index, nan_at), bad_channel] = spec.bad_value
@@ -351,6 +378,7 @@ def _push_loop(
         if k == 0:
             first_ts.value = float(stamps[0])
         last_ts.value = float(stamps[-1])
-        k += n
         pushed.value += len(stamps)
-    del outlet  # close the outlet before the process ends
+        return n
+
+    schedule.run(push, stop, chunk_max=spec.chunk_max)

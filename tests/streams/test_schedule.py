@@ -28,3 +28,44 @@ def test_wait_for_returns_once_the_sample_is_due_or_false_when_stopped() -> None
         assert pylsl.local_clock() >= float(schedule.stamps(5))
     stop.set()
     assert not schedule.wait_for(1000, stop)  # 10 s away: returns at once
+
+
+def test_run_pushes_every_sample_once_in_due_batches_and_catches_up_after_a_pause() -> None:
+    stop = threading.Event()
+    schedule = PushSchedule(t0=pylsl.local_clock(), rate=1000.0, total=120)
+    batches: list[tuple[int, int, float]] = []
+    paused = False
+
+    def push(k: int, n: int) -> int:
+        nonlocal paused
+        if k >= 40 and not paused:  # stall 30 ms (30 samples fall due), push nothing
+            paused = True
+            stop.wait(0.03)
+            return 0
+        batches.append((k, n, pylsl.local_clock()))
+        return n
+
+    assert schedule.run(push, stop, chunk_max=8) == 120
+    starts = [k for k, _, _ in batches]
+    sizes = [n for _, n, _ in batches]
+    assert starts == list(np.cumsum([0, *sizes[:-1]])) and sum(sizes) == 120  # once, in order
+    assert max(sizes) <= 8
+    assert max(n for k, n, _ in batches if k == 40) == 8  # the backlog goes in full chunks
+    for k, n, pushed_at in batches:
+        assert pushed_at >= float(schedule.stamps(k + n - 1))  # never before it is due
+
+
+def test_run_pushes_one_by_one_and_stops_when_asked() -> None:
+    stop = threading.Event()
+    schedule = PushSchedule(t0=pylsl.local_clock(), rate=500.0)  # unbounded
+    pushed: list[int] = []
+
+    def push(k: int, n: int) -> int:
+        assert n == 1
+        pushed.append(k)
+        if k == 9:
+            stop.set()
+        return 1
+
+    assert schedule.run(push, stop, spin_s=0.0005) == 10
+    assert pushed == list(range(10))
