@@ -3,7 +3,8 @@
 Data (a live stream or a recorded session) fit a checkpoint's decoder (:func:`check_fits`) when
 
 - their bins are the decoder's bin width, within a relative :data:`BIN_WIDTH_RTOL`;
-- they carry as many kinematics as the decoder decodes (when they carry any);
+- they carry as many kinematics as the decoder decodes, under its labels in its order (when
+  they carry any, or name them);
 - their channels feed the decoder's inputs, matched by label (:func:`match_channels`).
 
 The daemon (a stream and each hot-swapped model), ``bci replay`` and ``bci calibrate --init``
@@ -49,7 +50,10 @@ that went through text (a stream's desc, a manifest), far tighter than any two w
 would use."""
 
 _SHOWN = 3  # differing labels named in a refusal
-_MAP_FIX = "pass --channel-map FILE (JSON: model label -> stream label) to map them"
+_MAP_FIX = (
+    "use a model trained on these channels, or pass --channel-map FILE (JSON: model label -> "
+    "stream label) to map them"
+)
 
 
 @dataclass(frozen=True)
@@ -79,27 +83,35 @@ def check_fits(
     n_channels: int,
     channel_labels: Sequence[str] | None = None,
     n_kinematics: int | None = None,
+    kinematics_labels: Sequence[str] | None = None,
     explicit: dict[str, str] | None = None,
     bin_fix: str = "use a model trained at this bin width",
     kinematics_fix: str = "use a model that decodes these kinematics",
+    channels_fix: str = _MAP_FIX,
 ) -> ChannelMatch:
     """How the data ``where`` (e.g. ``"stream 'amp'"``: ``bin_s`` seconds per bin,
-    ``n_channels`` channels, ``n_kinematics`` kinematics or None) feed the decoder of
-    ``manifest`` (named ``model`` in messages); ``ValueError`` naming the first mismatch."""
+    ``n_channels`` channels, ``n_kinematics`` kinematics or None, labelled
+    ``kinematics_labels`` or None) feed the decoder of ``manifest`` (named ``model`` in
+    messages); ``ValueError`` naming the first mismatch."""
     if not same_bin_width(bin_s, manifest.bin_s):
         raise ValueError(
             f"{where} has {bin_s * 1e3:g} ms bins but {model} decodes "
             f"{manifest.bin_s * 1e3:g} ms bins; {bin_fix}"
         )
-    n_out = len(manifest.kinematics_labels)
-    if n_kinematics is not None and n_kinematics != n_out:
+    decoded = list(manifest.kinematics_labels)
+    if n_kinematics is not None and n_kinematics != len(decoded):
         raise ValueError(
-            f"{where} has {n_kinematics} kinematics but {model} decodes {n_out} "
-            f"({', '.join(manifest.kinematics_labels)}); {kinematics_fix}"
+            f"{where} has {n_kinematics} kinematics but {model} decodes {len(decoded)} "
+            f"({', '.join(decoded)}); {kinematics_fix}"
+        )
+    if kinematics_labels is not None and list(kinematics_labels) != decoded:
+        raise ValueError(
+            f"{where} has kinematics {', '.join(kinematics_labels)} but {model} decodes "
+            f"{', '.join(decoded)}; {kinematics_fix}"
         )
     return match_channels(
         manifest.channel_labels, manifest.n_channels, channel_labels, n_channels,
-        where=where, explicit=explicit, model=model,
+        where=where, explicit=explicit, model=model, fix=channels_fix,
     )  # fmt: skip
 
 
@@ -112,20 +124,18 @@ def match_channels(
     where: str,
     explicit: dict[str, str] | None = None,
     model: str = "the model",
+    fix: str = _MAP_FIX,
 ) -> ChannelMatch:
     """How ``where`` (``n_data`` channels labelled ``data_labels``) feeds ``model`` (its name in
     messages) of ``n_model`` inputs labelled ``model_labels`` (see the module docstring);
-    ``ValueError`` naming the problem and the fix."""
+    ``ValueError`` naming the problem and ``fix``."""
     inputs = None if model_labels is None else list(model_labels)
     columns = None if data_labels is None else list(data_labels)
     if explicit is not None:
         return _explicit(inputs, columns, explicit, where)
     if inputs is None or columns is None:
         if n_model != n_data:
-            raise ValueError(
-                f"{where} has {n_data} channels but {model} expects {n_model}; use a "
-                f"model trained on these channels, or {_MAP_FIX}"
-            )
+            raise ValueError(f"{where} has {n_data} channels but {model} expects {n_model}; {fix}")
         side = f"{model} has" if inputs is None else f"{where} has"
         return ChannelMatch(None, f"{side} no channel labels: channels are taken in order")
     if columns == inputs:
@@ -141,7 +151,7 @@ def match_channels(
         if missing or extra
         else f"its {len(columns)} labels repeat some of {model}'s {len(inputs)}"
     )
-    raise ValueError(f"{where}'s channel labels differ from {model}'s: {detail}; {_MAP_FIX}")
+    raise ValueError(f"{where}'s channel labels differ from {model}'s: {detail}; {fix}")
 
 
 def _explicit(

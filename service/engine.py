@@ -29,6 +29,7 @@ from bci.checkpoint import DecoderFile, load_decoder
 from bci.compatibility import check_fits
 from bci.eprop import EpropConfig, EpropLearner
 from bci.input_tracking import InputTracker
+from bci.manifest import Manifest
 from bci.online import OnlineRSNN, OnlineState
 from bci.plausibility import check_warm_up, output_bound
 from service.shared_state import DecodedBin
@@ -255,12 +256,13 @@ class Engine:
 
         The swap happens at the start of the next :meth:`step` call. Returns the new
         model's id. Raises :class:`bci.checkpoint.CheckpointError` (unreadable or invalid
-        file) or ``ValueError`` (channel count, bin width or non-finite output); the current
-        model then keeps decoding. A swap staged but not yet applied is replaced.
+        file) or ``ValueError`` (bin width, channels or kinematics other than the served
+        model's, or non-finite output); the current model then keeps decoding. A swap staged
+        but not yet applied is replaced.
         """
         path = Path(checkpoint_path)
         try:
-            slot = self._prepare(load_decoder(path))
+            slot = self._prepare(load_decoder(path), served=self._current.file.manifest)
         except ValueError as error:  # CheckpointError is a ValueError
             with self._lock:
                 self._swaps_refused += 1
@@ -414,15 +416,26 @@ class Engine:
         }
 
     # -- validation ------------------------------------------------------------------------
-    def _prepare(self, checkpoint: DecoderFile) -> _Slot:
-        """Check a loaded model against the stream (runs on the caller's thread)."""
+    def _prepare(self, checkpoint: DecoderFile, served: Manifest | None = None) -> _Slot:
+        """Check a loaded model against the stream and, for a swap, the ``served`` model's
+        inputs and outputs (runs on the caller's thread). A swap keeps the stream's channel
+        match and the outlet's channels, so the model must take the served model's channels
+        and decode its kinematics, in the same order."""
         decoder = checkpoint.decoder
         where = f"model {checkpoint.path}"
-        check_fits(
-            checkpoint.manifest, where, "the stream",
+        fix = "swap in a model calibrated on the served model's channels and kinematics"
+        match = check_fits(
+            checkpoint.manifest, where, "the stream" if served is None else "the served model",
             bin_s=self.bin_s, n_channels=self.n_channels, n_kinematics=self.n_out,
-            kinematics_fix="use a model with the same kinematics",
+            channel_labels=None if served is None else served.channel_labels,
+            kinematics_labels=None if served is None else served.kinematics_labels,
+            kinematics_fix=fix, channels_fix=fix,
         )  # fmt: skip
+        if match.index is not None:
+            raise ValueError(
+                f"{where} takes the served model's channels in another order; {fix}, in its "
+                "order (or restart bci serve with this model)"
+            )
         try:
             check_warm_up(decoder, checkpoint.manifest)
         except ValueError as error:

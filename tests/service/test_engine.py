@@ -190,13 +190,33 @@ def test_channel_count_and_bin_width_mismatch_are_refused(
     with pytest.raises(ValueError, match=f"has {N_IN} channels but model .* expects {N_IN + 2}"):
         engine.request_swap(wide)
     slow = make_checkpoint(tmp_path / "slow.safetensors", 4, dt_s=0.02)
-    with pytest.raises(ValueError, match=r"the stream has 50 ms bins but model .* decodes 20 ms"):
+    with pytest.raises(ValueError, match=r"served model has 50 ms bins but model .* decodes 20"):
         engine.request_swap(slow)
     assert engine.step(bins(1)[0], None, 0.0).model_id == engine.status()["model_id"]
     assert engine.status()["previous_model_id"] is None
     # the stream's channel count, not only the model's, is checked at construction
     with pytest.raises(ValueError, match="the stream has 9"):
         Engine(load_decoder(paths["a"]), n_channels=9)
+
+
+def test_a_swap_keeps_the_served_models_channel_and_kinematics_labels(tmp_path: Path) -> None:
+    labels = [f"elec{i}" for i in range(N_IN)]
+    served = tiny_checkpoint(tmp_path / "served.safetensors", n_in=N_IN, channel_labels=labels)
+    engine = Engine(load_decoder(served))
+    same = tiny_checkpoint(tmp_path / "same.safetensors", n_in=N_IN, seed=1, channel_labels=labels)
+    cases = {
+        "other": ([*labels[:-1], "elec99"], ("vx", "vy"), "channel labels differ"),
+        "permuted": (labels[::-1], ("vx", "vy"), "channels in another order"),
+        "kinematics": (labels, ("vy", "vx"), "has kinematics vx, vy but model .* decodes vy, vx"),
+    }
+    for name, (channels, kinematics, message) in cases.items():
+        path = tiny_checkpoint(tmp_path / f"{name}.safetensors", n_in=N_IN,
+                               channel_labels=channels, kinematics=kinematics)  # fmt: skip
+        with pytest.raises(ValueError, match=message) as refused:
+            engine.request_swap(path)
+        assert "swap in a model calibrated on the served model's" in str(refused.value)
+    assert engine.status()["swaps"]["refused"] == 3
+    assert engine.request_swap(same) == load_decoder(same).model_id  # the same labels swap in
 
 
 def test_model_with_non_finite_output_is_refused(tmp_path: Path, paths: dict[str, Path]) -> None:
