@@ -6,8 +6,10 @@ flushes and fsyncs it, gives it the permissions a plain ``open`` would (``0o666 
 directory so the rename itself survives a power cut. Any failure, including
 ``KeyboardInterrupt``, removes the temporary file and leaves the target as it was.
 
-Checkpoints, sessions and calibration reports are written with it; the XDF writer, which
-streams into a ``.part`` file for minutes, renames and calls :func:`fsync_directory` itself.
+Checkpoints, sessions, calibration reports, NIR graphs, the CLI's JSON results and the
+liblsl config are written with it. Two writers stream into a ``.part`` file and rename it
+themselves, then call :func:`fsync_directory`: the XDF recorder (it writes for minutes) and a
+model upload (named by its digest, known once the last byte is read).
 It lives in ``bci`` (stdlib only) so that ``bci``, ``streams`` and ``calibration`` can all
 use it without importing upward.
 """

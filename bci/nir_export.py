@@ -76,6 +76,7 @@ cannot express, and the model is refused with a message naming them.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -85,6 +86,7 @@ import nir
 import numpy as np
 import torch
 
+from bci.atomic import write_bytes
 from bci.rsnn import RSNN, RSNNConfig
 
 __all__ = [
@@ -346,13 +348,9 @@ def write_nir(
             "channel_labels": json.dumps(manifest.channel_labels),
         }
     )
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")  # created by h5py, so umask applies
-    try:
-        nir.write(tmp, graph)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    graph_bytes = io.BytesIO()
+    nir.write(graph_bytes, graph)
+    write_bytes(out, graph_bytes.getvalue())
     logger.info(
         "wrote NIR graph %s from %s (%s dialect, %d hidden %s neurons, dt %g s)",
         out,

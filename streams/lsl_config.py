@@ -20,6 +20,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from bci.atomic import write_text
+
 __all__ = ["QUIET_LEVEL", "quiet_liblsl"]
 
 logger = logging.getLogger(__name__)
@@ -68,9 +70,7 @@ def quiet_liblsl() -> Path | None:
         if owner.st_uid != os.getuid() or owner.st_mode & 0o022 or folder.is_symlink():
             raise PermissionError(f"{folder} is not a private folder of this user")
         if not path.is_file():
-            partial = folder / f".{path.name}.{os.getpid()}.part"
-            partial.write_text(text)
-            partial.replace(path)  # atomic: a concurrent reader sees the whole file or none
+            write_text(path, text)  # a concurrent reader sees the whole file or none
     except OSError as error:  # liblsl then logs as it would anyway
         logger.debug("liblsl's log level left as it is: %s", error)
         return None

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from bci.atomic import write_text
 from service.cli.common import given, positive_seconds, print_table
 from service.cli_checks import UsageError, runtime_failures
 
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"\ntest part: {results['n_test_bins']} bins (last 20% of the session)")
     print_table(["decoder", "R2", "R2 (vx vy)", "sparsity", "fit s"], results_table(results))
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        write_text(args.json, json.dumps(results, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0
 

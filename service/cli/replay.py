@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from bci.atomic import write_text
 from service.cli.common import given, note_partial, play_until_done, positive_seconds, print_table
 from service.cli_checks import UsageError, damaged_inputs, runtime_failures, session_path
 
@@ -181,7 +182,7 @@ def _decode(path: Path, args: argparse.Namespace) -> int:
     print(f"replayed {path.name} with {Path(args.model).name}")
     print_table(["metric", "value"], _result_rows(result, args.fast))
     if out is not None:
-        out.write_text(json.dumps(result, indent=2) + "\n")
+        write_text(out, json.dumps(result, indent=2) + "\n")
         print(f"wrote {out}")
     return 0
 
