@@ -21,15 +21,16 @@ def cosine_tuned_counts(
     rng: np.random.Generator,
     *,
     gain: float = 1.0,
+    depth: float = 0.8,
     preferred: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Poisson counts (float64, (T, n_in)) with rate ``gain * exp(0.8 * v . d_i)`` per bin, for
+    """Poisson counts (float64, (T, n_in)) with rate ``gain * exp(depth * v . d_i)`` per bin, for
     each channel's preferred direction ``d_i`` (angles ``preferred``, drawn from ``rng`` when
     None, before the counts)."""
     if preferred is None:
         preferred = rng.uniform(0, 2 * np.pi, n_in)
     drive = velocity[:, :1] * np.cos(preferred) + velocity[:, 1:] * np.sin(preferred)
-    return rng.poisson(gain * np.exp(0.8 * drive)).astype(np.float64)
+    return rng.poisson(gain * np.exp(depth * drive)).astype(np.float64)
 
 
 def tiny_checkpoint(
@@ -40,25 +41,30 @@ def tiny_checkpoint(
     bin_s: float = 0.05,
     seed: int = 0,
     rate: float | None = None,
+    kinematics: tuple[str, ...] = KINEMATICS,
     channel_labels: list[str] | None = None,
+    metrics: dict[str, object] | None = None,
     **config: object,
 ) -> Path:
-    """Save an untrained RSNN (outputs ``vx``, ``vy``) to ``path``; returns ``path``.
+    """Save an untrained RSNN (one output per label in ``kinematics``) to ``path``; returns
+    ``path``.
 
     With ``rate`` (counts per bin) the normalisation is fitted to 200 bins of Poisson counts
     at that rate and standard-normal kinematics (seeded by ``seed``); without it the model
-    keeps the identity normalisation. ``channel_labels`` are stored in the manifest (None:
-    unlabelled). ``config`` goes to ``RSNNConfig``.
+    keeps the identity normalisation. ``channel_labels`` and ``metrics`` are stored in the
+    manifest (None: unlabelled, no metrics). ``config`` goes to ``RSNNConfig``.
     """
     from bci.checkpoint import save_checkpoint
     from bci.rsnn import RSNN, RSNNConfig
 
-    cfg = RSNNConfig(n_in=n_in, n_hidden=n_hidden, n_out=len(KINEMATICS), dt_s=bin_s, **config)
+    cfg = RSNNConfig(n_in=n_in, n_hidden=n_hidden, n_out=len(kinematics), dt_s=bin_s, **config)
     model = RSNN(cfg, seed=seed)
     if rate is not None:
         rng = np.random.default_rng(seed)
         model.fit_normalisation(
             rng.poisson(rate, (200, n_in)).astype(np.float32),
-            rng.standard_normal((200, len(KINEMATICS))).astype(np.float32),
+            rng.standard_normal((200, len(kinematics))).astype(np.float32),
         )
-    return save_checkpoint(path, model, kinematics_labels=KINEMATICS, channel_labels=channel_labels)
+    return save_checkpoint(
+        path, model, kinematics_labels=kinematics, channel_labels=channel_labels, metrics=metrics
+    )

@@ -10,6 +10,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import torch
+from factories import cosine_tuned_counts
 from scipy.ndimage import gaussian_filter1d
 
 from bci.baselines import CausalDecoder, KalmanFilter, WienerFilter
@@ -20,15 +21,13 @@ N_BINS, N_CH, N_KIN, N_TRAIN = 3000, 40, 2, 2400
 
 
 def synthetic(
-    n_bins: int = N_BINS, n_ch: int = N_CH, n_kin: int = N_KIN, seed: int = 0
+    n_bins: int = N_BINS, n_ch: int = N_CH, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Smooth velocity ``v`` (unit variance) and counts ``Poisson(exp(log 3 + 0.5 · M v))``."""
+    """Smooth unit-variance velocity ``v`` and cosine-tuned counts (rate ``3 exp(0.5 v · d_i)``)."""
     rng = np.random.default_rng(seed)
-    v = gaussian_filter1d(rng.standard_normal((n_bins, n_kin)), sigma=6.0, axis=0)
+    v = gaussian_filter1d(rng.standard_normal((n_bins, N_KIN)), sigma=6.0, axis=0)
     v /= v.std(axis=0)
-    tuning = rng.standard_normal((n_ch, n_kin))
-    rate = np.exp(np.log(3.0) + 0.5 * v @ tuning.T)  # counts per bin
-    return rng.poisson(rate).astype(np.float64), v
+    return cosine_tuned_counts(v, n_ch, rng, gain=3.0, depth=0.5), v
 
 
 def small_gru(**kwargs: float) -> GRUDecoder:

@@ -15,13 +15,13 @@ import numpy as np
 import optuna
 import pytest
 import torch
+from factories import tiny_checkpoint
 
 import bci.ensemble
 import calibration.search
 from bci.baselines import KalmanFilter, WienerFilter
-from bci.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from bci.checkpoint import CheckpointError, load_checkpoint
 from bci.metrics import r2_score
-from bci.rsnn import RSNN, RSNNConfig
 from bci.training import TrainConfig
 from calibration.calibrate import (
     CalibrationOptions,
@@ -335,33 +335,31 @@ def test_session_too_short_to_split(tmp_path: Path, capsys) -> None:
 
 
 def test_channel_mismatch_with_init(session, tmp_path: Path, capsys) -> None:
-    other = RSNN(RSNNConfig(n_in=8, n_hidden=4), seed=0)
-    ckpt = save_checkpoint(tmp_path / "eight.safetensors", other, kinematics_labels=["vx", "vy"])
+    ckpt = tiny_checkpoint(tmp_path / "eight.safetensors", n_in=8, n_hidden=4)
     argv = ["calibrate", str(session[0]), "--out", str(tmp_path / "m.safetensors")]
     err = _fails([*argv, "--init", str(ckpt)], capsys)
     assert f"has 96 channels but checkpoint {ckpt} expects 8" in err
 
 
 @pytest.mark.parametrize(
-    ("config", "labels", "expected"),
+    ("variant", "expected"),
     [
         (
-            {"n_out": 3},
-            ["vx", "vy", "vz"],
+            {"kinematics": ("vx", "vy", "vz")},
             "has 2 kinematics but checkpoint {ckpt} decodes 3 (vx, vy, vz); calibrate "
             "without --init",
         ),
         (
-            {"dt_s": 0.02},
-            ["vx", "vy"],
+            {"bin_s": 0.02},
             "has 50 ms bins but checkpoint {ckpt} decodes 20 ms bins; rebin the recording "
             "(--bin-ms 20 for XDF) or calibrate without --init",
         ),
     ],
 )
-def test_init_must_fit_the_session(session, tmp_path: Path, capsys, config, labels, expected):
-    other = RSNN(RSNNConfig(n_in=96, n_hidden=4, **config), seed=0)
-    ckpt = save_checkpoint(tmp_path / "other.safetensors", other, kinematics_labels=labels)
+def test_init_must_fit_the_session(
+    session, tmp_path: Path, capsys, variant: dict[str, object], expected: str
+) -> None:
+    ckpt = tiny_checkpoint(tmp_path / "other.safetensors", n_in=96, n_hidden=4, **variant)
     argv = ["calibrate", str(session[0]), "--out", str(tmp_path / "m.safetensors")]
     assert expected.format(ckpt=ckpt) in _fails([*argv, "--init", str(ckpt)], capsys)
 

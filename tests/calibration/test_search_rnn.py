@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from factories import cosine_tuned_counts, smooth_velocity
 
 from calibration.search import SearchError, TrialData
 from calibration.search_rnn import RNNSearchSpace, rnn_search
@@ -16,9 +17,8 @@ SPACE = RNNSearchSpace(hidden_factors=(0.5, 1.0), layers=(1,), windows=(20,), ep
 
 @pytest.fixture(scope="module")
 def data() -> TrialData:
-    rng = np.random.default_rng(0)
-    v = np.cumsum(rng.standard_normal((500, 2)), axis=0) * 0.1
-    x = rng.poisson(np.exp(0.5 * v @ rng.standard_normal((2, 8)))).astype(np.float32)
+    v = smooth_velocity(500)
+    x = cosine_tuned_counts(v, 8, np.random.default_rng(0)).astype(np.float32)
     return TrialData(x[:400], v[:400], x[400:], v[400:], bin_s=0.05, seed=3)
 
 

@@ -15,14 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pylsl
 import pytest
 import torch
+from factories import tiny_checkpoint
 from serving import N_CHANNELS, rewrite, run_server, wait_for
 
 from bci.checkpoint import MAX_MANIFEST_BYTES, load_checkpoint, save_checkpoint
-from bci.rsnn import RSNN, RSNNConfig
 from service.api import create_app
 from service.cli import main
 from service.daemon import Daemon
@@ -37,13 +36,9 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 pytestmark = pytest.mark.timeout(120)
 
 
-def small_model(seed: int) -> RSNN:
-    model = RSNN(RSNNConfig(n_in=N_CHANNELS, n_hidden=16, n_out=2, dt_s=0.05), seed=seed)
-    rng = np.random.default_rng(seed)
-    model.fit_normalisation(
-        rng.poisson(3.0, size=(100, N_CHANNELS)).astype(np.float64), rng.normal(size=(100, 2))
-    )
-    return model
+def small_checkpoint(path: Path, seed: int, metrics: dict[str, object] | None = None) -> Path:
+    """An untrained 16-unit RSNN for the stream's channels, normalised to 3 counts per bin."""
+    return tiny_checkpoint(path, n_in=N_CHANNELS, n_hidden=16, seed=seed, rate=3.0, metrics=metrics)
 
 
 @dataclass
@@ -58,9 +53,7 @@ class Api:
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     """A daemon serving the HTTP API (no stream needed: model controls work while waiting)."""
     models = tmp_path_factory.mktemp("models")
-    first = save_checkpoint(
-        models / "first.safetensors", small_model(0), kinematics_labels=("vx", "vy")
-    )
+    first = small_checkpoint(models / "first.safetensors", 0)
     name = f"bci-test-abuse-{uuid.uuid4().hex[:8]}"
     settings = Settings(
         stream=name, model=first, models_dir=models, token=TOKEN, port=0, adapt=True,
@@ -75,7 +68,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
 def test_bad_models_are_refused_everywhere_and_never_kept(api: Api, tmp_path: Path) -> None:
     client = api.client
     current = client.get("/model").json()["model_id"]
-    huge = small_model(1)
+    huge = load_checkpoint(small_checkpoint(tmp_path / "base.safetensors", 1)).model
     with torch.no_grad():
         huge.b_out.fill_(5000.0)  # finite, within the weight limit, but 5000 output scales off
     beyond = save_checkpoint(tmp_path / "beyond.safetensors", huge, kinematics_labels=("vx", "vy"))
@@ -120,8 +113,7 @@ def test_refused_upload_never_deletes_an_accepted_file(
     api: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client = api.client
-    model = small_model(2)
-    good = save_checkpoint(tmp_path / "good.safetensors", model, kinematics_labels=("vx", "vy"))
+    good = small_checkpoint(tmp_path / "good.safetensors", 2)
     files = {"file": ("good.safetensors", good.read_bytes())}
     assert client.post("/model/upload", files=files, headers=AUTH).status_code == 200
     (kept,) = [p for p in api.models.iterdir() if p.name.startswith("upload-")]
@@ -138,9 +130,7 @@ def test_refused_upload_never_deletes_an_accepted_file(
 
 def test_listing_never_returns_a_large_manifest(api: Api, tmp_path: Path) -> None:
     blob = {"blob": "x" * (MAX_MANIFEST_BYTES // 2)}
-    save_checkpoint(
-        api.models / "big.safetensors", small_model(3), kinematics_labels=("vx", "vy"), metrics=blob
-    )
+    small_checkpoint(api.models / "big.safetensors", 3, metrics=blob)
     over = rewrite(
         api.first,
         api.models / "over.safetensors",

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from factories import tiny_checkpoint
 
-from bci.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from bci.checkpoint import CheckpointError, load_checkpoint
 from bci.eprop import EpropConfig
 from bci.metrics import r2_score
 from bci.online import OnlineRSNN
-from bci.rsnn import RSNN, RSNNConfig
 from service.cli import main
 from service.replay import replay_live, replay_session
 from streams.session import Session, load_session, save_session
@@ -22,6 +22,8 @@ KEYS = {"r2", "r2_per_dim", "r2_windows", "bins", "bins_per_second", "adaptation
 
 
 def make_session(path: Path, n_in: int = N_IN, kinematics: bool = True, seed: int = 0) -> Path:
+    """Counts with linear, rectified tuning (rate ``4 + 2 v . m_i``), not the exponential
+    ``factories.cosine_tuned_counts``: on that the affine-drift case misses its 0.02 bound."""
     rng = np.random.default_rng(seed)
     t = np.arange(N_BINS) * BIN_S
     velocity = np.stack([np.sin(0.7 * t), np.cos(0.45 * t)], axis=1).astype(np.float32)
@@ -37,25 +39,10 @@ def make_session(path: Path, n_in: int = N_IN, kinematics: bool = True, seed: in
     return save_session(path, session)
 
 
-def make_checkpoint(path: Path, session: Path, n_in: int = N_IN, seed: int = 1) -> Path:
-    data = np.load(session)
-    model = RSNN(RSNNConfig(n_in=n_in, n_hidden=16, n_out=2, dt_s=BIN_S), seed=seed)
-    neural = data["neural"][:, :n_in] if data["neural"].shape[1] >= n_in else None
-    if neural is None:
-        neural = np.random.default_rng(seed).poisson(4.0, (200, n_in)).astype(np.float32)
-    kinematics = (
-        data["kinematics"][: neural.shape[0]]
-        if "kinematics" in data
-        else np.random.default_rng(seed).standard_normal((neural.shape[0], 2)).astype(np.float32)
-    )
-    model.fit_normalisation(neural, kinematics)
-    return save_checkpoint(path, model, kinematics_labels=("vx", "vy"))
-
-
 @pytest.fixture
 def files(tmp_path: Path) -> dict[str, Path]:
-    session = make_session(tmp_path / "s.npz")
-    return {"session": session, "model": make_checkpoint(tmp_path / "m.safetensors", session)}
+    model = tiny_checkpoint(tmp_path / "m.safetensors", n_in=N_IN, n_hidden=16, seed=1, rate=4.0)
+    return {"session": make_session(tmp_path / "s.npz"), "model": model}
 
 
 def manual_decode(model_path: Path, neural: np.ndarray) -> np.ndarray:
@@ -104,7 +91,7 @@ def test_replay_refuses_session_without_kinematics(tmp_path: Path, files: dict[s
 
 
 def test_replay_refuses_channel_mismatch(tmp_path: Path, files: dict[str, Path]) -> None:
-    wide = make_checkpoint(tmp_path / "wide.safetensors", files["session"], n_in=N_IN + 3)
+    wide = tiny_checkpoint(tmp_path / "wide.safetensors", n_in=N_IN + 3)
     with pytest.raises(ValueError, match=f"has {N_IN} channels but model .* expects {N_IN + 3}"):
         replay_session(files["session"], wide)
 
@@ -158,7 +145,7 @@ def test_cli_replay_bad_inputs_exit_2(
     bare = make_session(tmp_path / "bare.npz", kinematics=False)
     assert main(["replay", str(bare), "--model", str(files["model"]), "--fast"]) == 2
     assert "has no kinematics" in capsys.readouterr().err
-    wide = make_checkpoint(tmp_path / "wide.safetensors", files["session"], n_in=N_IN + 3)
+    wide = tiny_checkpoint(tmp_path / "wide.safetensors", n_in=N_IN + 3)
     assert main(["replay", str(files["session"]), "--model", str(wide), "--fast"]) == 2
     err = capsys.readouterr().err
     assert f"has {N_IN} channels" in err and f"expects {N_IN + 3}" in err
