@@ -16,6 +16,7 @@ from bci.checkpoint import CheckpointError, load_checkpoint, load_decoder, save_
 from bci.eprop import EpropConfig
 from bci.input_tracking import InputTracker
 from bci.online import OnlineRSNN
+from service.decoding import ArrayTargets, BinDecoder, FunctionTargets
 from service.engine import Engine
 from service.shared_state import DecodedBin, SharedState
 
@@ -335,6 +336,37 @@ def test_eprop_update_runs_after_the_bin_is_published(
     targets = np.random.default_rng(5).standard_normal((10, 2)).astype(np.float32)
     for i, row in enumerate(bins(10)):
         engine.step(row, targets[i], float(i))
+    window = [f"bin {i}" for i in range(5)], [f"bin {i}" for i in range(5, 10)]
+    assert events == [*window[0], "update", *window[1], "update"]
+    assert engine.status()["adaptation"]["updates_applied"] == 2
+
+
+@pytest.mark.parametrize("known_before_decoding", [True, False])
+def test_the_daemons_deferred_update_runs_after_the_bin_is_published(
+    paths: dict[str, Path], monkeypatch: pytest.MonkeyPatch, known_before_decoding: bool
+) -> None:
+    """The daemon's loop (BinDecoder, updates deferred) publishes the bin that closes a window
+    before the window's update starts, whether the targets come with the bins (an array) or
+    after them (a function of the decoded output)."""
+    events: list[str] = []
+    engine = Engine(load_decoder(paths["a"]), adapt=True, eprop=EpropConfig(update_every=5),
+                    sinks=[lambda decoded: events.append(f"bin {decoded.seq}")],
+                    defer_updates=True)  # fmt: skip
+    learner = engine.learner
+    assert learner is not None
+    real_update = learner.update
+
+    def observed_update() -> None:
+        events.append("update")
+        real_update()
+
+    monkeypatch.setattr(learner, "update", observed_update)
+    truth = np.random.default_rng(5).standard_normal((10, 2)).astype(np.float32)
+    targets = ArrayTargets(truth) if known_before_decoding else FunctionTargets(
+        lambda index, _decoded: truth[index]
+    )  # fmt: skip
+    out = np.empty((10, 2), dtype=np.float32)
+    BinDecoder(engine, targets).run(bins(10), np.arange(10.0), out)
     window = [f"bin {i}" for i in range(5)], [f"bin {i}" for i in range(5, 10)]
     assert events == [*window[0], "update", *window[1], "update"]
     assert engine.status()["adaptation"]["updates_applied"] == 2
