@@ -1,4 +1,5 @@
-"""The decoder's lifecycle: one vocabulary for the daemon, the API process and the metrics.
+"""The decoder's lifecycle: one vocabulary for the daemon, the API process and the metrics,
+and the supervisor's word on the decoder process.
 
 The daemon owns the state (``Daemon.state``); the API process reads it from the status
 document and adds ``restarting`` (the supervisor restarts a dead decoder process) and
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-__all__ = ["DecoderState"]
+__all__ = ["DecoderState", "SupervisorState"]
 
 
 class DecoderState(str, Enum):
@@ -32,3 +33,14 @@ class DecoderState(str, Enum):
     def holds_output(self) -> bool:
         """Whether the output holds zero velocity in this state (once data had flowed)."""
         return self in (DecoderState.STREAM_LOST, DecoderState.SCHEMA_MISMATCH)
+
+
+class SupervisorState(str, Enum):
+    """What the supervisor says of the decoder process (in the shared header, by position)."""
+
+    RUNNING = "running"
+    RESTARTING = "restarting"  # it died and is being started again
+    STOPPED = "stopped"
+
+    def __str__(self) -> str:
+        return self.value

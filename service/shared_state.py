@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from service.lifecycle import SupervisorState
+
 __all__ = ["DecodedBin", "SharedState"]
 
 _MAGIC = 0x42434953484D0001  # "BCISHM" v1
@@ -39,8 +41,7 @@ _H_WORDS = 16
 _MODEL_ID_BYTES = 12
 _RETRIES = 100
 
-SUPERVISOR_WORDS = ("running", "restarting", "stopped")
-"""What the supervisor says of the decoder process (header word ``_H_SUPERVISOR``)."""
+_SUPERVISOR_STATES = tuple(SupervisorState)  # header word _H_SUPERVISOR holds the position
 
 
 @dataclass(frozen=True)
@@ -196,8 +197,8 @@ class SharedState:
         self._words[_H_HEARTBEAT_NS] = time.monotonic_ns()
 
     # -- supervisor ----------------------------------------------------------------------------
-    def set_supervisor(self, word: str, restarts: int | None = None) -> None:
-        self._words[_H_SUPERVISOR] = SUPERVISOR_WORDS.index(word)
+    def set_supervisor(self, state: SupervisorState, restarts: int | None = None) -> None:
+        self._words[_H_SUPERVISOR] = _SUPERVISOR_STATES.index(state)
         if restarts is not None:
             self._words[_H_RESTARTS] = restarts
 
@@ -220,7 +221,7 @@ class SharedState:
             "pid": int(self._words[_H_PID]) or None,
             "heartbeat_age_s": None if not beat else (time.monotonic_ns() - beat) / 1e9,
             "restarts": int(self._words[_H_RESTARTS]),
-            "supervisor": SUPERVISOR_WORDS[int(self._words[_H_SUPERVISOR])],
+            "supervisor": _SUPERVISOR_STATES[int(self._words[_H_SUPERVISOR])],
         }
 
     def since(self, seq: int | None) -> list[DecodedBin]:

@@ -46,6 +46,7 @@ import numpy as np
 
 from bci.checkpoint import read_manifest
 from service.daemon_output import ensure_output_free, output_source_id
+from service.lifecycle import SupervisorState
 from service.settings import Settings
 from service.shared_state import SharedState
 from streams.lsl_outlet import KinematicsOutlet
@@ -127,7 +128,7 @@ class Supervisor:
                 if process.is_alive():
                     process.kill()
                     process.join(2.0)
-        self.shared.set_supervisor("stopped")
+        self.shared.set_supervisor(SupervisorState.STOPPED)
         self.shared.close()
 
     # -- decoder -----------------------------------------------------------------------------
@@ -153,13 +154,13 @@ class Supervisor:
         if stand_in is not None:  # the new decoder's outlet takes over the stream
             stand_in.handover(_HANDOVER_S)
         outlet_free.set()
-        self.shared.set_supervisor("running", self.restarts["decoder"])
+        self.shared.set_supervisor(SupervisorState.RUNNING, self.restarts["decoder"])
         return process
 
     def _restart_decoder(self) -> None:
         code = self.decoder.exitcode
         self.restarts["decoder"] += 1
-        self.shared.set_supervisor("restarting", self.restarts["decoder"])
+        self.shared.set_supervisor(SupervisorState.RESTARTING, self.restarts["decoder"])
         logger.error("decoder process died (exit %s); restarting it", code)
         stand_in = _StandIn(self.settings.output_base, self.labels, self.units, self.bin_s,
                             self.source_id)  # fmt: skip

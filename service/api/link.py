@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from service.daemon_status import latency_stats
-from service.lifecycle import DecoderState
+from service.lifecycle import DecoderState, SupervisorState
 from service.settings import Settings
 from service.shared_state import SharedState
 
@@ -70,7 +70,7 @@ class DecoderLink:
         process = self.shared.decoder()
         status["decoder"] = process
         age = process["heartbeat_age_s"]
-        if process["supervisor"] == "restarting":
+        if process["supervisor"] == SupervisorState.RESTARTING:
             status.update(
                 state=DecoderState.RESTARTING,
                 message=f"the decoder process died and is being restarted (restart "
