@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -49,6 +50,20 @@ _FORMAT_NAMES = {
     pylsl.cf_int64: "int64",
 }
 _SELECTOR_KEYS = ("name", "type", "source_id")
+
+
+class RecordingState(str, Enum):
+    """Where a recording, or one stream of it, stands: a recording goes new -> recording ->
+    stopped; a stream's track ends stopped, lost (its outlet gone for good) or in error."""
+
+    NEW = "new"
+    RECORDING = "recording"
+    STOPPED = "stopped"
+    LOST = "lost"
+    ERROR = "error"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass(frozen=True)
@@ -109,7 +124,7 @@ class _Track:
     clock_offsets: int = 0
     first_timestamp: float = math.nan
     last_timestamp: float = math.nan
-    state: str = "recording"  # recording -> stopped | lost | error
+    state: RecordingState = RecordingState.RECORDING  # -> stopped | lost | error
 
 
 class Recorder:
@@ -163,7 +178,7 @@ class Recorder:
         self._clock_thread: threading.Thread | None = None
         self._errors: list[str] = []
         self._lock = threading.Lock()
-        self._state = "new"  # new -> recording -> stopped
+        self._state = RecordingState.NEW  # new -> recording -> stopped
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -173,7 +188,7 @@ class Recorder:
         Raises TimeoutError if a selector matches no stream, FileExistsError if ``path``
         exists (and not ``overwrite``), FileNotFoundError if its directory is missing.
         """
-        if self._state != "new":
+        if self._state != RecordingState.NEW:
             raise RuntimeError(
                 f"recorder for {self.path} was already started; create a new Recorder"
             )
@@ -191,7 +206,7 @@ class Recorder:
             self._tracks.clear()
             raise
         self._writer = writer
-        self._state = "recording"
+        self._state = RecordingState.RECORDING
         for track in self._tracks:
             track.thread = threading.Thread(
                 target=self._record, args=(track,), name=f"record-{track.name}", daemon=True
@@ -211,9 +226,9 @@ class Recorder:
 
         Raises RuntimeError if a recording thread failed (the data are kept in ``.part``).
         """
-        if self._state == "stopped":
+        if self._state == RecordingState.STOPPED:
             return self.path
-        if self._state == "new":
+        if self._state == RecordingState.NEW:
             raise RuntimeError("recorder was not started; call start() first")
         self._stop.set()
         for track in self._tracks:
@@ -224,7 +239,7 @@ class Recorder:
         if self._clock_thread is not None:
             self._clock_thread.join(timeout)
         assert self._writer is not None
-        self._state = "stopped"
+        self._state = RecordingState.STOPPED
         if self._errors:
             part = self._writer.abort()
             self._close_inlets()
@@ -250,7 +265,7 @@ class Recorder:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._state != "recording":
+        if self._state != RecordingState.RECORDING:
             return
         if exc_type is None:
             self.stop()
@@ -261,7 +276,7 @@ class Recorder:
                 track.thread.join(5.0)
         if self._clock_thread is not None:
             self._clock_thread.join(5.0)
-        self._state = "stopped"
+        self._state = RecordingState.STOPPED
         assert self._writer is not None
         self._writer.abort()
         self._close_inlets()
@@ -271,7 +286,7 @@ class Recorder:
     @property
     def running(self) -> bool:
         """True between :meth:`start` and :meth:`stop`."""
-        return self._state == "recording"
+        return self._state == RecordingState.RECORDING
 
     @property
     def stream_names(self) -> tuple[str, ...]:
@@ -344,12 +359,12 @@ class Recorder:
                 if stopping:  # stop was asked before this empty pull: drained
                     break
                 time.sleep(0.005)
-            track.state = "stopped"
+            track.state = RecordingState.STOPPED
         except pylsl.LostError:
-            track.state = "lost"
+            track.state = RecordingState.LOST
             logger.warning("stream %r was lost (its outlet is gone for good)", track.name)
         except Exception as error:  # reported by stop()
-            track.state = "error"
+            track.state = RecordingState.ERROR
             self._errors.append(f"{track.name}: {type(error).__name__}: {error}")
             logger.exception("recording stream %r failed", track.name)
 
@@ -376,7 +391,7 @@ class Recorder:
     def _measure_offsets(self) -> None:
         assert self._writer is not None
         for track in self._tracks:
-            if track.state not in ("recording", "stopped"):
+            if track.state not in (RecordingState.RECORDING, RecordingState.STOPPED):
                 continue
             try:
                 offset = track.inlet.time_correction(timeout=2.5)
