@@ -1,5 +1,5 @@
 """Serving helpers shared by the service tests: a real uvicorn server in a thread, small
-trained checkpoints, and a condition poller."""
+trained checkpoints, a condition poller and a client of the decoded stream."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pylsl
 import safetensors.numpy
 import uvicorn
 from fastapi import FastAPI
@@ -95,3 +96,31 @@ def rewrite(source: Path, out: Path, *, manifest: str | None = None, **tensors: 
         manifest = json.dumps(parsed)
     safetensors.numpy.save_file(arrays, str(out), metadata={"manifest": manifest})
     return out
+
+
+class OutputReader(threading.Thread):
+    """A pylsl client of a decoded-kinematics stream that keeps every sample and its
+    timestamp, recovering (by source_id) when the outlet is replaced."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(daemon=True)
+        infos = pylsl.resolve_byprop("name", name, 1, 15.0)
+        assert infos, f"decoded stream {name} not found"
+        self.inlet = pylsl.StreamInlet(infos[0], max_buflen=60, recover=True)
+        self.inlet.open_stream(10.0)
+        self.values: list[list[float]] = []
+        self.stamps: list[float] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            samples, stamps = self.inlet.pull_chunk(timeout=0.1)
+            self.values.extend(samples)
+            self.stamps.extend(stamps)
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray]:
+        """The samples received, ``(n, K)`` float32, and their timestamps ``(n,)`` (s)."""
+        self.stop.set()
+        self.join(5.0)
+        self.inlet.close_stream()
+        return np.asarray(self.values, dtype=np.float32), np.asarray(self.stamps)

@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,9 +20,8 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import pylsl
 import pytest
-from serving import free_port, wait_for
+from serving import OutputReader, free_port, wait_for
 
 from bci.checkpoint import load_decoder, save_checkpoint
 from bci.metrics import r2_score
@@ -101,33 +99,6 @@ def server(setup: Setup, tmp_path: Path) -> Iterator[tuple[Server, str]]:
         if process.poll() is None:
             process.kill()
             process.wait()
-
-
-class OutputReader(threading.Thread):
-    """A pylsl client of the decoded-kinematics stream, pulling every sample."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(daemon=True)
-        infos = pylsl.resolve_byprop("name", name, 1, 15.0)
-        assert infos, f"decoded stream {name} not found"
-        self.inlet = pylsl.StreamInlet(infos[0], max_buflen=60)
-        self.inlet.open_stream(10.0)
-        self.values: list[list[float]] = []
-        self.stamps: list[float] = []
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            samples, stamps = self.inlet.pull_chunk(timeout=0.1)
-            self.values.extend(samples)
-            self.stamps.extend(stamps)
-
-    def finish(self) -> tuple[np.ndarray, np.ndarray]:
-        """The samples received, ``(n, 2)`` float32, and their timestamps ``(n,)`` (s)."""
-        self.stop.set()
-        self.join(5.0)
-        self.inlet.close_stream()
-        return np.asarray(self.values, dtype=np.float32), np.asarray(self.stamps)
 
 
 def test_live_decoding_with_50_hot_swaps_loses_and_repeats_no_bin(

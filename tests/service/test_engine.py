@@ -324,6 +324,17 @@ def test_eprop_update_runs_after_the_bin_is_published(
     events: list[str] = []
     engine = Engine(load_decoder(paths["a"]), adapt=True, eprop=EpropConfig(update_every=5),
                     sinks=[lambda decoded: events.append(f"bin {decoded.seq}")])  # fmt: skip
+    _log_updates(engine, events, monkeypatch)
+    targets = np.random.default_rng(5).standard_normal((10, 2)).astype(np.float32)
+    for i, row in enumerate(bins(10)):
+        engine.step(row, targets[i], float(i))
+    window = [f"bin {i}" for i in range(5)], [f"bin {i}" for i in range(5, 10)]
+    assert events == [*window[0], "update", *window[1], "update"]
+    assert engine.status()["adaptation"]["updates_applied"] == 2
+
+
+def _log_updates(engine: Engine, events: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Append "update" to ``events`` as each of the engine's e-prop updates starts."""
     learner = engine.learner
     assert learner is not None
     real_update = learner.update
@@ -333,12 +344,6 @@ def test_eprop_update_runs_after_the_bin_is_published(
         real_update()
 
     monkeypatch.setattr(learner, "update", observed_update)
-    targets = np.random.default_rng(5).standard_normal((10, 2)).astype(np.float32)
-    for i, row in enumerate(bins(10)):
-        engine.step(row, targets[i], float(i))
-    window = [f"bin {i}" for i in range(5)], [f"bin {i}" for i in range(5, 10)]
-    assert events == [*window[0], "update", *window[1], "update"]
-    assert engine.status()["adaptation"]["updates_applied"] == 2
 
 
 @pytest.mark.parametrize("known_before_decoding", [True, False])
@@ -352,15 +357,7 @@ def test_the_daemons_deferred_update_runs_after_the_bin_is_published(
     engine = Engine(load_decoder(paths["a"]), adapt=True, eprop=EpropConfig(update_every=5),
                     sinks=[lambda decoded: events.append(f"bin {decoded.seq}")],
                     defer_updates=True)  # fmt: skip
-    learner = engine.learner
-    assert learner is not None
-    real_update = learner.update
-
-    def observed_update() -> None:
-        events.append("update")
-        real_update()
-
-    monkeypatch.setattr(learner, "update", observed_update)
+    _log_updates(engine, events, monkeypatch)
     truth = np.random.default_rng(5).standard_normal((10, 2)).astype(np.float32)
     targets = ArrayTargets(truth) if known_before_decoding else FunctionTargets(
         lambda index, _decoded: truth[index]

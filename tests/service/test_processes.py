@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,9 +17,8 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import pylsl
 import pytest
-from serving import N_CHANNELS, free_port, train_checkpoint, wait_for
+from serving import N_CHANNELS, OutputReader, free_port, train_checkpoint, wait_for
 
 from streams.player import SessionPlayer, simulate_stream
 from streams.synthetic import SyntheticConfig
@@ -29,33 +27,6 @@ SPEED = 2.0  # 50 ms bins at 40 bins/s
 BIN_PERIOD_S = 0.05 / SPEED
 
 pytestmark = pytest.mark.timeout(180)
-
-
-class OutputReader(threading.Thread):
-    """A pylsl client of the decoded stream that keeps every sample and its timestamp,
-    recovering (by source_id) when the outlet is replaced."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(daemon=True)
-        infos = pylsl.resolve_byprop("name", name, 1, 15.0)
-        assert infos, f"decoded stream {name} not found"
-        self.inlet = pylsl.StreamInlet(infos[0], max_buflen=60, recover=True)
-        self.inlet.open_stream(10.0)
-        self.values: list[list[float]] = []
-        self.stamps: list[float] = []
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            samples, stamps = self.inlet.pull_chunk(timeout=0.1)
-            self.values.extend(samples)
-            self.stamps.extend(stamps)
-
-    def finish(self) -> tuple[np.ndarray, np.ndarray]:
-        self.stop.set()
-        self.join(5.0)
-        self.inlet.close_stream()
-        return np.asarray(self.values, np.float32), np.asarray(self.stamps)
 
 
 @dataclass
