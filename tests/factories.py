@@ -1,10 +1,16 @@
-"""Builders shared across test packages: a cosine-tuned recording and a tiny checkpoint."""
+"""Builders shared across test packages: a cosine-tuned recording, a session that counts its
+bins, and a tiny checkpoint."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from streams.session import Session
 
 KINEMATICS = ("vx", "vy")
 
@@ -68,3 +74,16 @@ def tiny_checkpoint(
     return save_checkpoint(
         path, model, kinematics_labels=kinematics, channel_labels=channel_labels, metrics=metrics
     )
+
+
+def counter_session(n_channels: int, bin_s: float, duration_s: float, seed: int = 0) -> Session:
+    """A synthetic session whose neural channel 0 counts bins 0, 1, 2, ... (to tell which bin
+    arrived where)."""
+    from streams.synthetic import SyntheticConfig, simulate_session
+
+    session = simulate_session(
+        SyntheticConfig(n_channels=n_channels, bin_s=bin_s, duration_s=duration_s, seed=seed)
+    )
+    neural = session.neural.copy()
+    neural[:, 0] = np.arange(session.n_bins)
+    return dataclasses.replace(session, neural=neural)

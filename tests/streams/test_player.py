@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pylsl
 import pytest
+from factories import counter_session
 
 from streams.lsl_inlet import LslInlet
 from streams.lsl_outlet import KINEMATICS_TYPE, NEURAL_TYPE, TARGETS_TYPE
@@ -22,24 +23,6 @@ from streams.synthetic import SyntheticConfig, simulate_session
 from streams.xdf import session_from_xdf, write_session_xdf
 
 TIMEOUT = 30.0
-
-
-def counter_session(n_channels: int, bin_s: float, duration_s: float, seed: int = 0) -> Session:
-    """A synthetic session whose neural channel 0 counts bins 0, 1, 2, ..."""
-    session = simulate_session(
-        SyntheticConfig(n_channels=n_channels, bin_s=bin_s, duration_s=duration_s, seed=seed)
-    )
-    neural = session.neural.copy()
-    neural[:, 0] = np.arange(session.n_bins)
-    return Session(
-        neural=neural,
-        timestamps=session.timestamps,
-        bin_s=session.bin_s,
-        kinematics=session.kinematics,
-        kinematics_labels=session.kinematics_labels,
-        targets=session.targets,
-        channel_labels=session.channel_labels,
-    )
 
 
 def unique_name(prefix: str) -> str:

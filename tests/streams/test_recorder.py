@@ -10,31 +10,12 @@ import numpy as np
 import pylsl
 import pytest
 import pyxdf
+from factories import counter_session
 
 from streams.player import SessionPlayer
 from streams.recorder import Recorder, StreamSelector
-from streams.session import Session
-from streams.synthetic import SyntheticConfig, simulate_session
 
 TIMEOUT = 30.0
-
-
-def counter_session(n_channels: int, bin_s: float, duration_s: float) -> Session:
-    """A synthetic session whose neural channel 0 counts bins 0, 1, 2, ..."""
-    session = simulate_session(
-        SyntheticConfig(n_channels=n_channels, bin_s=bin_s, duration_s=duration_s, seed=5)
-    )
-    neural = session.neural.copy()
-    neural[:, 0] = np.arange(session.n_bins)
-    return Session(
-        neural=neural,
-        timestamps=session.timestamps,
-        bin_s=session.bin_s,
-        kinematics=session.kinematics,
-        kinematics_labels=session.kinematics_labels,
-        targets=session.targets,
-        channel_labels=session.channel_labels,
-    )
 
 
 def by_name(streams: list[dict]) -> dict[str, dict]:
@@ -42,7 +23,7 @@ def by_name(streams: list[dict]) -> dict[str, dict]:
 
 
 def test_record_a_player_to_xdf_and_read_it_back(tmp_path: Path) -> None:
-    session = counter_session(n_channels=16, bin_s=0.01, duration_s=3.0)  # 300 bins
+    session = counter_session(n_channels=16, bin_s=0.01, duration_s=3.0, seed=5)  # 300 bins
     name = f"rec-{uuid.uuid4().hex[:12]}"
     path = tmp_path / "rec.xdf"
     player = SessionPlayer(session, name=name, speed=2.0, wait_for_consumers=TIMEOUT)
