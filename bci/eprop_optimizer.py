@@ -21,7 +21,9 @@ class AdamMoments:
     t: int = 0
 
 
-@numba.njit(cache=True, nogil=True, fastmath=True)
+# error_model="numpy": no division-by-zero check (the divisor is >= eps > 0), which would keep
+# the loop from being vectorised (6x slower for a 256 x 256 float32 matrix).
+@numba.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
 def optimizer_step(
     grad: np.ndarray,
     m: np.ndarray,
