@@ -331,11 +331,14 @@ class _PolledStop:
         return self._event.is_set()
 
     def wait(self, timeout: float | None = None) -> bool:
+        """Poll every 2 ms while a sample may fall due, every 20 ms in an unbounded wait."""
         deadline = math.inf if timeout is None else time.monotonic() + timeout
+        poll_s = 0.02 if timeout is None else 0.002
         while not self._event.is_set():
-            if time.monotonic() >= deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 return False
-            time.sleep(0.002)
+            time.sleep(min(poll_s, left))
         return True
 
 
