@@ -85,8 +85,9 @@ def _produce(
         chunk[:, 0] = np.arange(k, k + n, dtype=np.float32)
         chunk[:, 1] = 0.0
         chunk[-1, 1] = 1.0
-        lag = clock() - float(schedule.stamps(k + n - 1))  # how late the newest sample is pushed
-        outlet.push_chunk(chunk, clock())  # the last sample is stamped at the push
+        now = clock()
+        lag = now - float(schedule.stamps(k + n - 1))  # how late the newest sample is pushed
+        outlet.push_chunk(chunk, now)  # the last sample is stamped at the push
         stats[0] = k + n
         stats[1] = max(stats[1], lag)
         stats[3] = lag
