@@ -6,21 +6,9 @@ test modules import the shared builders with ``from factories import ...``.
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-
-# Numba's on-disk cache (``cache=True`` kernels) is not safe for processes that compile the same
-# function at once: two that add different signatures can take the same file number, and one
-# then runs the other's machine code ("can't unbox array"). Each xdist worker, and every process
-# its tests start, gets a cache folder of its own; this must happen before numba is imported.
-_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
-if _WORKER:
-    assert "numba" not in sys.modules, "numba was imported before tests/conftest.py"
-    os.environ["NUMBA_CACHE_DIR"] = str(Path(__file__).parent.parent / ".numba-cache" / _WORKER)
 
 
 @pytest.fixture(scope="module")
