@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numba
 import numpy as np
+
+from bci.jit import VECTOR, for_floats, kernel, void
 
 __all__ = ["AdamMoments", "apply_step", "optimizer_step"]
 
@@ -23,7 +24,11 @@ class AdamMoments:
 
 # error_model="numpy": no division-by-zero check (the divisor is >= eps > 0), which would keep
 # the loop from being vectorised (6x slower for a 256 x 256 float32 matrix).
-@numba.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
+@kernel(
+    for_floats(void(VECTOR, VECTOR, VECTOR, "float64", "boolean", *["float64"] * 3, "int64")),
+    fastmath=True,
+    error_model="numpy",
+)
 def optimizer_step(
     grad: np.ndarray,
     m: np.ndarray,
@@ -55,7 +60,7 @@ def optimizer_step(
         grad[i] = step_size * m[i] / (np.sqrt(v[i] * inv_correction2) + epsilon)
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel(for_floats(void(VECTOR, VECTOR, "float64", "float64")))
 def apply_step(param: np.ndarray, step: np.ndarray, scale: float, bound: float) -> None:
     """``param += scale step``, clipped to ``[-bound, bound]`` (flat arrays), in place."""
     for i in range(param.shape[0]):

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numba
 import numpy as np
+
+from bci.jit import CUBE, MATRIX, as_argument, for_floats, kernel, void
 
 __all__ = ["Traces", "leaky_filter", "reference_step", "window_update"]
 
@@ -72,7 +73,9 @@ def reference_step(
     grad += learning_signal[:, None] * traces.eb
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel(
+    [void(*["float64[:, ::1]"] * 3, *["float64[::1]"] * 2, "float64", *["float64[:, :, ::1]"] * 2)]
+)
 def _window_coefficients(
     at: np.ndarray,
     c: np.ndarray,
@@ -121,7 +124,7 @@ def _window_coefficients(
             coef_0[r, 2, j] = kappa * zeta
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel(for_floats(void(*[MATRIX] * 4, CUBE, CUBE)))
 def _carry(
     ev: np.ndarray,
     ea: np.ndarray,
@@ -166,11 +169,11 @@ def window_update(
     coef_p = np.empty((4, n_hidden, n_steps), dtype=np.float64)
     coef_0 = np.empty((4, 3, n_hidden), dtype=np.float64)
     _window_coefficients(
-        np.ascontiguousarray(at, dtype=np.float64),
-        np.ascontiguousarray(c, dtype=np.float64),
-        np.ascontiguousarray(learning_signal, dtype=np.float64),
-        np.ascontiguousarray(rho, dtype=np.float64),
-        np.ascontiguousarray(beta, dtype=np.float64),
+        as_argument(at, np.float64),
+        as_argument(c, np.float64),
+        as_argument(learning_signal, np.float64),
+        as_argument(rho, np.float64),
+        as_argument(beta, np.float64),
         float(kappa),
         coef_p,
         coef_0,

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
+
+from bci.jit import MATRIX, as_argument, for_floats, kernel, void
 
 MIN_SCALE_FRACTION = 0.1
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel(for_floats(void("float64[::1]", "float64", *["float64[::1]"] * 3, MATRIX)))
 def _track_kernel(
     x: np.ndarray, a: float, mean: np.ndarray, var: np.ndarray, floor: np.ndarray,
     normalisation: np.ndarray,
@@ -75,6 +76,7 @@ class InputTracker:
 
     def observe(self, x: np.ndarray) -> None:
         """Take bin ``x`` (n_in,) of raw counts into the running statistics."""
+        x = as_argument(x, np.float64)
         _track_kernel(x, self.rate, self.mean, self.var, self._floor, self.normalisation)
 
 

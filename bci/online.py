@@ -26,10 +26,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numba
 import numpy as np
 
 from bci.config import TAU_MIN_S, THRESHOLD_MIN, RSNNConfig, expected_tensor_shapes
+from bci.jit import MATRIX, VECTOR, as_argument, for_floats, kernel, void
 from bci.surrogates import get_surrogate
 from bci.validation import check_shape
 
@@ -47,7 +47,7 @@ def _positive(raw: np.ndarray, minimum: float) -> np.ndarray:
     return minimum + np.where(linear, raw, soft)
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel(for_floats(void(VECTOR, MATRIX, *[VECTOR] * 6, *[MATRIX] * 4, "boolean", VECTOR, VECTOR)))
 def _step_kernel(
     x: np.ndarray,
     weights: np.ndarray,
@@ -198,8 +198,9 @@ class OnlineRSNN:
         Learners pass rows of their window buffers here, so nothing is copied per bin."""
         if x.shape != (self.n_in,):
             check_shape("neural bin", x, (self.n_in,))
-        if x.dtype != self.dtype:
-            x = x.astype(self.dtype)
+        flags = x.flags
+        if x.dtype != self.dtype or not (flags.c_contiguous and flags.writeable):
+            x = as_argument(x, self.dtype)
         _step_kernel(
             x, self.weights, xz, self._current, state.v, state.z, state.a, state.y,
             self.neuron, self.normalisation, self.w_out, self.readout_constants, self.reset_zero,
