@@ -312,7 +312,7 @@ class EpropLearner:
                 f"target has shape {target.shape} but the decoder outputs {dec.n_out} "
                 f"kinematics: expected ({dec.n_out},)"
             )
-        if not np.all(np.isfinite(target)):
+        if not np.isfinite(target).all():
             self._status.targets_rejected += 1
             return None
         return target
@@ -339,12 +339,12 @@ class EpropLearner:
         if target is not None:
             target = self._checked_target(target)
         self._status.bins += 1
-        if not np.all(np.isfinite(x)):
+        if not np.isfinite(x).all():
             self._status.inputs_rejected += 1
             x = np.where(np.isfinite(x), x, dec.normalisation[0])
             if not self._status.paused:
                 self._reject(f"non-finite input at bin {self._status.bins - 1}")
-        if self._status.paused or self._frozen == set(GROUPS):
+        if self._status.paused or len(self._frozen) == len(GROUPS):  # a subset of GROUPS
             return dec.step(x, state)
         if self.update_due:
             self._finish_window()

@@ -20,6 +20,7 @@ its memory traffic per bin.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -185,7 +186,16 @@ def window_update(
 
 def leaky_filter(x: np.ndarray, decay: float, initial: np.ndarray) -> np.ndarray:
     """``y[t] = decay y[t-1] + x[t]`` over (n, H) ``x`` from ``initial``, as one matmul."""
-    n = x.shape[0]
+    kernel, powers = _filter_matrices(x.shape[0], float(decay), x.dtype)
+    return kernel @ x + powers * initial
+
+
+@functools.lru_cache(maxsize=8)
+def _filter_matrices(n: int, decay: float, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`leaky_filter`'s (n, n) lower-triangular ``decay ** (t - s)`` and (n, 1)
+    ``decay ** (t + 1)``, built once per window length and decay (read-only)."""
     lag = np.arange(n)[:, None] - np.arange(n)[None, :]
-    kernel = np.where(lag >= 0, decay ** np.maximum(lag, 0), 0.0).astype(x.dtype)
-    return kernel @ x + (decay ** np.arange(1, n + 1, dtype=x.dtype))[:, None] * initial
+    kernel = np.where(lag >= 0, decay ** np.maximum(lag, 0), 0.0).astype(dtype)
+    powers = (decay ** np.arange(1, n + 1, dtype=dtype))[:, None]
+    kernel.flags.writeable = powers.flags.writeable = False
+    return kernel, powers

@@ -87,10 +87,10 @@ class ArrayTargets(_Immediate):
 
     def __init__(self, targets: np.ndarray) -> None:
         self.targets = np.asarray(targets, dtype=np.float32)
+        self._has_target = (~np.isnan(self.targets).any(axis=1)).tolist()  # per row, cheap to ask
 
     def target_for(self, index: int, local_stamp: float, decoded: np.ndarray) -> np.ndarray | None:
-        row = self.targets[index]
-        return None if np.isnan(row).any() else row
+        return self.targets[index] if self._has_target[index] else None
 
 
 class FunctionTargets(_Immediate):
