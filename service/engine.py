@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from bci.activity import ActivityMeter
 from bci.checkpoint import DecoderFile, load_decoder
 from bci.compatibility import check_fits
 from bci.eprop import EpropConfig, EpropLearner
@@ -115,7 +116,6 @@ class Engine:
         self._current = self._prepare(checkpoint)
         self._previous: _Slot | None = None
         self._state: OnlineState = self._current.decoder.initial_state()
-        self._rate_decay = math.exp(-self.bin_s / self.rate_tau_s)
         self._reset_activity()
         self._seq = int(first_seq)  # a restarted decoder continues the sequence
         self.non_finite_inputs = np.zeros(self.n_channels, dtype=np.int64)  # bins, per channel
@@ -165,11 +165,7 @@ class Engine:
         self._seq += 1
         for sink in self.sinks:
             sink(decoded)
-        self._rates *= self._rate_decay  # bookkeeping after publishing
-        self._rates += (1.0 - self._rate_decay) / self.bin_s * spikes
-        self._input_events = self._rate_decay * self._input_events + (
-            1.0 - self._rate_decay
-        ) / self.bin_s * np.count_nonzero(x)
+        self._activity.observe(spikes, x)  # bookkeeping after publishing
         if learner is not None and learner.update_due and not self.defer_updates:
             learner.update()  # after publishing: the update never delays this bin's output
         return decoded
@@ -317,8 +313,7 @@ class Engine:
         n_hidden = self._current.decoder.n_hidden
         count = min(self.raster_neurons, n_hidden)
         self._raster = np.unique(np.linspace(0, n_hidden - 1, count).round().astype(np.intp))
-        self._rates = np.zeros(n_hidden, dtype=np.float64)
-        self._input_events = 0.0  # non-zero input channel values per second, moving average
+        self._activity = ActivityMeter(n_hidden, self.bin_s, self.rate_tau_s)
         # (seq, learner bin index) of the bins that may still be in the learner's window
         self._learner_bins: deque[tuple[int, int]] = deque(maxlen=self.eprop.update_every)
 
@@ -344,7 +339,7 @@ class Engine:
         """Firing rates (Hz, moving average per hidden neuron) and weight norms (Frobenius)
         of the current model; a snapshot that may straddle one bin (any thread)."""
         decoder = self._current.decoder
-        rates = self._rates.copy()
+        rates = self._activity.rates_hz.copy()
         n_in = decoder.n_in
         weights = decoder.weights  # (H, n_in + H): input then recurrent columns
         return {
@@ -354,7 +349,7 @@ class Engine:
             "mean_rate_hz": float(rates.mean()) if len(rates) else 0.0,
             "silent_fraction": float(np.mean(rates < 0.1)) if len(rates) else 0.0,
             "raster_indices": self._raster.tolist(),
-            "input_events_hz": float(self._input_events),
+            "input_events_hz": float(self._activity.input_events_hz),
             "weight_norms": {
                 "input": float(np.linalg.norm(weights[:, :n_in])),
                 "recurrent": float(np.linalg.norm(weights[:, n_in:])),
