@@ -198,9 +198,7 @@ class OnlineRSNN:
         Learners pass rows of their window buffers here, so nothing is copied per bin."""
         if x.shape != (self.n_in,):
             check_shape("neural bin", x, (self.n_in,))
-        flags = x.flags
-        if x.dtype != self.dtype or not (flags.c_contiguous and flags.writeable):
-            x = as_argument(x, self.dtype)
+        x = as_argument(x, self.dtype)
         _step_kernel(
             x, self.weights, xz, self._current, state.v, state.z, state.a, state.y,
             self.neuron, self.normalisation, self.w_out, self.readout_constants, self.reset_zero,
