@@ -18,6 +18,7 @@ definition") rather than compiling one lazily. Kernels take C-contiguous, writea
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -39,6 +40,8 @@ __all__ = [
     "kernel",
     "void",
 ]
+
+logger = logging.getLogger(__name__)
 
 FLOAT_TYPES = ("float32", "float64")  # the decoder's dtypes
 # C-contiguous arrays of the float type that :func:`for_floats` fills in.
@@ -75,9 +78,15 @@ def cache_lock_path() -> Path:
 @contextmanager
 def _cache_lock() -> Iterator[None]:
     path = cache_lock_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Read-only is enough for flock, and lets other users of a shared folder lock it too.
-    fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Read-only is enough for flock, and lets other users of a shared folder lock it too.
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+    except OSError as exc:  # e.g. a read-only file system: Numba may still cache elsewhere
+        logger.warning("compiling Numba kernels without the cache lock %s (%s): processes "
+                       "that compile at once may mix up the cache", path, exc)  # fmt: skip
+        yield
+        return
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

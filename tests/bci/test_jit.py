@@ -72,6 +72,14 @@ def test_a_process_waits_for_the_cache_lock_before_compiling(kernel_folder: Path
     assert float(out) >= released_at
 
 
+def test_without_a_lock_file_kernels_compile_and_say_so(kernel_folder: Path) -> None:
+    (kernel_folder / "cache" / "bci-numba-cache.lock").mkdir(parents=True)  # cannot be opened
+    process = _start(kernel_folder, ["float64"])
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert "without the cache lock" in err
+
+
 def test_a_kernel_refuses_types_it_was_not_compiled_for() -> None:
     declared = list(apply_step.signatures)
     with pytest.raises(TypeError, match="No matching definition"):
