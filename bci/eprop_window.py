@@ -186,8 +186,8 @@ def window_update(
 
 def leaky_filter(x: np.ndarray, decay: float, initial: np.ndarray) -> np.ndarray:
     """``y[t] = decay y[t-1] + x[t]`` over (n, H) ``x`` from ``initial``, as one matmul."""
-    kernel, powers = _filter_matrices(x.shape[0], float(decay), x.dtype)
-    return kernel @ x + powers * initial
+    matrix, powers = _filter_matrices(x.shape[0], float(decay), x.dtype)
+    return matrix @ x + powers * initial
 
 
 @functools.lru_cache(maxsize=8)
@@ -195,7 +195,7 @@ def _filter_matrices(n: int, decay: float, dtype: np.dtype) -> tuple[np.ndarray,
     """:func:`leaky_filter`'s (n, n) lower-triangular ``decay ** (t - s)`` and (n, 1)
     ``decay ** (t + 1)``, built once per window length and decay (read-only)."""
     lag = np.arange(n)[:, None] - np.arange(n)[None, :]
-    kernel = np.where(lag >= 0, decay ** np.maximum(lag, 0), 0.0).astype(dtype)
+    matrix = np.where(lag >= 0, decay ** np.maximum(lag, 0), 0.0).astype(dtype)
     powers = (decay ** np.arange(1, n + 1, dtype=dtype))[:, None]
-    kernel.flags.writeable = powers.flags.writeable = False
-    return kernel, powers
+    matrix.flags.writeable = powers.flags.writeable = False
+    return matrix, powers
