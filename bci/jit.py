@@ -7,11 +7,11 @@ signature's machine code for the other's (numba issue 10128; a float32 call ran 
 code and failed with "can't unbox array from PyObject"). The daemon's decoder process, the
 API process, replays and calibration trials all start Numba, often together.
 
-:func:`kernel` therefore compiles every signature when the module is imported, in the order
-given, while holding an exclusive ``flock`` that every process of this package takes for
-it. The first process compiles and writes the cache; the others wait, then load it. After
-that no signature is ever added: a call with other types raises ``TypeError`` ("No matching
-definition") rather than compiling one lazily. Kernels take C-contiguous, writeable arrays
+:func:`kernel` therefore declares each kernel's signatures and compiles (or loads from the
+cache) one only when it is first called, while holding an exclusive ``flock`` that every
+process of this package takes for it: writers never meet, and a process loads only the
+signatures it uses (about 35 ms each from the cache). A call with undeclared types raises
+``TypeError`` rather than adding a signature. Kernels take C-contiguous, writeable arrays
 (Numba types a read-only array apart); :func:`as_argument` makes one where needed.
 """
 
@@ -28,6 +28,7 @@ from typing import Any
 
 import numba
 import numpy as np
+from numba.core import sigutils
 
 __all__ = [
     "CUBE",
@@ -95,15 +96,25 @@ def _cache_lock() -> Iterator[None]:
 
 
 def kernel(signatures: Sequence[str], **options: Any) -> Callable[[Callable], Any]:
-    """``numba.njit(cache=True, nogil=True, **options)``, compiled now for ``signatures``
-    (Numba signature strings, e.g. ``"void(float32[::1], float64)"``) and closed to others."""
+    """``numba.njit(cache=True, nogil=True, **options)`` that compiles only ``signatures``
+    (Numba signature strings, e.g. ``"void(float32[::1], float64)"``), each on its first
+    call and under the cache lock."""
+    declared = {sigutils.normalize_signature(signature)[0] for signature in signatures}
 
-    def compile_fixed(function: Callable) -> Any:
+    def compile_declared(function: Callable) -> Any:
         dispatcher = numba.njit(cache=True, nogil=True, **options)(function)
-        with _cache_lock():
-            for signature in signatures:
-                dispatcher.compile(signature)
-        dispatcher.disable_compile()
+        compile_any = dispatcher.compile
+
+        def compile_locked(signature: Any) -> Any:  # Numba calls it on a new argument type
+            arguments = sigutils.normalize_signature(signature)[0]
+            if arguments not in declared:
+                raise TypeError(f"No matching definition for argument type(s) "
+                                f"{', '.join(map(str, arguments))} of {function.__name__}; "
+                                f"declared: {sorted(map(str, signatures))}")  # fmt: skip
+            with _cache_lock():
+                return compile_any(signature)
+
+        dispatcher.compile = compile_locked
         return dispatcher
 
-    return compile_fixed
+    return compile_declared

@@ -3,7 +3,7 @@
 Each case is a fresh interpreter that does what the decoder process does before its first
 bin: import the daemon (``service.daemon``), load a 96/256/2 checkpoint with
 ``bci.checkpoint.load_decoder`` (safetensors' NumPy API), and decode one bin (the Numba
-kernels' cached compilations load with the import, :mod:`bci.jit`). It reports the seconds
+kernels' cached compilations load at their first call, :mod:`bci.jit`). It reports the seconds
 from interpreter start to each step, the resident memory (VmRSS) after the first bin and
 whether torch was imported.
 The reference case imports torch first, as the daemon did before it went torch-free.

@@ -25,6 +25,8 @@ KERNEL_MODULE = """
 import os
 import time
 
+import numpy as np
+
 from bci.jit import kernel, void
 
 TYPES = os.environ["KERNEL_TYPES"].split(",")
@@ -36,6 +38,11 @@ def double(x, out):
         out[i] = 2 * x[i] + 1
 
 
+for name in TYPES:  # each signature compiles on its first call
+    x = np.arange(3, dtype=name)
+    out = np.zeros_like(x)
+    double(x, out)
+    assert (out == 2 * x + 1).all()
 print(time.time())  # compiled
 """
 
