@@ -243,7 +243,8 @@ def test_record_the_simulated_streams(tmp_path: Path, capsys: pytest.CaptureFixt
     index = (k0 + np.arange(n)) % expected.n_bins
     np.testing.assert_array_equal(neural["time_series"], expected.neural[index])
     m = len(kinematics["time_stamps"])
-    assert abs(m - n) <= 5  # the two inlets open a few bins apart at most
+    # the two inlets open a few bins apart: 11 (110 ms) in one loaded clean-clone run
+    assert abs(m - n) <= 25
     assert np.all(np.diff(neural["time_stamps"]) > 0)
 
 
