@@ -16,6 +16,10 @@ the warm-up:
   decode kernel (``OnlineRSNN.advance``) for the bin, and for ``Engine.prewarm``'s scratch bin
   half a millisecond before it, ``KinematicsOutlet.push`` and liblsl's ``push_sample`` in it.
 
+It also reports the loop thread's garbage collections after the warm-up (a ``gc.callbacks``
+probe): how many of each generation, their median and longest pause, and how many fell
+between a bin's pull and its push (the loop runs them between bins: ``service/idle_gc.py``).
+
 Target (the budget ``e2e_latency.py``'s p50 target leaves the decoder beyond the relay's two
 hops): ``pull returns -> push starts`` p50 <= 0.15 ms.
 
@@ -30,6 +34,7 @@ Usage: ``python benchmarks/loop_stages.py [--rate 250] [--per-bin 1] [--bins 200
 from __future__ import annotations
 
 import argparse
+import gc
 import multiprocessing
 import tempfile
 import threading
@@ -49,6 +54,25 @@ from streams.lsl_config import quiet_liblsl
 
 TARGET_LOOP_P50_US = 150.0
 _CTX = multiprocessing.get_context("spawn")
+
+
+class CollectionProbe:
+    """(generation, start, duration) of each garbage collection on the loop's thread, on
+    ``perf_counter`` (s), while installed in ``gc.callbacks``."""
+
+    def __init__(self, thread: int) -> None:
+        self.collections: list[tuple[int, float, float]] = []
+        self._thread, self._start = thread, 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if threading.get_ident() != self._thread:
+            return
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.collections.append(
+                (info["generation"], self._start, time.perf_counter() - self._start)
+            )
 
 
 class StageTimer:
@@ -101,7 +125,7 @@ def _instrument(timer: StageTimer, pulls: list, pushes: list) -> None:
     def pulled(self: pylsl.StreamInlet, *args: Any, **kwargs: Any) -> Any:
         sample, stamp = pull_sample(self, *args, **kwargs)
         if stamp is not None and threading.get_ident() == main:
-            pulls.append((stamp, pylsl.local_clock()))
+            pulls.append((stamp, pylsl.local_clock(), time.perf_counter()))
         return sample, stamp
 
     def pushed(self: KinematicsOutlet, values: Any, timestamp: float | None = None) -> None:
@@ -133,6 +157,7 @@ def run(stream: Input, n_bins: int, warmup: int, adapt: bool) -> dict[str, Any]:
     from service.settings import Settings
 
     timer, pulls, pushes = StageTimer(), [], []
+    probe = CollectionProbe(timer.thread)
     tag = uuid.uuid4().hex[:8]
     name, source_id = f"stages-{tag}", f"stages-src-{tag}"
     with tempfile.TemporaryDirectory(prefix="loop-stages-") as tmp:
@@ -146,6 +171,7 @@ def run(stream: Input, n_bins: int, warmup: int, adapt: bool) -> dict[str, Any]:
                               results))  # fmt: skip
         seconds = (warmup + n_bins) / stream.bin_rate + 1.0
         _instrument(timer, pulls, pushes)
+        gc.callbacks.append(probe)
         try:
             daemon = Daemon(settings).prepare()
             pusher.start()
@@ -158,6 +184,7 @@ def run(stream: Input, n_bins: int, warmup: int, adapt: bool) -> dict[str, Any]:
             threading.Thread(target=stop_when_pushed, daemon=True).start()
             daemon.run()  # returns at request_stop, streams closed
         finally:
+            gc.callbacks.remove(probe)
             timer.restore()
             stop.set()
             if pusher.pid is not None:
@@ -165,9 +192,33 @@ def run(stream: Input, n_bins: int, warmup: int, adapt: bool) -> dict[str, Any]:
         warm = _back_to_back(model, n_bins)
     if not started.is_set():
         raise RuntimeError("the pusher did not start within 70 s")
-    result = _summarise(timer, np.array(pulls), np.array(pushes), warmup, stream.sample_rate)
+    pulls, pushes = np.array(pulls), np.array(pushes)
+    result, paths = _summarise(timer, pulls, pushes, warmup, stream.sample_rate)
     result["stages"]["decode kernel, back to back"] = warm
+    result["collections"] = _collections(probe, paths)
     return result
+
+
+def _collections(probe: CollectionProbe, paths: np.ndarray) -> list[dict[str, Any]]:
+    """Per generation: the loop thread's collections after the warm-up, their median and
+    longest pause (ms), and how many began on a bin's path (``paths``: (pull returned, push
+    started) of each matched bin, ``perf_counter`` s)."""
+    if not len(paths):
+        return []
+    found = np.array(probe.collections, dtype=float).reshape(-1, 3)
+    found = found[found[:, 1] >= paths[0, 0]]
+    # the path that starts last before each collection: does it end after the collection?
+    k = np.searchsorted(paths[:, 0], found[:, 1], side="right") - 1
+    on_path = (k >= 0) & (found[:, 1] < paths[np.maximum(k, 0), 1])
+    rows = []
+    for generation in range(3):
+        mine = found[:, 0] == generation
+        pauses = found[mine, 2] * 1e3
+        rows.append({"generation": generation, "n": int(mine.sum()),
+                     "median_ms": float(np.median(pauses)) if len(pauses) else 0.0,
+                     "max_ms": float(pauses.max()) if len(pauses) else 0.0,
+                     "between_pull_and_push": int(on_path[mine].sum())})  # fmt: skip
+    return rows
 
 
 def _back_to_back(model: Path, n: int) -> dict[str, Any]:
@@ -187,10 +238,11 @@ def _back_to_back(model: Path, n: int) -> dict[str, Any]:
 
 def _summarise(
     timer: StageTimer, pulls: np.ndarray, pushes: np.ndarray, warmup: int, sample_rate: float
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], np.ndarray]:
     """Match each decoded push to the pull of its bin's last sample (the nearest stamp, within
     a quarter sample period: the push carries it mapped to the local clock, tens of µs off)
-    and reduce every stage after the warm-up to p50 / p90."""
+    and reduce every stage after the warm-up to p50 / p90; also (pull returned, push
+    started) of each matched bin (``perf_counter`` s)."""
     pushes = pushes[warmup:]
     after = np.clip(np.searchsorted(pulls[:, 0], pushes[:, 0]), 1, len(pulls) - 1)
     before = after - 1
@@ -198,6 +250,7 @@ def _summarise(
     matched = np.abs(pulls[k, 0] - pushes[:, 0]) < 0.25 / sample_rate
     hop = pulls[k[matched], 1] - pulls[k[matched], 0]
     loop = pushes[matched, 1] - pulls[k[matched], 1]
+    paths = np.column_stack((pulls[k[matched], 2], pushes[matched, 2]))
     stages = {"stamp -> pull returns": hop, "pull returns -> push starts": loop}
     after_warmup = pushes[0, 2]  # perf_counter time of the first measured bin's push
     for label, timed in timer.durations.items():
@@ -208,7 +261,7 @@ def _summarise(
         if len(d):
             p50, p90 = np.percentile(d, [50, 90]) * 1e6
             rows[label] = {"n": len(d), "p50_us": float(p50), "p90_us": float(p90)}
-    return {"bins_matched": int(matched.sum()), "stages": rows}
+    return {"bins_matched": int(matched.sum()), "stages": rows}, paths
 
 
 def main() -> None:
@@ -238,6 +291,10 @@ def main() -> None:
     print_table(["stage", "n", "p50 µs", "p90 µs"],
                 [[label, s["n"], s["p50_us"], s["p90_us"]]
                  for label, s in result["stages"].items()])  # fmt: skip
+    print("\ngarbage collections on the loop's thread, after the warm-up")
+    print_table(["generation", "n", "median ms", "max ms", "between pull and push"],
+                [[c["generation"], c["n"], c["median_ms"], c["max_ms"],
+                  c["between_pull_and_push"]] for c in result["collections"]])  # fmt: skip
     loop = result["stages"]["pull returns -> push starts"]["p50_us"]
     met = loop <= TARGET_LOOP_P50_US
     check = verdict(f"pull returns -> push starts p50 <= {TARGET_LOOP_P50_US:g} µs", met,

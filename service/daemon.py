@@ -61,6 +61,7 @@ from service.daemon_status import latency_stats, outlet_status, stream_status
 from service.decoding import BinDecoder
 from service.engine import Engine, Sink
 from service.events import EventOutlet
+from service.idle_gc import IdleCollector
 from service.lifecycle import DecoderState
 from service.recording import DecodedRecording
 from service.settings import Settings
@@ -156,6 +157,7 @@ class Daemon:
         self._ever_connected = False
         self._skip_until = -np.inf  # bins ending at or before this were decoded already
         self._prewarm_at: float | None = None  # local clock time to prewarm the decoder
+        self._collector = IdleCollector()  # garbage collection between bins, not in them
         self._last_arrival = 0.0  # local clock time samples last came
         self._next_status = 0.0
         self._published_model: str | None = None  # model id in the latest status document
@@ -414,16 +416,17 @@ class Daemon:
         try:
             inlet = self.inlet
             assert inlet is not None and self.decoder is not None
-            while not self._stop.is_set():
-                self._serve_controls()
-                wait = self._wait_s()
-                if self._prewarm_at is not None and pylsl.local_clock() >= self._prewarm_at:
-                    self._prewarm_at = None
-                    self._require_engine().prewarm()
-                inlet.pull(wait)
-                self._decode_new()
-                self.decoder.learn()
-                self._between_bins()
+            with self._collector:
+                while not self._stop.is_set():
+                    self._serve_controls()
+                    wait = self._wait_s()
+                    if self._prewarm_at is not None and pylsl.local_clock() >= self._prewarm_at:
+                        self._prewarm_at = None
+                        self._require_engine().prewarm()
+                    inlet.pull(wait)
+                    self._decode_new()
+                    self.decoder.learn()
+                    self._between_bins()
         except Exception as error:  # the loop must say why it ended
             logger.exception("daemon loop failed")
             self._set_state(DecoderState.ERROR, f"{type(error).__name__}: {error}")
@@ -469,6 +472,7 @@ class Daemon:
         swapped = engine is not None and engine.model_id != self._published_model
         if swapped or time.monotonic() >= self._next_status:
             self._publish_status()
+        self._collector.collect_due()  # the bin is out: garbage collection costs no bin
 
     def _serve_controls(self, fail: bool = False) -> None:
         """Answer the API's requests (between bins) and the swaps the loader has finished

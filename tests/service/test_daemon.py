@@ -491,3 +491,42 @@ def test_a_restarted_source_with_a_new_source_id_is_followed(
         assert daemon.inlet.counters().source_changes == 1
         assert daemon.inlet.info.source_id == f"{name}-amp-2"
     assert "source changed" in caplog.text and f"{name}-amp-2" in caplog.text
+
+
+@pytest.mark.timeout(120)
+def test_garbage_is_collected_between_bins_and_collection_restored_at_stop(
+    tmp_path: Path,
+) -> None:
+    """The loop owns cyclic garbage collection while it runs (service.idle_gc): cycles made
+    meanwhile are still freed, and automatic collection is back once it stops."""
+    import gc
+    import weakref
+
+    class Node:
+        other: Node | None = None
+
+    def cycle() -> weakref.ref:
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        return weakref.ref(a)
+
+    enabled = gc.isenabled()
+    gc.enable()
+    name = f"bci-test-daemon-gc-{uuid.uuid4().hex[:8]}"
+    daemon = Daemon(settings_for(name, make_checkpoint(tmp_path / "m.safetensors")))
+    player = player_for(name)
+    try:
+        player.start()
+        daemon.start()
+        assert wait_for(lambda: daemon.state == "decoding"), daemon.state_message
+        assert not gc.isenabled()
+        refs = [cycle() for _ in range(2_000)]  # past the young generation's threshold
+        assert wait_for(lambda: all(r() is None for r in refs)), "cycles not collected"
+        assert sum(daemon._collector.collections) >= 1
+    finally:
+        player.stop()
+        daemon.stop()
+        restored = gc.isenabled()
+        (gc.enable if enabled else gc.disable)()
+    assert restored
+    assert gc.get_freeze_count() == 0
