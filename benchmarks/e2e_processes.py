@@ -154,12 +154,13 @@ def _push_on_schedule(
 
 
 def _open_inlet(name: str, tag: str, results: Any) -> pylsl.StreamInlet | None:
-    """An open inlet of stream ``name``, or None after putting ``(tag, error)``."""
+    """An open inlet of stream ``name`` that pulls into numpy arrays (as the daemon's does),
+    or None after putting ``(tag, error)``."""
     found = pylsl.resolve_byprop("name", name, 1, 60.0)
     if not found:
         results.put((tag, {"error": f"stream {name!r} not found within 60 s"}))
         return None
-    inlet = pylsl.StreamInlet(found[0], max_buflen=60)
+    inlet = pylsl.StreamInlet(found[0], max_buflen=60, as_numpy=True)
     inlet.open_stream(10.0)
     return inlet
 
@@ -184,7 +185,7 @@ def relay(
     while not _stopped(stop):
         sample, stamp = inlet.pull_sample(timeout=0.2)
         if stamp is not None:
-            outlet.push_sample(sample[:N_OUT], stamp)
+            outlet.push_sample(sample[:N_OUT].tolist(), stamp)  # a list, as the daemon's
             relayed += 1
     results.put(("relay", {"relayed": relayed}))
 

@@ -258,7 +258,8 @@ class LslInlet(LslConnection):
     # --- reading -----------------------------------------------------------------------------
 
     def wait_for_data(self, timeout: float) -> bool:
-        """Block until samples were written since the last call, or ``timeout`` seconds.
+        """Block until the inlet's thread wrote samples since the last call, or ``timeout``
+        seconds (with ``pull_in_caller=True`` the caller's :meth:`pull` says what arrived).
 
         Returns True when there may be new samples (read them with :meth:`read_new`); the
         consumer of a low-latency loop waits here instead of polling.
@@ -541,7 +542,8 @@ class LslInlet(LslConnection):
             assert self._ring is not None
             self._ring.write(data, timestamps)
             self._accepted += len(timestamps)
-        self._data_event.set()
+        if not self._settings.pull_in_caller:  # a caller that pulls needs no wake-up
+            self._data_event.set()
         if n_bad:
             kept = "kept" if self._settings.keep_non_finite else "rejected"
             logger.debug("LslInlet: %s %d sample(s) with NaN/Inf", kept, n_bad)

@@ -274,16 +274,19 @@ class KinematicsOutlet:
             raise RuntimeError(
                 f"outlet {self.name!r} is closed; create a new KinematicsOutlet to push again"
             )
-        sample = np.asarray(values, dtype=np.float32).reshape(-1)
-        if sample.shape[0] != len(self.labels):
+        if isinstance(values, np.ndarray) and values.dtype == np.float32 and values.ndim == 1:
+            sample = values.tolist()  # the decoder's case: no conversion but this one
+        else:
+            sample = np.asarray(values, dtype=np.float32).reshape(-1).tolist()
+        if len(sample) != len(self.labels):
             raise ValueError(
                 f"outlet {self.name!r} has {len(self.labels)} channels {self.labels}; got "
-                f"{sample.shape[0]} values"
+                f"{len(sample)} values"
             )
-        if not np.isfinite(sample).all():
+        if not all(map(math.isfinite, sample)):
             raise ValueError(f"outlet {self.name!r}: refusing non-finite values {sample}")
         stamp = pylsl.local_clock() if timestamp is None else float(timestamp)
-        self._outlet.push_sample(sample.tolist(), stamp)  # a list: pylsl converts it fastest
+        self._outlet.push_sample(sample, stamp)  # a list: pylsl converts it fastest
         self.pushed += 1
 
     def close(self) -> None:

@@ -117,28 +117,17 @@ class RingBuffer:
         """
         data = np.asarray(data)
         timestamps = np.asarray(timestamps, dtype=np.float64)
-        if data.ndim != 2:
-            raise ValueError(
-                f"ring buffer expects a 2-D array of shape (n, {self.n_channels}), received "
-                f"shape {data.shape}; pass one row per sample and one column per channel"
-            )
-        if data.shape[1] != self.n_channels:
-            raise ValueError(
-                f"ring buffer expects {self.n_channels} channels, received {data.shape[1]} "
-                f"(data shape {data.shape})"
-            )
-        n = int(data.shape[0])
-        if timestamps.shape != (n,):
-            raise ValueError(
-                f"ring buffer expects one timestamp per row: shape ({n},), received "
-                f"{timestamps.shape}"
-            )
+        shape = data.shape
+        n = shape[0] if len(shape) == 2 else -1
+        if n < 0 or shape[1] != self._data.shape[1] or timestamps.shape != (n,):
+            self._refuse_shapes(data, timestamps)
         if n == 0:
             return 0
-        capacity = self.capacity
-        keep = min(n, capacity)  # rows that can survive this write
-        data = data[n - keep :]
-        timestamps = timestamps[n - keep :]
+        capacity = self._data.shape[0]
+        keep = n
+        if n > capacity:  # only the newest rows survive this write
+            keep = capacity
+            data, timestamps = data[n - keep :], timestamps[n - keep :]
         with self._lock:
             new_head = self._head + n
             start = (new_head - keep) % capacity
@@ -154,6 +143,23 @@ class RingBuffer:
                 self._overflowed += unread - capacity
                 self._tail = self._head - capacity
         return n
+
+    def _refuse_shapes(self, data: np.ndarray, timestamps: np.ndarray) -> None:
+        """ValueError naming what does not fit: the rank, the channels, the timestamps."""
+        if data.ndim != 2:
+            raise ValueError(
+                f"ring buffer expects a 2-D array of shape (n, {self.n_channels}), received "
+                f"shape {data.shape}; pass one row per sample and one column per channel"
+            )
+        if data.shape[1] != self.n_channels:
+            raise ValueError(
+                f"ring buffer expects {self.n_channels} channels, received {data.shape[1]} "
+                f"(data shape {data.shape})"
+            )
+        raise ValueError(
+            f"ring buffer expects one timestamp per row: shape ({data.shape[0]},), received "
+            f"{timestamps.shape}"
+        )
 
     def read_new(self, max_rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Copies of the unread rows, oldest first (at most ``max_rows``), marked as read.
