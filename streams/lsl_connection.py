@@ -308,8 +308,8 @@ class LslConnection(ABC):
                 schema.describe(),
                 self._query_text(),
             )
-        # as_numpy: a sample comes back as one array, not a list of Python floats (a
-        # 96-channel pull_sample took 6 µs against 17, converted into the ring's row)
+        # as_numpy: a sample comes back as one array, not as a list of Python floats that
+        # the ring's row is then filled from, one by one
         inlet = pylsl.StreamInlet(
             info, max_buflen=self._liblsl_buflen(schema), recover=True, as_numpy=True
         )
