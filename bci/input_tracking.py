@@ -25,17 +25,18 @@ import math
 
 import numpy as np
 
-from bci.jit import MATRIX, as_argument, for_floats, kernel, void
+from bci.jit import MATRIX, VECTOR, as_argument, for_floats, kernel, void
 
 MIN_SCALE_FRACTION = 0.1
 
 
-@kernel(for_floats(void("float64[::1]", "float64", *["float64[::1]"] * 3, MATRIX)))
+@kernel(for_floats(void(VECTOR, "float64", *["float64[::1]"] * 3, MATRIX)))
 def _track_kernel(
     x: np.ndarray, a: float, mean: np.ndarray, var: np.ndarray, floor: np.ndarray,
     normalisation: np.ndarray,
 ) -> None:  # fmt: skip
-    """One bin in place: update ``mean`` and ``var`` (C,) with ``x`` and write the decoder's
+    """One bin in place: update ``mean`` and ``var`` (C,) with ``x`` (in the decoder's
+    dtype, each value widened exactly to float64 here) and write the decoder's
     ``normalisation`` rows (mean, 1 / sd)."""
     for i in range(x.shape[0]):
         d = x[i] - mean[i]
@@ -76,7 +77,7 @@ class InputTracker:
 
     def observe(self, x: np.ndarray) -> None:
         """Take bin ``x`` (n_in,) of raw counts into the running statistics."""
-        x = as_argument(x, np.float64)
+        x = as_argument(x, self.normalisation.dtype)  # no conversion for the decoder's bins
         _track_kernel(x, self.rate, self.mean, self.var, self._floor, self.normalisation)
 
 
