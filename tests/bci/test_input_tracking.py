@@ -44,6 +44,24 @@ def test_two_bins_by_hand() -> None:
     np.testing.assert_array_equal(decoder.normalisation, [[1.0] * C, [0.5] * C])
 
 
+def test_a_float32_decoder_tracks_its_bins_as_a_float64_one_does() -> None:
+    """The float32 decoder's bins go to the kernel as they are, widened exactly inside: its
+    running statistics are the float64 tracker's to the last bit."""
+    counts = np.random.default_rng(0).poisson(3.0, size=(200, C))
+    trackers = {}
+    for dtype in (np.float32, np.float64):
+        normalisation = np.array([[1.0] * C, [0.5] * C], dtype=dtype)
+        trackers[dtype] = InputTracker(normalisation, DT, 1.0)
+        for x in counts.astype(dtype):
+            trackers[dtype].observe(x)
+    np.testing.assert_array_equal(trackers[np.float32].mean, trackers[np.float64].mean)
+    np.testing.assert_array_equal(trackers[np.float32].var, trackers[np.float64].var)
+    np.testing.assert_array_equal(
+        trackers[np.float32].normalisation,
+        trackers[np.float64].normalisation.astype(np.float32),
+    )
+
+
 def test_mean_is_the_exponentially_weighted_mean_from_the_stored_one() -> None:
     decoder = _decoder(mean=4.0, scale=1.5)
     tracker = InputTracker(decoder.normalisation, DT, tau_s=0.4)
