@@ -12,10 +12,11 @@ bin's path.
 CPython's thresholds say is due (the same rule: the oldest generation whose count passed its
 threshold), so garbage is reclaimed as before, at a time no bin waits for. On entry the
 objects alive then (modules, the model) are frozen into the permanent generation
-(:func:`gc.freeze`), so a full collection does not walk them again; when the last collector
-in the process exits they are unfrozen and automatic collection is restored as it was
-(collection is process-wide: loops running at once, e.g. daemons on threads in a test, share
-the state).
+(:func:`gc.freeze`), so a full collection does not walk them again (reference counting still
+frees them; only a cycle among them, e.g. a first model swapped out, waits for the loop's
+end); when the last collector in the process exits they are unfrozen and automatic
+collection is restored as it was (collection is process-wide: loops running at once, e.g.
+daemons on threads in a test, share the state).
 """
 
 from __future__ import annotations
