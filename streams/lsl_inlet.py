@@ -501,7 +501,7 @@ class LslInlet(LslConnection):
         if stamp is None:
             return np.empty(0, dtype=np.float64)
         buffer[0] = sample
-        rest: list[float] = []
+        rest = np.empty(0, dtype=np.float64)  # stamps of the samples that followed it
         available = inlet.samples_available()
         if max_chunk > 1 and available:
             _, rest = inlet.pull_chunk(timeout=0.0, max_samples=max_chunk - 1, dest_obj=buffer[1:])
