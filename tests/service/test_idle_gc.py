@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import gc
+import uuid
 import weakref
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from factories import tiny_checkpoint
+from serving import wait_for
 
+from service.daemon import Daemon
 from service.idle_gc import IdleCollector
+from service.settings import Settings
+from streams.player import simulate_stream
+from streams.synthetic import SyntheticConfig
 
 
 class Node:
@@ -97,5 +105,33 @@ def test_collectors_at_once_restore_the_process_state_when_the_last_exits(
     assert not gc.isenabled()  # the second loop still runs
     assert gc.get_freeze_count() > 0
     second.__exit__(None, None, None)
+    assert gc.isenabled()
+    assert gc.get_freeze_count() == 0
+
+
+@pytest.mark.timeout(120)
+def test_a_decoding_daemon_collects_between_bins_and_restores_collection_at_stop(
+    tmp_path: Path, automatic_collection: None
+) -> None:
+    """A real daemon owns collection while it decodes: cycles made meanwhile are still
+    freed, and automatic collection is back once it stops."""
+    name = f"bci-test-idle-gc-{uuid.uuid4().hex[:8]}"
+    model = tiny_checkpoint(tmp_path / "m.safetensors", n_in=12, n_hidden=16, seed=0, rate=2.0)
+    settings = Settings(stream=name, source_id=f"bci-player-{name}", model=model,
+                        output_name=f"{name}-decoded", token="t")  # fmt: skip
+    config = SyntheticConfig(n_channels=12, duration_s=30.0, seed=1)
+    player = simulate_stream(config, name=name, speed=2.0, loop=True)
+    daemon = Daemon(settings)
+    try:
+        player.start()
+        daemon.start()
+        assert wait_for(lambda: daemon.state == "decoding"), daemon.state_message
+        assert not gc.isenabled()
+        refs = [cyclic_garbage() for _ in range(2_000)]  # past the young generation's threshold
+        assert wait_for(lambda: all(r() is None for r in refs)), "cycles not collected"
+        assert sum(daemon._collector.collections) >= 1
+    finally:
+        player.stop()
+        daemon.stop()
     assert gc.isenabled()
     assert gc.get_freeze_count() == 0
